@@ -1,0 +1,1 @@
+//! Procedural macros of mlx-models. Use them through the `mlx-models` crate.

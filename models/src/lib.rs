@@ -1,0 +1,1 @@
+//! The architectures of mlx-models, one file per `model_type`.
