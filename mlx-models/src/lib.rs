@@ -1,6 +1,12 @@
 //! mlx-models: large language models on MLX, one annotated file per architecture.
 //!
-//! This crate holds what every architecture shares. The macros live in `mlx-models-derive` and
-//! are re-exported here.
+//! This crate holds what every architecture shares: config parsing and the model registry
+//! (with the macros from `mlx-models-derive`), and the building blocks (attention, RoPE,
+//! caches, quantized and mixture-of-experts layers).
 
 pub use mlx_rs;
+
+// --- config parsing, weight rules, registry (macros issue) ---
+
+// --- shared building blocks (blocks issue) ---
+pub mod cache;

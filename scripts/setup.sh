@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything mlx-models needs on a fresh Debian 12 machine (run as root), then creates
+# the reference environment (mlx-lm 0.32.2 on MLX 0.32.2, pinned) that the tests compare with.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(g++ libclang-dev libopenblas0-pthread python3 python3-pip python3-venv pkg-config ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+
+# The reference: the Python packages the tests' fixtures are made with, pinned.
+venv=.venv-ref
+stamp="$venv/.pinned-0.32.2"
+if [ ! -f "$stamp" ]; then
+  echo "setup: creating the reference environment in $venv (mlx-lm 0.32.2)" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/reference-requirements.txt
+  touch "$stamp"
+fi
