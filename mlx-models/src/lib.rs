@@ -10,3 +10,5 @@ pub use mlx_rs;
 
 // --- shared building blocks (blocks issue) ---
 pub mod cache;
+
+// --- loading, tokenizer, generation (loader issue) ---
