@@ -1,0 +1,103 @@
+"""Architecture parity fixtures, computed by the reference (mlx-lm 0.32.2 on MLX 0.32.2).
+
+For each case: build a tiny random model with mlx-lm's own classes from a config dict, spread
+its weights wider than the default initialisation (so that logits are far from ties), optionally
+quantize it, save it as a checkpoint, load it back through mlx-lm's loader (its sanitize and
+strict loading), then record what the reference computes:
+
+- `prompt_logits`: logits of a full forward over the prompt, float32, [L, vocab];
+- `tokens`: a greedy continuation of `steps` tokens decoded with the reference's cache;
+- `step_logits`: the logits of each decode step, [steps, vocab];
+- `margins`: the top-2 logit margin at each greedy step.
+
+Usage: python parity.py CASES.json OUT_DIR
+CASES.json is a list of {"name", "config", "prompt": [ids], "steps": 24, "seed": 0,
+"quantize": {"bits": 4, "group_size": 32} (optional)}. Each case becomes OUT_DIR/<name>/ with
+the checkpoint (config.json, model*.safetensors) and reference.safetensors + reference.json.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_unflatten
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.utils import _get_classes, load_model, quantize_model, save_config, save_model
+
+SPREAD = 0.08
+
+
+def randomize(model: nn.Module, seed: int) -> None:
+    mx.random.seed(seed)
+    params = []
+    for name, p in tree_flatten(model.parameters()):
+        noise = mx.random.normal(p.shape, dtype=mx.float32) * SPREAD
+        leaf = name.rsplit(".", 1)[-1]
+        is_norm = "norm" in name and p.ndim == 1 and leaf == "weight"
+        params.append((name, (1.0 + noise if is_norm else noise).astype(p.dtype)))
+    model.update(tree_unflatten(params))
+    mx.eval(model.parameters())
+
+
+def run_case(case: dict, out: Path) -> None:
+    config = dict(case["config"])
+    out.mkdir(parents=True, exist_ok=True)
+    model_class, args_class = _get_classes(config)
+    model = model_class(args_class.from_dict(config))
+    randomize(model, case.get("seed", 0))
+    if "quantize" in case:
+        q = case["quantize"]
+        model, config = quantize_model(model, config, q.get("group_size", 64), q.get("bits", 4))
+    save_model(out, model)
+    save_config(config, out / "config.json")
+
+    # Back through the reference loader: sanitize and strict loading.
+    model, _ = load_model(out, strict=True)
+    prompt = mx.array([case["prompt"]], dtype=mx.int32)
+    prompt_logits = model(prompt)[0].astype(mx.float32)
+
+    cache = make_prompt_cache(model)
+    logits = model(prompt, cache=cache)[0, -1].astype(mx.float32)
+    tokens, step_logits, margins = [], [], []
+    for _ in range(case.get("steps", 24)):
+        top2 = mx.sort(logits)[-2:]
+        margins.append((top2[1] - top2[0]).item())
+        tok = mx.argmax(logits).item()
+        tokens.append(tok)
+        logits = model(mx.array([[tok]], dtype=mx.int32), cache=cache)[0, -1].astype(mx.float32)
+        step_logits.append(logits)
+
+    mx.save_safetensors(
+        str(out / "reference.safetensors"),
+        {
+            "prompt_logits": prompt_logits,
+            "step_logits": mx.stack(step_logits),
+            "tokens": mx.array(tokens, dtype=mx.int32),
+            "margins": mx.array(margins, dtype=mx.float32),
+        },
+    )
+    (out / "reference.json").write_text(
+        json.dumps(
+            {
+                "model_type": config["model_type"],
+                "num_layers": len(model.layers),
+                "prompt": case["prompt"],
+                "tokens": tokens,
+                "min_margin": min(margins) if margins else None,
+            },
+            indent=2,
+        )
+    )
+
+
+def main() -> None:
+    cases = json.loads(Path(sys.argv[1]).read_text())
+    out_dir = Path(sys.argv[2])
+    for case in cases:
+        run_case(case, out_dir / case["name"])
+
+
+if __name__ == "__main__":
+    main()
