@@ -10,5 +10,6 @@ pub use mlx_rs;
 
 // --- shared building blocks (blocks issue) ---
 pub mod cache;
+pub mod nn;
 
 // --- loading, tokenizer, generation (loader issue) ---

@@ -1,0 +1,13 @@
+//! Shared building blocks of the architecture files.
+//!
+//! - [`mask`]: causal, sliding-window and padding masks ([`mask::AttentionMask`]);
+//! - [`attention`]: the one attention entry over the fused kernel, with grouped-query heads,
+//!   sinks and the quantized-cache path;
+//! - [`rope`]: every RoPE variant, built from a `rope_scaling` / `rope_parameters` config;
+//! - [`quantized`]: linear and embedding layers loading mlx-community's quantized layout;
+//! - [`switch`]: mixture-of-experts layers over `gather_mm` / `gather_qmm`;
+//! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm.
+//!
+//! The caches live in [`crate::cache`].
+
+pub mod mask;
