@@ -7,6 +7,16 @@
 pub use mlx_rs;
 
 // --- config parsing, weight rules, registry (macros issue) ---
+pub mod args;
+pub mod model;
+pub mod registry;
+pub mod weights;
+
+pub use mlx_models_derive::{mlx_model, ModelArgs};
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 
 // --- shared building blocks (blocks issue) ---
 pub mod cache;

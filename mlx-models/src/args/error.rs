@@ -1,0 +1,161 @@
+//! The error of config parsing: a value, never a panic, that names the file and the key.
+
+use serde_json::Value;
+
+/// Why a config could not be turned into typed args.
+///
+/// It displays as one line that names the file and the key, for instance
+/// ``config.json: `num_attention_heads`: expected a positive integer, found "abc"``.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}: {kind}")]
+pub struct ArgsError {
+    file: String,
+    kind: ArgsErrorKind,
+}
+
+/// What went wrong, without the file name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgsErrorKind {
+    /// A key without default is absent.
+    #[error("missing key `{key}` (required by {model})")]
+    MissingKey {
+        /// Dotted path of the key, e.g. `rope_scaling.factor`.
+        key: String,
+        /// The `model_type` of the config (or the Rust type when there is none).
+        model: String,
+    },
+    /// A value of the wrong JSON type or out of range.
+    #[error("`{key}`: expected {expected}, found {found}")]
+    WrongType {
+        /// Dotted path of the key.
+        key: String,
+        /// What the field accepts, e.g. `a positive integer`.
+        expected: String,
+        /// The value found, as compact JSON.
+        found: String,
+    },
+    /// The tag of a tagged sub-config (`rope_scaling.type`) names no variant.
+    #[error("`{key}`: unknown variant {found}; expected one of {expected}")]
+    UnknownVariant {
+        /// Dotted path of the tag key.
+        key: String,
+        /// The tag found, as JSON.
+        found: String,
+        /// The accepted tags, quoted and comma separated.
+        expected: String,
+    },
+    /// A check of the post-parse hook failed.
+    #[error("{message}")]
+    Invalid {
+        /// The keys involved, as dotted paths.
+        keys: Vec<String>,
+        /// The whole message, which names the keys.
+        message: String,
+    },
+    /// The file is not JSON, or its top level is not an object.
+    #[error("{0}")]
+    Json(String),
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Io(String),
+}
+
+impl ArgsError {
+    pub(crate) fn new(kind: ArgsErrorKind) -> Self {
+        ArgsError { file: "config.json".to_owned(), kind }
+    }
+
+    /// An error of a post-parse hook: `keys` are the keys involved (as the user writes them in
+    /// config.json), `message` says what is wrong and names them.
+    ///
+    /// ```
+    /// # use mlx_models::args::ArgsError;
+    /// let e = ArgsError::invalid(
+    ///     &["hidden_size", "num_attention_heads"],
+    ///     "`hidden_size` (4095) is not divisible by `num_attention_heads` (32)",
+    /// );
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "config.json: `hidden_size` (4095) is not divisible by `num_attention_heads` (32)"
+    /// );
+    /// ```
+    pub fn invalid(keys: &[&str], message: impl Into<String>) -> Self {
+        ArgsError::new(ArgsErrorKind::Invalid {
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            message: message.into(),
+        })
+    }
+
+    /// A "must be positive" error for `key`, in the words of the parser.
+    pub fn not_positive(key: &str, found: &Value, integer: bool) -> Self {
+        ArgsError::wrong_type(
+            key,
+            if integer { "a positive integer" } else { "a positive number" },
+            found,
+        )
+    }
+
+    pub(crate) fn wrong_type(key: &str, expected: impl Into<String>, found: &Value) -> Self {
+        ArgsError::new(ArgsErrorKind::WrongType {
+            key: key.to_owned(),
+            expected: expected.into(),
+            found: show(found),
+        })
+    }
+
+    pub(crate) fn json(message: impl Into<String>) -> Self {
+        ArgsError::new(ArgsErrorKind::Json(message.into()))
+    }
+
+    /// The same error, said of another file (`generation_config.json`, a path on disk).
+    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+        self.file = file.into();
+        self
+    }
+
+    /// The file the error is about (`config.json` unless told otherwise).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ArgsErrorKind {
+        &self.kind
+    }
+
+    /// The keys the error is about, as dotted paths.
+    pub fn keys(&self) -> Vec<&str> {
+        match &self.kind {
+            ArgsErrorKind::MissingKey { key, .. }
+            | ArgsErrorKind::WrongType { key, .. }
+            | ArgsErrorKind::UnknownVariant { key, .. } => vec![key.as_str()],
+            ArgsErrorKind::Invalid { keys, .. } => keys.iter().map(String::as_str).collect(),
+            ArgsErrorKind::Json(_) | ArgsErrorKind::Io(_) => Vec::new(),
+        }
+    }
+
+    /// Puts `prefix.` in front of the keys, for errors of hooks of nested args.
+    pub(crate) fn under(mut self, prefix: &str) -> Self {
+        if prefix.is_empty() {
+            return self;
+        }
+        if let ArgsErrorKind::Invalid { keys, .. } = &mut self.kind {
+            for k in keys {
+                *k = format!("{prefix}.{k}");
+            }
+        }
+        self
+    }
+}
+
+/// Compact JSON of a value, cut to a readable length.
+pub(crate) fn show(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        let cut: String = s.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}

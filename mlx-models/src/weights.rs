@@ -1,0 +1,353 @@
+//! Declarative weight rules: the data `#[mlx_model(...)]` emits, and the engine that applies
+//! it to a checkpoint's tensors (`sanitize`).
+//!
+//! Patterns are checkpoint keys with captures: `{n}` matches one or more characters other than
+//! `.`, and (in `drop` patterns only) `*` matches anything. Rename and stack patterns match a
+//! key or a prefix of it that ends at a `.`; the rest of the key is carried over, so
+//! `"transformer.h.{n}.attn.c_proj" => "model.layers.{n}.self_attn.o_proj"` renames
+//! `transformer.h.3.attn.c_proj.weight` to `model.layers.3.self_attn.o_proj.weight`.
+//!
+//! Every rule leaves already converted weights unchanged, so sanitize is idempotent as long as
+//! no converted key matches a rule's source (the macro checks each rename's target against its
+//! source).
+
+use std::collections::{BTreeMap, HashMap};
+
+use mlx_rs::error::Exception;
+use mlx_rs::module::ModuleParameters;
+use mlx_rs::Array;
+
+/// A checkpoint's tensors by key.
+pub type Weights = HashMap<String, Array>;
+
+/// One weight rule. Rules run in the order written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Renames keys matching `from` (a prefix pattern) to `to`, filling the captures.
+    Rename {
+        /// Source pattern.
+        from: &'static str,
+        /// Target pattern, with the same captures.
+        to: &'static str,
+    },
+    /// Removes a prefix from the keys that start with it.
+    StripPrefix(&'static str),
+    /// Adds a prefix to the keys that do not start with it.
+    AddPrefix(&'static str),
+    /// Drops keys matching a whole-key pattern (`*.rotary_emb.inv_freq`, `vision_tower.*`).
+    Drop(&'static str),
+    /// Drops the keys under this module path (`lm_head`) when the model has no parameter
+    /// there, which is how a model with `tie_word_embeddings` is built.
+    TiedHead(&'static str),
+    /// Stacks the per-expert tensors of `from` (a prefix pattern with `{e}`, the expert index)
+    /// into one tensor `[E, ...]` at `to`, for every suffix (`gate_proj.weight`,
+    /// `gate_proj.scales`, `gate_proj.biases`, ...).
+    StackExperts {
+        /// Source pattern, with `{e}`.
+        from: &'static str,
+        /// Target pattern, without `{e}`.
+        to: &'static str,
+    },
+}
+
+/// Why sanitize failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SanitizeError {
+    /// A rule would write a key that is already there.
+    #[error("weight rule {rule} maps `{from}` to `{to}`, which the checkpoint already has")]
+    Collision {
+        /// The rule, as written.
+        rule: String,
+        /// The source key.
+        from: String,
+        /// The target key.
+        to: String,
+    },
+    /// The experts of one stacked tensor are not `0..E`.
+    #[error("cannot stack experts into `{key}`: {reason}")]
+    Stack {
+        /// The stacked key.
+        key: String,
+        /// What is wrong with the experts found.
+        reason: String,
+    },
+    /// An MLX operation (stacking, a hook's tensor work) failed.
+    #[error(transparent)]
+    Mlx(#[from] Exception),
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Rename { from, to } => write!(f, "rename({from:?} => {to:?})"),
+            Rule::StripPrefix(p) => write!(f, "strip_prefix = {p:?}"),
+            Rule::AddPrefix(p) => write!(f, "add_prefix = {p:?}"),
+            Rule::Drop(p) => write!(f, "drop = {p:?}"),
+            Rule::TiedHead(p) => write!(f, "tied_head = {p:?}"),
+            Rule::StackExperts { from, to } => write!(f, "stack_experts({from:?} => {to:?})"),
+        }
+    }
+}
+
+/// Applies `rules` in order. `model` answers whether a module path has parameters (for
+/// [`Rule::TiedHead`]); pass `None` to treat every module as present.
+pub fn apply(
+    rules: &[Rule],
+    mut weights: Weights,
+    model: Option<&dyn ModuleParameters>,
+) -> Result<Weights, SanitizeError> {
+    for rule in rules {
+        weights = apply_one(rule, weights, model)?;
+    }
+    Ok(weights)
+}
+
+fn apply_one(
+    rule: &Rule,
+    mut weights: Weights,
+    model: Option<&dyn ModuleParameters>,
+) -> Result<Weights, SanitizeError> {
+    match *rule {
+        Rule::Rename { from, to } => {
+            let from_p = Pattern::new(from);
+            let to_p = Pattern::new(to);
+            rekey(rule, weights, |key| {
+                from_p.match_prefix(key).map(|(caps, rest)| format!("{}{rest}", to_p.fill(&caps)))
+            })
+        }
+        Rule::StripPrefix(p) => {
+            rekey(rule, weights, |key| key.strip_prefix(p).filter(|k| !k.is_empty()).map(str::to_owned))
+        }
+        Rule::AddPrefix(p) => rekey(rule, weights, |key| (!key.starts_with(p)).then(|| format!("{p}{key}"))),
+        Rule::Drop(p) => {
+            let pat = Pattern::new(p);
+            weights.retain(|k, _| !pat.matches_whole(k));
+            Ok(weights)
+        }
+        Rule::TiedHead(prefix) => {
+            let has_head = model.is_none_or(|m| {
+                m.parameters().flatten().keys().any(|k| under(k, prefix))
+            });
+            if !has_head {
+                weights.retain(|k, _| !under(k, prefix));
+            }
+            Ok(weights)
+        }
+        Rule::StackExperts { from, to } => stack(rule, weights, from, to),
+    }
+}
+
+/// Whether `key` is `prefix` or inside it.
+fn under(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// Moves every key for which `f` gives a new name.
+fn rekey(
+    rule: &Rule,
+    weights: Weights,
+    f: impl Fn(&str) -> Option<String>,
+) -> Result<Weights, SanitizeError> {
+    let renames: Vec<(String, String)> =
+        weights.keys().filter_map(|k| f(k).map(|n| (k.clone(), n))).collect();
+    if renames.is_empty() {
+        return Ok(weights);
+    }
+    let mut weights = weights;
+    let mut moved = Vec::with_capacity(renames.len());
+    for (old, new) in &renames {
+        if let Some(v) = weights.remove(old) {
+            moved.push((old, new, v));
+        }
+    }
+    for (old, new, v) in moved {
+        if weights.contains_key(new) {
+            return Err(SanitizeError::Collision { rule: rule.to_string(), from: old.clone(), to: new.clone() });
+        }
+        weights.insert(new.clone(), v);
+    }
+    Ok(weights)
+}
+
+fn stack(rule: &Rule, mut weights: Weights, from: &str, to: &str) -> Result<Weights, SanitizeError> {
+    let from_p = Pattern::new(from);
+    let to_p = Pattern::new(to);
+    // target key -> expert index -> source key
+    let mut groups: BTreeMap<String, BTreeMap<usize, String>> = BTreeMap::new();
+    for key in weights.keys() {
+        let Some((caps, rest)) = from_p.match_prefix(key) else { continue };
+        let Some(e) = caps.iter().find(|(n, _)| *n == "e").and_then(|(_, v)| v.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let target = format!("{}{rest}", to_p.fill(&caps));
+        groups.entry(target).or_default().insert(e, key.clone());
+    }
+    for (target, experts) in groups {
+        if let Some((i, _)) = experts.keys().enumerate().find(|(i, e)| i != *e) {
+            return Err(SanitizeError::Stack {
+                key: target,
+                reason: format!("expert {i} is missing ({} found)", experts.len()),
+            });
+        }
+        if weights.contains_key(&target) {
+            let from = experts.values().next().cloned().unwrap_or_default();
+            return Err(SanitizeError::Collision { rule: rule.to_string(), from, to: target });
+        }
+        let parts: Vec<Array> = experts.values().filter_map(|k| weights.remove(k)).collect();
+        let stacked = mlx_rs::ops::stack(&parts, 0)?;
+        weights.insert(target, stacked);
+    }
+    Ok(weights)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token<'p> {
+    Lit(&'p str),
+    Capture(&'p str),
+    Star,
+}
+
+/// A parsed weight pattern. The macro has checked the pattern at compile time; a malformed
+/// one read here (from a hand-built [`Rule`]) matches literally.
+#[derive(Debug, Clone)]
+struct Pattern<'p> {
+    tokens: Vec<Token<'p>>,
+}
+
+type Captures<'p, 'k> = Vec<(&'p str, &'k str)>;
+
+impl<'p> Pattern<'p> {
+    fn new(text: &'p str) -> Self {
+        let mut tokens = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('{') {
+                if let Some(end) = after.find('}') {
+                    tokens.push(Token::Capture(&after[..end]));
+                    rest = &after[end + 1..];
+                    continue;
+                }
+                tokens.push(Token::Lit(rest));
+                break;
+            }
+            if let Some(after) = rest.strip_prefix('*') {
+                tokens.push(Token::Star);
+                rest = after;
+                continue;
+            }
+            let end = rest.find(['{', '*']).unwrap_or(rest.len());
+            tokens.push(Token::Lit(&rest[..end]));
+            rest = &rest[end..];
+        }
+        Pattern { tokens }
+    }
+
+    /// Matches a prefix of `key` ending at a `.` or at the end; gives the captures and the
+    /// rest of the key (empty, or starting with `.`).
+    fn match_prefix<'k>(&self, key: &'k str) -> Option<(Captures<'p, 'k>, &'k str)> {
+        let mut caps = Vec::new();
+        let end = self.walk(0, key, 0, &mut caps, false)?;
+        Some((caps, &key[end..]))
+    }
+
+    fn matches_whole(&self, key: &str) -> bool {
+        let mut caps = Vec::new();
+        self.walk(0, key, 0, &mut caps, true).is_some()
+    }
+
+    fn walk<'k>(
+        &self,
+        t: usize,
+        key: &'k str,
+        pos: usize,
+        caps: &mut Captures<'p, 'k>,
+        whole: bool,
+    ) -> Option<usize> {
+        let Some(token) = self.tokens.get(t) else {
+            let rest = &key[pos..];
+            return (rest.is_empty() || (!whole && rest.starts_with('.'))).then_some(pos);
+        };
+        match token {
+            Token::Lit(lit) => {
+                if key[pos..].starts_with(lit) {
+                    self.walk(t + 1, key, pos + lit.len(), caps, whole)
+                } else {
+                    None
+                }
+            }
+            Token::Capture(name) => {
+                let seg_end = key[pos..].find('.').map_or(key.len(), |i| pos + i);
+                // Longest first, so that `{n}` takes the whole segment when it can.
+                for end in (pos + 1..=seg_end).rev() {
+                    if !key.is_char_boundary(end) {
+                        continue;
+                    }
+                    caps.push((name, &key[pos..end]));
+                    if let Some(done) = self.walk(t + 1, key, end, caps, whole) {
+                        return Some(done);
+                    }
+                    caps.pop();
+                }
+                None
+            }
+            Token::Star => {
+                for end in (pos..=key.len()).rev() {
+                    if !key.is_char_boundary(end) {
+                        continue;
+                    }
+                    if let Some(done) = self.walk(t + 1, key, end, caps, whole) {
+                        return Some(done);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn fill(&self, caps: &Captures<'_, '_>) -> String {
+        let mut out = String::new();
+        for token in &self.tokens {
+            match token {
+                Token::Lit(l) => out.push_str(l),
+                Token::Capture(name) => {
+                    if let Some((_, v)) = caps.iter().find(|(n, _)| n == name) {
+                        out.push_str(v);
+                    }
+                }
+                Token::Star => out.push('*'),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pattern;
+
+    #[test]
+    fn prefix_match_stops_at_a_dot() {
+        let p = Pattern::new("model.norm");
+        assert_eq!(p.match_prefix("model.norm.weight").map(|(_, r)| r), Some(".weight"));
+        assert!(p.match_prefix("model.norm_f.weight").is_none());
+    }
+
+    #[test]
+    fn captures_fill_the_target() {
+        let p = Pattern::new("transformer.h.{n}.attn");
+        let (caps, rest) = p.match_prefix("transformer.h.12.attn.c_proj.weight").expect("matches");
+        assert_eq!(caps, vec![("n", "12")]);
+        assert_eq!(rest, ".c_proj.weight");
+        assert_eq!(Pattern::new("model.layers.{n}.self_attn").fill(&caps), "model.layers.12.self_attn");
+    }
+
+    #[test]
+    fn star_spans_dots_in_whole_matches() {
+        let p = Pattern::new("*.rotary_emb.inv_freq");
+        assert!(p.matches_whole("model.layers.0.self_attn.rotary_emb.inv_freq"));
+        assert!(!p.matches_whole("model.layers.0.self_attn.rotary_emb.inv_freq2"));
+        assert!(Pattern::new("vision_tower.*").matches_whole("vision_tower.a.b"));
+    }
+}
