@@ -35,7 +35,7 @@ impl fmt::Display for BuildError {
 
 impl From<io::Error> for BuildError {
     fn from(e: io::Error) -> Self {
-        BuildError(format!("mlx-sys: I/O error: {e}"))
+        BuildError(format!("I/O error: {e}"))
     }
 }
 
@@ -48,9 +48,9 @@ type Result<T> = std::result::Result<T, BuildError>;
 fn main() {
     if let Err(e) = run() {
         // One line, no CMake or compiler wall: cargo prints it as `error: ...`.
+        // `cargo::error` fails the build with this line alone; exiting non-zero would make
+        // cargo dump the whole build-script output under it.
         println!("cargo::error={e}");
-        eprintln!("error: {e}");
-        std::process::exit(1);
     }
 }
 
@@ -112,12 +112,12 @@ fn run() -> Result<()> {
     let target = Target::from_env();
     if target.os == Os::Other {
         return Err(fail(
-            "mlx-sys: only Linux and macOS are supported (MLX ships no prebuilt library for this target)",
+            "only Linux and macOS are supported (MLX ships no prebuilt library for this target)",
         ));
     }
-    let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|_| fail("mlx-sys: OUT_DIR not set"))?);
+    let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|_| fail("OUT_DIR not set"))?);
     let manifest_dir = PathBuf::from(
-        env::var("CARGO_MANIFEST_DIR").map_err(|_| fail("mlx-sys: CARGO_MANIFEST_DIR not set"))?,
+        env::var("CARGO_MANIFEST_DIR").map_err(|_| fail("CARGO_MANIFEST_DIR not set"))?,
     );
     let compat_header = manifest_dir.join("compat").join("mlx_sys_compat.h");
 
@@ -160,7 +160,7 @@ fn run() -> Result<()> {
             .cargo_metadata(false)
             .warnings(false)
             .try_compile("mlx_sys_openblas_anchor")
-            .map_err(|e| fail(format!("mlx-sys: compiling the OpenBLAS anchor failed: {}", first_line(&e.to_string()))))?;
+            .map_err(|e| fail(format!("compiling the OpenBLAS anchor failed: {}", first_line(&e.to_string()))))?;
         println!("cargo:rerun-if-changed=compat/link_openblas.c");
         println!("cargo:rustc-link-search=native={}", out_dir.display());
         println!("cargo:rustc-link-lib=static:+whole-archive,-bundle=mlx_sys_openblas_anchor");
@@ -212,7 +212,7 @@ fn find_openblas() -> Result<OpenBlas> {
         }
     }
     Err(fail(
-        "mlx-sys: OpenBLAS not found; install it with `apt-get install libopenblas0-pthread` \
+        "OpenBLAS not found; install it with `apt-get install libopenblas0-pthread` \
          (Debian/Ubuntu), or set OPENBLAS_LIB_DIR, or MLX_SYS_NO_OPENBLAS=1 to keep the wheel's \
          slow reference BLAS",
     ))
@@ -263,7 +263,7 @@ fn check_libclang(target: &Target) -> Result<Option<PathBuf>> {
         }
     }
     Err(fail(
-        "mlx-sys: libclang not found (bindgen needs it); install it with `apt-get install \
+        "libclang not found (bindgen needs it); install it with `apt-get install \
          libclang-dev` (Debian/Ubuntu) or `brew install llvm` (macOS), or set LIBCLANG_PATH",
     ))
 }
@@ -282,7 +282,7 @@ fn check_pip() -> Result<()> {
         Ok(())
     } else {
         Err(fail(
-            "mlx-sys: python3 with pip is needed to fetch the MLX wheel; install it with \
+            "python3 with pip is needed to fetch the MLX wheel; install it with \
              `apt-get install python3 python3-pip python3-venv` (Debian/Ubuntu) or \
              `brew install python` (macOS), or point MLX_DIR at an MLX install",
         ))
@@ -298,7 +298,7 @@ fn locate_mlx(target: &Target) -> Result<MlxInstall> {
         for needed in ["lib", "include/mlx/mlx.h", "share/cmake/MLX"] {
             if !prefix.join(needed).exists() {
                 return Err(fail(format!(
-                    "mlx-sys: MLX_DIR={} has no `{needed}`; it must be an MLX {MLX_VERSION} install \
+                    "MLX_DIR={} has no `{needed}`; it must be an MLX {MLX_VERSION} install \
                      with lib/, include/ and share/cmake/MLX",
                     prefix.display()
                 )));
@@ -349,7 +349,7 @@ fn cache_dir() -> Result<PathBuf> {
         return Ok(PathBuf::from(dir).join("mlx-sys"));
     }
     let home = env::var_os("HOME")
-        .ok_or_else(|| fail("mlx-sys: set HOME, XDG_CACHE_HOME or MLX_SYS_CACHE_DIR for the MLX wheel cache"))?;
+        .ok_or_else(|| fail("set HOME, XDG_CACHE_HOME or MLX_SYS_CACHE_DIR for the MLX wheel cache"))?;
     let home = PathBuf::from(home);
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("macos") {
         Ok(home.join("Library").join("Caches").join("mlx-sys"))
@@ -362,7 +362,7 @@ fn cache_dir() -> Result<PathBuf> {
 /// unpacks every wheel into `root`, as pip would lay out site-packages.
 fn install_wheel(package: &str, with_deps: bool, root: &Path) -> Result<()> {
     check_pip()?;
-    let parent = root.parent().ok_or_else(|| fail("mlx-sys: bad cache folder"))?;
+    let parent = root.parent().ok_or_else(|| fail("bad cache folder"))?;
     fs::create_dir_all(parent)?;
     let staging = parent.join(format!(
         ".{}.partial-{}",
@@ -384,13 +384,13 @@ fn install_wheel(package: &str, with_deps: bool, root: &Path) -> Result<()> {
     pip.arg("--dest").arg(&wheels).arg(&spec);
     let output = pip
         .output()
-        .map_err(|e| fail(format!("mlx-sys: could not run pip to fetch {spec}: {e}")))?;
+        .map_err(|e| fail(format!("could not run pip to fetch {spec}: {e}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
         let _ = fs::remove_dir_all(&staging);
         return Err(fail(format!(
-            "mlx-sys: `pip download {spec}` failed ({last}); check network access to PyPI, or \
+            "`pip download {spec}` failed ({last}); check network access to PyPI, or \
              point MLX_DIR at an MLX {MLX_VERSION} install"
         )));
     }
@@ -407,15 +407,15 @@ fn install_wheel(package: &str, with_deps: bool, root: &Path) -> Result<()> {
         .arg(&tree)
         .args(&files)
         .status()
-        .map_err(|e| fail(format!("mlx-sys: could not unpack the MLX wheel: {e}")))?;
+        .map_err(|e| fail(format!("could not unpack the MLX wheel: {e}")))?;
     if !status.success() || !tree.join("mlx/include/mlx/mlx.h").exists() {
         let _ = fs::remove_dir_all(&staging);
-        return Err(fail(format!("mlx-sys: the {spec} wheel did not contain mlx/include/mlx/mlx.h")));
+        return Err(fail(format!("the {spec} wheel did not contain mlx/include/mlx/mlx.h")));
     }
     // Another build may have finished first: theirs is as good as ours.
     if fs::rename(&tree, root).is_err() && !root.join("mlx/include/mlx/mlx.h").exists() {
         let _ = fs::remove_dir_all(&staging);
-        return Err(fail(format!("mlx-sys: could not move the MLX wheel into {}", root.display())));
+        return Err(fail(format!("could not move the MLX wheel into {}", root.display())));
     }
     let _ = fs::remove_dir_all(&staging);
     Ok(())
@@ -516,7 +516,7 @@ fn fetch_mlx_c_sources(out_dir: &Path) -> Result<PathBuf> {
         }
     }
     Err(fail(format!(
-        "mlx-sys: could not get mlx-c's sources from the crates.io package \
+        "could not get mlx-c's sources from the crates.io package \
          {MLX_C_CRATE} {MLX_C_CRATE_VERSION} ({last_error}); check access to crates.io"
     )))
 }
@@ -535,7 +535,7 @@ fn mlx_c_sources(mlx_c: &Path) -> Result<Vec<PathBuf>> {
         .map(|l| mlx_c.join(l))
         .collect();
     if sources.is_empty() {
-        return Err(fail("mlx-sys: found no sources in mlx-c's CMakeLists.txt"));
+        return Err(fail("found no sources in mlx-c's CMakeLists.txt"));
     }
     Ok(sources)
 }
@@ -560,14 +560,14 @@ fn compile_mlx_c(mlx_c: &Path, mlx: &MlxInstall, compat_header: &Path) -> Result
     let compiler = build.get_compiler();
     if Command::new(compiler.path()).arg("--version").output().is_err() {
         return Err(fail(format!(
-            "mlx-sys: no C++ compiler (`{}`); install it with `apt-get install g++` \
+            "no C++ compiler (`{}`); install it with `apt-get install g++` \
              (Debian/Ubuntu) or `xcode-select --install` (macOS)",
             compiler.path().display()
         )));
     }
     build
         .try_compile("mlxc")
-        .map_err(|e| fail(format!("mlx-sys: compiling mlx-c failed: {}", first_line(&e.to_string()))))
+        .map_err(|e| fail(format!("compiling mlx-c failed: {}", first_line(&e.to_string()))))
 }
 
 fn first_line(s: &str) -> String {
@@ -595,7 +595,7 @@ fn generate_bindings(
 
     // The same configuration the published mlx-sys uses, so mlx-rs sees the same API.
     let mut builder = bindgen::Builder::default()
-        .rust_target("1.73.0".parse().map_err(|_| fail("mlx-sys: bad bindgen rust target"))?)
+        .rust_target("1.73.0".parse().map_err(|_| fail("bad bindgen rust target"))?)
         .clang_arg(format!("-I{}", mlx_c.display()))
         .blocklist_function("malloc")
         .blocklist_function("realloc");
@@ -615,9 +615,9 @@ fn generate_bindings(
     }
     let bindings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.generate()))
         .map_err(|_| {
-            fail("mlx-sys: bindgen failed to load libclang; install `libclang-dev` (Debian/Ubuntu) or `brew install llvm`, or set LIBCLANG_PATH")
+            fail("bindgen failed to load libclang; install `libclang-dev` (Debian/Ubuntu) or `brew install llvm`, or set LIBCLANG_PATH")
         })?
-        .map_err(|e| fail(format!("mlx-sys: generating bindings failed: {}", first_line(&e.to_string()))))?;
+        .map_err(|e| fail(format!("generating bindings failed: {}", first_line(&e.to_string()))))?;
     bindings.write_to_file(out_dir.join("bindings.rs"))?;
     Ok(())
 }
