@@ -23,3 +23,4 @@ pub mod cache;
 pub mod nn;
 
 // --- loading, tokenizer, generation (loader issue) ---
+pub mod checkpoint;
