@@ -23,4 +23,5 @@ pub mod cache;
 pub mod nn;
 
 // --- loading, tokenizer, generation (loader issue) ---
+pub mod hub;
 pub mod checkpoint;
