@@ -23,5 +23,7 @@ pub mod cache;
 pub mod nn;
 
 // --- loading, tokenizer, generation (loader issue) ---
+pub mod sampling;
+pub mod generate;
 pub mod hub;
 pub mod checkpoint;

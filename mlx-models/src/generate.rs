@@ -1,0 +1,374 @@
+//! Token generation that does not depend on any model type: a stream of tokens driven by a
+//! closure that maps input tokens to logits, with the reference's (mlx-lm `generate_step` and
+//! `stream_generate`) behaviour:
+//!
+//! - the prompt is prefilled in chunks of `prefill_step_size` tokens, all but the last token,
+//!   whose logits give the first generated token;
+//! - the logits processors see every token so far (prompt and generated), the sampler gets
+//!   `logits - logsumexp(logits)`;
+//! - the stream ends after `max_tokens` tokens (finish reason [`FinishReason::Length`]) or on a
+//!   token in `eos_token_ids` (yielded last, with [`FinishReason::Stop`]);
+//! - the next step is queued before the current token is read back (when no logits processor
+//!   needs the token's value on the host), as the reference does with `async_eval`; as there,
+//!   the model also sees the EOS token (one step past it) unless `max_tokens` is reached.
+//!
+//! The closure receives a `[1, n]` `uint32` array of tokens and returns logits `[1, n, vocab]`
+//! (only the last position is used) or `[1, vocab]`; it keeps its own cache between calls.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::{Array, Dtype};
+use serde::{Deserialize, Serialize};
+
+use crate::sampling::{self, LogitsConfig, Sampler, SamplerConfig, SamplingError};
+
+/// Why generation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenerateError {
+    /// The prompt has no token.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// A setting is out of range.
+    #[error("invalid generation setting: {0}")]
+    InvalidConfig(String),
+    /// The model returned logits of an unexpected shape.
+    #[error("the model returned logits of shape {0:?}; expected [1, n, vocab] or [1, vocab]")]
+    LogitsShape(Vec<i32>),
+    /// Sampling failed.
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    /// The model (the closure) failed.
+    #[error("model: {0}")]
+    Model(Box<dyn std::error::Error + Send + Sync>),
+    /// An MLX operation failed.
+    #[error("MLX: {0}")]
+    Mlx(#[from] mlx_rs::error::Exception),
+    /// Reading a value back from MLX failed.
+    #[error("MLX: {0}")]
+    Conversion(#[from] mlx_rs::error::ConversionError),
+}
+
+type Result<T> = std::result::Result<T, GenerateError>;
+
+/// The default number of prompt tokens processed per model call.
+pub const DEFAULT_PREFILL_STEP_SIZE: usize = 2048;
+
+/// Settings of a generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationConfig {
+    /// The most tokens to generate (at least 1).
+    pub max_tokens: usize,
+    /// How tokens are picked.
+    pub sampler: SamplerConfig,
+    /// How logits are adjusted first.
+    pub logits: LogitsConfig,
+    /// Generation stops after any of these tokens.
+    pub eos_token_ids: Vec<u32>,
+    /// Prompt tokens per model call during prefill (at least 1).
+    pub prefill_step_size: usize,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_tokens: 256,
+            sampler: SamplerConfig::default(),
+            logits: LogitsConfig::default(),
+            eos_token_ids: Vec::new(),
+            prefill_step_size: DEFAULT_PREFILL_STEP_SIZE,
+        }
+    }
+}
+
+impl GenerationConfig {
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_tokens == 0 {
+            return Err(GenerateError::InvalidConfig("max_tokens must be at least 1".into()));
+        }
+        if self.prefill_step_size == 0 {
+            return Err(GenerateError::InvalidConfig("prefill_step_size must be at least 1".into()));
+        }
+        self.sampler.validate()?;
+        self.logits.validate()?;
+        Ok(())
+    }
+}
+
+/// Why the stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// An EOS token was generated.
+    Stop,
+    /// `max_tokens` tokens were generated.
+    Length,
+}
+
+/// Timing and memory of a generation so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct GenerationStats {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Seconds from the start to the first generated token (prefill).
+    pub prompt_seconds: f64,
+    /// Prompt tokens per second.
+    pub prompt_tps: f64,
+    /// Tokens generated so far (an EOS token counts).
+    pub generation_tokens: usize,
+    /// Seconds since the first generated token.
+    pub generation_seconds: f64,
+    /// Generated tokens per second (counted from the first generated token, as the reference).
+    pub generation_tps: f64,
+    /// MLX's peak memory in bytes.
+    pub peak_memory_bytes: usize,
+}
+
+impl GenerationStats {
+    /// The peak memory in GB (10^9 bytes, as the reference prints it).
+    pub fn peak_memory_gb(&self) -> f64 {
+        self.peak_memory_bytes as f64 / 1e9
+    }
+}
+
+/// One generated token.
+#[derive(Debug, Clone)]
+pub struct GeneratedToken {
+    /// The token id.
+    pub token: u32,
+    /// Its log-probability (after the logits processors, before the sampler's filters).
+    pub logprob: f32,
+    /// The log-probabilities of the whole vocabulary at this step (`[vocab]`).
+    pub logprobs: Array,
+    /// Set on the last token of the stream.
+    pub finish_reason: Option<FinishReason>,
+    /// Statistics so far.
+    pub stats: GenerationStats,
+}
+
+/// Called after each prefill chunk with the chunk's tokens, the prompt tokens processed so far
+/// and the prompt's length (the place to evaluate a cache or report progress).
+pub type PrefillHook<'a> = Box<dyn FnMut(&[u32], usize, usize) -> Result<()> + 'a>;
+
+/// The peak memory MLX has used, in bytes.
+pub fn peak_memory() -> Result<usize> {
+    Ok(mlx_rs::memory::peak_memory()?)
+}
+
+/// A stream of generated tokens; see the module documentation.
+pub struct TokenStream<'a, F> {
+    forward: F,
+    config: GenerationConfig,
+    eos: HashSet<u32>,
+    sampler: Sampler,
+    prefill_hook: Option<PrefillHook<'a>>,
+    prompt: Vec<u32>,
+    history: Vec<u32>,
+    started: Option<Instant>,
+    first_token_at: Option<Instant>,
+    prompt_seconds: f64,
+    /// The step queued for the next token: (token, logprobs, chosen logprob).
+    pending: Option<(Array, Array, Array)>,
+    generated: usize,
+    done: bool,
+}
+
+impl<'a, F, E> TokenStream<'a, F>
+where
+    F: FnMut(&Array) -> std::result::Result<Array, E>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    /// A stream over `prompt` (at least one token) with `forward` as the model.
+    pub fn new(prompt: &[u32], config: GenerationConfig, forward: F) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        config.validate()?;
+        let sampler = Sampler::new(config.sampler.clone())?;
+        let eos = config.eos_token_ids.iter().copied().collect();
+        Ok(TokenStream {
+            forward,
+            eos,
+            sampler,
+            config,
+            prefill_hook: None,
+            prompt: prompt.to_vec(),
+            history: Vec::new(),
+            started: None,
+            first_token_at: None,
+            prompt_seconds: 0.0,
+            pending: None,
+            generated: 0,
+            done: false,
+        })
+    }
+
+    /// Sets the hook called after each prefill chunk.
+    pub fn with_prefill_hook(mut self, hook: impl FnMut(&[u32], usize, usize) -> Result<()> + 'a) -> Self {
+        self.prefill_hook = Some(Box::new(hook));
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GenerationConfig {
+        &self.config
+    }
+
+    fn call(&mut self, tokens: &Array) -> Result<Array> {
+        (self.forward)(tokens).map_err(|e| GenerateError::Model(Box::new(e)))
+    }
+
+    /// Runs the model on `input` and queues sampling of the next token.
+    fn step(&mut self, input: &Array) -> Result<(Array, Array, Array)> {
+        let logits = self.call(input)?;
+        let logits = match logits.ndim() {
+            3 if logits.dim(0) == 1 => logits.try_index((.., -1, ..))?,
+            2 if logits.dim(0) == 1 => logits,
+            _ => return Err(GenerateError::LogitsShape(logits.shape().to_vec())),
+        };
+        let logits = if self.config.logits.is_active() {
+            self.config.logits.apply(&self.history, &logits)?
+        } else {
+            logits
+        };
+        let logprobs = sampling::log_softmax(&logits)?;
+        let token = self.sampler.sample(&logprobs)?;
+        let chosen = sampling::chosen_logprobs(&logprobs, &token)?;
+        let logprobs = logprobs.squeeze_axes(&[0])?;
+        Ok((token, logprobs, chosen))
+    }
+
+    fn prefill(&mut self) -> Result<Array> {
+        let total = self.prompt.len();
+        let mut done = 0;
+        while total - done > 1 {
+            let n = self.config.prefill_step_size.min(total - done - 1);
+            let chunk = self.prompt[done..done + n].to_vec();
+            let out = self.call(&Array::from_slice(&chunk, &[1, n as i32]))?;
+            out.eval()?;
+            done += n;
+            self.history.extend_from_slice(&chunk);
+            if let Some(hook) = self.prefill_hook.as_mut() {
+                hook(&chunk, done, total)?;
+            }
+        }
+        let rest = self.prompt[done..].to_vec();
+        self.history.extend_from_slice(&rest);
+        Ok(Array::from_slice(&rest, &[1, rest.len() as i32]))
+    }
+
+    fn stats(&self, now: Instant) -> Result<GenerationStats> {
+        let generation_seconds = self
+            .first_token_at
+            .map(|t| now.duration_since(t).as_secs_f64())
+            .unwrap_or(0.0);
+        let tps = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        Ok(GenerationStats {
+            prompt_tokens: self.prompt.len(),
+            prompt_seconds: self.prompt_seconds,
+            prompt_tps: tps(self.prompt.len(), self.prompt_seconds),
+            generation_tokens: self.generated,
+            generation_seconds,
+            generation_tps: tps(self.generated, generation_seconds),
+            peak_memory_bytes: peak_memory()?,
+        })
+    }
+
+    fn next_token(&mut self) -> Result<Option<GeneratedToken>> {
+        if self.done {
+            return Ok(None);
+        }
+        let (token, logprobs, chosen) = match self.pending.take() {
+            Some(p) => p,
+            None => {
+                self.started = Some(Instant::now());
+                let input = self.prefill()?;
+                self.step(&input)?
+            }
+        };
+        // Queue the next step before reading this token back, unless a processor needs the
+        // token's value or this is the last token anyway.
+        let last_allowed = self.generated + 1 >= self.config.max_tokens;
+        let pipelined = !self.config.logits.is_active() && !last_allowed;
+        if pipelined {
+            let next = self.step(&token.reshape(&[1, 1])?)?;
+            mlx_rs::transforms::async_eval([&next.0, &next.1, &next.2])?;
+            self.pending = Some(next);
+        }
+        mlx_rs::transforms::eval([&token, &chosen])?;
+        let id: u32 = token.try_item_exact::<u32>()?;
+        let logprob: f32 = chosen.as_dtype(Dtype::Float32)?.try_item_exact::<f32>()?;
+        let now = Instant::now();
+        if self.first_token_at.is_none() {
+            self.first_token_at = Some(now);
+            self.prompt_seconds = self.started.map(|s| now.duration_since(s).as_secs_f64()).unwrap_or(0.0);
+        }
+        self.generated += 1;
+        self.history.push(id);
+        let finish_reason = if self.eos.contains(&id) {
+            Some(FinishReason::Stop)
+        } else if self.generated >= self.config.max_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        if finish_reason.is_some() {
+            self.done = true;
+            self.pending = None;
+        } else if !pipelined {
+            // The logits processors need this token's value: the next step starts now.
+            let next = self.step(&token.reshape(&[1, 1])?)?;
+            mlx_rs::transforms::async_eval([&next.0, &next.1, &next.2])?;
+            self.pending = Some(next);
+        }
+        Ok(Some(GeneratedToken {
+            token: id,
+            logprob,
+            logprobs,
+            finish_reason,
+            stats: self.stats(now)?,
+        }))
+    }
+
+    /// Runs the stream to its end and returns every token.
+    pub fn collect_all(self) -> Result<Vec<GeneratedToken>> {
+        self.collect()
+    }
+
+    /// The time since the stream started (zero before the first token is asked for).
+    pub fn elapsed(&self) -> Duration {
+        self.started.map(|s| s.elapsed()).unwrap_or_default()
+    }
+}
+
+impl<F, E> Iterator for TokenStream<'_, F>
+where
+    F: FnMut(&Array) -> std::result::Result<Array, E>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    type Item = Result<GeneratedToken>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_token() {
+            Ok(Some(t)) => Some(Ok(t)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Starts a token stream: `generate_tokens(&prompt, config, |tokens| model.forward(tokens))`.
+pub fn generate_tokens<'a, F, E>(prompt: &[u32], config: GenerationConfig, forward: F) -> Result<TokenStream<'a, F>>
+where
+    F: FnMut(&Array) -> std::result::Result<Array, E>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    TokenStream::new(prompt, config, forward)
+}
