@@ -23,6 +23,9 @@ pub mod cache;
 pub mod nn;
 
 // --- loading, tokenizer, generation (loader issue) ---
+pub mod tokenizer;
+pub mod chat_template;
+pub mod detokenizer;
 pub mod sampling;
 pub mod generate;
 pub mod hub;
