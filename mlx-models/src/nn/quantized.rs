@@ -1,0 +1,413 @@
+//! Linear and embedding layers that hold either dense or quantized weights, named as
+//! mlx-community checkpoints store them (flat `weight`, `scales`, `biases`, `bias`), and the
+//! quantization primitives in every mode mlx-c exposes: affine (2, 3, 4, 5, 6, 8 bits),
+//! mxfp4, nvfp4, mxfp8. mlx-rs only passes `"affine"`, so these call the C API through
+//! `mlx_sys` with the mode. Mirrors `mlx.nn.Linear`, `QuantizedLinear`, `Embedding` and
+//! `QuantizedEmbedding` (including `as_linear` for tied embeddings).
+
+use std::ffi::CStr;
+use std::sync::Once;
+
+use mlx_rs::error::{Exception, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::{Module, Param};
+use mlx_rs::ops::{addmm, matmul, zeros_dtype};
+use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::{Array, Dtype, Stream};
+
+/// A quantization mode of `mx.quantize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantMode {
+    /// Scale and bias per group; 2, 3, 4, 5, 6 or 8 bits.
+    Affine,
+    /// OCP microscaling fp4 (groups of 32, no biases).
+    Mxfp4,
+    /// NVIDIA fp4 (groups of 16, no biases).
+    Nvfp4,
+    /// OCP microscaling fp8 (groups of 32, no biases).
+    Mxfp8,
+}
+
+impl QuantMode {
+    /// The name mlx uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantMode::Affine => "affine",
+            QuantMode::Mxfp4 => "mxfp4",
+            QuantMode::Nvfp4 => "nvfp4",
+            QuantMode::Mxfp8 => "mxfp8",
+        }
+    }
+
+    fn as_cstr(self) -> &'static CStr {
+        match self {
+            QuantMode::Affine => c"affine",
+            QuantMode::Mxfp4 => c"mxfp4",
+            QuantMode::Nvfp4 => c"nvfp4",
+            QuantMode::Mxfp8 => c"mxfp8",
+        }
+    }
+
+    /// Reads a mode name (`quantization.mode` in config.json).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "affine" => QuantMode::Affine,
+            "mxfp4" => QuantMode::Mxfp4,
+            "nvfp4" => QuantMode::Nvfp4,
+            "mxfp8" => QuantMode::Mxfp8,
+            _ => return None,
+        })
+    }
+
+    /// `(group_size, bits)` when the config leaves them out (`_defaults_for_mode`).
+    pub fn defaults(self) -> (i32, i32) {
+        match self {
+            QuantMode::Affine => (64, 4),
+            QuantMode::Mxfp4 => (32, 4),
+            QuantMode::Nvfp4 => (16, 4),
+            QuantMode::Mxfp8 => (32, 8),
+        }
+    }
+
+    /// Whether the mode stores `biases` next to `scales`.
+    pub fn has_biases(self) -> bool {
+        self == QuantMode::Affine
+    }
+}
+
+/// How a layer is quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quantization {
+    /// Values sharing one scale.
+    pub group_size: i32,
+    /// Bits per value.
+    pub bits: i32,
+    /// The mode.
+    pub mode: QuantMode,
+}
+
+impl Quantization {
+    /// Affine quantization.
+    pub fn affine(group_size: i32, bits: i32) -> Self {
+        Self { group_size, bits, mode: QuantMode::Affine }
+    }
+
+    /// A mode with its default group size and bits where not given.
+    pub fn with_defaults(mode: QuantMode, group_size: Option<i32>, bits: Option<i32>) -> Self {
+        let (g, b) = mode.defaults();
+        Self { group_size: group_size.unwrap_or(g), bits: bits.unwrap_or(b), mode }
+    }
+
+    /// Reads `{"group_size": .., "bits": .., "mode": ..}` (a config's `quantization` entry);
+    /// `None` when the value is not such an object or names an unknown mode.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let obj = value.as_object()?;
+        let mode = match obj.get("mode") {
+            Some(serde_json::Value::String(m)) => QuantMode::parse(m)?,
+            _ => QuantMode::Affine,
+        };
+        let int = |k: &str| obj.get(k).and_then(serde_json::Value::as_i64).map(|v| v as i32);
+        Some(Self::with_defaults(mode, int("group_size"), int("bits")))
+    }
+
+    fn group(&self) -> mlx_sys::mlx_optional_int {
+        mlx_sys::mlx_optional_int { value: self.group_size, has_value: true }
+    }
+
+    fn bits_opt(&self) -> mlx_sys::mlx_optional_int {
+        mlx_sys::mlx_optional_int { value: self.bits, has_value: true }
+    }
+
+    fn describe(&self) -> String {
+        format!("mode {}, {} bits, group size {}", self.mode.as_str(), self.bits, self.group_size)
+    }
+}
+
+static ERROR_HANDLER: Once = Once::new();
+
+/// Makes sure mlx-rs has installed its error handler (mlx-c's default one exits the process)
+/// before we call the C API ourselves: any fallible mlx-rs op installs it.
+fn ensure_error_handler() {
+    ERROR_HANDLER.call_once(|| {
+        let _ = mlx_rs::ops::abs(Array::from_int(0));
+    });
+}
+
+fn null_array() -> mlx_sys::mlx_array {
+    unsafe { mlx_sys::mlx_array_new() }
+}
+
+fn opt_ptr(a: Option<&Array>) -> mlx_sys::mlx_array {
+    a.map_or_else(null_array, Array::as_ptr)
+}
+
+/// Runs an mlx-c op that writes one array.
+fn array_op(what: &str, f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32) -> Result<Array> {
+    ensure_error_handler();
+    let stream = Stream::thread_local_or_default();
+    let mut res = null_array();
+    let status = f(&mut res, stream.as_ptr());
+    if status != 0 {
+        unsafe { mlx_sys::mlx_array_free(res) };
+        return Err(Exception::custom(format!("{what} failed")));
+    }
+    Ok(unsafe { Array::from_ptr(res) })
+}
+
+/// `mx.quantize(w, group_size, bits, mode)`: packed weights, scales and (affine only) biases.
+pub fn quantize(w: &Array, q: &Quantization) -> Result<(Array, Array, Option<Array>)> {
+    ensure_error_handler();
+    let stream = Stream::thread_local_or_default();
+    unsafe {
+        let mut res = mlx_sys::mlx_vector_array_new();
+        let gs = null_array();
+        let status = mlx_sys::mlx_quantize(&mut res, w.as_ptr(), q.group(), q.bits_opt(), q.mode.as_cstr().as_ptr(), gs, stream.as_ptr());
+        mlx_sys::mlx_array_free(gs);
+        if status != 0 {
+            mlx_sys::mlx_vector_array_free(res);
+            return Err(Exception::custom(format!("quantize ({}) of shape {:?} failed", q.describe(), w.shape())));
+        }
+        let n = mlx_sys::mlx_vector_array_size(res);
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut a = null_array();
+            mlx_sys::mlx_vector_array_get(&mut a, res, i);
+            out.push(Array::from_ptr(a));
+        }
+        mlx_sys::mlx_vector_array_free(res);
+        let mut it = out.into_iter();
+        match (it.next(), it.next(), it.next()) {
+            (Some(w), Some(s), b) => Ok((w, s, b)),
+            _ => Err(Exception::custom("quantize returned fewer than 2 arrays")),
+        }
+    }
+}
+
+/// `mx.dequantize` in any mode.
+pub fn dequantize(w: &Array, scales: &Array, biases: Option<&Array>, q: &Quantization) -> Result<Array> {
+    array_op(&format!("dequantize ({})", q.describe()), |res, s| unsafe {
+        let gs = null_array();
+        let st = mlx_sys::mlx_dequantize(
+            res, w.as_ptr(), scales.as_ptr(), opt_ptr(biases), q.group(), q.bits_opt(), q.mode.as_cstr().as_ptr(), gs,
+            mlx_sys::mlx_optional_dtype { value: mlx_sys::mlx_dtype__MLX_FLOAT32, has_value: false }, s,
+        );
+        mlx_sys::mlx_array_free(gs);
+        st
+    })
+}
+
+/// `mx.quantized_matmul` in any mode (`transpose`: `x @ wᵀ`).
+pub fn quantized_matmul(x: &Array, w: &Array, scales: &Array, biases: Option<&Array>, transpose: bool, q: &Quantization) -> Result<Array> {
+    array_op(&format!("quantized_matmul ({})", q.describe()), |res, s| unsafe {
+        mlx_sys::mlx_quantized_matmul(
+            res, x.as_ptr(), w.as_ptr(), scales.as_ptr(), opt_ptr(biases), transpose, q.group(), q.bits_opt(), q.mode.as_cstr().as_ptr(), s,
+        )
+    })
+}
+
+/// `mx.gather_qmm` in any mode: `x` times the quantized matrices picked by `rhs_indices`.
+#[allow(clippy::too_many_arguments)]
+pub fn gather_qmm(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    lhs_indices: Option<&Array>,
+    rhs_indices: Option<&Array>,
+    transpose: bool,
+    q: &Quantization,
+    sorted_indices: bool,
+) -> Result<Array> {
+    array_op(&format!("gather_qmm ({})", q.describe()), |res, s| unsafe {
+        mlx_sys::mlx_gather_qmm(
+            res, x.as_ptr(), w.as_ptr(), scales.as_ptr(), opt_ptr(biases), opt_ptr(lhs_indices), opt_ptr(rhs_indices),
+            transpose, q.group(), q.bits_opt(), q.mode.as_cstr().as_ptr(), sorted_indices, s,
+        )
+    })
+}
+
+/// A linear layer, dense or quantized. Parameters: `weight` (`[out, in]`, or packed uint32
+/// `[out, in * bits / 32]` when quantized), `scales` and `biases` (quantized), `bias`.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct Linear {
+    /// The weight.
+    #[param]
+    pub weight: Param<Array>,
+    /// The additive bias.
+    #[param]
+    pub bias: Param<Option<Array>>,
+    /// Quantization scales.
+    #[param]
+    pub scales: Param<Option<Array>>,
+    /// Quantization biases (affine mode).
+    #[param]
+    pub biases: Param<Option<Array>>,
+    /// Set when the weight is quantized.
+    pub quantization: Option<Quantization>,
+}
+
+impl Linear {
+    /// A dense layer of zeros (the loader fills it).
+    pub fn new(input_dims: i32, output_dims: i32, bias: bool) -> Result<Self> {
+        let weight = zeros_dtype(&[output_dims, input_dims], Dtype::Float32)?;
+        let bias = if bias { Some(zeros_dtype(&[output_dims], Dtype::Float32)?) } else { None };
+        Ok(Self::from_weights(weight, bias))
+    }
+
+    /// A dense layer with these weights.
+    pub fn from_weights(weight: Array, bias: Option<Array>) -> Self {
+        Self {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            scales: Param::new(None),
+            biases: Param::new(None),
+            quantization: None,
+        }
+    }
+
+    /// A quantized layer with these (already packed) weights.
+    pub fn from_quantized(weight: Array, scales: Array, biases: Option<Array>, bias: Option<Array>, q: Quantization) -> Self {
+        Self {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            scales: Param::new(Some(scales)),
+            biases: Param::new(biases),
+            quantization: Some(q),
+        }
+    }
+
+    /// Quantizes the current weight in place (`nn.quantize` / `to_quantized`); the loader
+    /// calls it before loading a quantized checkpoint so the `scales`/`biases` slots exist.
+    pub fn quantize(&mut self, q: Quantization) -> Result<()> {
+        if self.quantization.is_some() {
+            return Err(Exception::custom("the layer is already quantized"));
+        }
+        let (w, scales, biases) = quantize(&self.weight, &q)?;
+        *self.weight = w;
+        *self.scales = Some(scales);
+        *self.biases = biases;
+        self.quantization = Some(q);
+        Ok(())
+    }
+
+    /// Whether the weight is quantized.
+    pub fn is_quantized(&self) -> bool {
+        self.quantization.is_some()
+    }
+
+    /// `x @ weightᵀ + bias`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        match (&self.quantization, self.scales.value.as_ref()) {
+            (Some(q), Some(scales)) => {
+                let y = quantized_matmul(x, &self.weight, scales, self.biases.value.as_ref(), true, q)?;
+                match self.bias.value.as_ref() {
+                    Some(b) => y.add(b),
+                    None => Ok(y),
+                }
+            }
+            (Some(_), None) => Err(Exception::custom("a quantized linear layer has no scales")),
+            (None, _) => {
+                let wt = self.weight.t();
+                match self.bias.value.as_ref() {
+                    Some(b) => addmm(b, x, &wt, None, None),
+                    None => matmul(x, &wt),
+                }
+            }
+        }
+    }
+}
+
+impl Module<&Array> for Linear {
+    type Output = Array;
+    type Error = Exception;
+
+    fn forward(&mut self, x: &Array) -> Result<Array> {
+        Linear::forward(self, x)
+    }
+
+    fn training_mode(&mut self, _mode: bool) {}
+}
+
+/// An embedding table, dense or quantized (`weight`, `scales`, `biases`).
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct Embedding {
+    /// `[vocab, dims]`, or packed when quantized.
+    #[param]
+    pub weight: Param<Array>,
+    /// Quantization scales.
+    #[param]
+    pub scales: Param<Option<Array>>,
+    /// Quantization biases (affine mode).
+    #[param]
+    pub biases: Param<Option<Array>>,
+    /// Set when the table is quantized.
+    pub quantization: Option<Quantization>,
+}
+
+impl Embedding {
+    /// A dense table of zeros.
+    pub fn new(num_embeddings: i32, dims: i32) -> Result<Self> {
+        Ok(Self::from_weights(zeros_dtype(&[num_embeddings, dims], Dtype::Float32)?))
+    }
+
+    /// A dense table.
+    pub fn from_weights(weight: Array) -> Self {
+        Self { weight: Param::new(weight), scales: Param::new(None), biases: Param::new(None), quantization: None }
+    }
+
+    /// A quantized table.
+    pub fn from_quantized(weight: Array, scales: Array, biases: Option<Array>, q: Quantization) -> Self {
+        Self { weight: Param::new(weight), scales: Param::new(Some(scales)), biases: Param::new(biases), quantization: Some(q) }
+    }
+
+    /// Quantizes the table in place.
+    pub fn quantize(&mut self, q: Quantization) -> Result<()> {
+        if self.quantization.is_some() {
+            return Err(Exception::custom("the embedding is already quantized"));
+        }
+        let (w, scales, biases) = quantize(&self.weight, &q)?;
+        *self.weight = w;
+        *self.scales = Some(scales);
+        *self.biases = biases;
+        self.quantization = Some(q);
+        Ok(())
+    }
+
+    /// Whether the table is quantized.
+    pub fn is_quantized(&self) -> bool {
+        self.quantization.is_some()
+    }
+
+    /// The rows of `ids` (any shape of integer ids).
+    pub fn forward(&self, ids: &Array) -> Result<Array> {
+        match (&self.quantization, self.scales.value.as_ref()) {
+            (Some(q), Some(scales)) => {
+                let biases = self.biases.value.as_ref().map(|b| b.try_index(ids)).transpose()?;
+                dequantize(&self.weight.try_index(ids)?, &scales.try_index(ids)?, biases.as_ref(), q)
+            }
+            (Some(_), None) => Err(Exception::custom("a quantized embedding has no scales")),
+            (None, _) => self.weight.try_index(ids),
+        }
+    }
+
+    /// The table used as the output projection (`x @ weightᵀ`) of a model with tied
+    /// embeddings.
+    pub fn as_linear(&self, x: &Array) -> Result<Array> {
+        match (&self.quantization, self.scales.value.as_ref()) {
+            (Some(q), Some(scales)) => quantized_matmul(x, &self.weight, scales, self.biases.value.as_ref(), true, q),
+            (Some(_), None) => Err(Exception::custom("a quantized embedding has no scales")),
+            (None, _) => matmul(x, self.weight.t()),
+        }
+    }
+}
+
+impl Module<&Array> for Embedding {
+    type Output = Array;
+    type Error = Exception;
+
+    fn forward(&mut self, ids: &Array) -> Result<Array> {
+        Embedding::forward(self, ids)
+    }
+
+    fn training_mode(&mut self, _mode: bool) {}
+}

@@ -1,0 +1,183 @@
+//! Mixture-of-experts layers over `gather_mm` / `gather_qmm`, experts stacked as
+//! `[experts, out, in]`: [`SwitchLinear`] (dense or quantized), [`SwitchGlu`] and
+//! [`SwitchMlp`]. With 64 or more (token, expert) pairs the tokens are sorted by expert first,
+//! as mlx-lm's `switch_layers.py` does.
+
+use mlx_rs::error::{Exception, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::Param;
+use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::ops::{argsort, expand_dims, expand_dims_axes, floor_divide, gather_mm, unflatten, zeros_dtype};
+use mlx_rs::{Array, Dtype};
+
+use crate::nn::activations::{Activation, GatedActivation};
+use crate::nn::quantized::{gather_qmm, quantize, Quantization};
+
+/// From this many (token, expert) pairs on, tokens are sorted by expert.
+pub const SORT_THRESHOLD: usize = 64;
+
+/// One linear layer per expert; each token goes through the experts `indices` picks.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct SwitchLinear {
+    /// `[experts, out, in]` (packed when quantized).
+    #[param]
+    pub weight: Param<Array>,
+    /// `[experts, out]`.
+    #[param]
+    pub bias: Param<Option<Array>>,
+    /// Quantization scales.
+    #[param]
+    pub scales: Param<Option<Array>>,
+    /// Quantization biases (affine).
+    #[param]
+    pub biases: Param<Option<Array>>,
+    /// Set when quantized.
+    pub quantization: Option<Quantization>,
+}
+
+impl SwitchLinear {
+    /// Zero weights (the loader fills them).
+    pub fn new(input_dims: i32, output_dims: i32, num_experts: i32, bias: bool) -> Result<Self> {
+        let weight = zeros_dtype(&[num_experts, output_dims, input_dims], Dtype::Float32)?;
+        let bias = if bias { Some(zeros_dtype(&[num_experts, output_dims], Dtype::Float32)?) } else { None };
+        Ok(Self::from_weights(weight, bias))
+    }
+
+    /// Dense experts with these weights.
+    pub fn from_weights(weight: Array, bias: Option<Array>) -> Self {
+        Self { weight: Param::new(weight), bias: Param::new(bias), scales: Param::new(None), biases: Param::new(None), quantization: None }
+    }
+
+    /// Quantized experts with these packed weights.
+    pub fn from_quantized(weight: Array, scales: Array, biases: Option<Array>, bias: Option<Array>, q: Quantization) -> Self {
+        Self { weight: Param::new(weight), bias: Param::new(bias), scales: Param::new(Some(scales)), biases: Param::new(biases), quantization: Some(q) }
+    }
+
+    /// Quantizes the experts in place (`to_quantized`).
+    pub fn quantize(&mut self, q: Quantization) -> Result<()> {
+        if self.quantization.is_some() {
+            return Err(Exception::custom("the experts are already quantized"));
+        }
+        let (w, scales, biases) = quantize(&self.weight, &q)?;
+        *self.weight = w;
+        *self.scales = Some(scales);
+        *self.biases = biases;
+        self.quantization = Some(q);
+        Ok(())
+    }
+
+    /// `x` (`[..., 1 or k, 1, in]`) through the experts `indices` (`[..., k]`).
+    pub fn forward(&self, x: &Array, indices: &Array, sorted_indices: bool) -> Result<Array> {
+        let y = match (&self.quantization, self.scales.value.as_ref()) {
+            (Some(q), Some(scales)) => gather_qmm(x, &self.weight, scales, self.biases.value.as_ref(), None, Some(indices), true, q, sorted_indices)?,
+            (Some(_), None) => return Err(Exception::custom("quantized experts have no scales")),
+            (None, _) => gather_mm(x, self.weight.swap_axes(-1, -2)?, None, indices, sorted_indices)?,
+        };
+        match self.bias.value.as_ref() {
+            Some(b) => y.add(expand_dims(b.try_index(indices)?, -2)?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Sorts the (token, expert) pairs by expert: the tokens' rows in that order, the sorted
+/// expert ids, and the permutation that undoes it (`_gather_sort`).
+fn gather_sort(x: &Array, indices: &Array) -> Result<(Array, Array, Array)> {
+    let m = indices.dim(-1);
+    let flat = indices.flatten(None, None)?;
+    let order = argsort(&flat)?;
+    let inv_order = argsort(&order)?;
+    let rows = floor_divide(&order, Array::from_int(m).as_dtype(order.dtype())?)?;
+    let x = x.flatten(0, -3)?.take_axis(&rows, 0)?;
+    Ok((x, flat.take_axis(&order, 0)?, inv_order))
+}
+
+/// Undoes [`gather_sort`] (`_scatter_unsort`).
+fn scatter_unsort(x: &Array, inv_order: &Array, shape: &[i32]) -> Result<Array> {
+    let x = x.take_axis(inv_order, 0)?;
+    unflatten(&x, 0, shape)
+}
+
+/// Runs `f` over the pairs, sorting them by expert first when there are many.
+fn routed(x: &Array, indices: &Array, f: impl FnOnce(&Array, &Array, bool) -> Result<Array>) -> Result<Array> {
+    let x = expand_dims_axes(x, &[-2, -3])?;
+    let indices = mlx_rs::stop_gradient(indices)?;
+    let do_sort = indices.size() >= SORT_THRESHOLD;
+    let y = if do_sort {
+        let (xs, idx, inv) = gather_sort(&x, &indices)?;
+        let y = f(&xs, &idx, true)?;
+        scatter_unsort(&y, &inv, indices.shape())?
+    } else {
+        f(&x, &indices, false)?
+    };
+    y.squeeze_axes(&[-2])
+}
+
+/// A gated feed-forward per expert: `down(act(up(x), gate(x)))` (`SwitchGLU`).
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct SwitchGlu {
+    /// Gate projections.
+    #[param]
+    pub gate_proj: SwitchLinear,
+    /// Up projections.
+    #[param]
+    pub up_proj: SwitchLinear,
+    /// Down projections.
+    #[param]
+    pub down_proj: SwitchLinear,
+    /// The gated activation (SwiGLU unless a model says otherwise).
+    pub activation: GatedActivation,
+}
+
+impl SwitchGlu {
+    /// Zero weights.
+    pub fn new(input_dims: i32, hidden_dims: i32, num_experts: i32, activation: GatedActivation, bias: bool) -> Result<Self> {
+        Ok(Self {
+            gate_proj: SwitchLinear::new(input_dims, hidden_dims, num_experts, bias)?,
+            up_proj: SwitchLinear::new(input_dims, hidden_dims, num_experts, bias)?,
+            down_proj: SwitchLinear::new(hidden_dims, input_dims, num_experts, bias)?,
+            activation,
+        })
+    }
+
+    /// `x` (`[..., dims]`) through its `k` experts (`indices`, `[..., k]`): `[..., k, dims]`.
+    pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
+        routed(x, indices, |x, idx, sorted| {
+            let up = self.up_proj.forward(x, idx, sorted)?;
+            let gate = self.gate_proj.forward(x, idx, sorted)?;
+            self.down_proj.forward(&self.activation.apply(&up, &gate)?, idx, sorted)
+        })
+    }
+}
+
+/// A two-layer feed-forward per expert: `fc2(act(fc1(x)))` (`SwitchMLP`).
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct SwitchMlp {
+    /// First layer.
+    #[param]
+    pub fc1: SwitchLinear,
+    /// Second layer.
+    #[param]
+    pub fc2: SwitchLinear,
+    /// The activation (exact gelu in the reference's default).
+    pub activation: Activation,
+}
+
+impl SwitchMlp {
+    /// Zero weights.
+    pub fn new(input_dims: i32, hidden_dims: i32, num_experts: i32, activation: Activation, bias: bool) -> Result<Self> {
+        Ok(Self {
+            fc1: SwitchLinear::new(input_dims, hidden_dims, num_experts, bias)?,
+            fc2: SwitchLinear::new(hidden_dims, input_dims, num_experts, bias)?,
+            activation,
+        })
+    }
+
+    /// `x` (`[..., dims]`) through its `k` experts: `[..., k, dims]`.
+    pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
+        routed(x, indices, |x, idx, sorted| {
+            let h = self.activation.apply(&self.fc1.forward(x, idx, sorted)?)?;
+            self.fc2.forward(&h, idx, sorted)
+        })
+    }
+}
