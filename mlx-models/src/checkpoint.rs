@@ -738,7 +738,7 @@ fn tensor_from_map(map: &Arc<SharedMap>, start: usize, meta: &TensorMeta, copy: 
     let ptr = bytes.as_ptr();
     // MLX views can start at any element, so its kernels only need element alignment.
     let width = dtype_width(meta.dtype);
-    let aligned = (ptr as usize) % width == 0;
+    let aligned = (ptr as usize) & (width - 1) == 0; // widths are powers of two
     if copy || !aligned || bytes.is_empty() {
         // SAFETY: `bytes` holds exactly shape x dtype bytes (validated); MLX copies them.
         return unsafe { Array::from_raw_data(ptr as *const c_void, &meta.shape, meta.dtype) };
