@@ -191,3 +191,180 @@ fn syntax_errors_and_runaway_templates() {
     let err = render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", json!({})).unwrap_err();
     assert!(matches!(err, TemplateError::Render(_)), "{err:?}");
 }
+
+// --- parity with transformers ----------------------------------------------------------------
+
+/// Qwen2.5's template (tools, tool calls and tool responses, `tojson`, whitespace control).
+const QWEN25: &str = r#"{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"#;
+
+const MISTRAL: &str = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+const GEMMA: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
+
+/// Jinja features templates lean on: namespaces, filters, tests, slicing, Python methods.
+const FEATURES: &str = r#"{%- set ns = namespace(count=0, sys='') -%}
+{%- for m in messages -%}{%- if m.role == 'system' -%}{%- set ns.sys = m.content -%}{%- else -%}{%- set ns.count = ns.count + 1 -%}{%- endif -%}{%- endfor -%}
+SYS={{ ns.sys }};N={{ ns.count }};ROLES={{ messages | map(attribute='role') | join(',') }};
+{%- for m in messages[::-1] %}[{{ loop.index }}/{{ loop.length }}:{{ m.content.replace(' ', '_').lstrip('_') | upper }}:{{ m.content.endswith('?') }}]{% endfor %}
+{{ tools | tojson(indent=4) }}
+{%- for k, v in tools[0].items() %}{{ k }}{% if v is mapping %}=map{% elif v is string %}=str{% endif %};{% endfor %}
+{{ (messages | first).role }}/{{ (messages | last).content | length }}/{{ messages[0].content.split(' ') | last }}/{{ 3 // 2 }}/{{ 7 % 3 }}/{{ 'a' ~ 1 }}/{{ [1, 2] + [3] }}/{{ 'x' in 'xyz' }}/{{ none is none }}
+{% if add_generation_prompt %}GEN{% endif %}"#;
+
+fn tools() -> serde_json::Value {
+    json!([{"type": "function", "function": {"name": "get_weather", "description": "Météo à Paris, \"quoted\" <b>", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 3}}, "required": ["city"]}}}])
+}
+
+fn tool_conversation() -> serde_json::Value {
+    json!([
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}}]},
+        {"role": "tool", "content": "22°C, sunny"},
+        {"role": "tool", "content": "{\"tomorrow\": 21.5}"},
+        {"role": "assistant", "content": "22°C and sunny."},
+        {"role": "user", "content": "  And Lyon ?  "},
+    ])
+}
+
+#[test]
+fn rendering_matches_transformers() {
+    let plain = serde_json::to_value(conversation()).unwrap();
+    let alternating = json!([
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye?"}
+    ]);
+    let specials = json!({"bos_token": "<s>", "eos_token": "</s>"});
+    let mut cases = Vec::new();
+    for (template, messages, tools, gen) in [
+        (LLAMA3, &plain, None, true),
+        (CHATML, &plain, None, false),
+        (QWEN25, &plain, None, true),
+        (QWEN25, &tool_conversation(), Some(tools()), true),
+        (MISTRAL, &alternating, None, false),
+        (MISTRAL, &plain, None, false),
+        (GEMMA, &alternating, None, true),
+        (GEMMA, &plain, None, true),
+        (FEATURES, &tool_conversation(), Some(tools()), true),
+        (FEATURES, &plain, Some(json!([{"a": [1, {"b": null}], "s": "é"}])), false),
+    ] {
+        cases.push(json!({"template": template, "messages": messages, "tools": tools, "add_generation_prompt": gen, "kwargs": specials}));
+    }
+    let expected = transformers_render(&cases);
+    assert_eq!(expected.len(), cases.len());
+    let (mut compared, mut errors) = (0, 0);
+    for (case, want) in cases.iter().zip(&expected) {
+        let mut ctx = case["kwargs"].as_object().unwrap().clone();
+        ctx.insert("messages".into(), case["messages"].clone());
+        ctx.insert("add_generation_prompt".into(), case["add_generation_prompt"].clone());
+        if !case["tools"].is_null() {
+            ctx.insert("tools".into(), case["tools"].clone());
+        }
+        let ours = ChatTemplate::new(case["template"].as_str().unwrap()).unwrap().render(&serde_json::Value::Object(ctx));
+        match (&ours, want.get("ok").and_then(|v| v.as_str()), want.get("error").and_then(|v| v.as_str())) {
+            (Ok(text), Some(reference), _) => {
+                assert_eq!(text, reference, "template:\n{}", case["template"]);
+                compared += 1;
+            }
+            (Err(e), None, Some(reference)) => {
+                // Both raise; the template's own message comes through.
+                assert!(e.to_string().contains(reference), "{e} vs {reference}");
+                errors += 1;
+            }
+            (ours, _, _) => panic!("ours {ours:?} vs transformers {want}\ntemplate:\n{}", case["template"]),
+        }
+    }
+    assert_eq!((compared, errors), (8, 2));
+}
+
+/// Renders the cases with transformers' own `render_jinja_template` in the reference python
+/// (`MLX_MODELS_REF_PYTHON`, by default `<repo>/.venv-ref/bin/python`); fails if it is missing.
+fn transformers_render(cases: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let python = std::env::var_os("MLX_MODELS_REF_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-ref/bin/python"));
+    assert!(
+        python.exists(),
+        "the reference python {} is missing: run scripts/setup.sh (or set MLX_MODELS_REF_PYTHON)",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cases.json");
+    std::fs::write(&input, serde_json::to_vec(cases).unwrap()).unwrap();
+    const SCRIPT: &str = r#"
+import json, sys
+from transformers.utils.chat_template_utils import render_jinja_template
+out = []
+for c in json.load(open(sys.argv[1])):
+    try:
+        text, _ = render_jinja_template(conversations=[c["messages"]], tools=c["tools"], chat_template=c["template"],
+                                        add_generation_prompt=c["add_generation_prompt"], **c["kwargs"])
+        out.append({"ok": text[0]})
+    except Exception as e:
+        out.append({"error": str(e)})
+json.dump(out, sys.stdout)
+"#;
+    let output = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&input)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    assert!(output.status.success(), "transformers failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
