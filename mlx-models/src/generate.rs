@@ -151,7 +151,10 @@ pub struct GeneratedToken {
 }
 
 /// Called after each prefill chunk with the chunk's tokens, the prompt tokens processed so far
-/// and the prompt's length (the place to evaluate a cache or report progress).
+/// and the prompt's length. It is the place to evaluate the model's cache (as the reference
+/// evaluates every cache's state after each chunk) and to report progress: with a hook, the
+/// chunk's logits are not evaluated; without one, they are (which also fills the cache, at the
+/// cost of computing `[1, chunk, vocab]` logits).
 pub type PrefillHook<'a> = Box<dyn FnMut(&[u32], usize, usize) -> Result<()> + 'a>;
 
 /// The peak memory MLX has used, in bytes.
@@ -249,12 +252,16 @@ where
             let n = self.config.prefill_step_size.min(total - done - 1);
             let chunk = self.prompt[done..done + n].to_vec();
             let out = self.call(&Array::from_slice(&chunk, &[1, n as i32]))?;
-            out.eval()?;
             done += n;
             self.history.extend_from_slice(&chunk);
-            if let Some(hook) = self.prefill_hook.as_mut() {
-                hook(&chunk, done, total)?;
+            match self.prefill_hook.as_mut() {
+                // The hook evaluates the model's cache; the chunk's logits (`[1, n, vocab]`, large)
+                // are never computed, as in the reference.
+                Some(hook) => hook(&chunk, done, total)?,
+                None => out.eval()?,
             }
+            drop(out);
+            mlx_rs::memory::clear_cache()?;
         }
         let rest = self.prompt[done..].to_vec();
         self.history.extend_from_slice(&rest);

@@ -187,3 +187,34 @@ fn bad_inputs_are_errors() {
         other => panic!("expected a model error, got {other:?}"),
     }
 }
+
+#[test]
+fn prefill_without_a_hook_and_errors_during_prefill() {
+    let calls = RefCell::new(Vec::new());
+    let mut cfg = config(2);
+    cfg.prefill_step_size = 3;
+    let prompt: Vec<u32> = (0..8).collect();
+    let tokens: Vec<u32> = generate_tokens(&prompt, cfg.clone(), counting_model(&calls))
+        .unwrap()
+        .map(|t| t.unwrap().token)
+        .collect();
+    assert_eq!(tokens, vec![8, 9]);
+    let calls = calls.into_inner();
+    assert_eq!(&calls[..3], &[vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+    assert_eq!(calls[3], vec![7]);
+    // A hook's error stops the stream.
+    let calls = RefCell::new(Vec::new());
+    let mut s = generate_tokens(&prompt, cfg, counting_model(&calls))
+        .unwrap()
+        .with_prefill_hook(|_, done, _| {
+            if done > 3 {
+                Err(GenerateError::InvalidConfig("stop here".into()))
+            } else {
+                Ok(())
+            }
+        });
+    assert!(matches!(s.next(), Some(Err(GenerateError::InvalidConfig(_)))));
+    assert!(s.next().is_none());
+    drop(s);
+    assert_eq!(calls.into_inner().len(), 2);
+}
