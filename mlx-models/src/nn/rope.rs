@@ -408,14 +408,12 @@ impl Rope {
     }
 
     /// As [`forward`](Self::forward) with one offset per sequence (`[B]` int32), for batches
-    /// whose sequences sit at different positions. Dynamic NTK uses the largest offset.
+    /// whose sequences sit at different positions. Dynamic NTK (whose base depends on the
+    /// one offset) refuses, as the reference does.
     pub fn forward_with_offsets(&self, x: &Array, offsets: &Array) -> Result<Array> {
         match &self.kind {
             Kind::Base { base, scale } => fast::rope_dynamic(x, self.dims, self.traditional, *base, *scale, offsets, None),
-            Kind::Dynamic { .. } => {
-                let max = offsets.max(None)?.try_item_cast::<i32>().map_err(|e| Exception::custom(e.to_string()))?;
-                self.forward(x, max)
-            }
+            Kind::Dynamic { .. } => Err(Exception::custom("dynamic NTK RoPE takes one integer offset")),
             Kind::Freqs { freqs, input_scale } => {
                 let x = match input_scale {
                     Some(s) => self.scale_input(x, *s)?,

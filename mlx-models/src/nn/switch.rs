@@ -159,7 +159,8 @@ pub struct SwitchMlp {
     /// Second layer.
     #[param]
     pub fc2: SwitchLinear,
-    /// The activation (exact gelu in the reference's default).
+    /// The activation (the reference defaults to `nn.GELU(approx="precise")`, which is
+    /// [`Activation::GeluApprox`]).
     pub activation: Activation,
 }
 

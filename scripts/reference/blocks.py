@@ -1,0 +1,567 @@
+"""Reference values for the shared building blocks (issue 4), computed by mlx-lm 0.32.2.
+
+Usage: python blocks.py OUT_DIR
+
+Writes one safetensors file per group into OUT_DIR: the inputs, the reference's outputs, and
+(in the metadata, as JSON) the configs. The Rust tests in tests/tests/blocks_*.rs rebuild
+each block from the same inputs and compare. Nothing here is committed output: the tests run
+this script at test time and cache the result under the target directory.
+"""
+
+import json
+import os
+import sys
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_map
+from mlx_lm.models import cache as C
+from mlx_lm.models.activations import swiglu, swiglu_oai
+from mlx_lm.models.base import (
+    create_attention_mask,
+    create_causal_mask,
+    quantized_scaled_dot_product_attention,
+    scaled_dot_product_attention,
+)
+from mlx_lm.models.gemma import RMSNorm as GemmaRMSNorm
+from mlx_lm.models.rope_utils import SuScaledRoPE, apply_yarn_mscale, initialize_rope
+from mlx_lm.models.switch_layers import SwitchGLU, SwitchLinear, SwitchMLP
+
+# mlx-lm 0.32.2's QuantizedSwitchLinear passes `global_scale=` to `mx.gather_qmm`, which MLX
+# 0.32.2 does not take (a TypeError: quantized MoE layers fail in the pinned reference). The
+# argument is always None for the layers built here, so drop it and keep everything else.
+_gather_qmm = mx.gather_qmm
+
+
+def _gather_qmm_compat(*args, global_scale=None, **kwargs):
+    assert global_scale is None
+    return _gather_qmm(*args, **kwargs)
+
+
+mx.gather_qmm = _gather_qmm_compat
+
+OUT = sys.argv[1]
+os.makedirs(OUT, exist_ok=True)
+mx.random.seed(0)
+
+
+def save(name, arrays, meta=None):
+    arrays = {k: v for k, v in arrays.items()}
+    mx.eval(arrays)
+    meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (meta or {}).items()}
+    mx.save_safetensors(os.path.join(OUT, name + ".safetensors"), arrays, meta)
+
+
+def normal(*shape, scale=1.0):
+    return mx.random.normal(shape) * scale
+
+
+# ---------------------------------------------------------------- RoPE
+def rope_group():
+    head_dim = 32
+    x = normal(2, 3, 5, head_dim)
+    arrays = {"x": x}
+    meta = {}
+    cases = {
+        "default": dict(dims=32, base=10000.0, scaling=None),
+        "default_partial": dict(dims=16, base=10000.0, scaling=None),
+        "linear": dict(dims=32, base=10000.0, scaling={"type": "linear", "factor": 2.0}),
+        "dynamic": dict(dims=32, base=10000.0, max_pos=16, scaling={"type": "dynamic", "factor": 2.0}),
+        "llama3": dict(
+            dims=32,
+            base=500000.0,
+            max_pos=131072,
+            scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+            },
+        ),
+        "llama3_small_context": dict(
+            dims=32,
+            base=10000.0,
+            max_pos=4096,
+            scaling={"rope_type": "llama3", "factor": 4.0, "original_max_position_embeddings": 64},
+        ),
+        "yarn": dict(
+            dims=32,
+            base=10000.0,
+            max_pos=16384,
+            scaling={
+                "type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 4096,
+                "beta_fast": 32,
+                "beta_slow": 1,
+                "mscale": 1.0,
+                "mscale_all_dim": 0.707,
+            },
+        ),
+        "deepseek_yarn": dict(
+            dims=32,
+            base=10000.0,
+            max_pos=163840,
+            scaling={
+                "rope_type": "deepseek_yarn",
+                "factor": 40,
+                "original_max_position_embeddings": 4096,
+                "beta_fast": 32,
+                "beta_slow": 1,
+                "mscale": 1.0,
+                "mscale_all_dim": 1.0,
+            },
+        ),
+        "longrope": dict(
+            dims=32,
+            base=10000.0,
+            max_pos=131072,
+            scaling={
+                "type": "longrope",
+                "original_max_position_embeddings": 4096,
+                "short_factor": [1.0 + 0.1 * i for i in range(16)],
+                "long_factor": [1.0 + 0.7 * i for i in range(16)],
+            },
+        ),
+        "proportional": dict(
+            dims=32,
+            base=10000.0,
+            scaling={"rope_type": "proportional", "partial_rotary_factor": 0.5, "factor": 2.0},
+        ),
+        "mrope": dict(dims=32, base=10000.0, scaling={"type": "mrope", "mrope_section": [4, 6, 6]}),
+    }
+    offsets = [0, 1, 9, 40]
+    for name, case in cases.items():
+        for trad in (False, True):
+            rope = initialize_rope(
+                case["dims"], case["base"], trad, case["scaling"], case.get("max_pos")
+            )
+            for off in offsets:
+                arrays[f"{name}.{int(trad)}.{off}"] = rope(x, offset=off)
+            if name != "dynamic":  # the reference's dynamic NTK takes int offsets only
+                arrays[f"{name}.{int(trad)}.batch"] = rope(x, offset=mx.array([3, 11]))
+        meta[name] = {
+            "dims": case["dims"],
+            "base": case["base"],
+            "max_position_embeddings": case.get("max_pos"),
+            "rope_scaling": case["scaling"],
+            "attention_scale": apply_yarn_mscale(0.125, case["scaling"]),
+        }
+    # phi3's spelling "su" builds SuScaledRoPE directly
+    su = cases["longrope"]
+    rope = SuScaledRoPE(
+        32,
+        base=su["base"],
+        max_position_embeddings=su["max_pos"],
+        original_max_position_embeddings=4096,
+        short_factor=su["scaling"]["short_factor"],
+        long_factor=su["scaling"]["long_factor"],
+    )
+    for off in offsets:
+        arrays[f"su.0.{off}"] = rope(x, offset=off)
+    meta["su"] = dict(meta["longrope"], rope_scaling=dict(su["scaling"], type="su"))
+    # transformers v5 spelling: the scaling lives in `rope_parameters` with `rope_theta`
+    params = dict(cases["llama3"]["scaling"], rope_theta=500000.0)
+    rope = initialize_rope(32, params["rope_theta"], False, params, 131072)
+    for off in offsets:
+        arrays[f"rope_parameters.0.{off}"] = rope(x, offset=off)
+    meta["rope_parameters"] = {"config": {"rope_parameters": params, "max_position_embeddings": 131072}}
+    meta["offsets"] = offsets
+    save("rope", arrays, meta)
+
+
+# ---------------------------------------------------------------- masks and attention
+def attention_group():
+    arrays = {}
+    arrays["causal_36_w8"] = create_causal_mask(36, 0, window_size=8)
+    arrays["causal_5_off7"] = create_causal_mask(5, 7)
+    arrays["causal_5_off7_w4"] = create_causal_mask(5, 7, window_size=4)
+    lp = mx.array([0, 2, 5])
+    rp = mx.array([1, 0, 3])
+    arrays["left_padding"] = lp
+    arrays["right_padding"] = rp
+    arrays["causal_6_left"] = create_causal_mask(6, 0, left_padding=lp)
+    arrays["causal_6_off2_left_right"] = create_causal_mask(6, 2, left_padding=lp, right_padding=rp)
+
+    # create_attention_mask without a cache
+    h36 = mx.zeros((1, 36, 4))
+    arrays["attn_mask_36_w8"] = create_attention_mask(h36, None, window_size=8)
+    arrays["attn_mask_36_array"] = create_attention_mask(h36, None, return_array=True)
+    kv = C.KVCache()
+    kv.update_and_fetch(mx.zeros((1, 1, 10, 4)), mx.zeros((1, 1, 10, 4)))
+    arrays["kv_mask_5_off10_array"] = create_attention_mask(mx.zeros((1, 5, 4)), kv, return_array=True)
+    arrays["kv_mask_5_off10_w4"] = create_attention_mask(mx.zeros((1, 5, 4)), kv, window_size=4)
+    arrays["kv_mask_1_off10_w4"] = create_attention_mask(mx.zeros((1, 1, 4)), kv, window_size=4)
+
+    B, Hq, Hk, L, D = 2, 8, 2, 36, 16
+    q = normal(B, Hq, L, D)
+    k = normal(B, Hk, L, D)
+    v = normal(B, Hk, L, D)
+    sinks = normal(Hq)
+    scale = D**-0.5
+    arrays.update(q=q, k=k, v=v, sinks=sinks)
+    win = create_causal_mask(L, 0, window_size=8)
+    additive = normal(L, L) * 2.0
+    arrays["additive"] = additive
+    sdpa = lambda q, k, v, mask, sinks=None: scaled_dot_product_attention(
+        q, k, v, cache=None, scale=scale, mask=mask, sinks=sinks
+    )
+    arrays["sdpa_none"] = sdpa(q, k, v, None)
+    arrays["sdpa_causal"] = sdpa(q, k, v, "causal")
+    arrays["sdpa_window8"] = sdpa(q, k, v, win)
+    arrays["sdpa_additive"] = sdpa(q, k, v, additive)
+    arrays["sdpa_causal_sinks"] = sdpa(q, k, v, "causal", sinks)
+    arrays["sdpa_window8_sinks"] = sdpa(q, k, v, win, sinks)
+    # one decode step against all 36 keys, and a padded batch
+    arrays["sdpa_decode"] = sdpa(q[:, :, -1:], k, v, None)
+    padmask = create_causal_mask(L, 0, left_padding=mx.array([0, 7]))
+    arrays["sdpa_left_padded"] = sdpa(q, k, v, padmask)
+
+    # quantized keys and values: attention through quantized_matmul
+    Dq = 64
+    q2 = normal(B, Hq, 6, Dq)
+    k2 = normal(B, Hk, 6, Dq)
+    v2 = normal(B, Hk, 6, Dq)
+    arrays.update(q2=q2, k2=k2, v2=v2)
+    for bits in (4, 8):
+        qc = C.QuantizedKVCache(group_size=32, bits=bits)
+        qk, qv = qc.update_and_fetch(k2, v2)
+        for mname, m in (("none", None), ("causal", "causal"), ("window3", create_causal_mask(6, 0, window_size=3))):
+            arrays[f"qsdpa_{bits}_{mname}"] = scaled_dot_product_attention(
+                q2, qk, qv, cache=qc, scale=Dq**-0.5, mask=m
+            )
+    save("attention", arrays, {"scale": scale})
+
+
+# ---------------------------------------------------------------- caches
+def record_kv(prefix, arrays, cache, step, keys, values):
+    k, v = cache.update_and_fetch(keys, values)
+    arrays[f"{prefix}.{step}.in_k"] = keys
+    arrays[f"{prefix}.{step}.in_v"] = values
+    arrays[f"{prefix}.{step}.k"] = k
+    arrays[f"{prefix}.{step}.v"] = v
+
+
+def cache_group():
+    arrays = {}
+    meta = {}
+    H, D = 2, 8
+
+    def kv_in(n):
+        return normal(1, H, n, D), normal(1, H, n, D)
+
+    def run(prefix, cache, script, mask_queries=()):
+        """script: list of ("update", n) / ("trim", n) / ("trim_front",); records
+        everything after each step."""
+        log = []
+        for i, op in enumerate(script):
+            entry = {"op": op[0]}
+            if op[0] == "update":
+                record_kv(prefix, arrays, cache, i, *kv_in(op[1]))
+                entry["n"] = op[1]
+            elif op[0] == "trim":
+                entry["n"] = op[1]
+                entry["trimmed"] = cache.trim(op[1])
+            elif op[0] == "trim_front":
+                cache.maybe_trim_front()
+            entry["offset"] = int(cache.offset) if not isinstance(cache.offset, mx.array) else None
+            entry["trimmable"] = bool(cache.is_trimmable())
+            if hasattr(cache, "size"):
+                entry["size"] = cache.size()
+            if getattr(cache, "keys", None) is not None and not isinstance(cache.keys, tuple):
+                entry["capacity"] = cache.keys.shape[2]
+            if hasattr(cache, "_idx"):
+                entry["idx"] = cache._idx
+            masks = []
+            for j, (n, window, ret) in enumerate(mask_queries):
+                m = cache.make_mask(n, window_size=window, return_array=ret)
+                if m is None:
+                    masks.append("none")
+                elif isinstance(m, str):
+                    masks.append(m)
+                else:
+                    arrays[f"{prefix}.{i}.mask{j}"] = m
+                    masks.append("array")
+            entry["masks"] = masks
+            if getattr(cache, "keys", None) is not None and op[0] != "update" and not isinstance(cache.keys, tuple):
+                k, v = cache.keys_and_values() if hasattr(cache, "keys_and_values") else (cache.keys, cache.values)
+                arrays[f"{prefix}.{i}.k"] = k
+                arrays[f"{prefix}.{i}.v"] = v
+            log.append(entry)
+        meta[prefix] = {"script": log, "mask_queries": [list(q) for q in mask_queries]}
+
+    mq = [(1, None, False), (3, None, False), (4, None, True), (1, 4, False), (3, 4, False)]
+    run(
+        "kv",
+        C.KVCache(),
+        [("update", 5), ("update", 1), ("update", 1), ("trim", 3), ("update", 300), ("update", 1), ("trim", 1000), ("update", 2)],
+        mq,
+    )
+    rot_q = [(1, None, False), (3, None, False), (3, None, True), (1, 4, False), (3, 4, False)]
+    # a prompt longer than the window, then decoding past several wraps, then another chunk
+    run(
+        "rot_long_prompt",
+        C.RotatingKVCache(max_size=8, keep=2),
+        [("update", 10)] + [("update", 1)] * 9 + [("update", 3)] + [("update", 1)] * 4,
+        rot_q,
+    )
+    # short prompt, grow to the window, trim while trimmable, wrap, chunk, wrap again
+    run(
+        "rot_short",
+        C.RotatingKVCache(max_size=8, keep=0),
+        [("update", 3), ("update", 1), ("update", 1), ("trim", 2), ("update", 1)]
+        + [("update", 1)] * 7
+        + [("update", 5)]
+        + [("update", 1)] * 10,
+        rot_q,
+    )
+    # a window of 8 over a max size of 12 (the decode-step mask rolls)
+    run(
+        "rot_window",
+        C.RotatingKVCache(max_size=12, keep=0),
+        [("update", 6)] + [("update", 1)] * 14,
+        [(1, 8, False), (2, 8, False)],
+    )
+    run(
+        "chunked",
+        C.ChunkedKVCache(chunk_size=8),
+        [("update", 5), ("update", 1), ("trim_front",), ("update", 6), ("trim_front",), ("update", 1), ("trim", 2), ("update", 3), ("trim_front",)],
+    )
+
+    # quantized KV cache: the packed keys step by step
+    for bits in (4, 8):
+        qc = C.QuantizedKVCache(group_size=32, bits=bits)
+        log = []
+        for i, n in enumerate([5, 1, 260, 1]):
+            kk, vv = normal(1, H, n, 64), normal(1, H, n, 64)
+            qk, qv = qc.update_and_fetch(kk, vv)
+            arrays[f"q{bits}.{i}.in_k"] = kk
+            arrays[f"q{bits}.{i}.in_v"] = vv
+            for j in range(3):
+                arrays[f"q{bits}.{i}.k{j}"] = qk[j]
+                arrays[f"q{bits}.{i}.v{j}"] = qv[j]
+            log.append({"n": n, "offset": qc.offset, "capacity": qc.keys[0].shape[2]})
+        trimmed = qc.trim(4)
+        log.append({"trim": 4, "trimmed": trimmed, "offset": qc.offset})
+        meta[f"q{bits}"] = log
+
+    # to_quantized of a KV cache
+    kvc = C.KVCache()
+    kk, vv = normal(1, H, 7, 64), normal(1, H, 7, 64)
+    kvc.update_and_fetch(kk, vv)
+    qc = kvc.to_quantized(group_size=32, bits=4)
+    arrays["to_quantized.in_k"] = kk
+    arrays["to_quantized.in_v"] = vv
+    for j in range(3):
+        arrays[f"to_quantized.k{j}"] = qc.keys[j]
+
+    # arrays cache masks
+    ac = C.ArraysCache(2, left_padding=[0, 2, 3])
+    arrays["arrays.mask_left"] = ac.make_mask(5)
+    ac.prepare(lengths=[5, 4, 2])
+    arrays["arrays.mask_left_lengths"] = ac.make_mask(5)
+    ac.advance(2)
+    arrays["arrays.mask_advanced"] = ac.make_mask(3)
+
+    # save_prompt_cache with every kind, read by the Rust loader
+    caches = []
+    kv = C.KVCache()
+    kv.update_and_fetch(*kv_in(5))
+    caches.append(kv)
+    rot = C.RotatingKVCache(max_size=4, keep=1)
+    rot.update_and_fetch(*kv_in(6))
+    rot.update_and_fetch(*kv_in(1))
+    caches.append(rot)
+    qkv = C.QuantizedKVCache(group_size=32, bits=8)
+    qkv.update_and_fetch(normal(1, H, 3, 64), normal(1, H, 3, 64))
+    caches.append(qkv)
+    ar = C.ArraysCache(2)
+    ar[0] = normal(1, 3, 4)
+    ar[1] = normal(1, 2, 4, 4)
+    caches.append(ar)
+    ch = C.ChunkedKVCache(chunk_size=8)
+    ch.update_and_fetch(*kv_in(3))
+    caches.append(ch)
+    kv2 = C.KVCache()
+    kv2.update_and_fetch(*kv_in(2))
+    ar2 = C.ArraysCache(1)
+    ar2[0] = normal(1, 5)
+    caches.append(C.CacheList(kv2, ar2))
+    path = os.path.join(OUT, "prompt_cache.safetensors")
+    C.save_prompt_cache(path, caches, {"model": "tiny", "note": "blocks"})
+    loaded = C.load_prompt_cache(path)
+    expect = []
+    for i, c in enumerate(loaded):
+        e = {"class": type(c).__name__}
+        if isinstance(c, (C.KVCache, C.RotatingKVCache, C.ChunkedKVCache)):
+            k, v = c.keys_and_values() if not isinstance(c, C.RotatingKVCache) else (c.keys, c.values)
+            arrays[f"pc.{i}.k"] = k
+            arrays[f"pc.{i}.v"] = v
+            e["offset"] = c.offset
+        elif isinstance(c, C.QuantizedKVCache):
+            for j in range(3):
+                arrays[f"pc.{i}.k{j}"] = c.keys[j]
+            e["offset"] = c.offset
+        elif isinstance(c, C.ArraysCache):
+            for j, a in enumerate(c.cache):
+                arrays[f"pc.{i}.s{j}"] = a
+        elif isinstance(c, C.CacheList):
+            arrays[f"pc.{i}.0.k"] = c[0].keys_and_values()[0]
+            arrays[f"pc.{i}.1.s0"] = c[1][0]
+            e["inner"] = [type(x).__name__ for x in c.caches]
+        expect.append(e)
+    meta["prompt_cache"] = expect
+    save("cache", arrays, meta)
+
+
+# ---------------------------------------------------------------- quantized layers
+def quantized_group():
+    arrays = {}
+    meta = {}
+    x = normal(2, 3, 128)
+    arrays["x"] = x
+    w = normal(48, 128, scale=0.1)
+    b = normal(48, scale=0.1)
+    arrays["w"] = w
+    arrays["b"] = b
+    lin = nn.Linear(128, 48)
+    lin.weight = w
+    lin.bias = b
+    arrays["dense"] = lin(x)
+    lin_nb = nn.Linear(128, 48, bias=False)
+    lin_nb.weight = w
+    arrays["dense_nobias"] = lin_nb(x)
+    cases = [("affine", 64, bits) for bits in (2, 3, 4, 5, 6, 8)]
+    cases += [("affine", 32, 4), ("affine", 128, 8), ("mxfp4", 32, 4), ("nvfp4", 16, 4), ("mxfp8", 32, 8)]
+    names = []
+    for mode, gs, bits in cases:
+        name = f"{mode}_{gs}_{bits}"
+        names.append({"name": name, "mode": mode, "group_size": gs, "bits": bits})
+        ql = nn.QuantizedLinear.from_linear(lin, group_size=gs, bits=bits, mode=mode)
+        arrays[f"{name}.weight"] = ql.weight
+        arrays[f"{name}.scales"] = ql.scales
+        if ql.get("biases") is not None:
+            arrays[f"{name}.biases"] = ql.biases
+        arrays[f"{name}.out"] = ql(x)
+        arrays[f"{name}.dequantized"] = mx.dequantize(
+            ql.weight, ql.scales, ql.get("biases"), group_size=gs, bits=bits, mode=mode
+        )
+    meta["cases"] = names
+
+    # embeddings: rows and the tied output projection
+    table = normal(40, 128, scale=0.5)
+    ids = mx.array([[0, 5, 39, 5], [7, 7, 1, 2]])
+    arrays["table"] = table
+    arrays["ids"] = ids
+    emb = nn.Embedding(40, 128)
+    emb.weight = table
+    arrays["emb.dense"] = emb(ids)
+    arrays["emb.dense_as_linear"] = emb.as_linear(x)
+    emb_cases = [("affine", 64, 4), ("affine", 32, 8), ("affine", 64, 3), ("mxfp4", 32, 4)]
+    en = []
+    for mode, gs, bits in emb_cases:
+        name = f"emb.{mode}_{gs}_{bits}"
+        en.append({"name": name, "mode": mode, "group_size": gs, "bits": bits})
+        qe = nn.QuantizedEmbedding.from_embedding(emb, group_size=gs, bits=bits, mode=mode)
+        arrays[f"{name}.weight"] = qe.weight
+        arrays[f"{name}.scales"] = qe.scales
+        if qe.get("biases") is not None:
+            arrays[f"{name}.biases"] = qe.biases
+        arrays[f"{name}.out"] = qe(ids)
+        arrays[f"{name}.as_linear"] = qe.as_linear(x)
+    meta["emb_cases"] = en
+    save("quantized", arrays, meta)
+
+
+# ---------------------------------------------------------------- switch layers
+def switch_group():
+    arrays = {}
+    meta = {}
+    E, D, Hd = 4, 64, 128
+    glu = SwitchGLU(D, Hd, E)
+    mlp = SwitchMLP(D, Hd, E, bias=True)
+    lin = SwitchLinear(D, Hd, E, bias=True)
+    # wider weights than the default initialisation
+    for mod in (glu, mlp, lin):
+        mod.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.08, mod.parameters()))
+    for prefix, mod in (("glu", glu), ("mlp", mlp), ("lin", lin)):
+        for k, v in tree_flatten(mod.parameters()):
+            arrays[f"{prefix}.param.{k}"] = v
+    # small: 2 x 5 tokens, 2 experts each, some repeated (no sorting); large: 2 x 40 x 2 (sorted)
+    small_x = normal(2, 5, D)
+    small_idx = mx.array(
+        [[[0, 0], [1, 3], [2, 2], [3, 1], [0, 3]], [[1, 1], [2, 0], [3, 3], [0, 1], [2, 2]]],
+        dtype=mx.uint32,
+    )
+    large_x = normal(2, 40, D)
+    large_idx = mx.random.randint(0, E, (2, 40, 2)).astype(mx.uint32)
+    large_idx[0, :5] = 2  # repeated experts within and across tokens
+    for case, x, idx in (("small", small_x, small_idx), ("large", large_x, large_idx)):
+        arrays[f"{case}.x"] = x
+        arrays[f"{case}.idx"] = idx
+        arrays[f"{case}.glu"] = glu(x, idx)
+        arrays[f"{case}.mlp"] = mlp(x, idx)
+        arrays[f"{case}.lin"] = lin(mx.expand_dims(x, (-2, -3)), idx)
+    # quantized experts
+    for bits in (4, 8):
+        qglu = SwitchGLU(D, Hd, E)
+        qglu.update(glu.parameters())
+        nn.quantize(qglu, group_size=64, bits=bits)
+        for k, v in tree_flatten(qglu.parameters()):
+            arrays[f"qglu{bits}.param.{k}"] = v
+        for case, x, idx in (("small", small_x, small_idx), ("large", large_x, large_idx)):
+            arrays[f"{case}.qglu{bits}"] = qglu(x, idx)
+    qmlp = SwitchMLP(D, Hd, E, bias=True)
+    qmlp.update(mlp.parameters())
+    nn.quantize(qmlp, group_size=32, bits=4, mode="mxfp4")
+    for k, v in tree_flatten(qmlp.parameters()):
+        arrays[f"qmlp_mxfp4.param.{k}"] = v
+    for case, x, idx in (("small", small_x, small_idx), ("large", large_x, large_idx)):
+        arrays[f"{case}.qmlp_mxfp4"] = qmlp(x, idx)
+    save("switch", arrays, meta)
+
+
+# ---------------------------------------------------------------- activations and norms
+def layers_group():
+    arrays = {}
+    x = normal(3, 64, scale=3.0)
+    gate = normal(3, 64, scale=4.0)
+    arrays.update(x=x, gate=gate)
+    arrays["silu"] = nn.silu(x)
+    arrays["gelu"] = nn.gelu(x)
+    arrays["gelu_approx"] = nn.gelu_approx(x)
+    arrays["gelu_fast_approx"] = nn.gelu_fast_approx(x)
+    arrays["relu"] = nn.relu(x)
+    arrays["relu2"] = nn.relu2(x)
+    arrays["swiglu"] = swiglu(gate, x)
+    arrays["geglu"] = nn.gelu_approx(gate) * x
+    arrays["swiglu_oai"] = swiglu_oai(gate, x)
+    w = normal(64, scale=0.3)
+    bias = normal(64, scale=0.3)
+    arrays.update(w=w, bias=bias)
+    rms = nn.RMSNorm(64, eps=1e-6)
+    rms.weight = w
+    arrays["rms_norm"] = rms(x)
+    g = GemmaRMSNorm(64, eps=1e-6)
+    g.weight = w
+    arrays["rms_norm_zero_centered"] = g(x)
+    ln = nn.LayerNorm(64, eps=1e-5)
+    ln.weight = w
+    ln.bias = bias
+    arrays["layer_norm"] = ln(x)
+    ln_nb = nn.LayerNorm(64, eps=1e-5, bias=False)
+    ln_nb.weight = w
+    arrays["layer_norm_nobias"] = ln_nb(x)
+    ln_na = nn.LayerNorm(64, eps=1e-5, affine=False)
+    arrays["layer_norm_plain"] = ln_na(x)
+    save("layers", arrays)
+
+
+rope_group()
+attention_group()
+cache_group()
+quantized_group()
+switch_group()
+layers_group()
+print("blocks reference written to", OUT)
