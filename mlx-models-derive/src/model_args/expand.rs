@@ -237,7 +237,7 @@ fn enum_bodies(c: &Container<'_>) -> (TokenStream, TokenStream, String) {
     });
     let write = quote! {
         #[allow(unused_variables)]
-        match self { #(#write_arms)* }
+        match self { #(#write_arms)* };
     };
     (parse, write, format!("an object with a `{first_tag}` key"))
 }

@@ -1,0 +1,367 @@
+//! `#[derive(ModelArgs)]` end to end: config.json values in, typed args out, and back.
+
+use mlx_models::args::{ArgsError, ArgsErrorKind, Config, ModelArgs};
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
+#[arg(tag = "rope_type", tag = "type")]
+enum RopeScaling {
+    Default,
+    Linear {
+        factor: f32,
+    },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: usize,
+    },
+    Yarn {
+        factor: f32,
+        #[arg(default = 32.0)]
+        beta_fast: f32,
+        #[arg(default = 1.0)]
+        beta_slow: f32,
+    },
+    #[arg(alias = "su")]
+    Longrope {
+        short_factor: Vec<f32>,
+        long_factor: Vec<f32>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
+#[arg(validate = Self::derive_and_check)]
+struct LlamaArgs {
+    model_type: String,
+    #[arg(positive)]
+    hidden_size: usize,
+    #[arg(positive)]
+    num_hidden_layers: usize,
+    #[arg(positive)]
+    num_attention_heads: usize,
+    #[arg(alias = "n_kv_heads", positive)]
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    #[arg(positive)]
+    intermediate_size: usize,
+    vocab_size: usize,
+    #[arg(default = 1e-5)]
+    rms_norm_eps: f32,
+    #[arg(default = 10000.0, alias = "rope_parameters.rope_theta")]
+    rope_theta: f32,
+    #[arg(alias = "rope_parameters")]
+    rope_scaling: Option<RopeScaling>,
+    #[arg(default = true)]
+    tie_word_embeddings: bool,
+    #[arg(default)]
+    attention_bias: bool,
+    max_position_embeddings: Option<usize>,
+    #[arg(skip)]
+    kv_heads: usize,
+}
+
+impl LlamaArgs {
+    fn derive_and_check(&mut self) -> Result<(), ArgsError> {
+        let heads = self.num_attention_heads;
+        if self.hidden_size % heads != 0 && self.head_dim.is_none() {
+            return Err(ArgsError::invalid(
+                &["hidden_size", "num_attention_heads"],
+                format!(
+                    "`hidden_size` ({}) is not divisible by `num_attention_heads` ({heads}); set `head_dim`",
+                    self.hidden_size
+                ),
+            ));
+        }
+        self.kv_heads = self.num_key_value_heads.unwrap_or(heads);
+        if heads % self.kv_heads != 0 {
+            return Err(ArgsError::invalid(
+                &["num_attention_heads", "num_key_value_heads"],
+                format!(
+                    "`num_attention_heads` ({heads}) is not a multiple of `num_key_value_heads` ({})",
+                    self.kv_heads
+                ),
+            ));
+        }
+        self.head_dim.get_or_insert(self.hidden_size / heads);
+        Ok(())
+    }
+}
+
+fn llama() -> serde_json::Value {
+    json!({
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "intermediate_size": 128,
+        "vocab_size": 100,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": false,
+        "attention_bias": false,
+        "rope_scaling": {
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192
+        },
+        "torch_dtype": "bfloat16"
+    })
+}
+
+fn with(mut v: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+    v[key] = value;
+    v
+}
+
+fn without(mut v: serde_json::Value, key: &str) -> serde_json::Value {
+    v.as_object_mut().expect("object").remove(key);
+    v
+}
+
+#[test]
+fn a_full_config_parses_into_typed_args() {
+    let a = LlamaArgs::from_config(&llama()).expect("parses");
+    assert_eq!(a.hidden_size, 64);
+    assert_eq!(a.num_key_value_heads, Some(2));
+    assert_eq!(a.rms_norm_eps, 1e-6);
+    assert_eq!(a.rope_theta, 500000.0);
+    assert_eq!(
+        a.rope_scaling,
+        Some(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192
+        })
+    );
+}
+
+#[test]
+fn defaults_apply_when_key_absent() {
+    let config = without(without(without(llama(), "rms_norm_eps"), "rope_theta"), "attention_bias");
+    let a = LlamaArgs::from_config(&config).expect("parses");
+    assert_eq!(a.rms_norm_eps, 1e-5);
+    assert_eq!(a.rope_theta, 10000.0);
+    assert!(!a.attention_bias);
+    assert_eq!(a.max_position_embeddings, None);
+}
+
+#[test]
+fn post_parse_hook_fills_derived_defaults() {
+    let a = LlamaArgs::from_config(&without(without(llama(), "num_key_value_heads"), "head_dim")).expect("parses");
+    assert_eq!(a.kv_heads, 4, "kv heads default to attention heads");
+    assert_eq!(a.head_dim, Some(16), "head_dim = hidden_size / num_attention_heads");
+}
+
+#[test]
+fn post_parse_hook_errors_name_the_keys() {
+    let e = LlamaArgs::from_config(&with(without(llama(), "head_dim"), "hidden_size", json!(66))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.json: `hidden_size` (66) is not divisible by `num_attention_heads` (4); set `head_dim`"
+    );
+    assert_eq!(e.keys(), ["hidden_size", "num_attention_heads"]);
+    let e = LlamaArgs::from_config(&with(llama(), "num_key_value_heads", json!(3))).unwrap_err();
+    assert_eq!(e.keys(), ["num_attention_heads", "num_key_value_heads"]);
+}
+
+#[test]
+fn aliases_read_other_spellings() {
+    let config = with(without(llama(), "num_key_value_heads"), "n_kv_heads", json!(1));
+    assert_eq!(LlamaArgs::from_config(&config).expect("parses").num_key_value_heads, Some(1));
+}
+
+#[test]
+fn missing_key_names_the_model_type() {
+    let e = LlamaArgs::from_config(&without(llama(), "hidden_size")).unwrap_err();
+    assert_eq!(e.to_string(), "config.json: missing key `hidden_size` (required by llama)");
+    assert!(matches!(e.kind(), ArgsErrorKind::MissingKey { .. }));
+}
+
+#[test]
+fn wrong_type_says_what_was_expected_and_found() {
+    let e = LlamaArgs::from_config(&with(llama(), "num_attention_heads", json!("abc"))).unwrap_err();
+    assert_eq!(e.to_string(), "config.json: `num_attention_heads`: expected a positive integer, found \"abc\"");
+    let e = LlamaArgs::from_config(&with(llama(), "num_attention_heads", json!(0))).unwrap_err();
+    assert_eq!(e.to_string(), "config.json: `num_attention_heads`: expected a positive integer, found 0");
+    let e = LlamaArgs::from_config(&with(llama(), "vocab_size", json!(-3))).unwrap_err();
+    assert_eq!(e.to_string(), "config.json: `vocab_size`: expected a non-negative integer, found -3");
+    let e = LlamaArgs::from_config(&with(llama(), "tie_word_embeddings", json!("yes"))).unwrap_err();
+    assert_eq!(e.to_string(), "config.json: `tie_word_embeddings`: expected a boolean, found \"yes\"");
+}
+
+#[test]
+fn floats_are_rejected_where_integers_are_expected() {
+    let e = LlamaArgs::from_config(&with(llama(), "vocab_size", json!(100.5))).unwrap_err();
+    assert_eq!(e.to_string(), "config.json: `vocab_size`: expected a non-negative integer, found 100.5");
+}
+
+#[test]
+fn integers_are_accepted_where_floats_are_expected() {
+    let a = LlamaArgs::from_config(&with(llama(), "rope_theta", json!(10000))).expect("parses");
+    assert_eq!(a.rope_theta, 10000.0);
+}
+
+#[derive(Debug, PartialEq, ModelArgs)]
+struct Softcap {
+    final_logit_softcapping: f64,
+    #[arg(default = f32::INFINITY)]
+    attn_logit_softcapping: f32,
+}
+
+#[test]
+fn transformers_infinity_is_a_float() {
+    let a = Softcap::from_config(&json!({"final_logit_softcapping": {"__float__": "Infinity"}})).expect("parses");
+    assert_eq!(a.final_logit_softcapping, f64::INFINITY);
+    assert_eq!(
+        a.to_config(),
+        json!({
+            "final_logit_softcapping": {"__float__": "Infinity"},
+            "attn_logit_softcapping": {"__float__": "Infinity"}
+        })
+    );
+    let e = Softcap::from_config(&json!({"final_logit_softcapping": {"__float__": "big"}})).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.json: `final_logit_softcapping`: expected a number, found {\"__float__\":\"big\"}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_kept_and_listed() {
+    let config = Config::<LlamaArgs>::parse(&llama()).expect("parses");
+    let unknown: Vec<&str> = config.unknown_keys().map(|u| u.key.as_str()).collect();
+    assert_eq!(unknown, ["architectures", "torch_dtype"]);
+    assert!(config.typos().is_empty());
+}
+
+#[test]
+fn unknown_key_near_a_missing_field_is_a_likely_typo() {
+    let config = with(without(llama(), "rms_norm_eps"), "rms_norm_esp", json!(1e-6));
+    let config = Config::<LlamaArgs>::parse(&config).expect("parses");
+    assert_eq!(config.args.rms_norm_eps, 1e-5, "the default applied");
+    let typos: Vec<String> = config.typos().iter().map(ToString::to_string).collect();
+    assert_eq!(typos, ["unknown key `rms_norm_esp`; did you mean `rms_norm_eps`?"]);
+}
+
+#[test]
+fn nested_unknown_keys_and_typos_carry_their_path() {
+    let mut config = llama();
+    config["rope_scaling"] = json!({"type": "yarn", "factor": 4.0, "beta_fsat": 16.0, "mscale": 1.0});
+    let config = Config::<LlamaArgs>::parse(&config).expect("parses");
+    let unknown: Vec<&str> = config.unknown_keys().map(|u| u.key.as_str()).collect();
+    assert!(unknown.contains(&"rope_scaling.mscale"), "{unknown:?}");
+    assert_eq!(config.typos()[0].suggestion, "rope_scaling.beta_fast");
+}
+
+#[test]
+fn rope_scaling_is_chosen_by_type_or_rope_type() {
+    let by_type = with(llama(), "rope_scaling", json!({"type": "linear", "factor": 2.0}));
+    let a = LlamaArgs::from_config(&by_type).expect("parses");
+    assert_eq!(a.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
+    let su = with(llama(), "rope_scaling", json!({"type": "su", "short_factor": [1.0], "long_factor": [2]}));
+    let a = LlamaArgs::from_config(&su).expect("parses");
+    assert_eq!(a.rope_scaling, Some(RopeScaling::Longrope { short_factor: vec![1.0], long_factor: vec![2.0] }));
+    let null = with(llama(), "rope_scaling", json!(null));
+    assert_eq!(LlamaArgs::from_config(&null).expect("parses").rope_scaling, None);
+}
+
+#[test]
+fn unknown_rope_type_lists_the_known_ones() {
+    let e = LlamaArgs::from_config(&with(llama(), "rope_scaling", json!({"rope_type": "magic"}))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.json: `rope_scaling.rope_type`: unknown variant \"magic\"; expected one of \"default\", \"linear\", \"llama3\", \"yarn\", \"longrope\", \"su\""
+    );
+    let e = LlamaArgs::from_config(&with(llama(), "rope_scaling", json!({"factor": 2.0}))).unwrap_err();
+    assert_eq!(e.to_string(), "config.json: missing key `rope_scaling.rope_type` (required by llama)");
+    let e = LlamaArgs::from_config(&with(llama(), "rope_scaling", json!({"type": "linear"}))).unwrap_err();
+    assert_eq!(e.to_string(), "config.json: missing key `rope_scaling.factor` (required by llama)");
+}
+
+#[test]
+fn transformers_v5_rope_parameters_are_read() {
+    let mut config = without(without(llama(), "rope_scaling"), "rope_theta");
+    config["rope_parameters"] = json!({"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6});
+    let parsed = Config::<LlamaArgs>::parse(&config).expect("parses");
+    assert_eq!(parsed.args.rope_theta, 1e6);
+    assert_eq!(parsed.args.rope_scaling, Some(RopeScaling::Linear { factor: 4.0 }));
+    let unknown: Vec<&str> = parsed.unknown_keys().map(|u| u.key.as_str()).collect();
+    assert!(!unknown.iter().any(|k| k.starts_with("rope_parameters")), "{unknown:?}");
+    let again = Config::<LlamaArgs>::parse(&parsed.to_json()).expect("parses");
+    assert_eq!(again.args, parsed.args);
+}
+
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
+#[arg(text_config)]
+struct Gemma3Args {
+    model_type: String,
+    hidden_size: usize,
+    #[arg(default = 262208)]
+    vocab_size: usize,
+    #[arg(rename = "sliding-window")]
+    sliding_window: Option<usize>,
+}
+
+#[test]
+fn text_config_values_win_over_the_top_level() {
+    let config = json!({
+        "model_type": "gemma3",
+        "vocab_size": 1000,
+        "text_config": {"model_type": "gemma3_text", "hidden_size": 32, "vocab_size": 2000},
+        "vision_config": {"hidden_size": 16},
+        "sliding-window": 512
+    });
+    let parsed = Config::<Gemma3Args>::parse(&config).expect("parses");
+    assert_eq!(parsed.args.model_type, "gemma3_text");
+    assert_eq!(parsed.args.vocab_size, 2000);
+    assert_eq!(parsed.args.hidden_size, 32);
+    assert_eq!(parsed.args.sliding_window, Some(512), "top-level keys fill what text_config lacks");
+    let unknown: Vec<&str> = parsed.unknown_keys().map(|u| u.key.as_str()).collect();
+    assert_eq!(unknown, ["vision_config"]);
+    let written = parsed.to_json();
+    assert_eq!(written["model_type"], "gemma3", "the top-level model_type stays for the registry");
+    assert_eq!(written["text_config"]["vocab_size"], 2000);
+    assert_eq!(Config::<Gemma3Args>::parse(&written).expect("parses"), parsed);
+}
+
+#[test]
+fn a_config_round_trips_through_json() {
+    let original = llama();
+    let parsed = Config::<LlamaArgs>::parse(&original).expect("parses");
+    assert_eq!(parsed.to_json(), original, "every key written back where it was");
+    let again = Config::<LlamaArgs>::parse(&parsed.to_json()).expect("parses");
+    assert_eq!(again, parsed);
+}
+
+#[test]
+fn written_args_parse_to_the_same_args() {
+    for rope in [
+        json!({"type": "linear", "factor": 2.0}),
+        json!({"rope_type": "yarn", "factor": 4.0}),
+        json!({"rope_type": "default"}),
+        json!({"type": "longrope", "short_factor": [1.0, 1.5], "long_factor": [2.0, 3.0]}),
+    ] {
+        let a = LlamaArgs::from_config(&with(without(llama(), "rms_norm_eps"), "rope_scaling", rope)).expect("parses");
+        let b = LlamaArgs::from_config(&a.to_config()).expect("parses back");
+        assert_eq!(a, b);
+    }
+    let written = LlamaArgs::from_config(&llama()).expect("parses").to_config();
+    assert_eq!(written["rms_norm_eps"], json!(1e-6), "f32 written in its shortest decimal form");
+    assert!(written.get("kv_heads").is_none(), "skipped fields are not written");
+    assert!(written.get("max_position_embeddings").is_none(), "absent options are left out");
+}
+
+#[test]
+fn errors_are_values_for_odd_inputs() {
+    for odd in [json!(null), json!([1, 2]), json!("llama"), json!({"model_type": 3})] {
+        assert!(LlamaArgs::from_config(&odd).is_err(), "{odd}");
+    }
+    let e = LlamaArgs::from_json("{not json").unwrap_err();
+    assert!(e.to_string().starts_with("config.json: not valid JSON"), "{e}");
+    let e = Config::<LlamaArgs>::from_file("/nonexistent/config.json").unwrap_err();
+    assert_eq!(e.file(), "/nonexistent/config.json");
+}
