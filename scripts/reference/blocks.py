@@ -224,19 +224,32 @@ def attention_group():
     k2 = normal(B, Hk, 6, Dq)
     v2 = normal(B, Hk, 6, Dq)
     arrays.update(q2=q2, k2=k2, v2=v2)
+    q2_copy = mx.array(q2 * 1.0)
+    mx.eval(q2_copy)
     for bits in (4, 8):
         qc = C.QuantizedKVCache(group_size=32, bits=bits)
         qk, qv = qc.update_and_fetch(k2, v2)
         for mname, m in (("none", None), ("causal", "causal"), ("window3", create_causal_mask(6, 0, window_size=3))):
+            # a fresh array each call: the reference scales its `queries` in place (`*=`)
             arrays[f"qsdpa_{bits}_{mname}"] = scaled_dot_product_attention(
-                q2, qk, qv, cache=qc, scale=Dq**-0.5, mask=m
+                mx.array(q2), qk, qv, cache=qc, scale=Dq**-0.5, mask=m
             )
+    mx.eval(arrays)
+    assert mx.array_equal(arrays["q2"], q2_copy), "the reference scaled q2 in place"
     save("attention", arrays, {"scale": scale})
 
 
 # ---------------------------------------------------------------- caches
+def snap(x):
+    """A copy that later in-place writes (`cache.keys[...] = ...` replaces the array inside the
+    same Python object) cannot reach."""
+    y = mx.array(x)
+    mx.eval(y)
+    return y
+
+
 def record_kv(prefix, arrays, cache, step, keys, values):
-    k, v = cache.update_and_fetch(keys, values)
+    k, v = map(snap, cache.update_and_fetch(keys, values))
     arrays[f"{prefix}.{step}.in_k"] = keys
     arrays[f"{prefix}.{step}.in_v"] = values
     arrays[f"{prefix}.{step}.k"] = k
@@ -286,8 +299,8 @@ def cache_group():
             entry["masks"] = masks
             if getattr(cache, "keys", None) is not None and op[0] != "update" and not isinstance(cache.keys, tuple):
                 k, v = cache.keys_and_values() if hasattr(cache, "keys_and_values") else (cache.keys, cache.values)
-                arrays[f"{prefix}.{i}.k"] = k
-                arrays[f"{prefix}.{i}.v"] = v
+                arrays[f"{prefix}.{i}.k"] = snap(k)
+                arrays[f"{prefix}.{i}.v"] = snap(v)
             log.append(entry)
         meta[prefix] = {"script": log, "mask_queries": [list(q) for q in mask_queries]}
 
@@ -339,8 +352,8 @@ def cache_group():
             arrays[f"q{bits}.{i}.in_k"] = kk
             arrays[f"q{bits}.{i}.in_v"] = vv
             for j in range(3):
-                arrays[f"q{bits}.{i}.k{j}"] = qk[j]
-                arrays[f"q{bits}.{i}.v{j}"] = qv[j]
+                arrays[f"q{bits}.{i}.k{j}"] = snap(qk[j])
+                arrays[f"q{bits}.{i}.v{j}"] = snap(qv[j])
             log.append({"n": n, "offset": qc.offset, "capacity": qc.keys[0].shape[2]})
         trimmed = qc.trim(4)
         log.append({"trim": 4, "trimmed": trimmed, "offset": qc.offset})
@@ -450,7 +463,7 @@ def quantized_group():
     meta["cases"] = names
 
     # embeddings: rows and the tied output projection
-    table = normal(40, 128, scale=0.5)
+    table = normal(40, 128, scale=0.1)
     ids = mx.array([[0, 5, 39, 5], [7, 7, 1, 2]])
     arrays["table"] = table
     arrays["ids"] = ids
