@@ -208,7 +208,8 @@ impl Cache {
         return_array: bool,
     ) -> Result<Option<AttentionMask>> {
         match self {
-            Cache::Kv(KvCache { offset, .. }) | Cache::Quantized(QuantizedKvCache { offset, .. }) => {
+            Cache::Kv(KvCache { offset, .. })
+            | Cache::Quantized(QuantizedKvCache { offset, .. }) => {
                 offset_mask(n, *offset, window_size, return_array).map(Some)
             }
             Cache::Rotating(c) => c.make_mask(n, window_size, return_array).map(Some),
@@ -277,13 +278,21 @@ impl Cache {
     }
 
     /// Rebuilds a cache from the reference's class name and [`state`](Self::state).
-    pub fn from_state(class_name: &str, state: StateValue) -> std::result::Result<Cache, CacheError> {
-        let mut items = state.into_list().ok_or_else(|| fmt_err(format!("{class_name} state is not a list")))?;
+    pub fn from_state(
+        class_name: &str,
+        state: StateValue,
+    ) -> std::result::Result<Cache, CacheError> {
+        let mut items = state
+            .into_list()
+            .ok_or_else(|| fmt_err(format!("{class_name} state is not a list")))?;
         let want = |n: usize, items: &Vec<StateValue>| {
             if items.len() == n {
                 Ok(())
             } else {
-                Err(fmt_err(format!("{class_name} state has {} entries, expected {n}", items.len())))
+                Err(fmt_err(format!(
+                    "{class_name} state has {} entries, expected {n}",
+                    items.len()
+                )))
             }
         };
         Ok(match class_name {
@@ -315,10 +324,20 @@ impl Cache {
                     match v {
                         StateValue::None => Ok(None),
                         v => {
-                            let parts = v.into_list().ok_or_else(|| fmt_err("quantized keys are not a list"))?;
+                            let parts = v
+                                .into_list()
+                                .ok_or_else(|| fmt_err("quantized keys are not a list"))?;
                             let mut it = parts.into_iter();
-                            let mut next = || it.next().ok_or_else(|| fmt_err("quantized keys need 3 arrays")).and_then(StateValue::into_array);
-                            Ok(Some(QuantizedArray { w: next()?, scales: next()?, biases: next()? }))
+                            let mut next = || {
+                                it.next()
+                                    .ok_or_else(|| fmt_err("quantized keys need 3 arrays"))
+                                    .and_then(StateValue::into_array)
+                            };
+                            Ok(Some(QuantizedArray {
+                                w: next()?,
+                                scales: next()?,
+                                biases: next()?,
+                            }))
                         }
                     }
                 };
@@ -344,9 +363,14 @@ impl Cache {
             "ArraysCache" => {
                 want(3, &items)?;
                 let mut take = |i: usize| std::mem::replace(&mut items[i], StateValue::None);
-                let slots = take(0).into_list().ok_or_else(|| fmt_err("ArraysCache slots are not a list"))?;
+                let slots = take(0)
+                    .into_list()
+                    .ok_or_else(|| fmt_err("ArraysCache slots are not a list"))?;
                 Cache::Arrays(ArraysCache {
-                    cache: slots.into_iter().map(StateValue::into_array_opt).collect::<std::result::Result<_, _>>()?,
+                    cache: slots
+                        .into_iter()
+                        .map(StateValue::into_array_opt)
+                        .collect::<std::result::Result<_, _>>()?,
                     left_padding: take(1).into_array_opt()?,
                     lengths: take(2).into_array_opt()?,
                 })
@@ -355,7 +379,10 @@ impl Cache {
                 let inner = items
                     .into_iter()
                     .map(|pair| {
-                        let mut pair = pair.into_list().filter(|p| p.len() == 2).ok_or_else(|| fmt_err("CacheList entries are (state, class) pairs"))?;
+                        let mut pair = pair
+                            .into_list()
+                            .filter(|p| p.len() == 2)
+                            .ok_or_else(|| fmt_err("CacheList entries are (state, class) pairs"))?;
                         let name = match pair.pop() {
                             Some(StateValue::Str(s)) => s,
                             _ => return Err(fmt_err("CacheList entry without a class name")),
@@ -372,11 +399,26 @@ impl Cache {
 }
 
 /// KVCache / QuantizedKVCache `make_mask` (`create_attention_mask` in cache.py).
-fn offset_mask(n: i32, offset: i32, window_size: Option<i32>, return_array: bool) -> Result<AttentionMask> {
+fn offset_mask(
+    n: i32,
+    offset: i32,
+    window_size: Option<i32>,
+    return_array: bool,
+) -> Result<AttentionMask> {
     if window_size.is_some() || (n > 1 && return_array) {
-        return Ok(AttentionMask::Array(create_causal_mask(n, offset, window_size, None, None)?));
+        return Ok(AttentionMask::Array(create_causal_mask(
+            n,
+            offset,
+            window_size,
+            None,
+            None,
+        )?));
     }
-    Ok(if n == 1 { AttentionMask::None } else { AttentionMask::Causal })
+    Ok(if n == 1 {
+        AttentionMask::None
+    } else {
+        AttentionMask::Causal
+    })
 }
 
 /// Grows `buf` (or makes it) so that `prev + n` positions fit, as `KVCache.update_and_fetch`:
@@ -397,7 +439,11 @@ fn grow(buf: &mut Option<Array>, like: &Array, prev: i32) -> Result<()> {
     let block = zeros_dtype(&new_shape, like.dtype())?;
     *buf = Some(match buf.take() {
         Some(b) => {
-            let b = if prev % STEP != 0 { seq(&b, 0, prev)? } else { b };
+            let b = if prev % STEP != 0 {
+                seq(&b, 0, prev)?
+            } else {
+                b
+            };
             concatenate(&[b, block], -2)?
         }
         None => block,
@@ -465,7 +511,11 @@ impl KvCache {
 
     /// The same positions, quantized (`KVCache.to_quantized`).
     pub fn to_quantized(&self, group_size: i32, bits: i32) -> Result<QuantizedKvCache> {
-        let q = |a: &Option<Array>| a.as_ref().map(|a| QuantizedArray::quantize(a, group_size, bits)).transpose();
+        let q = |a: &Option<Array>| {
+            a.as_ref()
+                .map(|a| QuantizedArray::quantize(a, group_size, bits))
+                .transpose()
+        };
         Ok(QuantizedKvCache {
             keys: q(&self.keys)?,
             values: q(&self.values)?,
@@ -498,7 +548,14 @@ pub struct RotatingKvCache {
 impl RotatingKvCache {
     /// An empty window of `max_size` positions keeping the first `keep`.
     pub fn new(max_size: i32, keep: i32) -> Self {
-        Self { keys: None, values: None, offset: 0, keep, max_size, idx: 0 }
+        Self {
+            keys: None,
+            values: None,
+            offset: 0,
+            keep,
+            max_size,
+            idx: 0,
+        }
     }
 
     /// Positions held (at most `max_size`).
@@ -523,7 +580,11 @@ impl RotatingKvCache {
             Ok(v.clone())
         } else if self.idx < self.offset {
             concatenate(
-                &[seq(v, 0, self.keep)?, seq_from(v, self.idx)?, seq(v, self.keep, self.idx)?],
+                &[
+                    seq(v, 0, self.keep)?,
+                    seq_from(v, self.idx)?,
+                    seq(v, self.keep, self.idx)?,
+                ],
                 2,
             )
         } else {
@@ -549,7 +610,9 @@ impl RotatingKvCache {
         }
         self.offset += keys.dim(2);
         let (k, v) = (self.keys.clone(), self.values.clone());
-        let (Some(k), Some(v)) = (k, v) else { unreachable!("set above") };
+        let (Some(k), Some(v)) = (k, v) else {
+            unreachable!("set above")
+        };
         self.idx = k.dim(2);
         Ok((k, v))
     }
@@ -633,26 +696,54 @@ impl RotatingKvCache {
     }
 
     /// The mask for `n` new tokens attending to this window (`RotatingKVCache.make_mask`).
-    pub fn make_mask(&self, n: i32, window_size: Option<i32>, return_array: bool) -> Result<AttentionMask> {
+    pub fn make_mask(
+        &self,
+        n: i32,
+        window_size: Option<i32>,
+        return_array: bool,
+    ) -> Result<AttentionMask> {
         if n > 1 {
             let window = window_size.unwrap_or(self.max_size);
             let offset = (self.max_size - 1).min(self.offset);
             if offset + n > window || return_array {
-                return Ok(AttentionMask::Array(create_causal_mask(n, offset, Some(window), None, None)?));
+                return Ok(AttentionMask::Array(create_causal_mask(
+                    n,
+                    offset,
+                    Some(window),
+                    None,
+                    None,
+                )?));
             }
             return Ok(AttentionMask::Causal);
         }
-        let Some(window) = window_size else { return Ok(AttentionMask::None) };
+        let Some(window) = window_size else {
+            return Ok(AttentionMask::None);
+        };
         if self.offset >= window && self.max_size > window {
-            let idx = if self.idx >= self.max_size { 0 } else { self.idx };
-            let mask_size = if self.offset < self.max_size { self.offset + 1 } else { self.max_size };
-            let mask = arange::<_, i32>(0, mask_size, None)?.ge(Array::from_int(mask_size - window))?;
+            let idx = if self.idx >= self.max_size {
+                0
+            } else {
+                self.idx
+            };
+            let mask_size = if self.offset < self.max_size {
+                self.offset + 1
+            } else {
+                self.max_size
+            };
+            let mask =
+                arange::<_, i32>(0, mask_size, None)?.ge(Array::from_int(mask_size - window))?;
             // roll right by idx + 1
             let shift = (idx + 1).rem_euclid(mask_size);
             let rolled = if shift == 0 {
                 mask
             } else {
-                concatenate(&[mask.try_index(mask_size - shift..)?, mask.try_index(..mask_size - shift)?], 0)?
+                concatenate(
+                    &[
+                        mask.try_index(mask_size - shift..)?,
+                        mask.try_index(..mask_size - shift)?,
+                    ],
+                    0,
+                )?
             };
             return Ok(AttentionMask::Array(rolled));
         }
@@ -684,7 +775,11 @@ impl QuantizedArray {
     }
 
     fn map(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<Self> {
-        Ok(Self { w: f(&self.w)?, scales: f(&self.scales)?, biases: f(&self.biases)? })
+        Ok(Self {
+            w: f(&self.w)?,
+            scales: f(&self.scales)?,
+            biases: f(&self.biases)?,
+        })
     }
 
     fn nbytes(&self) -> usize {
@@ -710,11 +805,21 @@ pub struct QuantizedKvCache {
 impl QuantizedKvCache {
     /// An empty cache.
     pub fn new(group_size: i32, bits: i32) -> Self {
-        Self { keys: None, values: None, offset: 0, group_size, bits }
+        Self {
+            keys: None,
+            values: None,
+            offset: 0,
+            group_size,
+            bits,
+        }
     }
 
     /// Quantizes and appends the new positions; returns all positions so far, quantized.
-    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(QuantizedArray, QuantizedArray)> {
+    pub fn update_and_fetch(
+        &mut self,
+        keys: &Array,
+        values: &Array,
+    ) -> Result<(QuantizedArray, QuantizedArray)> {
         let shape = keys.shape();
         let (b, heads, n, k_dim) = (shape[0], shape[1], shape[2], shape[3]);
         let v_dim = values.dim(3);
@@ -726,7 +831,11 @@ impl QuantizedKvCache {
             match (self.keys.take(), self.values.take()) {
                 (Some(k), Some(v)) => {
                     let expand = |x: &Array| -> Result<Array> {
-                        let x = if prev % STEP != 0 { seq(x, 0, prev)? } else { x.clone() };
+                        let x = if prev % STEP != 0 {
+                            seq(x, 0, prev)?
+                        } else {
+                            x.clone()
+                        };
                         let block = zeros_dtype(&[b, heads, new_steps, x.dim(-1)], x.dtype())?;
                         concatenate(&[x, block], -2)
                     };
@@ -736,9 +845,18 @@ impl QuantizedKvCache {
                 _ => {
                     let init = |dim: i32| -> Result<QuantizedArray> {
                         Ok(QuantizedArray {
-                            w: zeros_dtype(&[b, heads, new_steps, dim / el_per_int], Dtype::Uint32)?,
-                            scales: zeros_dtype(&[b, heads, new_steps, dim / self.group_size], keys.dtype())?,
-                            biases: zeros_dtype(&[b, heads, new_steps, dim / self.group_size], keys.dtype())?,
+                            w: zeros_dtype(
+                                &[b, heads, new_steps, dim / el_per_int],
+                                Dtype::Uint32,
+                            )?,
+                            scales: zeros_dtype(
+                                &[b, heads, new_steps, dim / self.group_size],
+                                keys.dtype(),
+                            )?,
+                            biases: zeros_dtype(
+                                &[b, heads, new_steps, dim / self.group_size],
+                                keys.dtype(),
+                            )?,
                         })
                     };
                     self.keys = Some(init(k_dim)?);
@@ -752,8 +870,14 @@ impl QuantizedKvCache {
         let (end, (Some(k), Some(v))) = (self.offset, (&mut self.keys, &mut self.values)) else {
             unreachable!("made above")
         };
-        for (dst, src) in [(&mut k.w, &qk.w), (&mut k.scales, &qk.scales), (&mut k.biases, &qk.biases),
-                           (&mut v.w, &qv.w), (&mut v.scales, &qv.scales), (&mut v.biases, &qv.biases)] {
+        for (dst, src) in [
+            (&mut k.w, &qk.w),
+            (&mut k.scales, &qk.scales),
+            (&mut k.biases, &qk.biases),
+            (&mut v.w, &qv.w),
+            (&mut v.scales, &qv.scales),
+            (&mut v.biases, &qv.biases),
+        ] {
             dst.try_index_mut((Ellipsis, prev..end, ..), src)?;
         }
         self.keys_and_values()
@@ -799,12 +923,20 @@ pub struct ChunkedKvCache {
 impl ChunkedKvCache {
     /// An empty cache.
     pub fn new(chunk_size: i32) -> Self {
-        Self { keys: None, values: None, offset: 0, chunk_size, start_position: 0 }
+        Self {
+            keys: None,
+            values: None,
+            offset: 0,
+            chunk_size,
+            start_position: 0,
+        }
     }
 
     /// Drops the oldest positions beyond `chunk_size`.
     pub fn maybe_trim_front(&mut self) -> Result<()> {
-        let (Some(k), Some(v)) = (&self.keys, &self.values) else { return Ok(()) };
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+            return Ok(());
+        };
         let valid = self.offset - self.start_position;
         if valid > self.chunk_size {
             let trim = valid - self.chunk_size;
@@ -865,14 +997,22 @@ pub struct ArraysCache {
 impl ArraysCache {
     /// `size` empty slots.
     pub fn new(size: usize) -> Self {
-        Self { cache: vec![None; size], left_padding: None, lengths: None }
+        Self {
+            cache: vec![None; size],
+            left_padding: None,
+            lengths: None,
+        }
     }
 
     /// Empty slots for a left-padded batch.
     pub fn with_left_padding(size: usize, left_padding: &[i32]) -> Self {
         let lp = (!left_padding.is_empty())
             .then(|| Array::from_slice(left_padding, &[left_padding.len() as i32]));
-        Self { cache: vec![None; size], left_padding: lp, lengths: None }
+        Self {
+            cache: vec![None; size],
+            left_padding: lp,
+            lengths: None,
+        }
     }
 
     /// Slot `i`.
@@ -890,7 +1030,10 @@ impl ArraysCache {
 
     /// Marks `n` positions processed (the padding and lengths move by `n`).
     pub fn advance(&mut self, n: i32) -> Result<()> {
-        for a in [&mut self.lengths, &mut self.left_padding].into_iter().flatten() {
+        for a in [&mut self.lengths, &mut self.left_padding]
+            .into_iter()
+            .flatten()
+        {
             *a = a.subtract(Array::from_int(n))?;
         }
         Ok(())
@@ -955,7 +1098,9 @@ impl StateValue {
 
     fn into_i32(self) -> std::result::Result<i32, CacheError> {
         match self {
-            StateValue::Int(i) => i32::try_from(i).map_err(|_| fmt_err(format!("{i} does not fit i32"))),
+            StateValue::Int(i) => {
+                i32::try_from(i).map_err(|_| fmt_err(format!("{i} does not fit i32")))
+            }
             other => Err(fmt_err(format!("expected an integer, found {other:?}"))),
         }
     }
@@ -965,7 +1110,11 @@ impl StateValue {
         match self {
             StateValue::List(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    let key = if prefix.is_empty() { i.to_string() } else { format!("{prefix}.{i}") };
+                    let key = if prefix.is_empty() {
+                        i.to_string()
+                    } else {
+                        format!("{prefix}.{i}")
+                    };
                     item.flatten(&key, out);
                 }
             }
@@ -980,8 +1129,14 @@ fn unflatten(leaves: Vec<(Vec<usize>, StateValue)>) -> std::result::Result<State
         Leaf(StateValue),
         Branch(std::collections::BTreeMap<usize, Node>),
     }
-    fn insert(node: &mut Node, path: &[usize], v: StateValue) -> std::result::Result<(), CacheError> {
-        let Node::Branch(map) = node else { return Err(fmt_err("a key is both a leaf and a branch")) };
+    fn insert(
+        node: &mut Node,
+        path: &[usize],
+        v: StateValue,
+    ) -> std::result::Result<(), CacheError> {
+        let Node::Branch(map) = node else {
+            return Err(fmt_err("a key is both a leaf and a branch"));
+        };
         match path {
             [] => Err(fmt_err("empty key")),
             [last] => {
@@ -989,7 +1144,8 @@ fn unflatten(leaves: Vec<(Vec<usize>, StateValue)>) -> std::result::Result<State
                 Ok(())
             }
             [first, rest @ ..] => insert(
-                map.entry(*first).or_insert_with(|| Node::Branch(Default::default())),
+                map.entry(*first)
+                    .or_insert_with(|| Node::Branch(Default::default())),
                 rest,
                 v,
             ),
@@ -1019,7 +1175,10 @@ fn unflatten(leaves: Vec<(Vec<usize>, StateValue)>) -> std::result::Result<State
 
 fn parse_path(key: &str) -> std::result::Result<Vec<usize>, CacheError> {
     key.split('.')
-        .map(|p| p.parse::<usize>().map_err(|_| fmt_err(format!("bad key `{key}`"))))
+        .map(|p| {
+            p.parse::<usize>()
+                .map_err(|_| fmt_err(format!("bad key `{key}`")))
+        })
         .collect()
 }
 
@@ -1047,7 +1206,10 @@ pub fn save_prompt_cache(
             StateValue::Float(f) => (Array::from_f32(f as f32), Some("scalar")),
             StateValue::Str(s) => {
                 let codes: Vec<i32> = s.chars().map(|c| c as i32).collect();
-                (Array::from_slice(&codes, &[codes.len() as i32]), Some("string"))
+                (
+                    Array::from_slice(&codes, &[codes.len() as i32]),
+                    Some("string"),
+                )
             }
             StateValue::None => (Array::from_slice::<f32>(&[], &[0]), Some("none")),
             StateValue::List(_) => unreachable!("flatten yields leaves"),
@@ -1079,14 +1241,22 @@ pub fn load_prompt_cache(
     let mut classes: Vec<(usize, String)> = Vec::new();
     let mut scalars: HashMap<usize, (Option<String>, Option<String>)> = HashMap::new();
     for (k, v) in meta {
-        let (head, rest) = k.split_once('.').ok_or_else(|| fmt_err(format!("bad metadata key `{k}`")))?;
+        let (head, rest) = k
+            .split_once('.')
+            .ok_or_else(|| fmt_err(format!("bad metadata key `{k}`")))?;
         match head {
             "0" => {
                 user.insert(rest.to_string(), v);
             }
-            "1" => classes.push((rest.parse().map_err(|_| fmt_err(format!("bad key `{k}`")))?, v)),
+            "1" => classes.push((
+                rest.parse()
+                    .map_err(|_| fmt_err(format!("bad key `{k}`")))?,
+                v,
+            )),
             "2" => {
-                let Some((i, field)) = rest.split_once('.') else { continue };
+                let Some((i, field)) = rest.split_once('.') else {
+                    continue;
+                };
                 let i: usize = i.parse().map_err(|_| fmt_err(format!("bad key `{k}`")))?;
                 let slot = scalars.entry(i).or_default();
                 match field {
@@ -1110,26 +1280,49 @@ pub fn load_prompt_cache(
             Some("none") => StateValue::None,
             Some("scalar") => {
                 if array.dtype().is_float() {
-                    StateValue::Float(array.try_item_cast::<f32>().map_err(|e| fmt_err(e.to_string()))? as f64)
+                    StateValue::Float(
+                        array
+                            .try_item_cast::<f32>()
+                            .map_err(|e| fmt_err(e.to_string()))? as f64,
+                    )
                 } else {
-                    StateValue::Int(array.try_item_cast::<i64>().map_err(|e| fmt_err(e.to_string()))?)
+                    StateValue::Int(
+                        array
+                            .try_item_cast::<i64>()
+                            .map_err(|e| fmt_err(e.to_string()))?,
+                    )
                 }
             }
             Some("string") => {
-                let codes: Vec<i32> = array.as_dtype(Dtype::Int32)?.to_vec_exact::<i32>().map_err(|e| fmt_err(e.to_string()))?;
-                StateValue::Str(codes.into_iter().filter_map(|c| char::from_u32(c as u32)).collect())
+                let codes: Vec<i32> = array
+                    .as_dtype(Dtype::Int32)?
+                    .to_vec_exact::<i32>()
+                    .map_err(|e| fmt_err(e.to_string()))?;
+                StateValue::Str(
+                    codes
+                        .into_iter()
+                        .filter_map(|c| char::from_u32(c as u32))
+                        .collect(),
+                )
             }
             Some(other) => return Err(fmt_err(format!("unknown scalar type `{other}`"))),
         };
         leaves.push((parse_path(&key)?, value));
     }
-    let states = if leaves.is_empty() { Vec::new() } else {
-        unflatten(leaves)?.into_list().ok_or_else(|| fmt_err("the state is not a list"))?
+    let states = if leaves.is_empty() {
+        Vec::new()
+    } else {
+        unflatten(leaves)?
+            .into_list()
+            .ok_or_else(|| fmt_err("the state is not a list"))?
     };
     let mut states: Vec<Option<StateValue>> = states.into_iter().map(Some).collect();
     let mut caches = Vec::with_capacity(classes.len());
     for (i, class) in classes {
-        let state = states.get_mut(i).and_then(Option::take).unwrap_or(StateValue::List(Vec::new()));
+        let state = states
+            .get_mut(i)
+            .and_then(Option::take)
+            .unwrap_or(StateValue::List(Vec::new()));
         caches.push(Cache::from_state(&class, state)?);
     }
     Ok((caches, user))

@@ -56,7 +56,8 @@ struct FileLock(File);
 
 impl FileLock {
     fn exclusive(path: &Path) -> FileLock {
-        let file = File::create(path).unwrap_or_else(|e| panic!("creating lock {}: {e}", path.display()));
+        let file =
+            File::create(path).unwrap_or_else(|e| panic!("creating lock {}: {e}", path.display()));
         // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock {} failed", path.display());
@@ -71,6 +72,42 @@ impl Drop for FileLock {
     }
 }
 
+/// The reference Python, or a panic saying how to get it: a comparison that cannot run must
+/// not pass.
+pub fn require_python() -> PathBuf {
+    let python = reference_python();
+    if !python.exists() {
+        panic!(
+            "the reference Python {} does not exist: run `bash scripts/setup.sh` (it creates \
+             .venv-ref with mlx-lm 0.32.2) or point MLX_MODELS_REF_PYTHON at a Python that has \
+             mlx-lm 0.32.2; these tests compare against it and cannot pass without it",
+            python.display()
+        );
+    }
+    python
+}
+
+/// Runs `python -c CODE ARGS...` with the reference Python and returns its standard output;
+/// panics with the output when it fails.
+pub fn run_python(code: &str, args: &[&std::ffi::OsStr]) -> String {
+    let python = require_python();
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    if !output.status.success() {
+        panic!(
+            "the reference Python failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Runs `script` (a path relative to the repository root) with the reference Python as
 /// `python SCRIPT OUT_DIR`, once, and returns `OUT_DIR`. Panics with the reason when the
 /// reference Python is missing or the script fails.
@@ -82,21 +119,17 @@ pub fn run_script(script: &str) -> PathBuf {
         return dir.clone();
     }
 
-    let python = reference_python();
-    if !python.exists() {
-        panic!(
-            "the reference Python {} does not exist: run `bash scripts/setup.sh` (it creates \
-             .venv-ref with mlx-lm 0.32.2) or point MLX_MODELS_REF_PYTHON at a Python that has \
-             mlx-lm 0.32.2; these tests compare against it and cannot pass without it",
-            python.display()
-        );
-    }
+    let python = require_python();
     let script_path = repo_root().join(script);
-    let text = fs::read(&script_path).unwrap_or_else(|e| panic!("reading {}: {e}", script_path.display()));
+    let text =
+        fs::read(&script_path).unwrap_or_else(|e| panic!("reading {}: {e}", script_path.display()));
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
     python.hash(&mut h);
-    let stem = script_path.file_stem().and_then(|s| s.to_str()).unwrap_or("script");
+    let stem = script_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("script");
     let cache = target_dir().join("reference-cache");
     fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("creating {}: {e}", cache.display()));
     let out = cache.join(format!("{stem}-{:016x}", h.finish()));
@@ -109,7 +142,13 @@ pub fn run_script(script: &str) -> PathBuf {
             .arg(&script_path)
             .arg(&tmp)
             .output()
-            .unwrap_or_else(|e| panic!("running {} {}: {e}", python.display(), script_path.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "running {} {}: {e}",
+                    python.display(),
+                    script_path.display()
+                )
+            });
         if !output.status.success() {
             panic!(
                 "the reference script {} failed ({}):\n{}\n{}",
@@ -119,7 +158,8 @@ pub fn run_script(script: &str) -> PathBuf {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        fs::rename(&tmp, &out).unwrap_or_else(|e| panic!("renaming {} to {}: {e}", tmp.display(), out.display()));
+        fs::rename(&tmp, &out)
+            .unwrap_or_else(|e| panic!("renaming {} to {}: {e}", tmp.display(), out.display()));
     }
     memo.insert(script.to_string(), out.clone());
     out
@@ -192,7 +232,13 @@ pub fn max_abs_diff(actual: &Array, expected: &Array) -> f32 {
 /// message names `what`. NaN anywhere fails.
 #[track_caller]
 pub fn assert_close(what: &str, actual: &Array, expected: &Array, tol: f32) -> f32 {
-    assert_eq!(actual.shape(), expected.shape(), "{what}: shape {:?} vs reference {:?}", actual.shape(), expected.shape());
+    assert_eq!(
+        actual.shape(),
+        expected.shape(),
+        "{what}: shape {:?} vs reference {:?}",
+        actual.shape(),
+        expected.shape()
+    );
     let d = max_abs_diff(actual, expected);
     assert!(d <= tol, "{what}: max |difference| {d:e} exceeds {tol:e}");
     d
@@ -202,7 +248,13 @@ pub fn assert_close(what: &str, actual: &Array, expected: &Array, tol: f32) -> f
 /// boolean outputs.
 #[track_caller]
 pub fn assert_equal(what: &str, actual: &Array, expected: &Array) {
-    assert_eq!(actual.shape(), expected.shape(), "{what}: shape {:?} vs reference {:?}", actual.shape(), expected.shape());
+    assert_eq!(
+        actual.shape(),
+        expected.shape(),
+        "{what}: shape {:?} vs reference {:?}",
+        actual.shape(),
+        expected.shape()
+    );
     assert_eq!(actual.dtype(), expected.dtype(), "{what}: dtype");
     let same = actual.eq_values(expected).expect("array_eq");
     assert!(same, "{what}: differs from the reference");
@@ -222,7 +274,16 @@ impl DiffLog {
 
     /// Prints the largest difference (run the tests with `--nocapture` to see it).
     pub fn report(&self, block: &str) {
-        let worst = self.0.iter().cloned().fold((String::new(), 0.0f32), |a, b| if b.1 > a.1 { b } else { a });
-        println!("{block}: {} comparisons, largest difference {:e} ({})", self.0.len(), worst.1, worst.0);
+        let worst =
+            self.0.iter().cloned().fold(
+                (String::new(), 0.0f32),
+                |a, b| if b.1 > a.1 { b } else { a },
+            );
+        println!(
+            "{block}: {} comparisons, largest difference {:e} ({})",
+            self.0.len(),
+            worst.1,
+            worst.0
+        );
     }
 }

@@ -27,10 +27,22 @@ fn array(mask: AttentionMask) -> Array {
 fn window_of_8_over_36_tokens_matches_reference() {
     let fx = fixture();
     let m = create_causal_mask(36, 0, Some(8), None, None).unwrap();
-    assert_equal("causal mask, window 8, 36 tokens", &m, fx.get("causal_36_w8"));
+    assert_equal(
+        "causal mask, window 8, 36 tokens",
+        &m,
+        fx.get("causal_36_w8"),
+    );
     // each query sees exactly 8 keys once 8 are behind it: the ninth is masked
-    let row: Vec<bool> = m.try_index(20).unwrap().as_dtype(mlx_rs::Dtype::Int32).unwrap()
-        .to_vec_exact::<i32>().unwrap().into_iter().map(|v| v != 0).collect();
+    let row: Vec<bool> = m
+        .try_index(20)
+        .unwrap()
+        .as_dtype(mlx_rs::Dtype::Int32)
+        .unwrap()
+        .to_vec_exact::<i32>()
+        .unwrap()
+        .into_iter()
+        .map(|v| v != 0)
+        .collect();
     assert_eq!(row.iter().filter(|&&b| b).count(), 8);
     assert!(!row[12] && row[13] && row[20] && !row[21]);
 }
@@ -38,8 +50,16 @@ fn window_of_8_over_36_tokens_matches_reference() {
 #[test]
 fn causal_masks_with_offsets_and_windows_match_reference() {
     let fx = fixture();
-    assert_equal("offset 7", &create_causal_mask(5, 7, None, None, None).unwrap(), fx.get("causal_5_off7"));
-    assert_equal("offset 7 window 4", &create_causal_mask(5, 7, Some(4), None, None).unwrap(), fx.get("causal_5_off7_w4"));
+    assert_equal(
+        "offset 7",
+        &create_causal_mask(5, 7, None, None, None).unwrap(),
+        fx.get("causal_5_off7"),
+    );
+    assert_equal(
+        "offset 7 window 4",
+        &create_causal_mask(5, 7, Some(4), None, None).unwrap(),
+        fx.get("causal_5_off7_w4"),
+    );
 }
 
 #[test]
@@ -47,7 +67,11 @@ fn padding_masks_match_reference() {
     let fx = fixture();
     let lp = fx.get("left_padding");
     let rp = fx.get("right_padding");
-    assert_equal("left padding", &create_causal_mask(6, 0, None, Some(lp), None).unwrap(), fx.get("causal_6_left"));
+    assert_equal(
+        "left padding",
+        &create_causal_mask(6, 0, None, Some(lp), None).unwrap(),
+        fx.get("causal_6_left"),
+    );
     assert_equal(
         "left and right padding, offset 2",
         &create_causal_mask(6, 2, None, Some(lp), Some(rp)).unwrap(),
@@ -58,18 +82,44 @@ fn padding_masks_match_reference() {
 #[test]
 fn attention_mask_choice_matches_reference() {
     let fx = fixture();
-    assert_equal("no cache, window 8", &array(create_attention_mask(36, None, Some(8), false).unwrap()), fx.get("attn_mask_36_w8"));
-    assert_equal("no cache, array", &array(create_attention_mask(36, None, None, true).unwrap()), fx.get("attn_mask_36_array"));
-    assert!(matches!(create_attention_mask(36, None, None, false).unwrap(), AttentionMask::Causal));
-    assert!(matches!(create_attention_mask(1, None, None, false).unwrap(), AttentionMask::None));
+    assert_equal(
+        "no cache, window 8",
+        &array(create_attention_mask(36, None, Some(8), false).unwrap()),
+        fx.get("attn_mask_36_w8"),
+    );
+    assert_equal(
+        "no cache, array",
+        &array(create_attention_mask(36, None, None, true).unwrap()),
+        fx.get("attn_mask_36_array"),
+    );
+    assert!(matches!(
+        create_attention_mask(36, None, None, false).unwrap(),
+        AttentionMask::Causal
+    ));
+    assert!(matches!(
+        create_attention_mask(1, None, None, false).unwrap(),
+        AttentionMask::None
+    ));
 
     let mut kv = KvCache::new();
     let z = Array::from_slice(&[0f32; 40], &[1, 1, 10, 4]);
     kv.update_and_fetch(&z, &z).unwrap();
     let cache = Cache::Kv(kv);
-    assert_equal("kv offset 10, array", &array(create_attention_mask(5, Some(&cache), None, true).unwrap()), fx.get("kv_mask_5_off10_array"));
-    assert_equal("kv offset 10, window 4", &array(create_attention_mask(5, Some(&cache), Some(4), false).unwrap()), fx.get("kv_mask_5_off10_w4"));
-    assert_equal("kv decode, window 4", &array(create_attention_mask(1, Some(&cache), Some(4), false).unwrap()), fx.get("kv_mask_1_off10_w4"));
+    assert_equal(
+        "kv offset 10, array",
+        &array(create_attention_mask(5, Some(&cache), None, true).unwrap()),
+        fx.get("kv_mask_5_off10_array"),
+    );
+    assert_equal(
+        "kv offset 10, window 4",
+        &array(create_attention_mask(5, Some(&cache), Some(4), false).unwrap()),
+        fx.get("kv_mask_5_off10_w4"),
+    );
+    assert_equal(
+        "kv decode, window 4",
+        &array(create_attention_mask(1, Some(&cache), Some(4), false).unwrap()),
+        fx.get("kv_mask_1_off10_w4"),
+    );
 }
 
 #[test]
@@ -93,10 +143,20 @@ fn sdpa_with_grouped_heads_masks_and_sinks_matches_reference() {
         log.close(key, &out, fx.get(key), TOL);
     }
     let last = q.try_index((Ellipsis, 35..36, ..)).unwrap();
-    log.close("sdpa_decode", &attend(&last, k, v, None, scale, &AttentionMask::None, None).unwrap(), fx.get("sdpa_decode"), TOL);
+    log.close(
+        "sdpa_decode",
+        &attend(&last, k, v, None, scale, &AttentionMask::None, None).unwrap(),
+        fx.get("sdpa_decode"),
+        TOL,
+    );
     let lp = Array::from_slice(&[0i32, 7], &[2]);
     let padded = AttentionMask::Array(create_causal_mask(36, 0, None, Some(&lp), None).unwrap());
-    log.close("sdpa_left_padded", &attend(q, k, v, None, scale, &padded, None).unwrap(), fx.get("sdpa_left_padded"), TOL);
+    log.close(
+        "sdpa_left_padded",
+        &attend(q, k, v, None, scale, &padded, None).unwrap(),
+        fx.get("sdpa_left_padded"),
+        TOL,
+    );
     log.report("attention (fused SDPA)");
 }
 
@@ -106,9 +166,23 @@ fn attention_through_a_kv_cache_equals_attention_without_one() {
     let (q, k, v) = (fx.get("q"), fx.get("k"), fx.get("v"));
     let scale = fx.json("scale").as_f64().unwrap() as f32;
     let mut cache = Cache::kv();
-    let out = attend(q, k, v, Some(&mut cache), scale, &AttentionMask::Causal, None).unwrap();
+    let out = attend(
+        q,
+        k,
+        v,
+        Some(&mut cache),
+        scale,
+        &AttentionMask::Causal,
+        None,
+    )
+    .unwrap();
     let mut log = DiffLog::default();
-    log.close("sdpa_causal through a KV cache", &out, fx.get("sdpa_causal"), TOL);
+    log.close(
+        "sdpa_causal through a KV cache",
+        &out,
+        fx.get("sdpa_causal"),
+        TOL,
+    );
     assert_eq!(cache.offset(), 36);
 }
 
@@ -122,7 +196,10 @@ fn quantized_cache_attention_matches_reference() {
         let masks = [
             ("none", AttentionMask::None),
             ("causal", AttentionMask::Causal),
-            ("window3", AttentionMask::Array(create_causal_mask(6, 0, Some(3), None, None).unwrap())),
+            (
+                "window3",
+                AttentionMask::Array(create_causal_mask(6, 0, Some(3), None, None).unwrap()),
+            ),
         ];
         for (name, mask) in masks {
             let mut cache = Cache::quantized(32, bits);
@@ -134,5 +211,14 @@ fn quantized_cache_attention_matches_reference() {
     log.report("attention (quantized KV)");
     let mut cache = Cache::quantized(32, 4);
     let sinks = Array::from_slice(&[0f32; 8], &[8]);
-    assert!(attend(q, k, v, Some(&mut cache), scale, &AttentionMask::None, Some(&sinks)).is_err());
+    assert!(attend(
+        q,
+        k,
+        v,
+        Some(&mut cache),
+        scale,
+        &AttentionMask::None,
+        Some(&sinks)
+    )
+    .is_err());
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use mlx_models::cache::{load_prompt_cache, save_prompt_cache, ArraysCache, Cache, KvCache};
 use mlx_models::nn::mask::AttentionMask;
-use mlx_models_tests::reference::{assert_equal, blocks, Fixture};
+use mlx_models_tests::reference::{assert_equal, blocks, run_python, Fixture};
 use mlx_rs::Array;
 use serde_json::Value;
 
@@ -41,21 +41,35 @@ fn replay(prefix: &str, mut cache: Cache) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|q| (q[0].as_i64().unwrap() as i32, q[1].as_i64().map(|w| w as i32), q[2].as_bool().unwrap()))
+        .map(|q| {
+            (
+                q[0].as_i64().unwrap() as i32,
+                q[1].as_i64().map(|w| w as i32),
+                q[2].as_bool().unwrap(),
+            )
+        })
         .collect();
     for (i, step) in meta["script"].as_array().unwrap().iter().enumerate() {
         let at = |what: &str| format!("{prefix} step {i} ({}): {what}", step["op"]);
         match step["op"].as_str().unwrap() {
             "update" => {
                 let (k, v) = cache
-                    .update_and_fetch(fx.get(&format!("{prefix}.{i}.in_k")), fx.get(&format!("{prefix}.{i}.in_v")))
+                    .update_and_fetch(
+                        fx.get(&format!("{prefix}.{i}.in_k")),
+                        fx.get(&format!("{prefix}.{i}.in_v")),
+                    )
                     .unwrap();
                 assert_equal(&at("keys"), &k, fx.get(&format!("{prefix}.{i}.k")));
                 assert_equal(&at("values"), &v, fx.get(&format!("{prefix}.{i}.v")));
             }
             "trim" => {
                 let trimmed = cache.trim(step["n"].as_i64().unwrap() as i32);
-                assert_eq!(trimmed as i64, step["trimmed"].as_i64().unwrap(), "{}", at("trimmed"));
+                assert_eq!(
+                    trimmed as i64,
+                    step["trimmed"].as_i64().unwrap(),
+                    "{}",
+                    at("trimmed")
+                );
             }
             "trim_front" => match &mut cache {
                 Cache::Chunked(c) => c.maybe_trim_front().unwrap(),
@@ -68,24 +82,56 @@ fn replay(prefix: &str, mut cache: Cache) {
             assert_equal(&at("keys"), &k, fx.get(&format!("{prefix}.{i}.k")));
             assert_equal(&at("values"), &v, fx.get(&format!("{prefix}.{i}.v")));
         }
-        assert_eq!(cache.offset() as i64, step["offset"].as_i64().unwrap(), "{}", at("offset"));
-        assert_eq!(cache.is_trimmable(), step["trimmable"].as_bool().unwrap(), "{}", at("trimmable"));
+        assert_eq!(
+            cache.offset() as i64,
+            step["offset"].as_i64().unwrap(),
+            "{}",
+            at("offset")
+        );
+        assert_eq!(
+            cache.is_trimmable(),
+            step["trimmable"].as_bool().unwrap(),
+            "{}",
+            at("trimmable")
+        );
         if let Some(size) = step.get("size") {
-            assert_eq!(cache.size() as i64, size.as_i64().unwrap(), "{}", at("size"));
+            assert_eq!(
+                cache.size() as i64,
+                size.as_i64().unwrap(),
+                "{}",
+                at("size")
+            );
         }
         if let Some(cap) = step.get("capacity") {
-            assert_eq!(capacity(&cache).map(i64::from), cap.as_i64(), "{}", at("capacity"));
+            assert_eq!(
+                capacity(&cache).map(i64::from),
+                cap.as_i64(),
+                "{}",
+                at("capacity")
+            );
         }
         if let (Some(idx), Cache::Rotating(c)) = (step.get("idx"), &cache) {
-            assert_eq!(c.idx as i64, idx.as_i64().unwrap(), "{}", at("write position"));
+            assert_eq!(
+                c.idx as i64,
+                idx.as_i64().unwrap(),
+                "{}",
+                at("write position")
+            );
         }
         let kinds = step["masks"].as_array().cloned().unwrap_or_default();
         for (j, (&(n, window, ret), kind)) in queries.iter().zip(&kinds).enumerate() {
-            let what = at(&format!("make_mask(n={n}, window={window:?}, return_array={ret})"));
-            let mask = cache.make_mask(n, window, ret).unwrap().expect("this cache makes masks");
+            let what = at(&format!(
+                "make_mask(n={n}, window={window:?}, return_array={ret})"
+            ));
+            let mask = cache
+                .make_mask(n, window, ret)
+                .unwrap()
+                .expect("this cache makes masks");
             match (kind.as_str().unwrap(), &mask) {
                 ("none", AttentionMask::None) | ("causal", AttentionMask::Causal) => {}
-                ("array", AttentionMask::Array(a)) => assert_equal(&what, a, fx.get(&format!("{prefix}.{i}.mask{j}"))),
+                ("array", AttentionMask::Array(a)) => {
+                    assert_equal(&what, a, fx.get(&format!("{prefix}.{i}.mask{j}")))
+                }
                 (want, got) => panic!("{what}: reference gives {want}, we give {got:?}"),
             }
         }
@@ -124,20 +170,43 @@ fn quantized_cache_stores_the_reference_bits_step_by_step() {
         let mut cache = Cache::quantized(32, bits);
         let log = fx.json(&format!("q{bits}"));
         for (i, step) in log.as_array().unwrap().iter().enumerate() {
-            let Cache::Quantized(c) = &mut cache else { unreachable!() };
+            let Cache::Quantized(c) = &mut cache else {
+                unreachable!()
+            };
             if let Some(n) = step.get("trim") {
-                assert_eq!(c.trim(n.as_i64().unwrap() as i32) as i64, step["trimmed"].as_i64().unwrap());
+                assert_eq!(
+                    c.trim(n.as_i64().unwrap() as i32) as i64,
+                    step["trimmed"].as_i64().unwrap()
+                );
                 assert_eq!(c.offset as i64, step["offset"].as_i64().unwrap());
                 continue;
             }
             let p = format!("q{bits}.{i}");
-            let (k, v) = c.update_and_fetch(fx.get(&format!("{p}.in_k")), fx.get(&format!("{p}.in_v"))).unwrap();
+            let (k, v) = c
+                .update_and_fetch(fx.get(&format!("{p}.in_k")), fx.get(&format!("{p}.in_v")))
+                .unwrap();
             for (j, (ours_k, ours_v)) in k.parts().iter().zip(v.parts()).enumerate() {
-                assert_equal(&format!("{p} keys[{j}]"), ours_k, fx.get(&format!("{p}.k{j}")));
-                assert_equal(&format!("{p} values[{j}]"), ours_v, fx.get(&format!("{p}.v{j}")));
+                assert_equal(
+                    &format!("{p} keys[{j}]"),
+                    ours_k,
+                    fx.get(&format!("{p}.k{j}")),
+                );
+                assert_equal(
+                    &format!("{p} values[{j}]"),
+                    ours_v,
+                    fx.get(&format!("{p}.v{j}")),
+                );
             }
-            assert_eq!(c.offset as i64, step["offset"].as_i64().unwrap(), "{p} offset");
-            assert_eq!(capacity(&cache).map(i64::from), step["capacity"].as_i64(), "{p} capacity");
+            assert_eq!(
+                c.offset as i64,
+                step["offset"].as_i64().unwrap(),
+                "{p} offset"
+            );
+            assert_eq!(
+                capacity(&cache).map(i64::from),
+                step["capacity"].as_i64(),
+                "{p} capacity"
+            );
         }
     }
 }
@@ -146,10 +215,15 @@ fn quantized_cache_stores_the_reference_bits_step_by_step() {
 fn kv_cache_to_quantized_matches_reference() {
     let fx = fixture();
     let mut kv = KvCache::new();
-    kv.update_and_fetch(fx.get("to_quantized.in_k"), fx.get("to_quantized.in_v")).unwrap();
+    kv.update_and_fetch(fx.get("to_quantized.in_k"), fx.get("to_quantized.in_v"))
+        .unwrap();
     let q = kv.to_quantized(32, 4).unwrap();
     for (j, part) in q.keys.as_ref().unwrap().parts().iter().enumerate() {
-        assert_equal(&format!("to_quantized keys[{j}]"), part, fx.get(&format!("to_quantized.k{j}")));
+        assert_equal(
+            &format!("to_quantized keys[{j}]"),
+            part,
+            fx.get(&format!("to_quantized.k{j}")),
+        );
     }
     assert_eq!(q.offset, 7);
 }
@@ -158,11 +232,23 @@ fn kv_cache_to_quantized_matches_reference() {
 fn arrays_cache_masks_left_padding_and_lengths() {
     let fx = fixture();
     let mut c = ArraysCache::with_left_padding(2, &[0, 2, 3]);
-    assert_equal("left padding", &c.make_mask(5).unwrap().unwrap(), fx.get("arrays.mask_left"));
+    assert_equal(
+        "left padding",
+        &c.make_mask(5).unwrap().unwrap(),
+        fx.get("arrays.mask_left"),
+    );
     c.lengths = Some(Array::from_slice(&[5i32, 4, 2], &[3]));
-    assert_equal("left padding and lengths", &c.make_mask(5).unwrap().unwrap(), fx.get("arrays.mask_left_lengths"));
+    assert_equal(
+        "left padding and lengths",
+        &c.make_mask(5).unwrap().unwrap(),
+        fx.get("arrays.mask_left_lengths"),
+    );
     c.advance(2).unwrap();
-    assert_equal("after advancing", &c.make_mask(3).unwrap().unwrap(), fx.get("arrays.mask_advanced"));
+    assert_equal(
+        "after advancing",
+        &c.make_mask(3).unwrap().unwrap(),
+        fx.get("arrays.mask_advanced"),
+    );
     assert!(ArraysCache::new(2).make_mask(3).unwrap().is_none());
     assert!(!Cache::Arrays(c).is_trimmable());
 }
@@ -173,7 +259,8 @@ fn cache_list_trims_all_and_reports_the_largest_size() {
     let k = Array::from_slice(&[0f32; 16], &[1, 1, 4, 4]);
     if let Cache::List(l) = &mut list {
         l[0].update_and_fetch(&k, &k).unwrap();
-        l[1].update_and_fetch(&k.index_first(3), &k.index_first(3)).unwrap();
+        l[1].update_and_fetch(&k.index_first(3), &k.index_first(3))
+            .unwrap();
     }
     assert_eq!(list.size(), 4);
     assert!(list.is_trimmable());
@@ -208,32 +295,67 @@ fn check_loaded(fx: &Fixture, caches: &[Cache]) {
             Cache::Kv(_) | Cache::Chunked(_) => {
                 let (k, v) = keys_and_values(c);
                 assert_equal(&format!("cache {i} keys"), &k, fx.get(&format!("pc.{i}.k")));
-                assert_equal(&format!("cache {i} values"), &v, fx.get(&format!("pc.{i}.v")));
+                assert_equal(
+                    &format!("cache {i} values"),
+                    &v,
+                    fx.get(&format!("pc.{i}.v")),
+                );
             }
             Cache::Rotating(r) => {
-                assert_equal(&format!("cache {i} keys"), r.keys.as_ref().unwrap(), fx.get(&format!("pc.{i}.k")));
-                assert_equal(&format!("cache {i} values"), r.values.as_ref().unwrap(), fx.get(&format!("pc.{i}.v")));
+                assert_equal(
+                    &format!("cache {i} keys"),
+                    r.keys.as_ref().unwrap(),
+                    fx.get(&format!("pc.{i}.k")),
+                );
+                assert_equal(
+                    &format!("cache {i} values"),
+                    r.values.as_ref().unwrap(),
+                    fx.get(&format!("pc.{i}.v")),
+                );
                 assert_eq!((r.keep, r.max_size), (1, 4));
             }
             Cache::Quantized(q) => {
                 for (j, part) in q.keys.as_ref().unwrap().parts().iter().enumerate() {
-                    assert_equal(&format!("cache {i} keys[{j}]"), part, fx.get(&format!("pc.{i}.k{j}")));
+                    assert_equal(
+                        &format!("cache {i} keys[{j}]"),
+                        part,
+                        fx.get(&format!("pc.{i}.k{j}")),
+                    );
                 }
                 assert_eq!((q.group_size, q.bits), (32, 8));
             }
             Cache::Arrays(a) => {
                 for j in 0..a.cache.len() {
-                    assert_equal(&format!("cache {i} slot {j}"), a.get(j).unwrap(), fx.get(&format!("pc.{i}.s{j}")));
+                    assert_equal(
+                        &format!("cache {i} slot {j}"),
+                        a.get(j).unwrap(),
+                        fx.get(&format!("pc.{i}.s{j}")),
+                    );
                 }
                 assert!(a.left_padding.is_none() && a.lengths.is_none());
             }
             Cache::List(inner) => {
                 let names: Vec<&str> = inner.iter().map(Cache::class_name).collect();
-                let want: Vec<&str> = e["inner"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                let want: Vec<&str> = e["inner"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
                 assert_eq!(names, want);
-                assert_equal("list keys", &keys_and_values(&inner[0]).0, fx.get(&format!("pc.{i}.0.k")));
-                let Cache::Arrays(a) = &inner[1] else { panic!("second entry is not an ArraysCache") };
-                assert_equal("list slot", a.get(0).unwrap(), fx.get(&format!("pc.{i}.1.s0")));
+                assert_equal(
+                    "list keys",
+                    &keys_and_values(&inner[0]).0,
+                    fx.get(&format!("pc.{i}.0.k")),
+                );
+                let Cache::Arrays(a) = &inner[1] else {
+                    panic!("second entry is not an ArraysCache")
+                };
+                assert_equal(
+                    "list slot",
+                    a.get(0).unwrap(),
+                    fx.get(&format!("pc.{i}.1.s0")),
+                );
             }
         }
     }
@@ -248,13 +370,34 @@ fn prompt_cache_saved_by_reference_loads_and_round_trips() {
     assert_eq!(meta.get("note").map(String::as_str), Some("blocks"));
     check_loaded(&fx, &caches);
 
-    let tmp = std::env::temp_dir().join(format!("blocks-prompt-cache-{}.safetensors", std::process::id()));
+    let tmp = std::env::temp_dir().join(format!(
+        "blocks-prompt-cache-{}.safetensors",
+        std::process::id()
+    ));
     let mut m = HashMap::new();
     m.insert("model".to_string(), "tiny".to_string());
     m.insert("note".to_string(), "blocks".to_string());
     save_prompt_cache(&tmp, &caches, &m).unwrap();
     let (again, meta2) = load_prompt_cache(&tmp).unwrap();
+    // and mlx-lm reads the file we wrote
+    let seen = run_python(
+        "import sys, json\n\
+         from mlx_lm.models.cache import load_prompt_cache\n\
+         c, m = load_prompt_cache(sys.argv[1], return_metadata=True)\n\
+         print(json.dumps({'classes': [type(x).__name__ for x in c], \
+         'offsets': [getattr(x, 'offset', None) for x in c], 'meta': m}))",
+        &[tmp.as_os_str()],
+    );
     std::fs::remove_file(&tmp).ok();
+    let seen: Value = serde_json::from_str(seen.trim()).expect("the reference prints JSON");
+    let classes: Vec<&str> = caches.iter().map(Cache::class_name).collect();
+    assert_eq!(seen["classes"], serde_json::json!(classes));
+    for (i, c) in caches.iter().enumerate() {
+        if let Some(off) = seen["offsets"][i].as_i64() {
+            assert_eq!(off, c.offset() as i64, "cache {i} offset as mlx-lm reads it");
+        }
+    }
+    assert_eq!(seen["meta"]["model"], "tiny");
     assert_eq!(meta2, meta);
     check_loaded(&fx, &again);
 }

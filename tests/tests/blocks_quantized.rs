@@ -26,9 +26,19 @@ fn dense_linear_matches_reference() {
     let fx = fixture();
     let mut log = DiffLog::default();
     let lin = Linear::from_weights(fx.get("w").clone(), Some(fx.get("b").clone()));
-    log.close("dense", &lin.forward(fx.get("x")).unwrap(), fx.get("dense"), TOL);
+    log.close(
+        "dense",
+        &lin.forward(fx.get("x")).unwrap(),
+        fx.get("dense"),
+        TOL,
+    );
     let lin = Linear::from_weights(fx.get("w").clone(), None);
-    log.close("dense_nobias", &lin.forward(fx.get("x")).unwrap(), fx.get("dense_nobias"), TOL);
+    log.close(
+        "dense_nobias",
+        &lin.forward(fx.get("x")).unwrap(),
+        fx.get("dense_nobias"),
+        TOL,
+    );
     log.report("linear (dense)");
 }
 
@@ -41,18 +51,37 @@ fn quantized_linear_matches_reference_for_every_bit_width_and_mode() {
     for case in cases.as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let q = quantization(case);
-        let biases = fx.has(&format!("{name}.biases")).then(|| fx.get(&format!("{name}.biases")).clone());
+        let biases = fx
+            .has(&format!("{name}.biases"))
+            .then(|| fx.get(&format!("{name}.biases")).clone());
         assert_eq!(biases.is_some(), q.mode.has_biases(), "{name}: biases");
 
         // quantizing the dense layer packs exactly what the reference packs
         let mut lin = Linear::from_weights(fx.get("w").clone(), Some(fx.get("b").clone()));
         lin.quantize(q).unwrap();
-        assert_equal(&format!("{name} packed weight"), &lin.weight, fx.get(&format!("{name}.weight")));
-        assert_equal(&format!("{name} scales"), lin.scales.value.as_ref().unwrap(), fx.get(&format!("{name}.scales")));
+        assert_equal(
+            &format!("{name} packed weight"),
+            &lin.weight,
+            fx.get(&format!("{name}.weight")),
+        );
+        assert_equal(
+            &format!("{name} scales"),
+            lin.scales.value.as_ref().unwrap(),
+            fx.get(&format!("{name}.scales")),
+        );
         if let Some(b) = &biases {
-            assert_equal(&format!("{name} biases"), lin.biases.value.as_ref().unwrap(), b);
+            assert_equal(
+                &format!("{name} biases"),
+                lin.biases.value.as_ref().unwrap(),
+                b,
+            );
         }
-        log.close(&format!("{name} out"), &lin.forward(x).unwrap(), fx.get(&format!("{name}.out")), TOL);
+        log.close(
+            &format!("{name} out"),
+            &lin.forward(x).unwrap(),
+            fx.get(&format!("{name}.out")),
+            TOL,
+        );
 
         // and a layer made from the checkpoint's arrays computes the same
         let loaded = Linear::from_quantized(
@@ -62,9 +91,25 @@ fn quantized_linear_matches_reference_for_every_bit_width_and_mode() {
             Some(fx.get("b").clone()),
             q,
         );
-        log.close(&format!("{name} out (loaded)"), &loaded.forward(x).unwrap(), fx.get(&format!("{name}.out")), TOL);
-        let deq = dequantize(fx.get(&format!("{name}.weight")), fx.get(&format!("{name}.scales")), biases.as_ref(), &q).unwrap();
-        log.close(&format!("{name} dequantized"), &deq, fx.get(&format!("{name}.dequantized")), TOL);
+        log.close(
+            &format!("{name} out (loaded)"),
+            &loaded.forward(x).unwrap(),
+            fx.get(&format!("{name}.out")),
+            TOL,
+        );
+        let deq = dequantize(
+            fx.get(&format!("{name}.weight")),
+            fx.get(&format!("{name}.scales")),
+            biases.as_ref(),
+            &q,
+        )
+        .unwrap();
+        log.close(
+            &format!("{name} dequantized"),
+            &deq,
+            fx.get(&format!("{name}.dequantized")),
+            TOL,
+        );
     }
     log.report("linear (quantized)");
 }
@@ -72,16 +117,32 @@ fn quantized_linear_matches_reference_for_every_bit_width_and_mode() {
 #[test]
 fn quantized_linear_parameters_have_the_flat_checkpoint_names() {
     let mut lin = Linear::new(128, 48, true).unwrap();
-    let mut names: Vec<String> = lin.parameters().flatten().keys().map(|k| k.to_string()).collect();
+    let mut names: Vec<String> = lin
+        .parameters()
+        .flatten()
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
     names.sort();
     assert_eq!(names, ["bias", "weight"]);
     lin.quantize(Quantization::affine(64, 4)).unwrap();
-    let mut names: Vec<String> = lin.parameters().flatten().keys().map(|k| k.to_string()).collect();
+    let mut names: Vec<String> = lin
+        .parameters()
+        .flatten()
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
     names.sort();
     assert_eq!(names, ["bias", "biases", "scales", "weight"]);
     let mut fp4 = Linear::new(128, 48, false).unwrap();
-    fp4.quantize(Quantization::with_defaults(QuantMode::Mxfp4, None, None)).unwrap();
-    let mut names: Vec<String> = fp4.parameters().flatten().keys().map(|k| k.to_string()).collect();
+    fp4.quantize(Quantization::with_defaults(QuantMode::Mxfp4, None, None))
+        .unwrap();
+    let mut names: Vec<String> = fp4
+        .parameters()
+        .flatten()
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
     names.sort();
     assert_eq!(names, ["scales", "weight"]);
 }
@@ -101,25 +162,56 @@ fn embeddings_dense_and_quantized_match_reference_including_as_linear() {
     let (x, ids) = (fx.get("x"), fx.get("ids"));
     let mut log = DiffLog::default();
     let emb = Embedding::from_weights(fx.get("table").clone());
-    log.close("embedding dense", &emb.forward(ids).unwrap(), fx.get("emb.dense"), TOL);
-    log.close("embedding dense as_linear", &emb.as_linear(x).unwrap(), fx.get("emb.dense_as_linear"), TOL);
+    log.close(
+        "embedding dense",
+        &emb.forward(ids).unwrap(),
+        fx.get("emb.dense"),
+        TOL,
+    );
+    log.close(
+        "embedding dense as_linear",
+        &emb.as_linear(x).unwrap(),
+        fx.get("emb.dense_as_linear"),
+        TOL,
+    );
     let cases = fx.json("emb_cases");
     for case in cases.as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let q = quantization(case);
         let mut e = Embedding::from_weights(fx.get("table").clone());
         e.quantize(q).unwrap();
-        assert_equal(&format!("{name} packed"), &e.weight, fx.get(&format!("{name}.weight")));
-        log.close(&format!("{name} rows"), &e.forward(ids).unwrap(), fx.get(&format!("{name}.out")), TOL);
-        log.close(&format!("{name} as_linear"), &e.as_linear(x).unwrap(), fx.get(&format!("{name}.as_linear")), TOL);
-        let biases = fx.has(&format!("{name}.biases")).then(|| fx.get(&format!("{name}.biases")).clone());
+        assert_equal(
+            &format!("{name} packed"),
+            &e.weight,
+            fx.get(&format!("{name}.weight")),
+        );
+        log.close(
+            &format!("{name} rows"),
+            &e.forward(ids).unwrap(),
+            fx.get(&format!("{name}.out")),
+            TOL,
+        );
+        log.close(
+            &format!("{name} as_linear"),
+            &e.as_linear(x).unwrap(),
+            fx.get(&format!("{name}.as_linear")),
+            TOL,
+        );
+        let biases = fx
+            .has(&format!("{name}.biases"))
+            .then(|| fx.get(&format!("{name}.biases")).clone());
         let loaded = Embedding::from_quantized(
             fx.get(&format!("{name}.weight")).clone(),
             fx.get(&format!("{name}.scales")).clone(),
             biases,
             q,
         );
-        log.close(&format!("{name} rows (loaded)"), &loaded.forward(ids).unwrap(), fx.get(&format!("{name}.out")), TOL);
+        log.close(
+            &format!("{name} rows (loaded)"),
+            &loaded.forward(ids).unwrap(),
+            fx.get(&format!("{name}.out")),
+            TOL,
+        );
     }
     log.report("embedding");
 }

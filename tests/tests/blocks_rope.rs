@@ -30,7 +30,11 @@ fn check_variant(name: &str, traditional_too: bool) {
     let x = fx.get("x");
     let offsets: Vec<i32> = serde_json::from_value(fx.json("offsets")).unwrap();
     let mut log = DiffLog::default();
-    for trad in if traditional_too { vec![false, true] } else { vec![false] } {
+    for trad in if traditional_too {
+        vec![false, true]
+    } else {
+        vec![false]
+    } {
         let (rope, _) = build(&fx, name, trad);
         for &off in &offsets {
             let key = format!("{name}.{}.{off}", trad as i32);
@@ -71,7 +75,9 @@ fn dynamic_ntk_rope_matches_reference_past_max_positions() {
 fn dynamic_ntk_rope_refuses_per_sequence_offsets() {
     let fx = fixture();
     let (rope, _) = build(&fx, "dynamic", false);
-    assert!(rope.forward_with_offsets(fx.get("x"), &Array::from_slice(&[3i32, 11], &[2])).is_err());
+    assert!(rope
+        .forward_with_offsets(fx.get("x"), &Array::from_slice(&[3i32, 11], &[2]))
+        .is_err());
 }
 
 #[test]
@@ -94,7 +100,10 @@ fn yarn_attention_scale_matches_reference() {
         let scaling = RopeScaling::from_json(&case["rope_scaling"]).unwrap();
         let ours = apply_yarn_mscale(0.125, &scaling);
         let theirs = case["attention_scale"].as_f64().unwrap() as f32;
-        assert!((ours - theirs).abs() <= 1e-7 * theirs.abs(), "{name}: {ours} vs {theirs}");
+        assert!(
+            (ours - theirs).abs() <= 1e-7 * theirs.abs(),
+            "{name}: {ours} vs {theirs}"
+        );
     }
 }
 
@@ -141,9 +150,18 @@ fn rope_config_errors_name_the_problem() {
     let err = RopeScaling::from_json(&serde_json::json!({"type": "nope"})).unwrap_err();
     assert_eq!(err.to_string(), "unsupported RoPE type `nope`");
     let err = RopeScaling::from_json(&serde_json::json!({"rope_type": "llama3"})).unwrap_err();
-    assert_eq!(err.to_string(), "RoPE type `llama3` needs `factor` in its config");
-    assert_eq!(RopeScaling::from_json(&serde_json::Value::Null).unwrap(), RopeScaling::Default);
+    assert_eq!(
+        err.to_string(),
+        "RoPE type `llama3` needs `factor` in its config"
+    );
+    assert_eq!(
+        RopeScaling::from_json(&serde_json::Value::Null).unwrap(),
+        RopeScaling::Default
+    );
     // `type` wins over `rope_type`, as in the reference
-    let s = RopeScaling::from_json(&serde_json::json!({"type": "linear", "rope_type": "dynamic", "factor": 2.0})).unwrap();
+    let s = RopeScaling::from_json(
+        &serde_json::json!({"type": "linear", "rope_type": "dynamic", "factor": 2.0}),
+    )
+    .unwrap();
     assert_eq!(s, RopeScaling::Linear { factor: 2.0 });
 }

@@ -22,7 +22,9 @@ fn load(fx: &Fixture, prefix: &str, module: &mut impl ModuleParameters) {
     let mut n = 0;
     for (k, v) in &fx.arrays {
         if let Some(name) = k.strip_prefix(&want) {
-            let slot = params.get_mut(name).unwrap_or_else(|| panic!("module has no parameter `{name}`"));
+            let slot = params
+                .get_mut(name)
+                .unwrap_or_else(|| panic!("module has no parameter `{name}`"));
             assert_eq!(slot.shape(), v.shape(), "{name}");
             **slot = v.clone();
             n += 1;
@@ -39,8 +41,15 @@ fn switch_linear_matches_reference() {
     let mut log = DiffLog::default();
     for case in ["small", "large"] {
         let x = expand_dims_axes(fx.get(&format!("{case}.x")), &[-2, -3]).unwrap();
-        let y = lin.forward(&x, fx.get(&format!("{case}.idx")), false).unwrap();
-        log.close(&format!("{case} SwitchLinear"), &y, fx.get(&format!("{case}.lin")), TOL);
+        let y = lin
+            .forward(&x, fx.get(&format!("{case}.idx")), false)
+            .unwrap();
+        log.close(
+            &format!("{case} SwitchLinear"),
+            &y,
+            fx.get(&format!("{case}.lin")),
+            TOL,
+        );
     }
     log.report("SwitchLinear");
 }
@@ -52,8 +61,15 @@ fn switch_glu_matches_reference_sorted_and_unsorted() {
     load(&fx, "glu", &mut glu);
     let mut log = DiffLog::default();
     for case in ["small", "large"] {
-        let y = glu.forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx"))).unwrap();
-        log.close(&format!("{case} SwitchGLU"), &y, fx.get(&format!("{case}.glu")), TOL);
+        let y = glu
+            .forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx")))
+            .unwrap();
+        log.close(
+            &format!("{case} SwitchGLU"),
+            &y,
+            fx.get(&format!("{case}.glu")),
+            TOL,
+        );
     }
     log.report("SwitchGLU");
 }
@@ -65,8 +81,15 @@ fn switch_mlp_matches_reference_sorted_and_unsorted() {
     load(&fx, "mlp", &mut mlp);
     let mut log = DiffLog::default();
     for case in ["small", "large"] {
-        let y = mlp.forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx"))).unwrap();
-        log.close(&format!("{case} SwitchMLP"), &y, fx.get(&format!("{case}.mlp")), TOL);
+        let y = mlp
+            .forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx")))
+            .unwrap();
+        log.close(
+            &format!("{case} SwitchMLP"),
+            &y,
+            fx.get(&format!("{case}.mlp")),
+            TOL,
+        );
     }
     log.report("SwitchMLP");
 }
@@ -82,18 +105,33 @@ fn quantized_switch_layers_match_reference() {
         }
         load(&fx, &format!("qglu{bits}"), &mut glu);
         for case in ["small", "large"] {
-            let y = glu.forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx"))).unwrap();
-            log.close(&format!("{case} SwitchGLU {bits}-bit"), &y, fx.get(&format!("{case}.qglu{bits}")), TOL);
+            let y = glu
+                .forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx")))
+                .unwrap();
+            log.close(
+                &format!("{case} SwitchGLU {bits}-bit"),
+                &y,
+                fx.get(&format!("{case}.qglu{bits}")),
+                TOL,
+            );
         }
     }
     let mut mlp = SwitchMlp::new(64, 128, 4, Activation::GeluApprox, true).unwrap();
     for l in [&mut mlp.fc1, &mut mlp.fc2] {
-        l.quantize(Quantization::with_defaults(QuantMode::Mxfp4, None, None)).unwrap();
+        l.quantize(Quantization::with_defaults(QuantMode::Mxfp4, None, None))
+            .unwrap();
     }
     load(&fx, "qmlp_mxfp4", &mut mlp);
     for case in ["small", "large"] {
-        let y = mlp.forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx"))).unwrap();
-        log.close(&format!("{case} SwitchMLP mxfp4"), &y, fx.get(&format!("{case}.qmlp_mxfp4")), TOL);
+        let y = mlp
+            .forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx")))
+            .unwrap();
+        log.close(
+            &format!("{case} SwitchMLP mxfp4"),
+            &y,
+            fx.get(&format!("{case}.qmlp_mxfp4")),
+            TOL,
+        );
     }
     log.report("quantized switch layers");
 }

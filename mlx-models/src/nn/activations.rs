@@ -88,7 +88,9 @@ impl Activation {
         Some(match name {
             "silu" | "swish" => Activation::Silu,
             "gelu" | "gelu_new_exact" => Activation::Gelu,
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_approx" | "gelu_tanh" => Activation::GeluApprox,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_approx" | "gelu_tanh" => {
+                Activation::GeluApprox
+            }
             "gelu_fast" | "gelu_fast_approx" | "quick_gelu" => Activation::GeluFastApprox,
             "relu" => Activation::Relu,
             "relu2" | "relu_squared" => Activation::Relu2,
@@ -134,7 +136,9 @@ impl GatedActivation {
             GatedActivation::SwiGlu => swiglu(gate, x),
             GatedActivation::GeGlu => geglu(gate, x),
             GatedActivation::GeGluExact => gelu(gate)?.multiply(x),
-            GatedActivation::ClampedSwiGlu { alpha, limit } => clamped_swiglu(gate, x, alpha, limit),
+            GatedActivation::ClampedSwiGlu { alpha, limit } => {
+                clamped_swiglu(gate, x, alpha, limit)
+            }
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::fast;
-use mlx_rs::ops::{arange, expand_dims, softmax_axis, select};
 use mlx_rs::ops::indexing::{NewAxis, TryIndexOp};
+use mlx_rs::ops::{arange, expand_dims, select, softmax_axis};
 use mlx_rs::{Array, Dtype};
 
 use crate::cache::{Cache, QuantizedArray};
@@ -34,7 +34,9 @@ fn finfo_min(dtype: Dtype) -> Array {
         Dtype::Bfloat16 => -3.389_531_4e38,
         _ => f32::MIN,
     };
-    Array::from_f32(v).as_dtype(dtype).unwrap_or_else(|_| Array::from_f32(v))
+    Array::from_f32(v)
+        .as_dtype(dtype)
+        .unwrap_or_else(|_| Array::from_f32(v))
 }
 
 /// Attention over quantized keys and values (`quantized_scaled_dot_product_attention`):
@@ -52,20 +54,39 @@ pub fn quantized_scaled_dot_product_attention(
     let (b, n_q_heads, l, d) = (shape[0], shape[1], shape[2], shape[3]);
     let n_kv_heads = keys.w.dim(-3);
     let n_repeats = n_q_heads / n_kv_heads;
-    let q = Quantization { group_size, bits, mode: QuantMode::Affine };
+    let q = Quantization {
+        group_size,
+        bits,
+        mode: QuantMode::Affine,
+    };
 
     let mut queries = queries.multiply(Array::from_f32(scale).as_dtype(queries.dtype())?)?;
     let (keys, values) = if n_repeats > 1 {
         queries = queries.reshape(&[b, n_kv_heads, n_repeats, l, d])?;
         let e = |x: &Array| expand_dims(x, -3);
         (
-            QuantizedArray { w: e(&keys.w)?, scales: e(&keys.scales)?, biases: e(&keys.biases)? },
-            QuantizedArray { w: e(&values.w)?, scales: e(&values.scales)?, biases: e(&values.biases)? },
+            QuantizedArray {
+                w: e(&keys.w)?,
+                scales: e(&keys.scales)?,
+                biases: e(&keys.biases)?,
+            },
+            QuantizedArray {
+                w: e(&values.w)?,
+                scales: e(&values.scales)?,
+                biases: e(&values.biases)?,
+            },
         )
     } else {
         (keys.clone(), values.clone())
     };
-    let mut scores = quantized_matmul(&queries, &keys.w, &keys.scales, Some(&keys.biases), true, &q)?;
+    let mut scores = quantized_matmul(
+        &queries,
+        &keys.w,
+        &keys.scales,
+        Some(&keys.biases),
+        true,
+        &q,
+    )?;
     let explicit;
     let mask = match mask {
         AttentionMask::None => None,
@@ -73,13 +94,19 @@ pub fn quantized_scaled_dot_product_attention(
             let (ql, kl) = (scores.dim(-2), scores.dim(-1));
             let q_idx = arange::<_, i32>(kl - ql, kl, None)?;
             let k_idx = arange::<_, i32>(0, kl, None)?;
-            explicit = q_idx.try_index((.., NewAxis))?.ge(k_idx.try_index(NewAxis)?)?;
+            explicit = q_idx
+                .try_index((.., NewAxis))?
+                .ge(k_idx.try_index(NewAxis)?)?;
             Some(&explicit)
         }
         AttentionMask::Array(m) => Some(m),
     };
     if let Some(m) = mask {
-        let m = if n_repeats > 1 && m.ndim() > 3 { expand_dims(m, -3)? } else { m.clone() };
+        let m = if n_repeats > 1 && m.ndim() > 3 {
+            expand_dims(m, -3)?
+        } else {
+            m.clone()
+        };
         scores = if m.dtype() == Dtype::Bool {
             select(&m, &scores, finfo_min(scores.dtype()))?
         } else {
@@ -87,7 +114,14 @@ pub fn quantized_scaled_dot_product_attention(
         };
     }
     let scores = softmax_axis(&scores, -1, true)?;
-    let out = quantized_matmul(&scores, &values.w, &values.scales, Some(&values.biases), false, &q)?;
+    let out = quantized_matmul(
+        &scores,
+        &values.w,
+        &values.scales,
+        Some(&values.biases),
+        false,
+        &q,
+    )?;
     if n_repeats > 1 {
         out.reshape(&[b, n_q_heads, l, d])
     } else {
@@ -112,10 +146,20 @@ pub fn attend(
         None => scaled_dot_product_attention(queries, keys, values, scale, mask, sinks),
         Some(Cache::Quantized(c)) => {
             if sinks.is_some() {
-                return Err(Exception::custom("Quantized SDPA does not support attention sinks."));
+                return Err(Exception::custom(
+                    "Quantized SDPA does not support attention sinks.",
+                ));
             }
             let (k, v) = c.update_and_fetch(keys, values)?;
-            quantized_scaled_dot_product_attention(queries, &k, &v, scale, mask, c.group_size, c.bits)
+            quantized_scaled_dot_product_attention(
+                queries,
+                &k,
+                &v,
+                scale,
+                mask,
+                c.group_size,
+                c.bits,
+            )
         }
         Some(c) => {
             let (k, v) = c.update_and_fetch(keys, values)?;

@@ -4,8 +4,8 @@
 
 use mlx_rs::error::Result;
 use mlx_rs::fast::ScaledDotProductAttentionMask;
-use mlx_rs::ops::{arange, expand_dims_axes, logical_and, subtract};
 use mlx_rs::ops::indexing::{NewAxis, TryIndexOp};
+use mlx_rs::ops::{arange, expand_dims_axes, logical_and, subtract};
 use mlx_rs::Array;
 
 use crate::cache::Cache;
@@ -62,7 +62,11 @@ pub fn create_causal_mask(
     right_padding: Option<&Array>,
 ) -> Result<Array> {
     let rinds = arange::<_, i32>(0, offset + n, None)?;
-    let linds = if offset != 0 { arange::<_, i32>(offset, offset + n, None)? } else { rinds.clone() };
+    let linds = if offset != 0 {
+        arange::<_, i32>(offset, offset + n, None)?
+    } else {
+        rinds.clone()
+    };
     let linds = linds.try_index((.., NewAxis))?;
     let rinds = rinds.try_index(NewAxis)?;
     let mut mask = linds.ge(&rinds)?;
@@ -109,7 +113,13 @@ pub(crate) fn default_mask(
         return Ok(AttentionMask::None);
     }
     if return_array || window_size.is_some_and(|w| n > w) {
-        return Ok(AttentionMask::Array(create_causal_mask(n, 0, window_size, None, None)?));
+        return Ok(AttentionMask::Array(create_causal_mask(
+            n,
+            0,
+            window_size,
+            None,
+            None,
+        )?));
     }
     Ok(AttentionMask::Causal)
 }

@@ -10,9 +10,9 @@
 //!
 //! The caches live in [`crate::cache`].
 
-pub mod mask;
 pub mod activations;
 pub mod attention;
+pub mod mask;
 pub mod norm;
 pub mod quantized;
 pub mod rope;

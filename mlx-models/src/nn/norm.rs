@@ -24,12 +24,20 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Weights of one.
     pub fn new(dims: i32, eps: f32) -> Result<Self> {
-        Ok(Self { weight: Param::new(ones_dtype(&[dims], Dtype::Float32)?), eps, zero_centered: false })
+        Ok(Self {
+            weight: Param::new(ones_dtype(&[dims], Dtype::Float32)?),
+            eps,
+            zero_centered: false,
+        })
     }
 
     /// Zero-centred weights (effective weight `1 + weight`), initialised to zero.
     pub fn zero_centered(dims: i32, eps: f32) -> Result<Self> {
-        Ok(Self { weight: Param::new(zeros_dtype(&[dims], Dtype::Float32)?), eps, zero_centered: true })
+        Ok(Self {
+            weight: Param::new(zeros_dtype(&[dims], Dtype::Float32)?),
+            eps,
+            zero_centered: true,
+        })
     }
 
     /// Normalises `x`.
@@ -72,14 +80,23 @@ impl LayerNorm {
     pub fn new(dims: i32, eps: f32, bias: bool) -> Result<Self> {
         Ok(Self {
             weight: Param::new(Some(ones_dtype(&[dims], Dtype::Float32)?)),
-            bias: Param::new(if bias { Some(zeros_dtype(&[dims], Dtype::Float32)?) } else { None }),
+            bias: Param::new(if bias {
+                Some(zeros_dtype(&[dims], Dtype::Float32)?)
+            } else {
+                None
+            }),
             eps,
         })
     }
 
     /// Normalises `x`.
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        fast::layer_norm(x, self.weight.value.as_ref(), self.bias.value.as_ref(), self.eps)
+        fast::layer_norm(
+            x,
+            self.weight.value.as_ref(),
+            self.bias.value.as_ref(),
+            self.eps,
+        )
     }
 }
 

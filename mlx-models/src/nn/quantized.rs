@@ -11,8 +11,8 @@ use std::sync::Once;
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param};
-use mlx_rs::ops::{addmm, matmul, zeros_dtype};
 use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::ops::{addmm, matmul, zeros_dtype};
 use mlx_rs::{Array, Dtype, Stream};
 
 /// A quantization mode of `mx.quantize`.
@@ -89,13 +89,21 @@ pub struct Quantization {
 impl Quantization {
     /// Affine quantization.
     pub fn affine(group_size: i32, bits: i32) -> Self {
-        Self { group_size, bits, mode: QuantMode::Affine }
+        Self {
+            group_size,
+            bits,
+            mode: QuantMode::Affine,
+        }
     }
 
     /// A mode with its default group size and bits where not given.
     pub fn with_defaults(mode: QuantMode, group_size: Option<i32>, bits: Option<i32>) -> Self {
         let (g, b) = mode.defaults();
-        Self { group_size: group_size.unwrap_or(g), bits: bits.unwrap_or(b), mode }
+        Self {
+            group_size: group_size.unwrap_or(g),
+            bits: bits.unwrap_or(b),
+            mode,
+        }
     }
 
     /// Reads `{"group_size": .., "bits": .., "mode": ..}` (a config's `quantization` entry);
@@ -106,20 +114,35 @@ impl Quantization {
             Some(serde_json::Value::String(m)) => QuantMode::parse(m)?,
             _ => QuantMode::Affine,
         };
-        let int = |k: &str| obj.get(k).and_then(serde_json::Value::as_i64).map(|v| v as i32);
+        let int = |k: &str| {
+            obj.get(k)
+                .and_then(serde_json::Value::as_i64)
+                .map(|v| v as i32)
+        };
         Some(Self::with_defaults(mode, int("group_size"), int("bits")))
     }
 
     fn group(&self) -> mlx_sys::mlx_optional_int {
-        mlx_sys::mlx_optional_int { value: self.group_size, has_value: true }
+        mlx_sys::mlx_optional_int {
+            value: self.group_size,
+            has_value: true,
+        }
     }
 
     fn bits_opt(&self) -> mlx_sys::mlx_optional_int {
-        mlx_sys::mlx_optional_int { value: self.bits, has_value: true }
+        mlx_sys::mlx_optional_int {
+            value: self.bits,
+            has_value: true,
+        }
     }
 
     fn describe(&self) -> String {
-        format!("mode {}, {} bits, group size {}", self.mode.as_str(), self.bits, self.group_size)
+        format!(
+            "mode {}, {} bits, group size {}",
+            self.mode.as_str(),
+            self.bits,
+            self.group_size
+        )
     }
 }
 
@@ -142,7 +165,10 @@ fn opt_ptr(a: Option<&Array>) -> mlx_sys::mlx_array {
 }
 
 /// Runs an mlx-c op that writes one array.
-fn array_op(what: &str, f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32) -> Result<Array> {
+fn array_op(
+    what: &str,
+    f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32,
+) -> Result<Array> {
     ensure_error_handler();
     let stream = Stream::thread_local_or_default();
     let mut res = null_array();
@@ -161,11 +187,23 @@ pub fn quantize(w: &Array, q: &Quantization) -> Result<(Array, Array, Option<Arr
     unsafe {
         let mut res = mlx_sys::mlx_vector_array_new();
         let gs = null_array();
-        let status = mlx_sys::mlx_quantize(&mut res, w.as_ptr(), q.group(), q.bits_opt(), q.mode.as_cstr().as_ptr(), gs, stream.as_ptr());
+        let status = mlx_sys::mlx_quantize(
+            &mut res,
+            w.as_ptr(),
+            q.group(),
+            q.bits_opt(),
+            q.mode.as_cstr().as_ptr(),
+            gs,
+            stream.as_ptr(),
+        );
         mlx_sys::mlx_array_free(gs);
         if status != 0 {
             mlx_sys::mlx_vector_array_free(res);
-            return Err(Exception::custom(format!("quantize ({}) of shape {:?} failed", q.describe(), w.shape())));
+            return Err(Exception::custom(format!(
+                "quantize ({}) of shape {:?} failed",
+                q.describe(),
+                w.shape()
+            )));
         }
         let n = mlx_sys::mlx_vector_array_size(res);
         let mut out = Vec::with_capacity(n);
@@ -184,12 +222,28 @@ pub fn quantize(w: &Array, q: &Quantization) -> Result<(Array, Array, Option<Arr
 }
 
 /// `mx.dequantize` in any mode.
-pub fn dequantize(w: &Array, scales: &Array, biases: Option<&Array>, q: &Quantization) -> Result<Array> {
+pub fn dequantize(
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    q: &Quantization,
+) -> Result<Array> {
     array_op(&format!("dequantize ({})", q.describe()), |res, s| unsafe {
         let gs = null_array();
         let st = mlx_sys::mlx_dequantize(
-            res, w.as_ptr(), scales.as_ptr(), opt_ptr(biases), q.group(), q.bits_opt(), q.mode.as_cstr().as_ptr(), gs,
-            mlx_sys::mlx_optional_dtype { value: mlx_sys::mlx_dtype__MLX_FLOAT32, has_value: false }, s,
+            res,
+            w.as_ptr(),
+            scales.as_ptr(),
+            opt_ptr(biases),
+            q.group(),
+            q.bits_opt(),
+            q.mode.as_cstr().as_ptr(),
+            gs,
+            mlx_sys::mlx_optional_dtype {
+                value: mlx_sys::mlx_dtype__MLX_FLOAT32,
+                has_value: false,
+            },
+            s,
         );
         mlx_sys::mlx_array_free(gs);
         st
@@ -197,12 +251,31 @@ pub fn dequantize(w: &Array, scales: &Array, biases: Option<&Array>, q: &Quantiz
 }
 
 /// `mx.quantized_matmul` in any mode (`transpose`: `x @ wᵀ`).
-pub fn quantized_matmul(x: &Array, w: &Array, scales: &Array, biases: Option<&Array>, transpose: bool, q: &Quantization) -> Result<Array> {
-    array_op(&format!("quantized_matmul ({})", q.describe()), |res, s| unsafe {
-        mlx_sys::mlx_quantized_matmul(
-            res, x.as_ptr(), w.as_ptr(), scales.as_ptr(), opt_ptr(biases), transpose, q.group(), q.bits_opt(), q.mode.as_cstr().as_ptr(), s,
-        )
-    })
+pub fn quantized_matmul(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    transpose: bool,
+    q: &Quantization,
+) -> Result<Array> {
+    array_op(
+        &format!("quantized_matmul ({})", q.describe()),
+        |res, s| unsafe {
+            mlx_sys::mlx_quantized_matmul(
+                res,
+                x.as_ptr(),
+                w.as_ptr(),
+                scales.as_ptr(),
+                opt_ptr(biases),
+                transpose,
+                q.group(),
+                q.bits_opt(),
+                q.mode.as_cstr().as_ptr(),
+                s,
+            )
+        },
+    )
 }
 
 /// `mx.gather_qmm` in any mode: `x` times the quantized matrices picked by `rhs_indices`.
@@ -220,8 +293,19 @@ pub fn gather_qmm(
 ) -> Result<Array> {
     array_op(&format!("gather_qmm ({})", q.describe()), |res, s| unsafe {
         mlx_sys::mlx_gather_qmm(
-            res, x.as_ptr(), w.as_ptr(), scales.as_ptr(), opt_ptr(biases), opt_ptr(lhs_indices), opt_ptr(rhs_indices),
-            transpose, q.group(), q.bits_opt(), q.mode.as_cstr().as_ptr(), sorted_indices, s,
+            res,
+            x.as_ptr(),
+            w.as_ptr(),
+            scales.as_ptr(),
+            opt_ptr(biases),
+            opt_ptr(lhs_indices),
+            opt_ptr(rhs_indices),
+            transpose,
+            q.group(),
+            q.bits_opt(),
+            q.mode.as_cstr().as_ptr(),
+            sorted_indices,
+            s,
         )
     })
 }
@@ -250,7 +334,11 @@ impl Linear {
     /// A dense layer of zeros (the loader fills it).
     pub fn new(input_dims: i32, output_dims: i32, bias: bool) -> Result<Self> {
         let weight = zeros_dtype(&[output_dims, input_dims], Dtype::Float32)?;
-        let bias = if bias { Some(zeros_dtype(&[output_dims], Dtype::Float32)?) } else { None };
+        let bias = if bias {
+            Some(zeros_dtype(&[output_dims], Dtype::Float32)?)
+        } else {
+            None
+        };
         Ok(Self::from_weights(weight, bias))
     }
 
@@ -266,7 +354,13 @@ impl Linear {
     }
 
     /// A quantized layer with these (already packed) weights.
-    pub fn from_quantized(weight: Array, scales: Array, biases: Option<Array>, bias: Option<Array>, q: Quantization) -> Self {
+    pub fn from_quantized(
+        weight: Array,
+        scales: Array,
+        biases: Option<Array>,
+        bias: Option<Array>,
+        q: Quantization,
+    ) -> Self {
         Self {
             weight: Param::new(weight),
             bias: Param::new(bias),
@@ -299,7 +393,8 @@ impl Linear {
     pub fn forward(&self, x: &Array) -> Result<Array> {
         match (&self.quantization, self.scales.value.as_ref()) {
             (Some(q), Some(scales)) => {
-                let y = quantized_matmul(x, &self.weight, scales, self.biases.value.as_ref(), true, q)?;
+                let y =
+                    quantized_matmul(x, &self.weight, scales, self.biases.value.as_ref(), true, q)?;
                 match self.bias.value.as_ref() {
                     Some(b) => y.add(b),
                     None => Ok(y),
@@ -347,17 +442,35 @@ pub struct Embedding {
 impl Embedding {
     /// A dense table of zeros.
     pub fn new(num_embeddings: i32, dims: i32) -> Result<Self> {
-        Ok(Self::from_weights(zeros_dtype(&[num_embeddings, dims], Dtype::Float32)?))
+        Ok(Self::from_weights(zeros_dtype(
+            &[num_embeddings, dims],
+            Dtype::Float32,
+        )?))
     }
 
     /// A dense table.
     pub fn from_weights(weight: Array) -> Self {
-        Self { weight: Param::new(weight), scales: Param::new(None), biases: Param::new(None), quantization: None }
+        Self {
+            weight: Param::new(weight),
+            scales: Param::new(None),
+            biases: Param::new(None),
+            quantization: None,
+        }
     }
 
     /// A quantized table.
-    pub fn from_quantized(weight: Array, scales: Array, biases: Option<Array>, q: Quantization) -> Self {
-        Self { weight: Param::new(weight), scales: Param::new(Some(scales)), biases: Param::new(biases), quantization: Some(q) }
+    pub fn from_quantized(
+        weight: Array,
+        scales: Array,
+        biases: Option<Array>,
+        q: Quantization,
+    ) -> Self {
+        Self {
+            weight: Param::new(weight),
+            scales: Param::new(Some(scales)),
+            biases: Param::new(biases),
+            quantization: Some(q),
+        }
     }
 
     /// Quantizes the table in place.
@@ -382,8 +495,18 @@ impl Embedding {
     pub fn forward(&self, ids: &Array) -> Result<Array> {
         match (&self.quantization, self.scales.value.as_ref()) {
             (Some(q), Some(scales)) => {
-                let biases = self.biases.value.as_ref().map(|b| b.try_index(ids)).transpose()?;
-                dequantize(&self.weight.try_index(ids)?, &scales.try_index(ids)?, biases.as_ref(), q)
+                let biases = self
+                    .biases
+                    .value
+                    .as_ref()
+                    .map(|b| b.try_index(ids))
+                    .transpose()?;
+                dequantize(
+                    &self.weight.try_index(ids)?,
+                    &scales.try_index(ids)?,
+                    biases.as_ref(),
+                    q,
+                )
             }
             (Some(_), None) => Err(Exception::custom("a quantized embedding has no scales")),
             (None, _) => self.weight.try_index(ids),
@@ -394,7 +517,9 @@ impl Embedding {
     /// embeddings.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         match (&self.quantization, self.scales.value.as_ref()) {
-            (Some(q), Some(scales)) => quantized_matmul(x, &self.weight, scales, self.biases.value.as_ref(), true, q),
+            (Some(q), Some(scales)) => {
+                quantized_matmul(x, &self.weight, scales, self.biases.value.as_ref(), true, q)
+            }
             (Some(_), None) => Err(Exception::custom("a quantized embedding has no scales")),
             (None, _) => matmul(x, self.weight.t()),
         }

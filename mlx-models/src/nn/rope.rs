@@ -108,29 +108,57 @@ pub enum RopeScaling {
     },
 }
 
-fn get_f64(obj: &serde_json::Map<String, Value>, key: &str) -> std::result::Result<Option<f64>, RopeConfigError> {
+fn get_f64(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+) -> std::result::Result<Option<f64>, RopeConfigError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(Value::Object(o)) if o.contains_key("__float__") => match o.get("__float__").and_then(Value::as_str) {
-            Some("Infinity") => Ok(Some(f64::INFINITY)),
-            Some("-Infinity") => Ok(Some(f64::NEG_INFINITY)),
-            Some("NaN") => Ok(Some(f64::NAN)),
-            _ => Err(RopeConfigError::WrongType { key: key.into(), expected: "a number" }),
-        },
-        Some(_) => Err(RopeConfigError::WrongType { key: key.into(), expected: "a number" }),
+        Some(Value::Object(o)) if o.contains_key("__float__") => {
+            match o.get("__float__").and_then(Value::as_str) {
+                Some("Infinity") => Ok(Some(f64::INFINITY)),
+                Some("-Infinity") => Ok(Some(f64::NEG_INFINITY)),
+                Some("NaN") => Ok(Some(f64::NAN)),
+                _ => Err(RopeConfigError::WrongType {
+                    key: key.into(),
+                    expected: "a number",
+                }),
+            }
+        }
+        Some(_) => Err(RopeConfigError::WrongType {
+            key: key.into(),
+            expected: "a number",
+        }),
     }
 }
 
-fn get_factors(obj: &serde_json::Map<String, Value>, key: &'static str, rope_type: &str) -> std::result::Result<Vec<f32>, RopeConfigError> {
+fn get_factors(
+    obj: &serde_json::Map<String, Value>,
+    key: &'static str,
+    rope_type: &str,
+) -> std::result::Result<Vec<f32>, RopeConfigError> {
     match obj.get(key) {
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_f64().map(|f| f as f32).ok_or(RopeConfigError::WrongType { key: key.into(), expected: "a list of numbers" }))
+            .map(|v| {
+                v.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or(RopeConfigError::WrongType {
+                        key: key.into(),
+                        expected: "a list of numbers",
+                    })
+            })
             .collect(),
         Some(Value::Number(n)) => Ok(vec![n.as_f64().unwrap_or(1.0) as f32]),
-        None | Some(Value::Null) => Err(RopeConfigError::Missing { rope_type: rope_type.into(), key }),
-        Some(_) => Err(RopeConfigError::WrongType { key: key.into(), expected: "a list of numbers" }),
+        None | Some(Value::Null) => Err(RopeConfigError::Missing {
+            rope_type: rope_type.into(),
+            key,
+        }),
+        Some(_) => Err(RopeConfigError::WrongType {
+            key: key.into(),
+            expected: "a list of numbers",
+        }),
     }
 }
 
@@ -141,7 +169,12 @@ impl RopeScaling {
         let obj = match value {
             Value::Null => return Ok(RopeScaling::Default),
             Value::Object(o) => o,
-            _ => return Err(RopeConfigError::WrongType { key: "rope_scaling".into(), expected: "an object" }),
+            _ => {
+                return Err(RopeConfigError::WrongType {
+                    key: "rope_scaling".into(),
+                    expected: "an object",
+                })
+            }
         };
         let rope_type = match (obj.get("type"), obj.get("rope_type")) {
             (Some(Value::String(t)), _) if !t.is_empty() => t.as_str(),
@@ -150,21 +183,30 @@ impl RopeScaling {
         };
         let num = |key: &str| get_f64(obj, key);
         let need = |key: &'static str| -> std::result::Result<f64, RopeConfigError> {
-            num(key)?.ok_or(RopeConfigError::Missing { rope_type: rope_type.into(), key })
+            num(key)?.ok_or(RopeConfigError::Missing {
+                rope_type: rope_type.into(),
+                key,
+            })
         };
         Ok(match rope_type {
             "default" => RopeScaling::Default,
-            "linear" => RopeScaling::Linear { factor: need("factor")? as f32 },
-            "dynamic" => RopeScaling::Dynamic { factor: need("factor")? as f32 },
+            "linear" => RopeScaling::Linear {
+                factor: need("factor")? as f32,
+            },
+            "dynamic" => RopeScaling::Dynamic {
+                factor: need("factor")? as f32,
+            },
             "llama3" => RopeScaling::Llama3 {
                 factor: need("factor")? as f32,
                 low_freq_factor: num("low_freq_factor")?.unwrap_or(1.0) as f32,
                 high_freq_factor: num("high_freq_factor")?.unwrap_or(4.0) as f32,
-                original_max_position_embeddings: num("original_max_position_embeddings")?.unwrap_or(8192.0) as f32,
+                original_max_position_embeddings: num("original_max_position_embeddings")?
+                    .unwrap_or(8192.0) as f32,
             },
             "yarn" | "deepseek_yarn" | "telechat3-yarn" => RopeScaling::Yarn {
                 factor: need("factor")? as f32,
-                original_max_position_embeddings: num("original_max_position_embeddings")?.unwrap_or(4096.0),
+                original_max_position_embeddings: num("original_max_position_embeddings")?
+                    .unwrap_or(4096.0),
                 beta_fast: num("beta_fast")?.unwrap_or(32.0),
                 beta_slow: num("beta_slow")?.unwrap_or(1.0),
                 mscale: num("mscale")?.unwrap_or(1.0),
@@ -190,7 +232,9 @@ impl RopeScaling {
                         section.len()
                     )));
                 }
-                RopeScaling::Mrope { mrope_section: section }
+                RopeScaling::Mrope {
+                    mrope_section: section,
+                }
             }
             other => return Err(RopeConfigError::UnknownType(other.to_string())),
         })
@@ -221,7 +265,11 @@ impl RopeScaling {
 /// factor squared, for yarn configs with `factor > 1`.
 pub fn apply_yarn_mscale(scale: f32, scaling: &RopeScaling) -> f32 {
     match scaling {
-        RopeScaling::Yarn { factor, mscale_all_dim, .. } if *mscale_all_dim != 0.0 && *factor > 1.0 => {
+        RopeScaling::Yarn {
+            factor,
+            mscale_all_dim,
+            ..
+        } if *mscale_all_dim != 0.0 && *factor > 1.0 => {
             let s = 0.1 * mscale_all_dim * (*factor as f64).ln() + 1.0;
             (scale as f64 * s * s) as f32
         }
@@ -234,9 +282,16 @@ enum Kind {
     /// `fast::rope` with a base and scale.
     Base { base: f32, scale: f32 },
     /// Dynamic NTK: base chosen per call.
-    Dynamic { base: f64, factor: f64, max_position_embeddings: f64 },
+    Dynamic {
+        base: f64,
+        factor: f64,
+        max_position_embeddings: f64,
+    },
     /// `fast::rope` with explicit frequencies, inputs scaled by `input_scale` first.
-    Freqs { freqs: Array, input_scale: Option<f32> },
+    Freqs {
+        freqs: Array,
+        input_scale: Option<f32>,
+    },
 }
 
 /// A RoPE layer (no parameters).
@@ -268,14 +323,26 @@ impl Rope {
     ) -> Result<Self> {
         let kind = match scaling {
             RopeScaling::Default | RopeScaling::Mrope { .. } => Kind::Base { base, scale: 1.0 },
-            RopeScaling::Linear { factor } => Kind::Base { base, scale: 1.0 / factor },
+            RopeScaling::Linear { factor } => Kind::Base {
+                base,
+                scale: 1.0 / factor,
+            },
             RopeScaling::Dynamic { factor } => {
                 let mpe = max_position_embeddings.ok_or_else(|| {
                     Exception::custom("dynamic NTK RoPE needs max_position_embeddings")
                 })?;
-                Kind::Dynamic { base: base as f64, factor: *factor as f64, max_position_embeddings: mpe as f64 }
+                Kind::Dynamic {
+                    base: base as f64,
+                    factor: *factor as f64,
+                    max_position_embeddings: mpe as f64,
+                }
             }
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
                 let old = *original_max_position_embeddings;
                 let low_wavelen = old / low_freq_factor;
                 let high_wavelen = old / high_freq_factor;
@@ -300,15 +367,33 @@ impl Rope {
                     .divide(Array::from_f32(*factor))?
                     .add(&smooth)?;
                 let smooth_freqs = freqs.divide(&denom)?;
-                Kind::Freqs { freqs: select(is_medium, smooth_freqs, freqs)?, input_scale: None }
+                Kind::Freqs {
+                    freqs: select(is_medium, smooth_freqs, freqs)?,
+                    input_scale: None,
+                }
             }
-            RopeScaling::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, mscale, mscale_all_dim } => {
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                mscale,
+                mscale_all_dim,
+            } => {
                 let (d, b, f) = (dims as f64, base as f64, *factor as f64);
-                let correction_dim =
-                    |rot: f64| d * (original_max_position_embeddings / (rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * b.ln());
+                let correction_dim = |rot: f64| {
+                    d * (original_max_position_embeddings / (rot * 2.0 * std::f64::consts::PI)).ln()
+                        / (2.0 * b.ln())
+                };
                 let low = (correction_dim(*beta_fast).floor() as i64).max(0);
                 let high = (correction_dim(*beta_slow).ceil() as i64).min(dims as i64 - 1);
-                let get_mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+                let get_mscale = |scale: f64, m: f64| {
+                    if scale <= 1.0 {
+                        1.0
+                    } else {
+                        0.1 * m * scale.ln() + 1.0
+                    }
+                };
                 let m = get_mscale(f, *mscale) / get_mscale(f, *mscale_all_dim);
                 let freq_extra = base_pow(base, &even_exponents(dims, dims)?)?;
                 let freq_inter = Array::from_f32(*factor).multiply(&freq_extra)?;
@@ -327,11 +412,18 @@ impl Rope {
                     .multiply(&freq_mask)?
                     .add(freq_extra.multiply(Array::from_f32(1.0).subtract(&freq_mask)?)?)?;
                 let freqs = num.divide(&den)?;
-                Kind::Freqs { freqs, input_scale: (m != 1.0).then_some(m as f32) }
+                Kind::Freqs {
+                    freqs,
+                    input_scale: (m != 1.0).then_some(m as f32),
+                }
             }
             // The reference rotates with `long_factor` at every length and never passes
             // `long_mscale` on, so neither do we.
-            RopeScaling::LongRope { original_max_position_embeddings, long_factor, .. } => {
+            RopeScaling::LongRope {
+                original_max_position_embeddings,
+                long_factor,
+                ..
+            } => {
                 let mpe = max_position_embeddings
                     .ok_or_else(|| Exception::custom("longrope needs max_position_embeddings"))?;
                 let freqs = base_pow(base, &even_exponents(dims, dims)?)?;
@@ -343,24 +435,48 @@ impl Rope {
                 } else {
                     (1.0 + factor.ln() / original_max_position_embeddings.ln()).sqrt()
                 };
-                return Ok(Rope { dims, traditional: false, kind: Kind::Freqs { freqs, input_scale: Some(scale as f32) } });
+                return Ok(Rope {
+                    dims,
+                    traditional: false,
+                    kind: Kind::Freqs {
+                        freqs,
+                        input_scale: Some(scale as f32),
+                    },
+                });
             }
-            RopeScaling::Proportional { partial_rotary_factor, factor } => {
+            RopeScaling::Proportional {
+                partial_rotary_factor,
+                factor,
+            } => {
                 let rotated = (dims as f64 * partial_rotary_factor) as i32;
                 if rotated > dims {
-                    return Err(Exception::custom("rotated_dims should be smaller than dims"));
+                    return Err(Exception::custom(
+                        "rotated_dims should be smaller than dims",
+                    ));
                 }
-                let head = Array::from_f32(*factor).multiply(base_pow(base, &even_exponents(rotated, dims)?)?)?;
+                let head = Array::from_f32(*factor)
+                    .multiply(base_pow(base, &even_exponents(rotated, dims)?)?)?;
                 let tail = full::<f32>(&[(dims - rotated) / 2], Array::from_f32(f32::INFINITY))?;
-                Kind::Freqs { freqs: concatenate(&[head, tail], 0)?, input_scale: None }
+                Kind::Freqs {
+                    freqs: concatenate(&[head, tail], 0)?,
+                    input_scale: None,
+                }
             }
         };
-        Ok(Rope { dims, traditional, kind })
+        Ok(Rope {
+            dims,
+            traditional,
+            kind,
+        })
     }
 
     /// Plain RoPE (`nn.RoPE(dims, traditional, base, scale)`).
     pub fn plain(dims: i32, base: f32, traditional: bool, scale: f32) -> Self {
-        Rope { dims, traditional, kind: Kind::Base { base, scale } }
+        Rope {
+            dims,
+            traditional,
+            kind: Kind::Base { base, scale },
+        }
     }
 
     /// The rotated feature dimensions.
@@ -390,11 +506,19 @@ impl Rope {
     /// Rotates `x` (`[..., L, head_dim]`) for positions `offset .. offset + L`.
     pub fn forward(&self, x: &Array, offset: i32) -> Result<Array> {
         match &self.kind {
-            Kind::Base { base, scale } => fast::rope(x, self.dims, self.traditional, *base, *scale, offset, None),
-            Kind::Dynamic { base, factor, max_position_embeddings } => {
+            Kind::Base { base, scale } => {
+                fast::rope(x, self.dims, self.traditional, *base, *scale, offset, None)
+            }
+            Kind::Dynamic {
+                base,
+                factor,
+                max_position_embeddings,
+            } => {
                 let seq_len = ((x.dim(-2) + offset) as f64).max(*max_position_embeddings);
                 let d = self.dims as f64;
-                let b = base * ((factor * seq_len / max_position_embeddings) - (factor - 1.0)).powf(d / (d - 2.0));
+                let b = base
+                    * ((factor * seq_len / max_position_embeddings) - (factor - 1.0))
+                        .powf(d / (d - 2.0));
                 fast::rope(x, self.dims, self.traditional, b as f32, 1.0, offset, None)
             }
             Kind::Freqs { freqs, input_scale } => {
@@ -412,8 +536,12 @@ impl Rope {
     /// one offset) refuses, as the reference does.
     pub fn forward_with_offsets(&self, x: &Array, offsets: &Array) -> Result<Array> {
         match &self.kind {
-            Kind::Base { base, scale } => fast::rope_dynamic(x, self.dims, self.traditional, *base, *scale, offsets, None),
-            Kind::Dynamic { .. } => Err(Exception::custom("dynamic NTK RoPE takes one integer offset")),
+            Kind::Base { base, scale } => {
+                fast::rope_dynamic(x, self.dims, self.traditional, *base, *scale, offsets, None)
+            }
+            Kind::Dynamic { .. } => Err(Exception::custom(
+                "dynamic NTK RoPE takes one integer offset",
+            )),
             Kind::Freqs { freqs, input_scale } => {
                 let x = match input_scale {
                     Some(s) => self.scale_input(x, *s)?,

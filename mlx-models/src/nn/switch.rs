@@ -7,7 +7,9 @@ use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Param;
 use mlx_rs::ops::indexing::TryIndexOp;
-use mlx_rs::ops::{argsort, expand_dims, expand_dims_axes, floor_divide, gather_mm, unflatten, zeros_dtype};
+use mlx_rs::ops::{
+    argsort, expand_dims, expand_dims_axes, floor_divide, gather_mm, unflatten, zeros_dtype,
+};
 use mlx_rs::{Array, Dtype};
 
 use crate::nn::activations::{Activation, GatedActivation};
@@ -39,18 +41,40 @@ impl SwitchLinear {
     /// Zero weights (the loader fills them).
     pub fn new(input_dims: i32, output_dims: i32, num_experts: i32, bias: bool) -> Result<Self> {
         let weight = zeros_dtype(&[num_experts, output_dims, input_dims], Dtype::Float32)?;
-        let bias = if bias { Some(zeros_dtype(&[num_experts, output_dims], Dtype::Float32)?) } else { None };
+        let bias = if bias {
+            Some(zeros_dtype(&[num_experts, output_dims], Dtype::Float32)?)
+        } else {
+            None
+        };
         Ok(Self::from_weights(weight, bias))
     }
 
     /// Dense experts with these weights.
     pub fn from_weights(weight: Array, bias: Option<Array>) -> Self {
-        Self { weight: Param::new(weight), bias: Param::new(bias), scales: Param::new(None), biases: Param::new(None), quantization: None }
+        Self {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            scales: Param::new(None),
+            biases: Param::new(None),
+            quantization: None,
+        }
     }
 
     /// Quantized experts with these packed weights.
-    pub fn from_quantized(weight: Array, scales: Array, biases: Option<Array>, bias: Option<Array>, q: Quantization) -> Self {
-        Self { weight: Param::new(weight), bias: Param::new(bias), scales: Param::new(Some(scales)), biases: Param::new(biases), quantization: Some(q) }
+    pub fn from_quantized(
+        weight: Array,
+        scales: Array,
+        biases: Option<Array>,
+        bias: Option<Array>,
+        q: Quantization,
+    ) -> Self {
+        Self {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            scales: Param::new(Some(scales)),
+            biases: Param::new(biases),
+            quantization: Some(q),
+        }
     }
 
     /// Quantizes the experts in place (`to_quantized`).
@@ -69,9 +93,25 @@ impl SwitchLinear {
     /// `x` (`[..., 1 or k, 1, in]`) through the experts `indices` (`[..., k]`).
     pub fn forward(&self, x: &Array, indices: &Array, sorted_indices: bool) -> Result<Array> {
         let y = match (&self.quantization, self.scales.value.as_ref()) {
-            (Some(q), Some(scales)) => gather_qmm(x, &self.weight, scales, self.biases.value.as_ref(), None, Some(indices), true, q, sorted_indices)?,
+            (Some(q), Some(scales)) => gather_qmm(
+                x,
+                &self.weight,
+                scales,
+                self.biases.value.as_ref(),
+                None,
+                Some(indices),
+                true,
+                q,
+                sorted_indices,
+            )?,
             (Some(_), None) => return Err(Exception::custom("quantized experts have no scales")),
-            (None, _) => gather_mm(x, self.weight.swap_axes(-1, -2)?, None, indices, sorted_indices)?,
+            (None, _) => gather_mm(
+                x,
+                self.weight.swap_axes(-1, -2)?,
+                None,
+                indices,
+                sorted_indices,
+            )?,
         };
         match self.bias.value.as_ref() {
             Some(b) => y.add(expand_dims(b.try_index(indices)?, -2)?),
@@ -99,7 +139,11 @@ fn scatter_unsort(x: &Array, inv_order: &Array, shape: &[i32]) -> Result<Array> 
 }
 
 /// Runs `f` over the pairs, sorting them by expert first when there are many.
-fn routed(x: &Array, indices: &Array, f: impl FnOnce(&Array, &Array, bool) -> Result<Array>) -> Result<Array> {
+fn routed(
+    x: &Array,
+    indices: &Array,
+    f: impl FnOnce(&Array, &Array, bool) -> Result<Array>,
+) -> Result<Array> {
     let x = expand_dims_axes(x, &[-2, -3])?;
     let indices = mlx_rs::stop_gradient(indices)?;
     let do_sort = indices.size() >= SORT_THRESHOLD;
@@ -131,7 +175,13 @@ pub struct SwitchGlu {
 
 impl SwitchGlu {
     /// Zero weights.
-    pub fn new(input_dims: i32, hidden_dims: i32, num_experts: i32, activation: GatedActivation, bias: bool) -> Result<Self> {
+    pub fn new(
+        input_dims: i32,
+        hidden_dims: i32,
+        num_experts: i32,
+        activation: GatedActivation,
+        bias: bool,
+    ) -> Result<Self> {
         Ok(Self {
             gate_proj: SwitchLinear::new(input_dims, hidden_dims, num_experts, bias)?,
             up_proj: SwitchLinear::new(input_dims, hidden_dims, num_experts, bias)?,
@@ -145,7 +195,8 @@ impl SwitchGlu {
         routed(x, indices, |x, idx, sorted| {
             let up = self.up_proj.forward(x, idx, sorted)?;
             let gate = self.gate_proj.forward(x, idx, sorted)?;
-            self.down_proj.forward(&self.activation.apply(&up, &gate)?, idx, sorted)
+            self.down_proj
+                .forward(&self.activation.apply(&up, &gate)?, idx, sorted)
         })
     }
 }
@@ -166,7 +217,13 @@ pub struct SwitchMlp {
 
 impl SwitchMlp {
     /// Zero weights.
-    pub fn new(input_dims: i32, hidden_dims: i32, num_experts: i32, activation: Activation, bias: bool) -> Result<Self> {
+    pub fn new(
+        input_dims: i32,
+        hidden_dims: i32,
+        num_experts: i32,
+        activation: Activation,
+        bias: bool,
+    ) -> Result<Self> {
         Ok(Self {
             fc1: SwitchLinear::new(input_dims, hidden_dims, num_experts, bias)?,
             fc2: SwitchLinear::new(hidden_dims, input_dims, num_experts, bias)?,
