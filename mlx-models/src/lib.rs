@@ -30,3 +30,4 @@ pub mod sampling;
 pub mod generate;
 pub mod hub;
 pub mod checkpoint;
+pub mod load;

@@ -1,1 +1,8 @@
-//! The architectures of mlx-models, one file per `model_type`.
+//! The architectures of mlx-models, one file per `model_type`. Each registers itself with
+//! `#[mlx_model]`; linking this crate makes them all available to the loader.
+
+pub mod llama;
+
+/// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in
+/// the registry.
+pub fn link() {}

@@ -10,14 +10,13 @@ strict loading), then record what the reference computes:
 - `step_logits`: the logits of each decode step, [steps, vocab];
 - `margins`: the top-2 logit margin at each greedy step.
 
-Usage: python parity.py CASES.json OUT_DIR
-CASES.json is a list of {"name", "config", "prompt": [ids], "steps": 24, "seed": 0,
+Each architecture has a script in `parity/` that lists its cases and calls `run_cases`; a case
+is {"name", "config", "prompt": [ids] (optional), "steps": 24, "seed": 0,
 "quantize": {"bits": 4, "group_size": 32} (optional)}. Each case becomes OUT_DIR/<name>/ with
 the checkpoint (config.json, model*.safetensors) and reference.safetensors + reference.json.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -92,12 +91,7 @@ def run_case(case: dict, out: Path) -> None:
     )
 
 
-def main() -> None:
-    cases = json.loads(Path(sys.argv[1]).read_text())
-    out_dir = Path(sys.argv[2])
+def run_cases(cases: list, out_dir: Path, default_prompt: list) -> None:
     for case in cases:
+        case = {"prompt": default_prompt, **case}
         run_case(case, out_dir / case["name"])
-
-
-if __name__ == "__main__":
-    main()
