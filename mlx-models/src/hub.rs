@@ -43,7 +43,7 @@ pub enum HubError {
         why: String,
     },
     /// A request to the hub failed.
-    #[error("cannot download {repo} from the Hugging Face hub: {message}")]
+    #[error("{repo} is not a local folder, and it cannot be downloaded from the Hugging Face hub: {message}")]
     Download {
         /// The repo id.
         repo: String,
