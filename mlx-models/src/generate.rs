@@ -135,6 +135,16 @@ impl GenerationStats {
     }
 }
 
+/// The three lines mlx-lm's `generate` prints (`Prompt: N tokens, X tokens-per-sec`,
+/// `Generation: ...`, `Peak memory: X GB`), without a final newline.
+impl std::fmt::Display for GenerationStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "Prompt: {} tokens, {:.3} tokens-per-sec", self.prompt_tokens, self.prompt_tps)?;
+        writeln!(f, "Generation: {} tokens, {:.3} tokens-per-sec", self.generation_tokens, self.generation_tps)?;
+        write!(f, "Peak memory: {:.3} GB", self.peak_memory_gb())
+    }
+}
+
 /// One generated token.
 #[derive(Debug, Clone)]
 pub struct GeneratedToken {

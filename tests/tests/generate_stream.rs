@@ -72,6 +72,12 @@ fn greedy_stream_with_chunked_prefill() {
     assert!(stats.prompt_tps > 0.0 && stats.generation_tps > 0.0, "{stats:?}");
     assert!(stats.peak_memory_bytes > 0);
     assert_eq!(out.iter().map(|t| t.stats.generation_tokens).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    // Printed like mlx-lm.
+    let text = stats.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("Prompt: 6 tokens, {:.3} tokens-per-sec", stats.prompt_tps));
+    assert_eq!(lines[1], format!("Generation: 5 tokens, {:.3} tokens-per-sec", stats.generation_tps));
+    assert_eq!(lines[2], format!("Peak memory: {:.3} GB", stats.peak_memory_bytes as f64 / 1e9));
 }
 
 #[test]

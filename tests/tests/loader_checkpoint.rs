@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use mlx_models::checkpoint::{
     self, load_safetensors, load_weights, load_weights_with, read_config, read_safetensors_header,
-    weight_files, CheckpointError, LoadOptions, LoadStrategy,
+    summarize, weight_files, CheckpointError, LoadOptions, LoadStrategy,
 };
 use mlx_rs::{Array, Dtype};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
@@ -457,4 +457,30 @@ fn measure_load_strategies() {
         let total = t.elapsed();
         println!("{strategy:?}: load {load:?}, load+eval {evald:?}, +first use {total:?} (sum {sum})");
     }
+}
+
+#[test]
+fn summary_from_headers() {
+    let dir = folder();
+    write_sharded(dir.path());
+    write_st(
+        &dir.path().join("model-extra.safetensors"),
+        &[
+            ("layers.0.q.weight", StDtype::U32, vec![4, 2], vec![0; 32]),
+            ("layers.0.q.scales", StDtype::BF16, vec![4, 1], vec![0; 8]),
+            ("layers.0.q.biases", StDtype::BF16, vec![4, 1], vec![0; 8]),
+        ],
+    );
+    let s = summarize(dir.path()).unwrap();
+    assert_eq!(s.files.len(), 3);
+    assert_eq!(s.tensors, 5);
+    assert_eq!(s.elements, 2 + 1 + 8 + 4 + 4);
+    assert_eq!(s.bytes, 12 + 32 + 8 + 8);
+    assert_eq!(s.dtypes["F32"], 3);
+    assert_eq!(s.dtypes["U32"], 8);
+    assert_eq!(s.dtypes["BF16"], 8);
+    assert_eq!(s.quantized_layers, vec!["layers.0.q".to_string()]);
+    // A hostile file is reported, not summarized.
+    std::fs::write(dir.path().join("model-bad.safetensors"), [255u8; 16]).unwrap();
+    assert!(matches!(summarize(dir.path()).unwrap_err(), CheckpointError::HeaderLength { .. }));
 }
