@@ -369,6 +369,50 @@ def cache_group():
     for j in range(3):
         arrays[f"to_quantized.k{j}"] = qc.keys[j]
 
+    # a left-padded batch: masks, updates, trim, filter, extract, merge
+    bc = C.BatchKVCache([1, 3, 0])
+    arrays["batch.0.mask"] = bc.make_mask(4)
+    k, v = normal(3, H, 4, D), normal(3, H, 4, D)
+    arrays["batch.0.in_k"], arrays["batch.0.in_v"] = k, v
+    arrays["batch.0.k"], arrays["batch.0.v"] = map(snap, bc.update_and_fetch(k, v))
+    arrays["batch.0.offset"] = snap(bc.offset)
+    arrays["batch.1.mask"] = bc.make_mask(1)
+    arrays["batch.1.mask_w3"] = bc.make_mask(1, window_size=3)
+    k, v = normal(3, H, 1, D), normal(3, H, 1, D)
+    arrays["batch.1.in_k"], arrays["batch.1.in_v"] = k, v
+    arrays["batch.1.k"], arrays["batch.1.v"] = map(snap, bc.update_and_fetch(k, v))
+    trimmed = bc.trim(2)
+    arrays["batch.2.k"], arrays["batch.2.v"] = map(snap, bc.keys_and_values())
+    arrays["batch.2.offset"] = snap(bc.offset)
+    k, v = normal(3, H, 2, D), normal(3, H, 2, D)
+    arrays["batch.3.in_k"], arrays["batch.3.in_v"] = k, v
+    arrays["batch.3.k"], arrays["batch.3.v"] = map(snap, bc.update_and_fetch(k, v))
+    bc.filter(mx.array([1, 2]))
+    arrays["batch.4.k"], arrays["batch.4.v"] = map(snap, bc.keys_and_values())
+    arrays["batch.4.offset"] = snap(bc.offset)
+    arrays["batch.4.left_padding"] = snap(bc.left_padding)
+    arrays["batch.4.mask"] = bc.make_mask(2)
+    one = bc.extract(0)
+    arrays["batch.5.k"] = snap(one.keys)
+    singles = []
+    for n in (3, 5):
+        c = C.KVCache()
+        kk, vv = normal(1, H, n, D), normal(1, H, n, D)
+        arrays[f"batch.merge.in_k{n}"], arrays[f"batch.merge.in_v{n}"] = kk, vv
+        c.update_and_fetch(kk, vv)
+        singles.append(c)
+    merged = C.BatchKVCache.merge(singles + [C.KVCache()])
+    arrays["batch.merge.k"], arrays["batch.merge.v"] = map(snap, merged.keys_and_values())
+    arrays["batch.merge.offset"] = snap(merged.offset)
+    arrays["batch.merge.left_padding"] = snap(merged.left_padding)
+    arrays["batch.merge.mask"] = merged.make_mask(1)
+    meta["batch"] = {
+        "trimmed": trimmed,
+        "idx_after_filter": bc._idx,
+        "extract_offset": one.offset,
+        "merge_idx": merged._idx,
+    }
+
     # arrays cache masks
     ac = C.ArraysCache(2, left_padding=[0, 2, 3])
     arrays["arrays.mask_left"] = ac.make_mask(5)

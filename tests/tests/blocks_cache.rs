@@ -324,6 +324,7 @@ fn check_loaded(fx: &Fixture, caches: &[Cache]) {
                 }
                 assert_eq!((q.group_size, q.bits), (32, 8));
             }
+            Cache::Batch(_) => panic!("the reference file has no batch cache"),
             Cache::Arrays(a) => {
                 for j in 0..a.cache.len() {
                     assert_equal(
@@ -394,7 +395,11 @@ fn prompt_cache_saved_by_reference_loads_and_round_trips() {
     assert_eq!(seen["classes"], serde_json::json!(classes));
     for (i, c) in caches.iter().enumerate() {
         if let Some(off) = seen["offsets"][i].as_i64() {
-            assert_eq!(off, c.offset() as i64, "cache {i} offset as mlx-lm reads it");
+            assert_eq!(
+                off,
+                c.offset() as i64,
+                "cache {i} offset as mlx-lm reads it"
+            );
         }
     }
     assert_eq!(seen["meta"]["model"], "tiny");
@@ -408,4 +413,82 @@ fn a_quantized_cache_refuses_dense_update() {
     let k = Array::from_slice(&[0f32; 64], &[1, 1, 1, 64]);
     assert!(c.update_and_fetch(&k, &k).is_err());
     assert!(Cache::arrays(1).update_and_fetch(&k, &k).is_err());
+}
+
+#[test]
+fn batch_cache_pads_masks_trims_filters_extracts_and_merges_like_reference() {
+    use mlx_models::cache::BatchKvCache;
+    let fx = fixture();
+    let meta = fx.json("batch");
+    let g = |k: &str| fx.get(&format!("batch.{k}"));
+    let mut cache = Cache::batch(&[1, 3, 0]);
+    let mask = |c: &Cache, n, w| match c.make_mask(n, w, false).unwrap() {
+        Some(AttentionMask::Array(a)) => a,
+        other => panic!("a batch cache makes explicit masks, got {other:?}"),
+    };
+    assert_equal(
+        "mask before the prompt",
+        &mask(&cache, 4, None),
+        g("0.mask"),
+    );
+    let (k, v) = cache.update_and_fetch(g("0.in_k"), g("0.in_v")).unwrap();
+    assert_equal("prompt keys", &k, g("0.k"));
+    assert_equal("prompt values", &v, g("0.v"));
+    assert_equal("offsets", cache.offsets().unwrap(), g("0.offset"));
+    assert_equal("decode mask", &mask(&cache, 1, None), g("1.mask"));
+    assert_equal(
+        "decode mask, window 3",
+        &mask(&cache, 1, Some(3)),
+        g("1.mask_w3"),
+    );
+    let (k, _) = cache.update_and_fetch(g("1.in_k"), g("1.in_v")).unwrap();
+    assert_equal("decode keys", &k, g("1.k"));
+    assert_eq!(cache.trim(2) as i64, meta["trimmed"].as_i64().unwrap());
+    let Cache::Batch(b) = &mut cache else {
+        unreachable!()
+    };
+    let (k, v) = b.keys_and_values().unwrap();
+    assert_equal("trimmed keys", &k, g("2.k"));
+    assert_equal("trimmed values", &v, g("2.v"));
+    assert_equal("trimmed offsets", &b.offset, g("2.offset"));
+    let (k, _) = b.update_and_fetch(g("3.in_k"), g("3.in_v")).unwrap();
+    assert_equal("keys after trim", &k, g("3.k"));
+    b.filter(&Array::from_slice(&[1i32, 2], &[2])).unwrap();
+    let (k, v) = b.keys_and_values().unwrap();
+    assert_equal("filtered keys", &k, g("4.k"));
+    assert_equal("filtered values", &v, g("4.v"));
+    assert_equal("filtered offsets", &b.offset, g("4.offset"));
+    assert_equal("filtered padding", &b.left_padding, g("4.left_padding"));
+    assert_eq!(b.idx as i64, meta["idx_after_filter"].as_i64().unwrap());
+    assert_equal("filtered mask", &b.make_mask(2, None).unwrap(), g("4.mask"));
+    let one = b.extract(0).unwrap();
+    assert_equal("extracted keys", one.keys.as_ref().unwrap(), g("5.k"));
+    assert_eq!(one.offset as i64, meta["extract_offset"].as_i64().unwrap());
+
+    let singles: Vec<KvCache> = [3, 5]
+        .iter()
+        .map(|n| {
+            let mut c = KvCache::new();
+            c.update_and_fetch(g(&format!("merge.in_k{n}")), g(&format!("merge.in_v{n}")))
+                .unwrap();
+            c
+        })
+        .chain(std::iter::once(KvCache::new()))
+        .collect();
+    let merged = BatchKvCache::merge(&singles).unwrap();
+    let (k, v) = merged.keys_and_values().unwrap();
+    assert_equal("merged keys", &k, g("merge.k"));
+    assert_equal("merged values", &v, g("merge.v"));
+    assert_equal("merged offsets", &merged.offset, g("merge.offset"));
+    assert_equal(
+        "merged padding",
+        &merged.left_padding,
+        g("merge.left_padding"),
+    );
+    assert_eq!(merged.idx as i64, meta["merge_idx"].as_i64().unwrap());
+    assert_equal(
+        "merged mask",
+        &merged.make_mask(1, None).unwrap(),
+        g("merge.mask"),
+    );
 }
