@@ -1,6 +1,6 @@
 """Reference outputs of mlx-lm's sampler and logits processors on fixed logits.
 
-Usage: python sampling.py OUT.safetensors
+Usage: python sampling.py OUT_DIR   (writes OUT_DIR/sampling.safetensors)
 
 Runs mlx-lm 0.32.2's own `sample_utils` functions (the filters, `make_sampler`,
 `make_logits_processors`) on fixed logits and saves every input and output to one safetensors
@@ -9,6 +9,7 @@ the file's metadata under "cases", so the Rust test replays exactly these cases.
 """
 
 import json
+import os
 import sys
 
 import mlx.core as mx
@@ -149,5 +150,6 @@ def main(out_path):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: sampling.py OUT.safetensors")
-    main(sys.argv[1])
+        sys.exit("usage: sampling.py OUT_DIR")
+    os.makedirs(sys.argv[1], exist_ok=True)
+    main(os.path.join(sys.argv[1], "sampling.safetensors"))

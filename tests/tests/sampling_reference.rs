@@ -1,82 +1,36 @@
 //! Sampling against the reference: `scripts/reference/sampling.py` runs mlx-lm's own sampler and
-//! logits processors on fixed logits (with the reference python, `MLX_MODELS_REF_PYTHON`, by
-//! default `<repo>/.venv-ref/bin/python`) and saves inputs, outputs and the list of cases; this
-//! test replays every case with `mlx_models::sampling` and compares.
+//! logits processors on fixed logits (with the reference python, see
+//! `mlx_models_tests::reference`) and saves inputs, outputs and the list of cases; this test
+//! replays every case with `mlx_models::sampling` and compares.
 //!
 //! The reference output is cached under the target folder, keyed by the script's content.
 //! Without the reference python this test fails (it never passes silently).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::collections::BTreeMap;
 
-use mlx_models::checkpoint::{load_safetensors, read_safetensors_header, LoadStrategy};
 use mlx_models::sampling::{
     apply_min_p, apply_top_k, apply_top_p, apply_xtc, greedy, log_softmax, LogitsConfig, Sampler,
     SamplerConfig,
 };
+use mlx_models_tests::reference::{run_script, Fixture};
 use mlx_rs::{Array, Dtype};
 use serde_json::Value;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn reference_python() -> PathBuf {
-    let python = std::env::var_os("MLX_MODELS_REF_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv-ref/bin/python"));
-    assert!(
-        python.exists(),
-        "the reference python {} is missing: run scripts/setup.sh (or set MLX_MODELS_REF_PYTHON \
-         to a python with mlx-lm 0.32.2)",
-        python.display()
-    );
-    python
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
-/// Runs a reference script once per script content and returns its output file.
-fn reference_output(script: &str) -> PathBuf {
-    let script_path = repo_root().join("scripts/reference").join(script);
-    let source = std::fs::read(&script_path).expect("reference script");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let dir = target.join("reference-cache");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{}-{:016x}.safetensors", script.trim_end_matches(".py"), fnv1a(&source)));
-    if !out.exists() {
-        let python = reference_python();
-        // MLX appends `.safetensors` to a path without it, so the temporary name keeps it.
-        let tmp = dir.join(format!("{}.tmp{}.safetensors", script.trim_end_matches(".py"), std::process::id()));
-        let status = Command::new(&python)
-            .arg(&script_path)
-            .arg(&tmp)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-        assert!(status.success(), "{} failed: {status}", script_path.display());
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    out
-}
-
 struct Reference {
-    arrays: HashMap<String, Array>,
+    arrays: std::collections::HashMap<String, Array>,
     cases: Vec<Value>,
 }
 
 fn load_reference() -> Reference {
-    // The script runs once per test binary, whichever test asks first.
-    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let path = PATH.get_or_init(|| reference_output("sampling.py"));
-    let header = read_safetensors_header(path).unwrap();
-    let cases: Vec<Value> = serde_json::from_str(&header.metadata["cases"]).unwrap();
-    let arrays = load_safetensors(path, LoadStrategy::Copy).unwrap();
-    Reference { arrays, cases }
+    let fixture = Fixture::load(&run_script("scripts/reference/sampling.py"), "sampling");
+    let cases = match fixture.json("cases") {
+        Value::Array(cases) => cases,
+        other => panic!("cases: {other}"),
+    };
+    Reference {
+        arrays: fixture.arrays,
+        cases,
+    }
 }
 
 fn f32s(a: &Array) -> Vec<f32> {

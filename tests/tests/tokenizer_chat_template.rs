@@ -331,18 +331,8 @@ fn rendering_matches_transformers() {
 }
 
 /// Renders the cases with transformers' own `render_jinja_template` in the reference python
-/// (`MLX_MODELS_REF_PYTHON`, by default `<repo>/.venv-ref/bin/python`); fails if it is missing.
+/// (see `mlx_models_tests::reference`; the test fails if it is missing).
 fn transformers_render(cases: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let python = std::env::var_os("MLX_MODELS_REF_PYTHON")
-        .filter(|p| !p.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv-ref/bin/python"));
-    assert!(
-        python.exists(),
-        "the reference python {} is missing: run scripts/setup.sh (or set MLX_MODELS_REF_PYTHON)",
-        python.display()
-    );
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("cases.json");
     std::fs::write(&input, serde_json::to_vec(cases).unwrap()).unwrap();
@@ -359,12 +349,6 @@ for c in json.load(open(sys.argv[1])):
         out.append({"error": str(e)})
 json.dump(out, sys.stdout)
 "#;
-    let output = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(&input)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(output.status.success(), "transformers failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
+    let stdout = mlx_models_tests::reference::run_python(SCRIPT, &[input.as_os_str()]);
+    serde_json::from_str(&stdout).unwrap()
 }
