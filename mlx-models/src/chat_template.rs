@@ -85,8 +85,14 @@ impl ChatTemplate {
                 let wanted = name.unwrap_or("default");
                 let mut names = Vec::new();
                 for item in items {
-                    let n = item.get("name").and_then(|v| v.as_str()).ok_or(TemplateError::BadShape)?;
-                    let t = item.get("template").and_then(|v| v.as_str()).ok_or(TemplateError::BadShape)?;
+                    let n = item
+                        .get("name")
+                        .and_then(|v| v.as_str())
+                        .ok_or(TemplateError::BadShape)?;
+                    let t = item
+                        .get("template")
+                        .and_then(|v| v.as_str())
+                        .ok_or(TemplateError::BadShape)?;
                     if n == wanted {
                         return Ok(t.to_string());
                     }
@@ -104,8 +110,12 @@ impl ChatTemplate {
     /// Renders the template. `context` holds the variables (`messages`, `add_generation_prompt`,
     /// `bos_token`, `eos_token`, `tools`, ... ; see [`crate::tokenizer::Tokenizer::apply_chat_template`]).
     pub fn render(&self, context: &serde_json::Value) -> Result<String, TemplateError> {
-        let tmpl = self.env.get_template("chat").map_err(TemplateError::Render)?;
-        tmpl.render(Value::from_serialize(context)).map_err(TemplateError::Render)
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(TemplateError::Render)?;
+        tmpl.render(Value::from_serialize(context))
+            .map_err(TemplateError::Render)
     }
 }
 
@@ -117,7 +127,10 @@ fn strftime_now(format: String) -> Result<String, JinjaError> {
     use std::fmt::Write;
     let mut out = String::new();
     write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
-        JinjaError::new(ErrorKind::InvalidOperation, format!("strftime_now: bad format {format:?}"))
+        JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: bad format {format:?}"),
+        )
     })?;
     Ok(out)
 }
@@ -137,7 +150,10 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, JinjaError> {
                 Some(s.to_string())
             } else {
                 let n = i64::try_from(v.clone()).map_err(|_| {
-                    JinjaError::new(ErrorKind::InvalidOperation, "tojson: indent must be a number or a string")
+                    JinjaError::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson: indent must be a number or a string",
+                    )
                 })?;
                 Some(" ".repeat(n.clamp(0, 64) as usize))
             }
@@ -170,7 +186,11 @@ fn python_float(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else if f == f.trunc() && f.abs() < 1e16 {
         format!("{f:.1}")
     } else {
@@ -180,7 +200,11 @@ fn python_float(f: f64) -> String {
         if f.abs() < 1e-4 || f.abs() >= 1e16 {
             let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
             let exp: i32 = exp.parse().unwrap_or(0);
-            format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+            format!(
+                "{mantissa}e{}{:02}",
+                if exp < 0 { '-' } else { '+' },
+                exp.abs()
+            )
         } else {
             plain
         }
@@ -188,7 +212,12 @@ fn python_float(f: f64) -> String {
 }
 
 /// Writes `value` as Python's `json.dumps(value, ensure_ascii=False, indent=indent)`.
-fn python_json(value: &Value, indent: Option<&str>, level: usize, out: &mut String) -> Result<(), JinjaError> {
+fn python_json(
+    value: &Value,
+    indent: Option<&str>,
+    level: usize,
+    out: &mut String,
+) -> Result<(), JinjaError> {
     let newline = |out: &mut String, level: usize| {
         if let Some(ind) = indent {
             out.push('\n');

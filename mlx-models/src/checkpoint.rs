@@ -568,7 +568,8 @@ fn precheck(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Validates a whole safetensors file held in `bytes` and returns its header.
 pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader> {
     precheck(path, bytes)?;
-    let (header_len, meta): (usize, Metadata) = match safetensors::SafeTensors::read_metadata(bytes) {
+    let (header_len, meta): (usize, Metadata) = match safetensors::SafeTensors::read_metadata(bytes)
+    {
         Ok(v) => v,
         Err(e) => return Err(map_st_error(path, bytes, e)),
     };

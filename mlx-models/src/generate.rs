@@ -88,10 +88,14 @@ impl GenerationConfig {
     /// Checks every setting.
     pub fn validate(&self) -> Result<()> {
         if self.max_tokens == 0 {
-            return Err(GenerateError::InvalidConfig("max_tokens must be at least 1".into()));
+            return Err(GenerateError::InvalidConfig(
+                "max_tokens must be at least 1".into(),
+            ));
         }
         if self.prefill_step_size == 0 {
-            return Err(GenerateError::InvalidConfig("prefill_step_size must be at least 1".into()));
+            return Err(GenerateError::InvalidConfig(
+                "prefill_step_size must be at least 1".into(),
+            ));
         }
         self.sampler.validate()?;
         self.logits.validate()?;
@@ -139,8 +143,16 @@ impl GenerationStats {
 /// `Generation: ...`, `Peak memory: X GB`), without a final newline.
 impl std::fmt::Display for GenerationStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "Prompt: {} tokens, {:.3} tokens-per-sec", self.prompt_tokens, self.prompt_tps)?;
-        writeln!(f, "Generation: {} tokens, {:.3} tokens-per-sec", self.generation_tokens, self.generation_tps)?;
+        writeln!(
+            f,
+            "Prompt: {} tokens, {:.3} tokens-per-sec",
+            self.prompt_tokens, self.prompt_tps
+        )?;
+        writeln!(
+            f,
+            "Generation: {} tokens, {:.3} tokens-per-sec",
+            self.generation_tokens, self.generation_tps
+        )?;
         write!(f, "Peak memory: {:.3} GB", self.peak_memory_gb())
     }
 }
@@ -221,7 +233,10 @@ where
     }
 
     /// Sets the hook called after each prefill chunk.
-    pub fn with_prefill_hook(mut self, hook: impl FnMut(&[u32], usize, usize) -> Result<()> + 'a) -> Self {
+    pub fn with_prefill_hook(
+        mut self,
+        hook: impl FnMut(&[u32], usize, usize) -> Result<()> + 'a,
+    ) -> Self {
         self.prefill_hook = Some(Box::new(hook));
         self
     }
@@ -322,7 +337,10 @@ where
         let now = Instant::now();
         if self.first_token_at.is_none() {
             self.first_token_at = Some(now);
-            self.prompt_seconds = self.started.map(|s| now.duration_since(s).as_secs_f64()).unwrap_or(0.0);
+            self.prompt_seconds = self
+                .started
+                .map(|s| now.duration_since(s).as_secs_f64())
+                .unwrap_or(0.0);
         }
         self.generated += 1;
         self.history.push(id);
@@ -382,7 +400,11 @@ where
 }
 
 /// Starts a token stream: `generate_tokens(&prompt, config, |tokens| model.forward(tokens))`.
-pub fn generate_tokens<'a, F, E>(prompt: &[u32], config: GenerationConfig, forward: F) -> Result<TokenStream<'a, F>>
+pub fn generate_tokens<'a, F, E>(
+    prompt: &[u32],
+    config: GenerationConfig,
+    forward: F,
+) -> Result<TokenStream<'a, F>>
 where
     F: FnMut(&Array) -> std::result::Result<Array, E>,
     E: std::error::Error + Send + Sync + 'static,

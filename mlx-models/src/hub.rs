@@ -85,7 +85,10 @@ pub struct HubOptions {
 }
 
 fn truthy(v: &str) -> bool {
-    matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE")
+    matches!(
+        v.trim().to_ascii_uppercase().as_str(),
+        "1" | "ON" | "YES" | "TRUE"
+    )
 }
 
 /// Whether `HF_HUB_OFFLINE` turns offline mode on, given an environment lookup.
@@ -102,8 +105,13 @@ pub fn cache_dir_from_env(env: impl Fn(&str) -> Option<String>) -> Result<PathBu
     if let Some(home) = env("HF_HOME").filter(|s| !s.is_empty()) {
         return Ok(PathBuf::from(home).join("hub"));
     }
-    let home = env("HOME").filter(|s| !s.is_empty()).ok_or(HubError::NoCacheDir)?;
-    Ok(PathBuf::from(home).join(".cache").join("huggingface").join("hub"))
+    let home = env("HOME")
+        .filter(|s| !s.is_empty())
+        .ok_or(HubError::NoCacheDir)?;
+    Ok(PathBuf::from(home)
+        .join(".cache")
+        .join("huggingface")
+        .join("hub"))
 }
 
 fn process_env(key: &str) -> Option<String> {
@@ -122,7 +130,8 @@ pub struct RepoRef {
 fn valid_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 96
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !s.starts_with(['-', '.'])
         && !s.ends_with(['-', '.'])
         && !s.contains("--")
@@ -133,7 +142,9 @@ fn valid_part(s: &str) -> bool {
 /// valid repo id.
 pub fn parse_repo_id(source: &str) -> Option<RepoRef> {
     let (repo, revision) = match source.split_once('@') {
-        Some((r, rev)) if !rev.is_empty() && !rev.contains("..") && !rev.starts_with('/') => (r, Some(rev.to_string())),
+        Some((r, rev)) if !rev.is_empty() && !rev.contains("..") && !rev.starts_with('/') => {
+            (r, Some(rev.to_string()))
+        }
         Some(_) => return None,
         None => (source, None),
     };
@@ -164,7 +175,10 @@ pub fn cached_snapshot(cache: &Path, repo: &str, revision: &str) -> Option<PathB
         let snap = folder.join("snapshots").join(revision);
         return snap.is_dir().then_some(snap);
     }
-    if revision.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+    if revision
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
         return None;
     }
     let commit = std::fs::read_to_string(folder.join("refs").join(revision)).ok()?;
@@ -182,7 +196,11 @@ pub fn resolve(source: &str, options: &HubOptions) -> Result<PathBuf> {
 }
 
 /// [`resolve`] with an explicit environment lookup (for tests and embedding).
-pub fn resolve_with_env(source: &str, options: &HubOptions, env: impl Fn(&str) -> Option<String>) -> Result<PathBuf> {
+pub fn resolve_with_env(
+    source: &str,
+    options: &HubOptions,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<PathBuf> {
     let path = Path::new(source);
     if path.is_dir() {
         return Ok(path.to_path_buf());
@@ -202,11 +220,17 @@ pub fn resolve_with_env(source: &str, options: &HubOptions, env: impl Fn(&str) -
     };
     let env_offline = offline_from_env(&env);
     if options.offline || env_offline {
-        return cached_snapshot(&cache, &repo.repo, &revision).ok_or_else(|| HubError::NotInCache {
-            repo: repo.repo.clone(),
-            revision: revision.clone(),
-            cache: cache.clone(),
-            why: if options.offline { String::new() } else { ", HF_HUB_OFFLINE is set".into() },
+        return cached_snapshot(&cache, &repo.repo, &revision).ok_or_else(|| {
+            HubError::NotInCache {
+                repo: repo.repo.clone(),
+                revision: revision.clone(),
+                cache: cache.clone(),
+                why: if options.offline {
+                    String::new()
+                } else {
+                    ", HF_HUB_OFFLINE is set".into()
+                },
+            }
         });
     }
     match download(&cache, &repo.repo, &revision, options.progress, &env) {
@@ -233,7 +257,10 @@ fn glob_match(pattern: &str, name: &str) -> bool {
         return pattern == name;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || !name[first.len()..].ends_with(last) || name.len() < first.len() + last.len() {
+    if !name.starts_with(first)
+        || !name[first.len()..].ends_with(last)
+        || name.len() < first.len() + last.len()
+    {
         return false;
     }
     let mut rest = &name[first.len()..name.len() - last.len()];
@@ -263,7 +290,13 @@ impl hf_hub::api::Progress for Bar {
     }
 }
 
-fn download(cache: &Path, repo: &str, revision: &str, progress: bool, env: &impl Fn(&str) -> Option<String>) -> Result<PathBuf> {
+fn download(
+    cache: &Path,
+    repo: &str,
+    revision: &str,
+    progress: bool,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<PathBuf> {
     use hf_hub::api::sync::ApiBuilder;
     use hf_hub::{Cache, Repo, RepoType};
     let err = |message: String| HubError::Download {
@@ -278,11 +311,17 @@ fn download(cache: &Path, repo: &str, revision: &str, progress: bool, env: &impl
         builder = builder.with_token(Some(token));
     }
     let api = builder.build().map_err(|e| err(e.to_string()))?;
-    let api_repo = api.repo(Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string()));
+    let api_repo = api.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
     let info = api_repo.info().map_err(|e| err(e.to_string()))?;
     let snapshot = repo_folder(cache, repo).join("snapshots").join(&info.sha);
-    let style = ProgressStyle::with_template("{msg:30!} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template(
+        "{msg:30!} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
     for sibling in info.siblings.iter().filter(|s| allowed(&s.rfilename)) {
         if snapshot.join(&sibling.rfilename).is_file() {
             continue;
@@ -305,7 +344,10 @@ fn download(cache: &Path, repo: &str, revision: &str, progress: bool, env: &impl
         let _ = std::fs::write(&r, &info.sha);
     }
     if !snapshot.is_dir() {
-        return Err(err(format!("the snapshot {} was not created", snapshot.display())));
+        return Err(err(format!(
+            "the snapshot {} was not created",
+            snapshot.display()
+        )));
     }
     Ok(snapshot)
 }

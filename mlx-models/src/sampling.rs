@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use mlx_rs::ops::indexing::{argmax_axis, Ellipsis, TryIndexOp};
 use mlx_rs::ops;
+use mlx_rs::ops::indexing::{argmax_axis, Ellipsis, TryIndexOp};
 use mlx_rs::{random, Array, Dtype};
 use serde::{Deserialize, Serialize};
 
@@ -89,13 +89,19 @@ impl SamplerConfig {
     /// Checks every parameter's range (what the reference checks, plus a finite temperature).
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(invalid(format!("temperature must be >= 0, got {}", self.temperature)));
+            return Err(invalid(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            )));
         }
         if !(self.top_p.is_finite()) {
             return Err(invalid(format!("top_p must be finite, got {}", self.top_p)));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(invalid(format!("min_p must be in [0, 1], got {}", self.min_p)));
+            return Err(invalid(format!(
+                "min_p must be in [0, 1], got {}",
+                self.min_p
+            )));
         }
         if self.min_tokens_to_keep < 1 {
             return Err(invalid("min_tokens_to_keep must be at least 1".into()));
@@ -185,7 +191,13 @@ impl Sampler {
         if c.xtc_probability > 0.0 {
             let key = self.keys.next_key()?;
             let draw = random::uniform::<f32, f32>(0.0, 1.0, &[] as &[i32], &key)?;
-            x = apply_xtc(&x, &draw, c.xtc_probability, c.xtc_threshold, &c.xtc_special_tokens)?;
+            x = apply_xtc(
+                &x,
+                &draw,
+                c.xtc_probability,
+                c.xtc_threshold,
+                &c.xtc_special_tokens,
+            )?;
         }
         if c.top_k > 0 {
             x = apply_top_k(&x, c.top_k)?;
@@ -201,7 +213,10 @@ impl Sampler {
         }
         let filtered = self.filter(logprobs)?;
         let key = self.keys.next_key()?;
-        let scaled = ops::multiply(&filtered, scalar(1.0 / self.config.temperature, filtered.dtype())?)?;
+        let scaled = ops::multiply(
+            &filtered,
+            scalar(1.0 / self.config.temperature, filtered.dtype())?,
+        )?;
         Ok(random::categorical(&scaled, -1, None, &key)?.as_dtype(Dtype::Uint32)?)
     }
 }
@@ -220,7 +235,10 @@ pub fn log_softmax(logits: &Array) -> Result<Array> {
 fn vocab_of(x: &Array) -> Result<i32> {
     match x.shape().last() {
         Some(&v) if v > 0 => Ok(v),
-        _ => Err(invalid(format!("expected [.., vocab] scores, got shape {:?}", x.shape()))),
+        _ => Err(invalid(format!(
+            "expected [.., vocab] scores, got shape {:?}",
+            x.shape()
+        ))),
     }
 }
 
@@ -308,10 +326,14 @@ pub fn apply_xtc(
     special_tokens: &[u32],
 ) -> Result<Array> {
     if !(0.0..=0.5).contains(&threshold) {
-        return Err(invalid(format!("xtc_threshold must be in [0, 0.5], got {threshold}")));
+        return Err(invalid(format!(
+            "xtc_threshold must be in [0, 0.5], got {threshold}"
+        )));
     }
     if !(0.0..=1.0).contains(&xtc_probability) {
-        return Err(invalid(format!("xtc_probability must be in [0, 1], got {xtc_probability}")));
+        return Err(invalid(format!(
+            "xtc_probability must be in [0, 1], got {xtc_probability}"
+        )));
     }
     let vocab = vocab_of(logits)?;
     let probs = ops::softmax_axis(logits, -1, None)?;
@@ -331,7 +353,9 @@ pub fn apply_xtc(
         let idx: Vec<u32> = special_tokens.to_vec();
         let idx = Array::from_slice(&idx, &[1, idx.len() as i32]);
         let idx = ops::broadcast_to(&idx, &[rows, special_tokens.len() as i32])?;
-        mask = flat.put_along_axis(&idx, Array::from_bool(false), -1)?.reshape(&shape)?;
+        mask = flat
+            .put_along_axis(&idx, Array::from_bool(false), -1)?
+            .reshape(&shape)?;
     }
     let removed = ops::select(&mask, neg_inf(logits.dtype())?, logits)?;
     let skip = draw.gt(Array::from_f32(xtc_probability))?;
@@ -378,10 +402,15 @@ impl LogitsConfig {
     pub fn validate(&self) -> Result<()> {
         if let Some(p) = self.repetition_penalty {
             if !(p.is_finite() && p >= 0.0) {
-                return Err(invalid(format!("repetition_penalty must be a non-negative number, got {p}")));
+                return Err(invalid(format!(
+                    "repetition_penalty must be a non-negative number, got {p}"
+                )));
             }
         }
-        for (name, p) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+        for (name, p) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
             if let Some(p) = p {
                 if !p.is_finite() {
                     return Err(invalid(format!("{name} must be finite, got {p}")));
@@ -389,7 +418,9 @@ impl LogitsConfig {
             }
         }
         if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
-            return Err(invalid(format!("logit bias of token {t} must be finite, got {b}")));
+            return Err(invalid(format!(
+                "logit bias of token {t} must be finite, got {b}"
+            )));
         }
         Ok(())
     }
@@ -468,7 +499,9 @@ pub fn apply_logit_bias(logits: &Array, bias: &BTreeMap<u32, f32>) -> Result<Arr
 /// Multiplies negative logits of the context's tokens by `penalty` and divides the others.
 pub fn apply_repetition_penalty(logits: &Array, context: &[u32], penalty: f32) -> Result<Array> {
     if !(penalty.is_finite() && penalty >= 0.0) {
-        return Err(invalid(format!("repetition_penalty must be a non-negative number, got {penalty}")));
+        return Err(invalid(format!(
+            "repetition_penalty must be a non-negative number, got {penalty}"
+        )));
     }
     if context.is_empty() {
         return Ok(logits.clone());
@@ -476,7 +509,11 @@ pub fn apply_repetition_penalty(logits: &Array, context: &[u32], penalty: f32) -
     update_at(logits, context, |sel| {
         let p = scalar(penalty, sel.dtype())?;
         let neg = sel.lt(scalar(0.0, sel.dtype())?)?;
-        Ok(ops::select(&neg, &ops::multiply(sel, &p)?, &ops::divide(sel, &p)?)?)
+        Ok(ops::select(
+            &neg,
+            &ops::multiply(sel, &p)?,
+            &ops::divide(sel, &p)?,
+        )?)
     })
 }
 
@@ -485,7 +522,9 @@ pub fn apply_presence_penalty(logits: &Array, context: &[u32], penalty: f32) -> 
     if context.is_empty() {
         return Ok(logits.clone());
     }
-    update_at(logits, context, |sel| Ok(ops::subtract(sel, scalar(penalty, sel.dtype())?)?))
+    update_at(logits, context, |sel| {
+        Ok(ops::subtract(sel, scalar(penalty, sel.dtype())?)?)
+    })
 }
 
 /// Subtracts `penalty` from a token's logit once per occurrence in the context.

@@ -125,7 +125,15 @@ impl Tokenizer {
         let config = read_json_file(&dir.join("tokenizer_config.json"))?.unwrap_or(json!({}));
 
         let mut special_tokens = BTreeMap::new();
-        for name in ["bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"] {
+        for name in [
+            "bos_token",
+            "eos_token",
+            "unk_token",
+            "pad_token",
+            "sep_token",
+            "cls_token",
+            "mask_token",
+        ] {
             if let Some(t) = config.get(name).and_then(token_text) {
                 special_tokens.insert(name.to_string(), t);
             }
@@ -135,10 +143,12 @@ impl Tokenizer {
         // chat_template.json's (as transformers loads them).
         let jinja = dir.join("chat_template.jinja");
         let source = if jinja.is_file() {
-            Some(std::fs::read_to_string(&jinja).map_err(|source| TokenizerError::Io {
-                path: jinja.clone(),
-                source,
-            })?)
+            Some(
+                std::fs::read_to_string(&jinja).map_err(|source| TokenizerError::Io {
+                    path: jinja.clone(),
+                    source,
+                })?,
+            )
         } else if let Some(t) = config.get("chat_template").filter(|v| !v.is_null()) {
             Some(ChatTemplate::select(t, None)?)
         } else if let Some(t) = read_json_file(&dir.join("chat_template.json"))?
@@ -148,16 +158,23 @@ impl Tokenizer {
         } else {
             None
         };
-        let chat_template = source.map(|s| ChatTemplate::new(&s)).transpose()?.map(Arc::new);
+        let chat_template = source
+            .map(|s| ChatTemplate::new(&s))
+            .transpose()?
+            .map(Arc::new);
 
         let mut eos_token_ids = BTreeSet::new();
         if dir.join("config.json").is_file() {
             eos_token_ids.extend(checkpoint::eos_token_ids(dir)?);
         }
-        if let Some(id) = special_tokens.get("eos_token").and_then(|t| inner.token_to_id(t)) {
+        if let Some(id) = special_tokens
+            .get("eos_token")
+            .and_then(|t| inner.token_to_id(t))
+        {
             eos_token_ids.insert(id);
         }
-        let has_thinking = inner.token_to_id("<think>").is_some() && inner.token_to_id("</think>").is_some();
+        let has_thinking =
+            inner.token_to_id("<think>").is_some() && inner.token_to_id("</think>").is_some();
         Ok(Tokenizer {
             inner: Arc::new(inner),
             chat_template,
@@ -181,10 +198,9 @@ impl Tokenizer {
     pub fn add_eos_token(&mut self, token: &str) -> Result<u32> {
         let id = match token.parse::<u32>() {
             Ok(id) => id,
-            Err(_) => self
-                .inner
-                .token_to_id(token)
-                .ok_or_else(|| TokenizerError::Encode(format!("{token:?} is not a token of this tokenizer")))?,
+            Err(_) => self.inner.token_to_id(token).ok_or_else(|| {
+                TokenizerError::Encode(format!("{token:?} is not a token of this tokenizer"))
+            })?,
         };
         self.eos_token_ids.insert(id);
         Ok(id)
@@ -240,26 +256,49 @@ impl Tokenizer {
     /// `add_generation_prompt`, the special tokens (`bos_token`, `eos_token`, ...), `tools` when
     /// given, `enable_thinking` (true when the vocabulary has `<think>` and `</think>`, as the
     /// reference sets it) and `options.extra`.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], options: &ChatOptions) -> Result<String> {
-        let template = self.chat_template.as_ref().ok_or(TokenizerError::NoChatTemplate)?;
-        let messages = serde_json::to_value(messages).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        options: &ChatOptions,
+    ) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_ref()
+            .ok_or(TokenizerError::NoChatTemplate)?;
+        let messages =
+            serde_json::to_value(messages).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         self.render_chat_template(template, messages, options)
     }
 
     /// As [`Tokenizer::apply_chat_template`], with messages as arbitrary JSON (tool calls,
     /// multi-part content, ...).
-    pub fn apply_chat_template_json(&self, messages: &Value, options: &ChatOptions) -> Result<String> {
-        let template = self.chat_template.as_ref().ok_or(TokenizerError::NoChatTemplate)?;
+    pub fn apply_chat_template_json(
+        &self,
+        messages: &Value,
+        options: &ChatOptions,
+    ) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_ref()
+            .ok_or(TokenizerError::NoChatTemplate)?;
         self.render_chat_template(template, messages.clone(), options)
     }
 
-    fn render_chat_template(&self, template: &ChatTemplate, messages: Value, options: &ChatOptions) -> Result<String> {
+    fn render_chat_template(
+        &self,
+        template: &ChatTemplate,
+        messages: Value,
+        options: &ChatOptions,
+    ) -> Result<String> {
         let mut ctx = Map::new();
         for (k, v) in &self.special_tokens {
             ctx.insert(k.clone(), Value::String(v.clone()));
         }
         ctx.insert("messages".into(), messages);
-        ctx.insert("add_generation_prompt".into(), Value::Bool(options.add_generation_prompt));
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::Bool(options.add_generation_prompt),
+        );
         ctx.insert("enable_thinking".into(), Value::Bool(self.has_thinking));
         if let Some(tools) = &options.tools {
             ctx.insert("tools".into(), tools.clone());

@@ -2,7 +2,9 @@
 
 use std::cell::RefCell;
 
-use mlx_models::generate::{generate_tokens, FinishReason, GenerateError, GenerationConfig, TokenStream};
+use mlx_models::generate::{
+    generate_tokens, FinishReason, GenerateError, GenerationConfig, TokenStream,
+};
 use mlx_models::sampling::{log_softmax, LogitsConfig, Sampler, SamplerConfig};
 use mlx_rs::error::Exception;
 use mlx_rs::{Array, Dtype};
@@ -18,12 +20,17 @@ fn peaked(target: u32) -> Vec<f32> {
 
 /// A "model" whose next token is the last input token plus one (mod VOCAB), returning
 /// `[1, n, VOCAB]` logits; it records the inputs it saw.
-fn counting_model(calls: &RefCell<Vec<Vec<u32>>>) -> impl FnMut(&Array) -> Result<Array, Exception> + '_ {
+fn counting_model(
+    calls: &RefCell<Vec<Vec<u32>>>,
+) -> impl FnMut(&Array) -> Result<Array, Exception> + '_ {
     move |tokens: &Array| {
         let ids: Vec<u32> = tokens.as_dtype(Dtype::Uint32)?.as_slice::<u32>().to_vec();
         calls.borrow_mut().push(ids.clone());
         let n = ids.len() as i32;
-        let rows: Vec<f32> = ids.iter().flat_map(|&t| peaked((t + 1) % VOCAB as u32)).collect();
+        let rows: Vec<f32> = ids
+            .iter()
+            .flat_map(|&t| peaked((t + 1) % VOCAB as u32))
+            .collect();
         Ok(Array::from_slice(&rows, &[1, n, VOCAB]))
     }
 }
@@ -69,15 +76,38 @@ fn greedy_stream_with_chunked_prefill() {
     let stats = out[4].stats;
     assert_eq!(stats.prompt_tokens, 6);
     assert_eq!(stats.generation_tokens, 5);
-    assert!(stats.prompt_tps > 0.0 && stats.generation_tps > 0.0, "{stats:?}");
+    assert!(
+        stats.prompt_tps > 0.0 && stats.generation_tps > 0.0,
+        "{stats:?}"
+    );
     assert!(stats.peak_memory_bytes > 0);
-    assert_eq!(out.iter().map(|t| t.stats.generation_tokens).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        out.iter()
+            .map(|t| t.stats.generation_tokens)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
     // Printed like mlx-lm.
     let text = stats.to_string();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], format!("Prompt: 6 tokens, {:.3} tokens-per-sec", stats.prompt_tps));
-    assert_eq!(lines[1], format!("Generation: 5 tokens, {:.3} tokens-per-sec", stats.generation_tps));
-    assert_eq!(lines[2], format!("Peak memory: {:.3} GB", stats.peak_memory_bytes as f64 / 1e9));
+    assert_eq!(
+        lines[0],
+        format!("Prompt: 6 tokens, {:.3} tokens-per-sec", stats.prompt_tps)
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "Generation: 5 tokens, {:.3} tokens-per-sec",
+            stats.generation_tps
+        )
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "Peak memory: {:.3} GB",
+            stats.peak_memory_bytes as f64 / 1e9
+        )
+    );
 }
 
 #[test]
@@ -100,8 +130,12 @@ fn logprobs_of_chosen_tokens() {
     let logits = Array::from_slice(&fixed, &[1, VOCAB]);
     let expected = log_softmax(&logits).unwrap();
     let expected: Vec<f32> = expected.as_slice::<f32>().to_vec();
-    let model = |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&fixed, &[1, VOCAB])) };
-    let out: Vec<_> = generate_tokens(&[1, 2], config(3), model).unwrap().map(Result::unwrap).collect();
+    let model =
+        |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&fixed, &[1, VOCAB])) };
+    let out: Vec<_> = generate_tokens(&[1, 2], config(3), model)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for t in &out {
         assert_eq!(t.token, 7);
         assert!((t.logprob - expected[7]).abs() < 1e-6);
@@ -127,16 +161,26 @@ fn seeded_sampling_is_reproducible_and_matches_the_sampler() {
             sampler: sampler.clone(),
             ..GenerationConfig::default()
         };
-        let model = |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&fixed, &[1, 1, VOCAB])) };
-        generate_tokens(&[0], cfg, model).unwrap().map(|t| t.unwrap().token).collect()
+        let model = |_: &Array| -> Result<Array, Exception> {
+            Ok(Array::from_slice(&fixed, &[1, 1, VOCAB]))
+        };
+        generate_tokens(&[0], cfg, model)
+            .unwrap()
+            .map(|t| t.unwrap().token)
+            .collect()
     };
     let a = run();
     assert_eq!(a, run());
-    assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 1, "{a:?}");
+    assert!(
+        a.iter().collect::<std::collections::HashSet<_>>().len() > 1,
+        "{a:?}"
+    );
     // The stream draws exactly as a sampler over log_softmax(logits) does.
     let mut direct = Sampler::new(sampler.clone()).unwrap();
     let lp = log_softmax(&Array::from_slice(&fixed, &[1, VOCAB])).unwrap();
-    let b: Vec<u32> = (0..24).map(|_| direct.sample(&lp).unwrap().as_slice::<u32>()[0]).collect();
+    let b: Vec<u32> = (0..24)
+        .map(|_| direct.sample(&lp).unwrap().as_slice::<u32>()[0])
+        .collect();
     assert_eq!(a, b);
 }
 
@@ -144,7 +188,15 @@ fn seeded_sampling_is_reproducible_and_matches_the_sampler() {
 fn penalties_see_prompt_and_generated_tokens() {
     // The model prefers token 5, then 6, then 7, ... by small margins; a presence penalty larger
     // than the margins forbids every token seen so far (prompt included).
-    let fixed: Vec<f32> = (0..VOCAB).map(|t| if t >= 5 { 2.0 - (t - 5) as f32 * 0.1 } else { -5.0 }).collect();
+    let fixed: Vec<f32> = (0..VOCAB)
+        .map(|t| {
+            if t >= 5 {
+                2.0 - (t - 5) as f32 * 0.1
+            } else {
+                -5.0
+            }
+        })
+        .collect();
     let cfg = GenerationConfig {
         max_tokens: 4,
         logits: LogitsConfig {
@@ -154,25 +206,43 @@ fn penalties_see_prompt_and_generated_tokens() {
         },
         ..GenerationConfig::default()
     };
-    let model = |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&fixed, &[1, VOCAB])) };
-    let tokens: Vec<u32> = generate_tokens(&[6], cfg, model).unwrap().map(|t| t.unwrap().token).collect();
+    let model =
+        |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&fixed, &[1, VOCAB])) };
+    let tokens: Vec<u32> = generate_tokens(&[6], cfg, model)
+        .unwrap()
+        .map(|t| t.unwrap().token)
+        .collect();
     assert_eq!(tokens, vec![5, 7, 8, 9]);
 }
 
 #[test]
 fn bad_inputs_are_errors() {
-    let model = |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&peaked(1), &[1, VOCAB])) };
-    assert!(matches!(generate_tokens(&[], config(3), model).err(), Some(GenerateError::EmptyPrompt)));
-    assert!(matches!(generate_tokens(&[1], config(0), model).err(), Some(GenerateError::InvalidConfig(_))));
+    let model =
+        |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&peaked(1), &[1, VOCAB])) };
+    assert!(matches!(
+        generate_tokens(&[], config(3), model).err(),
+        Some(GenerateError::EmptyPrompt)
+    ));
+    assert!(matches!(
+        generate_tokens(&[1], config(0), model).err(),
+        Some(GenerateError::InvalidConfig(_))
+    ));
     let mut cfg = config(3);
     cfg.prefill_step_size = 0;
-    assert!(matches!(generate_tokens(&[1], cfg, model).err(), Some(GenerateError::InvalidConfig(_))));
+    assert!(matches!(
+        generate_tokens(&[1], cfg, model).err(),
+        Some(GenerateError::InvalidConfig(_))
+    ));
     let mut cfg = config(3);
     cfg.sampler.temperature = -1.0;
-    assert!(matches!(generate_tokens(&[1], cfg, model).err(), Some(GenerateError::Sampling(_))));
+    assert!(matches!(
+        generate_tokens(&[1], cfg, model).err(),
+        Some(GenerateError::Sampling(_))
+    ));
 
     // Logits of a wrong shape.
-    let wrong = |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&[0f32; 4], &[2, 2])) };
+    let wrong =
+        |_: &Array| -> Result<Array, Exception> { Ok(Array::from_slice(&[0f32; 4], &[2, 2])) };
     let mut s = generate_tokens(&[1], config(3), wrong).unwrap();
     assert!(matches!(s.next(), Some(Err(GenerateError::LogitsShape(_)))));
     assert!(s.next().is_none(), "the stream ends after an error");
@@ -219,7 +289,10 @@ fn prefill_without_a_hook_and_errors_during_prefill() {
                 Ok(())
             }
         });
-    assert!(matches!(s.next(), Some(Err(GenerateError::InvalidConfig(_)))));
+    assert!(matches!(
+        s.next(),
+        Some(Err(GenerateError::InvalidConfig(_)))
+    ));
     assert!(s.next().is_none());
     drop(s);
     assert_eq!(calls.into_inner().len(), 2);

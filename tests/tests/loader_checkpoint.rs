@@ -37,7 +37,10 @@ fn raw_with_header(path: &Path, header: &str, data: &[u8]) {
 }
 
 fn values(a: &Array) -> Vec<f32> {
-    a.as_dtype(Dtype::Float32).unwrap().as_slice::<f32>().to_vec()
+    a.as_dtype(Dtype::Float32)
+        .unwrap()
+        .as_slice::<f32>()
+        .to_vec()
 }
 
 fn folder() -> tempfile::TempDir {
@@ -53,11 +56,34 @@ fn sample(dir: &Path) -> PathBuf {
     write_st(
         &path,
         &[
-            ("a.weight", StDtype::F32, vec![2, 3], f32_bytes(&[1., 2., 3., 4., 5., 6.])),
+            (
+                "a.weight",
+                StDtype::F32,
+                vec![2, 3],
+                f32_bytes(&[1., 2., 3., 4., 5., 6.]),
+            ),
             ("b.bias", StDtype::BF16, vec![3], bf16),
-            ("c.idx", StDtype::I32, vec![2], [7i32, -9].iter().flat_map(|x| x.to_le_bytes()).collect()),
-            ("d.q", StDtype::U32, vec![1, 2], [0xdeadbeefu32, 1].iter().flat_map(|x| x.to_le_bytes()).collect()),
-            ("e.fp8", StDtype::F8_E4M3, vec![4], vec![0x38, 0x40, 0xb8, 0]),
+            (
+                "c.idx",
+                StDtype::I32,
+                vec![2],
+                [7i32, -9].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            (
+                "d.q",
+                StDtype::U32,
+                vec![1, 2],
+                [0xdeadbeefu32, 1]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "e.fp8",
+                StDtype::F8_E4M3,
+                vec![4],
+                vec![0x38, 0x40, 0xb8, 0],
+            ),
         ],
     );
     path
@@ -93,7 +119,13 @@ fn mapped_tensors_outlive_the_rest_and_never_write_the_file() {
     let dir = folder();
     let path = sample(dir.path());
     let before = std::fs::read(&path).unwrap();
-    let mut w = load_weights_with(dir.path(), LoadOptions { strategy: LoadStrategy::Mmap }).unwrap();
+    let mut w = load_weights_with(
+        dir.path(),
+        LoadOptions {
+            strategy: LoadStrategy::Mmap,
+        },
+    )
+    .unwrap();
     // The only reference: MLX may reuse its buffer for the result (donation).
     let a = w.remove("a.weight").unwrap();
     drop(w);
@@ -101,7 +133,11 @@ fn mapped_tensors_outlive_the_rest_and_never_write_the_file() {
     drop(a);
     let c = mlx_rs::ops::multiply(&b, Array::from_f32(2.0)).unwrap();
     assert_eq!(values(&c), vec![4., 6., 8., 10., 12., 14.]);
-    assert_eq!(std::fs::read(&path).unwrap(), before, "the checkpoint file was modified");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the checkpoint file was modified"
+    );
 }
 
 #[test]
@@ -167,7 +203,10 @@ fn index_pointing_to_the_wrong_shard() {
     )
     .unwrap();
     let err = load_weights(dir.path()).unwrap_err();
-    assert!(matches!(&err, CheckpointError::IndexedTensorMissing { tensor, .. } if tensor == "x"), "{err:?}");
+    assert!(
+        matches!(&err, CheckpointError::IndexedTensorMissing { tensor, .. } if tensor == "x"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -175,27 +214,55 @@ fn index_with_path_traversal_or_bad_shape() {
     let dir = folder();
     write_sharded(dir.path());
     let index = dir.path().join("model.safetensors.index.json");
-    std::fs::write(&index, r#"{"weight_map": {"x": "../model-00001-of-00002.safetensors"}}"#).unwrap();
+    std::fs::write(
+        &index,
+        r#"{"weight_map": {"x": "../model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
     let err = load_weights(dir.path()).unwrap_err();
-    assert!(matches!(err, CheckpointError::BadShardName { .. }), "{err:?}");
+    assert!(
+        matches!(err, CheckpointError::BadShardName { .. }),
+        "{err:?}"
+    );
     std::fs::write(&index, r#"{"weight_map": {"x": "/etc/passwd"}}"#).unwrap();
     let err = load_weights(dir.path()).unwrap_err();
-    assert!(matches!(err, CheckpointError::BadShardName { .. }), "{err:?}");
+    assert!(
+        matches!(err, CheckpointError::BadShardName { .. }),
+        "{err:?}"
+    );
     std::fs::write(&index, r#"{"weight_map": [1, 2]}"#).unwrap();
-    assert!(matches!(load_weights(dir.path()).unwrap_err(), CheckpointError::BadIndex { .. }));
+    assert!(matches!(
+        load_weights(dir.path()).unwrap_err(),
+        CheckpointError::BadIndex { .. }
+    ));
     std::fs::write(&index, r#"{"weight_map": {"x": 3}}"#).unwrap();
-    assert!(matches!(load_weights(dir.path()).unwrap_err(), CheckpointError::BadIndex { .. }));
+    assert!(matches!(
+        load_weights(dir.path()).unwrap_err(),
+        CheckpointError::BadIndex { .. }
+    ));
     std::fs::write(&index, "{not json").unwrap();
-    assert!(matches!(load_weights(dir.path()).unwrap_err(), CheckpointError::MalformedJson { .. }));
+    assert!(matches!(
+        load_weights(dir.path()).unwrap_err(),
+        CheckpointError::MalformedJson { .. }
+    ));
 }
 
 #[test]
 fn duplicate_tensor_across_files() {
     let dir = folder();
-    write_st(&dir.path().join("model-a.safetensors"), &[("x", StDtype::F32, vec![1], f32_bytes(&[1.]))]);
-    write_st(&dir.path().join("model-b.safetensors"), &[("x", StDtype::F32, vec![1], f32_bytes(&[2.]))]);
+    write_st(
+        &dir.path().join("model-a.safetensors"),
+        &[("x", StDtype::F32, vec![1], f32_bytes(&[1.]))],
+    );
+    write_st(
+        &dir.path().join("model-b.safetensors"),
+        &[("x", StDtype::F32, vec![1], f32_bytes(&[2.]))],
+    );
     let err = load_weights(dir.path()).unwrap_err();
-    assert!(matches!(&err, CheckpointError::DuplicateTensor { tensor, .. } if tensor == "x"), "{err:?}");
+    assert!(
+        matches!(&err, CheckpointError::DuplicateTensor { tensor, .. } if tensor == "x"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -225,10 +292,19 @@ fn pickle_only_is_refused_and_other_files_are_ignored() {
 fn no_weights_and_not_a_folder() {
     let dir = folder();
     std::fs::write(dir.path().join("config.json"), "{}").unwrap();
-    assert!(matches!(load_weights(dir.path()).unwrap_err(), CheckpointError::NoWeights(_)));
+    assert!(matches!(
+        load_weights(dir.path()).unwrap_err(),
+        CheckpointError::NoWeights(_)
+    ));
     let missing = dir.path().join("nope");
-    assert!(matches!(load_weights(&missing).unwrap_err(), CheckpointError::NotAFolder(_)));
-    assert!(matches!(read_config(&missing).unwrap_err(), CheckpointError::NotAFolder(_)));
+    assert!(matches!(
+        load_weights(&missing).unwrap_err(),
+        CheckpointError::NotAFolder(_)
+    ));
+    assert!(matches!(
+        read_config(&missing).unwrap_err(),
+        CheckpointError::NotAFolder(_)
+    ));
 }
 
 // --- hostile files ---------------------------------------------------------------------------
@@ -248,17 +324,28 @@ fn truncated_files() {
     let bytes = std::fs::read(&good).unwrap();
     let bad = dir.path().join("bad.safetensors");
     std::fs::write(&bad, b"").unwrap();
-    assert!(matches!(load_one(&bad).unwrap_err(), CheckpointError::TooSmall(_)));
+    assert!(matches!(
+        load_one(&bad).unwrap_err(),
+        CheckpointError::TooSmall(_)
+    ));
     std::fs::write(&bad, &bytes[..5]).unwrap();
-    assert!(matches!(load_one(&bad).unwrap_err(), CheckpointError::TooSmall(_)));
+    assert!(matches!(
+        load_one(&bad).unwrap_err(),
+        CheckpointError::TooSmall(_)
+    ));
     // Cut inside the header: the header length now lies.
     std::fs::write(&bad, &bytes[..40]).unwrap();
-    assert!(matches!(load_one(&bad).unwrap_err(), CheckpointError::HeaderLength { .. }));
+    assert!(matches!(
+        load_one(&bad).unwrap_err(),
+        CheckpointError::HeaderLength { .. }
+    ));
     // Cut inside the data.
     std::fs::write(&bad, &bytes[..bytes.len() - 3]).unwrap();
     let err = load_one(&bad).unwrap_err();
     match err {
-        CheckpointError::DataSize { expected, actual, .. } => assert_eq!(expected, actual + 3),
+        CheckpointError::DataSize {
+            expected, actual, ..
+        } => assert_eq!(expected, actual + 3),
         other => panic!("expected DataSize, got {other:?}"),
     }
     // Every possible truncation is an error, never a panic.
@@ -283,22 +370,36 @@ fn header_length_that_lies() {
     }
     // Shorter than the real header: the JSON is cut.
     write_raw(&bad, 10, header, &[0; 4]);
-    assert!(matches!(load_one(&bad).unwrap_err(), CheckpointError::BadHeader { .. }));
+    assert!(matches!(
+        load_one(&bad).unwrap_err(),
+        CheckpointError::BadHeader { .. }
+    ));
 }
 
 #[test]
 fn bad_header_json() {
     let dir = folder();
     let bad = dir.path().join("bad.safetensors");
-    for header in ["{not json", "[1,2,3]", "\"x\"", r#"{"x": {"shape": [1], "data_offsets": [0, 4]}}"#,
+    for header in [
+        "{not json",
+        "[1,2,3]",
+        "\"x\"",
+        r#"{"x": {"shape": [1], "data_offsets": [0, 4]}}"#,
         r#"{"x": {"dtype": "F32", "shape": "big", "data_offsets": [0, 4]}}"#,
-        r#"{"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}"#] {
+        r#"{"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}"#,
+    ] {
         raw_with_header(&bad, header, &[0; 4]);
         let err = load_one(&bad).unwrap_err();
-        assert!(matches!(err, CheckpointError::BadHeader { .. }), "{header}: {err:?}");
+        assert!(
+            matches!(err, CheckpointError::BadHeader { .. }),
+            "{header}: {err:?}"
+        );
     }
     write_raw(&bad, 4, &[0xff, 0xfe, 0xfd, 0xfc], &[]);
-    assert!(matches!(load_one(&bad).unwrap_err(), CheckpointError::BadHeader { .. }));
+    assert!(matches!(
+        load_one(&bad).unwrap_err(),
+        CheckpointError::BadHeader { .. }
+    ));
 }
 
 #[test]
@@ -321,24 +422,56 @@ fn offsets_out_of_range_overlapping_and_mismatched() {
     let dir = folder();
     let bad = dir.path().join("bad.safetensors");
     // Past the end of the data.
-    raw_with_header(&bad, r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, &[0; 8]);
-    assert!(matches!(load_one(&bad).unwrap_err(), CheckpointError::DataSize { expected: 16, actual: 8, .. }));
+    raw_with_header(
+        &bad,
+        r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+        &[0; 8],
+    );
+    assert!(matches!(
+        load_one(&bad).unwrap_err(),
+        CheckpointError::DataSize {
+            expected: 16,
+            actual: 8,
+            ..
+        }
+    ));
     // Start far past the end.
-    raw_with_header(&bad, r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4000000000,4000000004]}}"#, &[0; 8]);
-    assert!(matches!(load_one(&bad).unwrap_err(), CheckpointError::BadOffsets { .. }));
+    raw_with_header(
+        &bad,
+        r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4000000000,4000000004]}}"#,
+        &[0; 8],
+    );
+    assert!(matches!(
+        load_one(&bad).unwrap_err(),
+        CheckpointError::BadOffsets { .. }
+    ));
     // Overlapping tensors.
     raw_with_header(
         &bad,
         r#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
         &[0; 12],
     );
-    assert!(matches!(load_one(&bad).unwrap_err(), CheckpointError::BadOffsets { .. }));
+    assert!(matches!(
+        load_one(&bad).unwrap_err(),
+        CheckpointError::BadOffsets { .. }
+    ));
     // Offsets that disagree with shape x dtype.
-    raw_with_header(&bad, r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8]);
+    raw_with_header(
+        &bad,
+        r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
     let err = load_one(&bad).unwrap_err();
-    assert!(matches!(&err, CheckpointError::BadOffsets { tensor, .. } if tensor == "x"), "{err:?}");
+    assert!(
+        matches!(&err, CheckpointError::BadOffsets { tensor, .. } if tensor == "x"),
+        "{err:?}"
+    );
     // End before start.
-    raw_with_header(&bad, r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#, &[0; 4]);
+    raw_with_header(
+        &bad,
+        r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#,
+        &[0; 4],
+    );
     assert!(load_one(&bad).is_err());
 }
 
@@ -346,11 +479,18 @@ fn offsets_out_of_range_overlapping_and_mismatched() {
 fn shapes_too_large() {
     let dir = folder();
     let bad = dir.path().join("bad.safetensors");
-    for shape in ["[4294967296, 4294967296, 4294967296]", "[3000000000]", "[18446744073709551615]"] {
+    for shape in [
+        "[4294967296, 4294967296, 4294967296]",
+        "[3000000000]",
+        "[18446744073709551615]",
+    ] {
         let header = format!(r#"{{"x":{{"dtype":"F32","shape":{shape},"data_offsets":[0,4]}}}}"#);
         raw_with_header(&bad, &header, &[0; 4]);
         let err = load_one(&bad).unwrap_err();
-        assert!(matches!(err, CheckpointError::ShapeTooLarge { .. }), "{shape}: {err:?}");
+        assert!(
+            matches!(err, CheckpointError::ShapeTooLarge { .. }),
+            "{shape}: {err:?}"
+        );
     }
 }
 
@@ -379,7 +519,10 @@ fn random_header_corruption_never_panics() {
         // Ok or a typed error; any array that loads has the size its header claims.
         if let Ok(w) = load_safetensors(&bad, LoadStrategy::Mmap) {
             for a in w.values() {
-                assert_eq!(a.shape().iter().map(|&d| d as usize).product::<usize>(), a.size());
+                assert_eq!(
+                    a.shape().iter().map(|&d| d as usize).product::<usize>(),
+                    a.size()
+                );
             }
         }
     }
@@ -393,23 +536,40 @@ fn config_missing_malformed_and_not_an_object() {
     let err = read_config(dir.path()).unwrap_err();
     assert!(matches!(err, CheckpointError::ConfigMissing(_)));
     assert!(err.to_string().contains("config.json"));
-    std::fs::write(dir.path().join("config.json"), "{\"model_type\": \"llama\",").unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        "{\"model_type\": \"llama\",",
+    )
+    .unwrap();
     let err = read_config(dir.path()).unwrap_err();
     assert!(matches!(err, CheckpointError::MalformedJson { .. }));
     assert!(err.to_string().contains("line 1"), "{err}");
     std::fs::write(dir.path().join("config.json"), "[1]").unwrap();
-    assert!(matches!(read_config(dir.path()).unwrap_err(), CheckpointError::ConfigNotObject(_)));
+    assert!(matches!(
+        read_config(dir.path()).unwrap_err(),
+        CheckpointError::ConfigNotObject(_)
+    ));
 }
 
 #[test]
 fn generation_config_eos_wins() {
     let dir = folder();
-    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama", "eos_token_id": 2}"#).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "llama", "eos_token_id": 2}"#,
+    )
+    .unwrap();
     assert_eq!(checkpoint::eos_token_ids(dir.path()).unwrap(), vec![2]);
     let gen = dir.path().join("generation_config.json");
     std::fs::write(&gen, r#"{"eos_token_id": [128001, 128008, 128009]}"#).unwrap();
-    assert_eq!(checkpoint::eos_token_ids(dir.path()).unwrap(), vec![128001, 128008, 128009]);
-    assert_eq!(read_config(dir.path()).unwrap()["eos_token_id"], serde_json::json!([128001, 128008, 128009]));
+    assert_eq!(
+        checkpoint::eos_token_ids(dir.path()).unwrap(),
+        vec![128001, 128008, 128009]
+    );
+    assert_eq!(
+        read_config(dir.path()).unwrap()["eos_token_id"],
+        serde_json::json!([128001, 128008, 128009])
+    );
     std::fs::write(&gen, r#"{"eos_token_id": 7}"#).unwrap();
     assert_eq!(checkpoint::eos_token_ids(dir.path()).unwrap(), vec![7]);
     // As in the reference: a falsy value or a malformed file leaves config.json's.
@@ -420,12 +580,21 @@ fn generation_config_eos_wins() {
     // A wrong type is an error naming the file.
     std::fs::write(&gen, r#"{"eos_token_id": "</s>"}"#).unwrap();
     let err = checkpoint::eos_token_ids(dir.path()).unwrap_err();
-    assert!(matches!(&err, CheckpointError::InvalidEosTokenId { path, .. } if path.ends_with("generation_config.json")), "{err:?}");
+    assert!(
+        matches!(&err, CheckpointError::InvalidEosTokenId { path, .. } if path.ends_with("generation_config.json")),
+        "{err:?}"
+    );
     std::fs::remove_file(&gen).unwrap();
     std::fs::write(dir.path().join("config.json"), r#"{"eos_token_id": [-1]}"#).unwrap();
-    assert!(matches!(checkpoint::eos_token_ids(dir.path()).unwrap_err(), CheckpointError::InvalidEosTokenId { .. }));
+    assert!(matches!(
+        checkpoint::eos_token_ids(dir.path()).unwrap_err(),
+        CheckpointError::InvalidEosTokenId { .. }
+    ));
     std::fs::write(dir.path().join("config.json"), r#"{}"#).unwrap();
-    assert_eq!(checkpoint::eos_token_ids(dir.path()).unwrap(), Vec::<u32>::new());
+    assert_eq!(
+        checkpoint::eos_token_ids(dir.path()).unwrap(),
+        Vec::<u32>::new()
+    );
 }
 
 /// Times the load strategies on a ~256 MB checkpoint (run with `--ignored --nocapture`).
@@ -440,7 +609,14 @@ fn measure_load_strategies() {
     let tensors: Vec<(&str, StDtype, Vec<usize>, Vec<u8>)> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| (n.as_str(), StDtype::F32, vec![chunk / 4], data[i * chunk..(i + 1) * chunk].to_vec()))
+        .map(|(i, n)| {
+            (
+                n.as_str(),
+                StDtype::F32,
+                vec![chunk / 4],
+                data[i * chunk..(i + 1) * chunk].to_vec(),
+            )
+        })
         .collect();
     write_st(&dir.path().join("model.safetensors"), &tensors);
     drop(tensors);
@@ -453,9 +629,14 @@ fn measure_load_strategies() {
         let arrays: Vec<&Array> = w.values().collect();
         mlx_rs::transforms::eval(arrays.iter().copied()).unwrap();
         let evald = t.elapsed();
-        let sum: f32 = w.values().map(|a| a.sum(None).unwrap().item_exact::<f32>()).sum();
+        let sum: f32 = w
+            .values()
+            .map(|a| a.sum(None).unwrap().item_exact::<f32>())
+            .sum();
         let total = t.elapsed();
-        println!("{strategy:?}: load {load:?}, load+eval {evald:?}, +first use {total:?} (sum {sum})");
+        println!(
+            "{strategy:?}: load {load:?}, load+eval {evald:?}, +first use {total:?} (sum {sum})"
+        );
     }
 }
 
@@ -482,5 +663,8 @@ fn summary_from_headers() {
     assert_eq!(s.quantized_layers, vec!["layers.0.q".to_string()]);
     // A hostile file is reported, not summarized.
     std::fs::write(dir.path().join("model-bad.safetensors"), [255u8; 16]).unwrap();
-    assert!(matches!(summarize(dir.path()).unwrap_err(), CheckpointError::HeaderLength { .. }));
+    assert!(matches!(
+        summarize(dir.path()).unwrap_err(),
+        CheckpointError::HeaderLength { .. }
+    ));
 }

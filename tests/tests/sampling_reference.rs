@@ -34,7 +34,10 @@ fn load_reference() -> Reference {
 }
 
 fn f32s(a: &Array) -> Vec<f32> {
-    a.as_dtype(Dtype::Float32).unwrap().as_slice::<f32>().to_vec()
+    a.as_dtype(Dtype::Float32)
+        .unwrap()
+        .as_slice::<f32>()
+        .to_vec()
 }
 
 fn assert_close(name: &str, ours: &Array, theirs: &Array) {
@@ -50,22 +53,39 @@ fn assert_close(name: &str, ours: &Array, theirs: &Array) {
 }
 
 fn f(case: &Value, key: &str) -> f32 {
-    case[key].as_f64().unwrap_or_else(|| panic!("{key} in {case}")) as f32
+    case[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} in {case}")) as f32
 }
 
 fn u(case: &Value, key: &str) -> usize {
-    case[key].as_u64().unwrap_or_else(|| panic!("{key} in {case}")) as usize
+    case[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {case}")) as usize
 }
 
 fn sampler_config(case: &Value) -> SamplerConfig {
     let d = SamplerConfig::default();
-    let get = |k: &str, default: f32| case.get(k).and_then(Value::as_f64).map(|v| v as f32).unwrap_or(default);
+    let get = |k: &str, default: f32| {
+        case.get(k)
+            .and_then(Value::as_f64)
+            .map(|v| v as f32)
+            .unwrap_or(default)
+    };
     SamplerConfig {
         temperature: get("temp", d.temperature),
         top_p: get("top_p", d.top_p),
         min_p: get("min_p", d.min_p),
-        min_tokens_to_keep: case.get("min_tokens_to_keep").and_then(Value::as_u64).map(|v| v as usize).unwrap_or(1),
-        top_k: case.get("top_k").and_then(Value::as_u64).map(|v| v as usize).unwrap_or(0),
+        min_tokens_to_keep: case
+            .get("min_tokens_to_keep")
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .unwrap_or(1),
+        top_k: case
+            .get("top_k")
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .unwrap_or(0),
         xtc_probability: get("xtc_probability", d.xtc_probability),
         xtc_threshold: get("xtc_threshold", d.xtc_threshold),
         xtc_special_tokens: case
@@ -80,7 +100,12 @@ fn sampler_config(case: &Value) -> SamplerConfig {
 fn logits_config(case: &Value) -> LogitsConfig {
     let d = LogitsConfig::default();
     let opt = |k: &str| case.get(k).and_then(Value::as_f64).map(|v| v as f32);
-    let size = |k: &str, default: usize| case.get(k).and_then(Value::as_u64).map(|v| v as usize).unwrap_or(default);
+    let size = |k: &str, default: usize| {
+        case.get(k)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .unwrap_or(default)
+    };
     let mut logit_bias = BTreeMap::new();
     if let Some(b) = case.get("logit_bias").and_then(Value::as_object) {
         for (k, v) in b {
@@ -101,8 +126,16 @@ fn logits_config(case: &Value) -> LogitsConfig {
 #[test]
 fn every_reference_case_matches() {
     let r = load_reference();
-    assert!(r.cases.len() > 100, "expected the full case list, got {}", r.cases.len());
-    let history: Vec<u32> = r.arrays["history"].as_slice::<i32>().iter().map(|&t| t as u32).collect();
+    assert!(
+        r.cases.len() > 100,
+        "expected the full case list, got {}",
+        r.cases.len()
+    );
+    let history: Vec<u32> = r.arrays["history"]
+        .as_slice::<i32>()
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for case in &r.cases {
         let kind = case["kind"].as_str().unwrap();
@@ -111,13 +144,21 @@ fn every_reference_case_matches() {
         let expected = &r.arrays[name];
         *counts.entry(kind.to_string()).or_default() += 1;
         match kind {
-            "top_p" => assert_close(name, &apply_top_p(input, f(case, "top_p")).unwrap(), expected),
+            "top_p" => assert_close(
+                name,
+                &apply_top_p(input, f(case, "top_p")).unwrap(),
+                expected,
+            ),
             "min_p" => assert_close(
                 name,
                 &apply_min_p(input, f(case, "min_p"), u(case, "min_tokens_to_keep")).unwrap(),
                 expected,
             ),
-            "top_k" => assert_close(name, &apply_top_k(input, u(case, "top_k")).unwrap(), expected),
+            "top_k" => assert_close(
+                name,
+                &apply_top_k(input, u(case, "top_k")).unwrap(),
+                expected,
+            ),
             "xtc" => {
                 let special: Vec<u32> = case["xtc_special_tokens"]
                     .as_array()
@@ -127,14 +168,25 @@ fn every_reference_case_matches() {
                     .collect();
                 // Probability 1: any draw in [0, 1) applies it.
                 for draw in [0.0f32, 0.999] {
-                    let out = apply_xtc(input, &Array::from_f32(draw), 1.0, f(case, "xtc_threshold"), &special).unwrap();
+                    let out = apply_xtc(
+                        input,
+                        &Array::from_f32(draw),
+                        1.0,
+                        f(case, "xtc_threshold"),
+                        &special,
+                    )
+                    .unwrap();
                     assert_close(name, &out, expected);
                 }
             }
             "greedy" => {
                 let ours = greedy(input).unwrap();
                 let ours: Vec<u32> = ours.as_slice::<u32>().to_vec();
-                let theirs: Vec<u32> = expected.as_slice::<i32>().iter().map(|&t| t as u32).collect();
+                let theirs: Vec<u32> = expected
+                    .as_slice::<i32>()
+                    .iter()
+                    .map(|&t| t as u32)
+                    .collect();
                 assert_eq!(ours, theirs, "{name}");
             }
             "sample" => {
@@ -143,8 +195,15 @@ fn every_reference_case_matches() {
                 let ours: Vec<u32> = (0..steps)
                     .map(|_| sampler.sample(input).unwrap().as_slice::<u32>()[0])
                     .collect();
-                let theirs: Vec<u32> = expected.as_slice::<i32>().iter().map(|&t| t as u32).collect();
-                assert_eq!(ours, theirs, "{name}: seeded tokens differ from the reference ({case})");
+                let theirs: Vec<u32> = expected
+                    .as_slice::<i32>()
+                    .iter()
+                    .map(|&t| t as u32)
+                    .collect();
+                assert_eq!(
+                    ours, theirs,
+                    "{name}: seeded tokens differ from the reference ({case})"
+                );
             }
             "processors" => {
                 let cfg = logits_config(case);
@@ -155,8 +214,19 @@ fn every_reference_case_matches() {
             other => panic!("unknown case kind {other}"),
         }
     }
-    for kind in ["top_p", "min_p", "top_k", "xtc", "greedy", "sample", "processors"] {
-        assert!(counts.get(kind).copied().unwrap_or(0) > 0, "no {kind} case ran");
+    for kind in [
+        "top_p",
+        "min_p",
+        "top_k",
+        "xtc",
+        "greedy",
+        "sample",
+        "processors",
+    ] {
+        assert!(
+            counts.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} case ran"
+        );
     }
 }
 

@@ -13,9 +13,16 @@ use tokenizers::AddedToken;
 fn write_tokenizer(dir: &Path, extra_tokens: &[&str]) {
     let mut vocab = std::collections::HashMap::new();
     vocab.insert("<unk>".to_string(), 0u32);
-    let model = WordLevel::builder().vocab(vocab.into_iter().collect()).unk_token("<unk>".into()).build().unwrap();
+    let model = WordLevel::builder()
+        .vocab(vocab.into_iter().collect())
+        .unk_token("<unk>".into())
+        .build()
+        .unwrap();
     let mut tok = tokenizers::Tokenizer::new(model);
-    let mut specials: Vec<AddedToken> = ["<s>", "</s>"].iter().map(|t| AddedToken::from(*t, true)).collect();
+    let mut specials: Vec<AddedToken> = ["<s>", "</s>"]
+        .iter()
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
     specials.extend(extra_tokens.iter().map(|t| AddedToken::from(*t, true)));
     tok.add_special_tokens(&specials);
     tok.save(dir.join("tokenizer.json"), false).unwrap();
@@ -58,7 +65,9 @@ fn llama3_template_from_tokenizer_config() {
          <|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>\
          <|start_header_id|>assistant<|end_header_id|>\n\n"
     );
-    let no_gen = tok.apply_chat_template(&conversation(), &ChatOptions::default()).unwrap();
+    let no_gen = tok
+        .apply_chat_template(&conversation(), &ChatOptions::default())
+        .unwrap();
     assert!(out.starts_with(&no_gen) && !no_gen.ends_with("assistant<|end_header_id|>\n\n"));
 }
 
@@ -77,15 +86,29 @@ fn named_templates_and_jinja_file() {
         tok.apply_chat_template(&msgs, &gen()).unwrap(),
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
-    assert_eq!(ChatTemplate::select(&cfg["chat_template"], Some("tool_use")).unwrap(), "TOOLS");
+    assert_eq!(
+        ChatTemplate::select(&cfg["chat_template"], Some("tool_use")).unwrap(),
+        "TOOLS"
+    );
     assert!(matches!(
         ChatTemplate::select(&cfg["chat_template"], Some("nope")),
         Err(TemplateError::NoSuchTemplate { .. })
     ));
-    assert!(matches!(ChatTemplate::select(&json!(3), None), Err(TemplateError::BadShape)));
+    assert!(matches!(
+        ChatTemplate::select(&json!(3), None),
+        Err(TemplateError::BadShape)
+    ));
     // chat_template.jinja wins over tokenizer_config.json.
-    std::fs::write(dir.path().join("chat_template.jinja"), "{{ bos_token }}J:{{ messages[0].content }}").unwrap();
-    std::fs::write(dir.path().join("tokenizer_config.json"), json!({"bos_token": "<s>", "chat_template": CHATML}).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{{ bos_token }}J:{{ messages[0].content }}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        json!({"bos_token": "<s>", "chat_template": CHATML}).to_string(),
+    )
+    .unwrap();
     let tok = Tokenizer::from_dir(dir.path()).unwrap();
     assert_eq!(tok.apply_chat_template(&msgs, &gen()).unwrap(), "<s>J:Hi");
 }
@@ -97,7 +120,8 @@ fn no_template_is_an_error() {
     let tok = Tokenizer::from_dir(dir.path()).unwrap();
     assert!(!tok.has_chat_template());
     assert!(matches!(
-        tok.apply_chat_template(&conversation(), &gen()).unwrap_err(),
+        tok.apply_chat_template(&conversation(), &gen())
+            .unwrap_err(),
         TokenizerError::NoChatTemplate
     ));
 }
@@ -122,19 +146,37 @@ fn python_compatibility() {
 #[test]
 fn raise_exception_surfaces_the_message() {
     let src = "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation roles must alternate user/assistant') }}{% endif %}ok";
-    let err = render(src, json!({"messages": [{"role": "assistant", "content": "x"}]})).unwrap_err();
+    let err = render(
+        src,
+        json!({"messages": [{"role": "assistant", "content": "x"}]}),
+    )
+    .unwrap_err();
     assert!(matches!(err, TemplateError::Render(_)));
-    assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
-    assert_eq!(render(src, json!({"messages": [{"role": "user", "content": "x"}]})).unwrap(), "ok");
+    assert!(
+        err.to_string()
+            .contains("Conversation roles must alternate"),
+        "{err}"
+    );
+    assert_eq!(
+        render(src, json!({"messages": [{"role": "user", "content": "x"}]})).unwrap(),
+        "ok"
+    );
 }
 
 #[test]
 fn strftime_now() {
-    let out = render("{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%d %b %Y') }}", json!({})).unwrap();
+    let out = render(
+        "{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%d %b %Y') }}",
+        json!({}),
+    )
+    .unwrap();
     let (iso, human) = out.split_once('|').unwrap();
     let parts: Vec<&str> = iso.split('-').collect();
     assert_eq!(parts.len(), 3, "{out}");
-    assert!(parts[0].len() == 4 && parts[0].parse::<u32>().unwrap() >= 2024, "{out}");
+    assert!(
+        parts[0].len() == 4 && parts[0].parse::<u32>().unwrap() >= 2024,
+        "{out}"
+    );
     assert!(human.ends_with(parts[0]), "{out}");
 }
 
@@ -148,10 +190,17 @@ fn tojson_like_python_json_dumps() {
         out,
         r#"[{"function": {"description": "Météo <now> & \"quoted\"", "name": "get_weather", "parameters": {"empty": {}, "k": 2, "n": 1.5, "none": null, "required": ["city"], "type": "object"}}, "type": "function"}]"#
     );
-    let out = render("{{ x | tojson(indent=2) }}", json!({"x": {"a": [1, 2], "b": {}}})).unwrap();
+    let out = render(
+        "{{ x | tojson(indent=2) }}",
+        json!({"x": {"a": [1, 2], "b": {}}}),
+    )
+    .unwrap();
     assert_eq!(out, "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": {}\n}");
     // Markup is not escaped anywhere (the output is a prompt, not HTML).
-    assert_eq!(render("{{ '<b>' }}{{ x }}", json!({"x": "&"})).unwrap(), "<b>&");
+    assert_eq!(
+        render("{{ '<b>' }}{{ x }}", json!({"x": "&"})).unwrap(),
+        "<b>&"
+    );
 }
 
 #[test]
@@ -159,25 +208,42 @@ fn tools_extra_variables_and_thinking() {
     let dir = tempfile::tempdir().unwrap();
     write_tokenizer(dir.path(), &["<think>", "</think>"]);
     let src = "{% if tools %}T{{ tools | length }};{% endif %}{{ enable_thinking }};{{ eos_token }};{{ custom | default('none') }}";
-    std::fs::write(dir.path().join("tokenizer_config.json"), json!({"eos_token": "</s>", "chat_template": src}).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        json!({"eos_token": "</s>", "chat_template": src}).to_string(),
+    )
+    .unwrap();
     let tok = Tokenizer::from_dir(dir.path()).unwrap();
     let msgs = vec![ChatMessage::new("user", "x")];
-    assert_eq!(tok.apply_chat_template(&msgs, &gen()).unwrap(), "True;</s>;none");
+    assert_eq!(
+        tok.apply_chat_template(&msgs, &gen()).unwrap(),
+        "True;</s>;none"
+    );
     let mut opts = gen();
     opts.tools = Some(json!([{"name": "a"}, {"name": "b"}]));
     opts.extra.insert("enable_thinking".into(), json!(false));
     opts.extra.insert("custom".into(), json!("yes"));
-    assert_eq!(tok.apply_chat_template(&msgs, &opts).unwrap(), "T2;False;</s>;yes");
+    assert_eq!(
+        tok.apply_chat_template(&msgs, &opts).unwrap(),
+        "T2;False;</s>;yes"
+    );
     // Messages as free-form JSON.
     let msgs = json!([{"role": "user", "content": "x", "tool_calls": [{"name": "a"}]}]);
-    assert_eq!(tok.apply_chat_template_json(&msgs, &gen()).unwrap(), "True;</s>;none");
+    assert_eq!(
+        tok.apply_chat_template_json(&msgs, &gen()).unwrap(),
+        "True;</s>;none"
+    );
 }
 
 #[test]
 fn prompt_encoding_skips_a_second_bos() {
     let dir = tempfile::tempdir().unwrap();
     write_tokenizer(dir.path(), &[]);
-    std::fs::write(dir.path().join("tokenizer_config.json"), json!({"bos_token": "<s>"}).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        json!({"bos_token": "<s>"}).to_string(),
+    )
+    .unwrap();
     let tok = Tokenizer::from_dir(dir.path()).unwrap();
     let bos = tok.inner().token_to_id("<s>").unwrap();
     let ids = tok.encode_prompt("<s>").unwrap();
@@ -186,9 +252,16 @@ fn prompt_encoding_skips_a_second_bos() {
 
 #[test]
 fn syntax_errors_and_runaway_templates() {
-    assert!(matches!(ChatTemplate::new("{% for %}"), Err(TemplateError::Syntax(_))));
+    assert!(matches!(
+        ChatTemplate::new("{% for %}"),
+        Err(TemplateError::Syntax(_))
+    ));
     // A template that would run (practically) forever is stopped.
-    let err = render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", json!({})).unwrap_err();
+    let err = render(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        json!({}),
+    )
+    .unwrap_err();
     assert!(matches!(err, TemplateError::Render(_)), "{err:?}");
 }
 
@@ -299,7 +372,12 @@ fn rendering_matches_transformers() {
         (GEMMA, &alternating, None, true),
         (GEMMA, &plain, None, true),
         (FEATURES, &tool_conversation(), Some(tools()), true),
-        (FEATURES, &plain, Some(json!([{"a": [1, {"b": null}], "s": "é"}])), false),
+        (
+            FEATURES,
+            &plain,
+            Some(json!([{"a": [1, {"b": null}], "s": "é"}])),
+            false,
+        ),
     ] {
         cases.push(json!({"template": template, "messages": messages, "tools": tools, "add_generation_prompt": gen, "kwargs": specials}));
     }
@@ -309,12 +387,21 @@ fn rendering_matches_transformers() {
     for (case, want) in cases.iter().zip(&expected) {
         let mut ctx = case["kwargs"].as_object().unwrap().clone();
         ctx.insert("messages".into(), case["messages"].clone());
-        ctx.insert("add_generation_prompt".into(), case["add_generation_prompt"].clone());
+        ctx.insert(
+            "add_generation_prompt".into(),
+            case["add_generation_prompt"].clone(),
+        );
         if !case["tools"].is_null() {
             ctx.insert("tools".into(), case["tools"].clone());
         }
-        let ours = ChatTemplate::new(case["template"].as_str().unwrap()).unwrap().render(&serde_json::Value::Object(ctx));
-        match (&ours, want.get("ok").and_then(|v| v.as_str()), want.get("error").and_then(|v| v.as_str())) {
+        let ours = ChatTemplate::new(case["template"].as_str().unwrap())
+            .unwrap()
+            .render(&serde_json::Value::Object(ctx));
+        match (
+            &ours,
+            want.get("ok").and_then(|v| v.as_str()),
+            want.get("error").and_then(|v| v.as_str()),
+        ) {
             (Ok(text), Some(reference), _) => {
                 assert_eq!(text, reference, "template:\n{}", case["template"]);
                 compared += 1;
@@ -324,7 +411,10 @@ fn rendering_matches_transformers() {
                 assert!(e.to_string().contains(reference), "{e} vs {reference}");
                 errors += 1;
             }
-            (ours, _, _) => panic!("ours {ours:?} vs transformers {want}\ntemplate:\n{}", case["template"]),
+            (ours, _, _) => panic!(
+                "ours {ours:?} vs transformers {want}\ntemplate:\n{}",
+                case["template"]
+            ),
         }
     }
     assert_eq!((compared, errors), (8, 2));

@@ -17,7 +17,9 @@ use tokenizers::AddedToken;
 
 /// The byte-level alphabet character of a byte (GPT-2's mapping).
 fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u8| {
+        (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     if printable(b) {
         return b as char;
     }
@@ -62,7 +64,10 @@ fn write_byte_level(dir: &Path) -> tokenizers::Tokenizer {
         vocab.insert(format!("{a}{b}"), id);
         merges.push((a, b));
     }
-    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().unwrap();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .unwrap();
     let mut tok = tokenizers::Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
     tok.with_decoder(Some(ByteLevel::default()));
@@ -86,7 +91,10 @@ fn write_spm(dir: &Path) -> tokenizers::Tokenizer {
         let id = vocab.len() as u32;
         vocab.insert(t.to_string(), id);
     }
-    let merges = vec![("▁".to_string(), "h".to_string()), ("l".to_string(), "l".to_string())];
+    let merges = vec![
+        ("▁".to_string(), "h".to_string()),
+        ("l".to_string(), "l".to_string()),
+    ];
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .unk_token("<unk>".into())
@@ -112,10 +120,16 @@ fn check_stream(tok: &Tokenizer, ids: &[u32], expected: &str) {
     let mut pieces = Vec::new();
     for &id in ids {
         let piece = d.add_token(id).unwrap();
-        assert!(!piece.contains('\u{FFFD}'), "broken UTF-8 emitted: {piece:?} after token {id}");
+        assert!(
+            !piece.contains('\u{FFFD}'),
+            "broken UTF-8 emitted: {piece:?} after token {id}"
+        );
         pieces.push(piece);
     }
-    assert!(pieces.iter().any(|p| p.is_empty()), "expected some held-back tokens");
+    assert!(
+        pieces.iter().any(|p| p.is_empty()),
+        "expected some held-back tokens"
+    );
     pieces.push(d.finalize().unwrap());
     let joined: String = pieces.concat();
     assert_eq!(joined, expected);
@@ -151,9 +165,21 @@ fn spm_byte_fallback_stream() {
     let byte = |b: u8| id(&format!("<0x{b:02X}>"));
     // "▁hello▁wörld▁世" with ö and 世 as byte-fallback tokens.
     let ids = vec![
-        id("▁h"), byte(b'e'), id("ll"), id("o"),
-        id("▁"), id("w"), byte(0xC3), byte(0xB6), id("r"), id("l"), id("d"),
-        id("▁"), byte(0xE4), byte(0xB8), byte(0x96),
+        id("▁h"),
+        byte(b'e'),
+        id("ll"),
+        id("o"),
+        id("▁"),
+        id("w"),
+        byte(0xC3),
+        byte(0xB6),
+        id("r"),
+        id("l"),
+        id("d"),
+        id("▁"),
+        byte(0xE4),
+        byte(0xB8),
+        byte(0x96),
     ];
     // The first token's leading space is stripped, as the reference's SPM detokenizer does.
     check_stream(&tok, &ids, "hello wörld 世");
@@ -170,7 +196,10 @@ fn truncated_character_at_the_end_is_flushed_by_finalize() {
     let streamed: String = ids.iter().map(|&t| d.add_token(t).unwrap()).collect();
     assert_eq!(streamed, "ok");
     let rest = d.finalize().unwrap();
-    assert_eq!(format!("{streamed}{rest}"), tok.decode(&ids, false).unwrap());
+    assert_eq!(
+        format!("{streamed}{rest}"),
+        tok.decode(&ids, false).unwrap()
+    );
     d.reset();
     assert_eq!(d.text(), "");
     assert!(d.tokens().is_empty());
@@ -199,7 +228,11 @@ fn eos_ids_from_configs_and_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     let raw = write_byte_level(dir.path());
     let eot = raw.token_to_id("<|eot|>").unwrap();
-    std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"eos_token": {"content": "<|eot|>", "special": true}, "bos_token": null}"#).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"eos_token": {"content": "<|eot|>", "special": true}, "bos_token": null}"#,
+    )
+    .unwrap();
     std::fs::write(dir.path().join("config.json"), r#"{"eos_token_id": 2}"#).unwrap();
     let tok = Tokenizer::from_dir(dir.path()).unwrap();
     assert_eq!(tok.eos_token_ids().iter().copied().collect::<Vec<_>>(), {
@@ -208,11 +241,18 @@ fn eos_ids_from_configs_and_tokenizer() {
         v
     });
     // generation_config.json wins over config.json; the tokenizer's eos_token is always added.
-    std::fs::write(dir.path().join("generation_config.json"), r#"{"eos_token_id": [5, 6]}"#).unwrap();
+    std::fs::write(
+        dir.path().join("generation_config.json"),
+        r#"{"eos_token_id": [5, 6]}"#,
+    )
+    .unwrap();
     let mut tok = Tokenizer::from_dir(dir.path()).unwrap();
     let mut expected = vec![5, 6, eot];
     expected.sort();
-    assert_eq!(tok.eos_token_ids().iter().copied().collect::<Vec<_>>(), expected);
+    assert_eq!(
+        tok.eos_token_ids().iter().copied().collect::<Vec<_>>(),
+        expected
+    );
     assert_eq!(tok.add_eos_token("9").unwrap(), 9);
     assert!(tok.eos_token_ids().contains(&9));
     assert!(tok.add_eos_token("<|nope|>").is_err());
@@ -221,13 +261,26 @@ fn eos_ids_from_configs_and_tokenizer() {
 #[test]
 fn missing_or_broken_tokenizer_files() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(Tokenizer::from_dir(dir.path()).unwrap_err(), TokenizerError::Missing(_)));
+    assert!(matches!(
+        Tokenizer::from_dir(dir.path()).unwrap_err(),
+        TokenizerError::Missing(_)
+    ));
     std::fs::write(dir.path().join("tokenizer.json"), "{\"model\": ").unwrap();
-    assert!(matches!(Tokenizer::from_dir(dir.path()).unwrap_err(), TokenizerError::Load { .. }));
+    assert!(matches!(
+        Tokenizer::from_dir(dir.path()).unwrap_err(),
+        TokenizerError::Load { .. }
+    ));
     write_byte_level(dir.path());
     std::fs::write(dir.path().join("tokenizer_config.json"), "{").unwrap();
-    assert!(matches!(Tokenizer::from_dir(dir.path()).unwrap_err(), TokenizerError::Config { .. }));
-    std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"chat_template": "{% if %}"}"#).unwrap();
+    assert!(matches!(
+        Tokenizer::from_dir(dir.path()).unwrap_err(),
+        TokenizerError::Config { .. }
+    ));
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"chat_template": "{% if %}"}"#,
+    )
+    .unwrap();
     let err = Tokenizer::from_dir(dir.path()).unwrap_err();
     assert!(matches!(err, TokenizerError::Template(_)), "{err:?}");
 }
