@@ -207,10 +207,62 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&text).map_err(|source| CheckpointError::MalformedJson {
-        path: path.to_path_buf(),
-        source,
-    })
+    match serde_json::from_slice(&text) {
+        Ok(v) => Ok(v),
+        Err(source) => {
+            // Python's json module writes non-finite floats as bare `NaN` / `Infinity`; read
+            // them as transformers' tagged floats (`{"__float__": "Infinity"}`), which the
+            // config parser understands. Anything else is reported as it was.
+            let retry = std::str::from_utf8(&text)
+                .ok()
+                .and_then(tag_bare_non_finite)
+                .and_then(|t| serde_json::from_str(&t).ok());
+            retry.ok_or_else(|| CheckpointError::MalformedJson {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+}
+
+/// Replaces bare `NaN`, `Infinity` and `-Infinity` outside strings by tagged floats; `None`
+/// when there is none.
+pub fn tag_bare_non_finite(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut changed = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else {
+            let tagged = [
+                ("-Infinity", "-Infinity"),
+                ("Infinity", "Infinity"),
+                ("NaN", "NaN"),
+            ]
+            .into_iter()
+            .find(|(bare, _)| rest.starts_with(bare));
+            if let Some((bare, tag)) = tagged {
+                out.push_str(&format!("{{\"__float__\": \"{tag}\"}}"));
+                rest = &rest[bare.len()..];
+                changed = true;
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    changed.then_some(out)
 }
 
 /// Reads `config.json` of a checkpoint folder, as the raw JSON object.

@@ -668,3 +668,28 @@ fn summary_from_headers() {
         CheckpointError::HeaderLength { .. }
     ));
 }
+
+#[test]
+fn bare_non_finite_floats_in_config() {
+    // Python's json.dump writes these; they are read as transformers' tagged floats.
+    let dir = folder();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"a": Infinity, "b": [-Infinity, NaN], "s": "NaN and Infinity stay \"text\"", "eos_token_id": 1}"#,
+    )
+    .unwrap();
+    let c = read_config(dir.path()).unwrap();
+    assert_eq!(c["a"], serde_json::json!({"__float__": "Infinity"}));
+    assert_eq!(
+        c["b"],
+        serde_json::json!([{"__float__": "-Infinity"}, {"__float__": "NaN"}])
+    );
+    assert_eq!(c["s"], serde_json::json!("NaN and Infinity stay \"text\""));
+    assert_eq!(checkpoint::tag_bare_non_finite(r#"{"x": 1}"#), None);
+    // Other damage is still an error.
+    std::fs::write(dir.path().join("config.json"), r#"{"a": Inf}"#).unwrap();
+    assert!(matches!(
+        read_config(dir.path()).unwrap_err(),
+        CheckpointError::MalformedJson { .. }
+    ));
+}
