@@ -70,6 +70,14 @@ pub enum LoadError {
     /// The config names no registered architecture, or does not parse into its args.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// No architecture is registered under the config's `model_type`.
+    #[error("{source} (supported: {})", supported.join(", "))]
+    UnknownModelType {
+        /// What the registry said (with the closest name, if any).
+        source: registry::RegistryError,
+        /// Every registered name.
+        supported: Vec<&'static str>,
+    },
     /// Sanitize failed on the checkpoint's tensors.
     #[error(transparent)]
     Sanitize(#[from] SanitizeError),
@@ -181,7 +189,14 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<LoadedModel, Loa
 /// Loads the checkpoint in `dir`.
 pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadError> {
     let config = Value::Object(checkpoint::read_config(dir)?);
-    let built = registry::build(&config)?;
+    let built = registry::build(&config).map_err(|e| match e {
+        BuildError::Registry(source @ registry::RegistryError::Unknown { .. }) => {
+            let mut supported: Vec<&'static str> = registry::entries().iter().flat_map(|e| e.names()).collect();
+            supported.sort_unstable();
+            LoadError::UnknownModelType { source, supported }
+        }
+        other => LoadError::Build(other),
+    })?;
     let mut model = built.model;
 
     let weights = checkpoint::load_weights(dir)?;

@@ -1,11 +1,326 @@
-//! `mlx-models`: until the generation CLI lands, runs a real MLX computation and prints it.
-use mlx_rs::{ops, Array};
+//! `mlx-models`: generate text with any registered architecture, list them, inspect a
+//! checkpoint. Every failure ends with a one-line error and exit status 1.
 
-fn main() -> Result<(), mlx_rs::error::Exception> {
-    let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
-    let b = Array::from_slice(&[5.0f32, 6.0, 7.0, 8.0], &[2, 2]);
-    let c = ops::matmul(&a, &b)?;
-    c.eval()?;
-    println!("[[1, 2], [3, 4]] @ [[5, 6], [7, 8]] = {:?}", c.as_slice::<f32>());
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mlx_models::cache::Cache;
+use mlx_models::chat_template::ChatMessage;
+use mlx_models::generate::{GenerationConfig, GenerationStats, TokenStream};
+use mlx_models::hub::{self, HubOptions};
+use mlx_models::load::{load_with, LoadOptions, LoadedModel};
+use mlx_models::registry;
+use mlx_models::sampling::{LogitsConfig, SamplerConfig};
+use mlx_models::tokenizer::{ChatOptions, Tokenizer};
+use mlx_rs::{Array, Dtype};
+use serde_json::json;
+
+type CliResult<T> = Result<T, String>;
+
+#[derive(Parser)]
+#[command(name = "mlx-models", version, about = "Large language models on MLX")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a continuation of a prompt.
+    Generate(GenerateArgs),
+    /// List the registered architectures and their aliases.
+    List,
+    /// Describe a checkpoint: type, parameters, dtype, quantization, layers, unknown config keys.
+    Inspect(SourceArgs),
+}
+
+#[derive(Args)]
+struct SourceArgs {
+    /// A checkpoint folder or a Hugging Face repo id (`org/name`, optionally `@revision`).
+    #[arg(long = "model", short = 'm', value_name = "SRC")]
+    model: String,
+    /// A branch, tag or commit of the repo.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Only use the local Hugging Face cache (also `HF_HUB_OFFLINE=1`).
+    #[arg(long)]
+    offline: bool,
+    /// Cast floating-point weights: float32, float16 or bfloat16 (default: as stored).
+    #[arg(long, value_parser = parse_dtype)]
+    dtype: Option<Dtype>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The prompt text.
+    #[arg(long, short = 'p', conflicts_with = "prompt_tokens")]
+    prompt: Option<String>,
+    /// The prompt as token ids (`3,17,42`); needs no tokenizer.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    prompt_tokens: Option<Vec<u32>>,
+    /// A system message for the chat template.
+    #[arg(long)]
+    system: Option<String>,
+    /// Feed the prompt as is, without the chat template.
+    #[arg(long)]
+    no_chat_template: bool,
+    /// The most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, alias = "temperature", default_value_t = 0.0)]
+    temp: f32,
+    /// Nucleus sampling threshold (0 or 1: off).
+    #[arg(long, default_value_t = 0.0)]
+    top_p: f32,
+    /// Keep only the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Min-p sampling threshold (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// XTC probability (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    xtc_probability: f32,
+    /// XTC threshold.
+    #[arg(long, default_value_t = 0.1)]
+    xtc_threshold: f32,
+    /// Repetition penalty (off when absent).
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    /// Presence penalty (off when absent).
+    #[arg(long)]
+    presence_penalty: Option<f32>,
+    /// Frequency penalty (off when absent).
+    #[arg(long)]
+    frequency_penalty: Option<f32>,
+    /// Logit bias as `id:bias` pairs, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_bias)]
+    logit_bias: Vec<(u32, f32)>,
+    /// Random seed of the sampler.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Prompt tokens per model call while processing the prompt.
+    #[arg(long, default_value_t = 2048)]
+    prefill_step_size: usize,
+    /// Output: streamed text, or one JSON object with the token ids and log-probabilities.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+fn parse_dtype(s: &str) -> Result<Dtype, String> {
+    match s {
+        "float32" | "f32" => Ok(Dtype::Float32),
+        "float16" | "f16" => Ok(Dtype::Float16),
+        "bfloat16" | "bf16" => Ok(Dtype::Bfloat16),
+        _ => Err(format!("unknown dtype `{s}` (float32, float16 or bfloat16)")),
+    }
+}
+
+fn parse_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = s.split_once(':').ok_or_else(|| format!("`{s}` is not `id:bias`"))?;
+    let id = id.trim().parse().map_err(|_| format!("`{id}` is not a token id"))?;
+    let bias = bias.trim().parse().map_err(|_| format!("`{bias}` is not a number"))?;
+    Ok((id, bias))
+}
+
+fn hub_options(source: &SourceArgs) -> HubOptions {
+    HubOptions {
+        revision: source.revision.clone(),
+        offline: source.offline || hub::offline_from_env(|k| std::env::var(k).ok()),
+        progress: true,
+        ..Default::default()
+    }
+}
+
+fn load(source: &SourceArgs) -> CliResult<LoadedModel> {
+    let options = LoadOptions { dtype: source.dtype, hub: hub_options(source) };
+    load_with(&source.model, &options).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::List => {
+            list();
+            Ok(())
+        }
+        Command::Inspect(args) => inspect(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            // One line: the first line of the message, the rest indented below it.
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn list() {
+    mlx_models_zoo::link();
+    let mut entries = registry::entries();
+    entries.sort_by_key(|e| e.model_type);
+    for entry in entries {
+        if entry.aliases.is_empty() {
+            println!("{}", entry.model_type);
+        } else {
+            println!("{} (aliases: {})", entry.model_type, entry.aliases.join(", "));
+        }
+    }
+}
+
+fn inspect(args: SourceArgs) -> CliResult<()> {
+    mlx_models_zoo::link();
+    let loaded = load(&args)?;
+    let params = loaded.model.parameters().flatten();
+    let count: usize = params.values().map(|a| a.size()).sum();
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    for a in params.values() {
+        *dtypes.entry(format!("{:?}", a.dtype())).or_default() += a.size();
+    }
+    println!("folder:       {}", loaded.dir.display());
+    println!("model type:   {} (config: {})", loaded.model.model_type(), loaded.config["model_type"]);
+    println!("layers:       {}", loaded.model.num_layers());
+    println!("parameters:   {count} ({:.1}M)", count as f64 / 1e6);
+    println!("dtypes:       {dtypes:?}");
+    let quant = loaded.config.get("quantization").or_else(|| loaded.config.get("quantization_config"));
+    println!("quantization: {}", quant.map_or("none".to_string(), |q| q.to_string()));
+    println!("eos ids:      {:?}", loaded.eos_token_ids);
+    let unknown: Vec<String> = loaded.unknown_keys.iter().map(|k| format!("{k:?}")).collect();
+    println!("unknown keys: {}", if unknown.is_empty() { "none".into() } else { unknown.join(", ") });
+    for typo in &loaded.typos {
+        println!("likely typo:  {typo:?}");
+    }
+    Ok(())
+}
+
+fn prompt_ids(args: &GenerateArgs, dir: &std::path::Path) -> CliResult<(Vec<u32>, Option<Tokenizer>)> {
+    if let Some(ids) = &args.prompt_tokens {
+        if ids.is_empty() {
+            return Err("--prompt-tokens is empty".into());
+        }
+        // A tokenizer is optional here: only to stream text.
+        let tokenizer = if args.format == Format::Text { Tokenizer::from_dir(dir).ok() } else { None };
+        return Ok((ids.clone(), tokenizer));
+    }
+    let text = args.prompt.as_deref().ok_or("give --prompt or --prompt-tokens")?;
+    let tokenizer = Tokenizer::from_dir(dir).map_err(|e| e.to_string())?;
+    let ids = if !args.no_chat_template && tokenizer.has_chat_template() {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::new("system", system.clone()));
+        }
+        messages.push(ChatMessage::new("user", text));
+        let options = ChatOptions { add_generation_prompt: true, ..Default::default() };
+        let rendered = tokenizer.apply_chat_template(&messages, &options).map_err(|e| e.to_string())?;
+        tokenizer.encode(&rendered, false).map_err(|e| e.to_string())?
+    } else {
+        tokenizer.encode_prompt(text).map_err(|e| e.to_string())?
+    };
+    Ok((ids, Some(tokenizer)))
+}
+
+fn generate(args: GenerateArgs) -> CliResult<()> {
+    mlx_models_zoo::link();
+    let mut loaded = load(&args.source)?;
+    let (prompt, tokenizer) = prompt_ids(&args, &loaded.dir)?;
+    let vocab = loaded.config.get("vocab_size").and_then(|v| v.as_u64());
+    if let Some(vocab) = vocab {
+        if let Some(bad) = prompt.iter().find(|&&t| u64::from(t) >= vocab) {
+            return Err(format!("prompt token {bad} is outside the vocabulary (vocab_size {vocab})"));
+        }
+    }
+    let mut eos = loaded.eos_token_ids.clone();
+    if let Some(t) = &tokenizer {
+        eos.extend(t.eos_token_ids().iter().copied());
+    }
+    eos.sort_unstable();
+    eos.dedup();
+
+    let config = GenerationConfig {
+        max_tokens: args.max_tokens,
+        sampler: SamplerConfig {
+            temperature: args.temp,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            top_k: args.top_k,
+            xtc_probability: args.xtc_probability,
+            xtc_threshold: args.xtc_threshold,
+            xtc_special_tokens: eos.clone(),
+            seed: args.seed,
+            ..Default::default()
+        },
+        logits: LogitsConfig {
+            logit_bias: args.logit_bias.iter().copied().collect(),
+            repetition_penalty: args.repetition_penalty,
+            presence_penalty: args.presence_penalty,
+            frequency_penalty: args.frequency_penalty,
+            ..Default::default()
+        },
+        eos_token_ids: eos,
+        prefill_step_size: args.prefill_step_size,
+    };
+
+    let model = loaded.model.as_mut();
+    let mut cache: Vec<Cache> = model.make_cache();
+    let forward = |tokens: &Array| model.forward(tokens, &mut cache);
+    let stream = TokenStream::new(&prompt, config, forward).map_err(|e| e.to_string())?;
+
+    let mut detok = tokenizer.as_ref().map(|t| t.detokenizer());
+    let mut tokens = Vec::new();
+    let mut logprobs = Vec::new();
+    let mut stats = GenerationStats::default();
+    let mut out = std::io::stdout().lock();
+    for step in stream {
+        let step = step.map_err(|e| e.to_string())?;
+        tokens.push(step.token);
+        logprobs.push(step.logprob);
+        stats = step.stats;
+        if args.format == Format::Text {
+            match detok.as_mut() {
+                Some(d) => {
+                    let piece = d.add_token(step.token).map_err(|e| e.to_string())?;
+                    let _ = write!(out, "{piece}");
+                }
+                None => {
+                    let _ = write!(out, "{} ", step.token);
+                }
+            }
+            let _ = out.flush();
+        }
+    }
+    match args.format {
+        Format::Text => {
+            if let Some(d) = detok.as_mut() {
+                let _ = write!(out, "{}", d.finalize().map_err(|e| e.to_string())?);
+            }
+            let _ = writeln!(out);
+            eprintln!("==========");
+            eprintln!("Prompt: {} tokens, {:.3} tokens-per-sec", stats.prompt_tokens, stats.prompt_tps);
+            eprintln!("Generation: {} tokens, {:.3} tokens-per-sec", stats.generation_tokens, stats.generation_tps);
+            eprintln!("Peak memory: {:.3} GB", stats.peak_memory_gb());
+        }
+        Format::Json => {
+            let value = json!({
+                "prompt_tokens": prompt,
+                "tokens": tokens,
+                "logprobs": logprobs,
+                "stats": stats,
+            });
+            let _ = writeln!(out, "{value}");
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,201 @@
+//! The `mlx-models` command: `generate --format json` reproduces the reference's greedy
+//! tokens, and every bad input ends with an error and exit status 1, never a panic or a hang.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use mlx_models_tests::parity;
+use mlx_rs::Array;
+
+/// The `mlx-models` binary of the same build as this test (`cargo build --workspace` builds it;
+/// `scripts/test.sh` does that first).
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("mlx-models");
+    assert!(bin.exists(), "{} not built: run `cargo build --workspace` first", bin.display());
+    bin
+}
+
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mlx-models");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("mlx-models {args:?} hung for two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn untied_fixture() -> PathBuf {
+    parity::fixtures("llama").join("untied")
+}
+
+/// A copy of the untied llama checkpoint in a fresh folder, to break.
+fn scratch_copy(name: &str) -> PathBuf {
+    let src = untied_fixture();
+    let dir = std::env::temp_dir().join(format!("mlx-models-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy fixture");
+    }
+    dir
+}
+
+/// Runs `generate` on `dir` and asserts a clean failure whose message contains `needle`.
+#[track_caller]
+fn assert_fails(dir: &Path, needle: &str) -> String {
+    let out = run(&["generate", "--model", dir.to_str().expect("utf-8 path"), "--prompt-tokens", "1,2,3", "--max-tokens", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "expected exit 1, got {:?}; stderr: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(stderr.starts_with("error: "), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+    stderr
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
+    edit(&mut v);
+    std::fs::write(&path, v.to_string()).expect("write config");
+}
+
+fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut std::collections::HashMap<String, Array>)) {
+    let path = dir.join("model.safetensors");
+    let mut w = Array::load_safetensors(&path).expect("load");
+    edit(&mut w);
+    std::fs::remove_file(&path).expect("remove");
+    Array::save_safetensors(w, None, &path).expect("save");
+}
+
+#[test]
+fn generate_json_reproduces_the_reference_greedy_tokens() {
+    let dir = untied_fixture();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("meta")).expect("json");
+    let prompt: Vec<String> = meta["prompt"].as_array().expect("prompt").iter().map(|v| v.to_string()).collect();
+    let want = meta["tokens"].as_array().expect("tokens").len();
+    let out = run(&[
+        "generate", "--model", dir.to_str().expect("path"), "--prompt-tokens", &prompt.join(","),
+        "--max-tokens", &want.to_string(), "--format", "json",
+    ]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(v["tokens"], meta["tokens"]);
+    assert_eq!(v["prompt_tokens"].as_array().expect("prompt_tokens").len(), prompt.len());
+    let logprobs = v["logprobs"].as_array().expect("logprobs");
+    assert_eq!(logprobs.len(), want);
+    assert!(logprobs.iter().all(|l| l.as_f64().is_some_and(|x| x <= 0.0)), "logprobs: {logprobs:?}");
+    assert_eq!(v["stats"]["generation_tokens"].as_u64(), Some(want as u64));
+    assert_eq!(v["stats"]["prompt_tokens"].as_u64(), Some(prompt.len() as u64));
+}
+
+#[test]
+fn list_names_llama_and_its_aliases() {
+    let out = run(&["list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("llama") && l.contains("mistral")), "{text}");
+}
+
+#[test]
+fn missing_folder_is_an_error() {
+    assert_fails(Path::new("/nonexistent/checkpoint"), "neither an existing folder");
+}
+
+#[test]
+fn malformed_config_is_an_error() {
+    let dir = scratch_copy("malformed");
+    std::fs::write(dir.join("config.json"), "{\"model_type\": \"llama\", \"hidden_size\": ").expect("write");
+    assert_fails(&dir, "config.json");
+}
+
+#[test]
+fn hostile_config_values_are_errors() {
+    let dir = scratch_copy("negative");
+    edit_config(&dir, |v| v["hidden_size"] = serde_json::json!(-64));
+    assert_fails(&dir, "hidden_size");
+    let dir = scratch_copy("string");
+    edit_config(&dir, |v| v["num_attention_heads"] = serde_json::json!("abc"));
+    assert_fails(&dir, "num_attention_heads");
+    let dir = scratch_copy("huge");
+    edit_config(&dir, |v| v["num_hidden_layers"] = serde_json::json!(1e300));
+    assert_fails(&dir, "num_hidden_layers");
+}
+
+#[test]
+fn unknown_model_type_lists_the_supported_ones_and_the_closest() {
+    let dir = scratch_copy("unknown");
+    edit_config(&dir, |v| v["model_type"] = serde_json::json!("lama"));
+    let err = assert_fails(&dir, "not supported");
+    assert!(err.contains("did you mean `llama`"), "{err}");
+    assert!(err.contains("supported: ") && err.contains("mistral"), "{err}");
+}
+
+#[test]
+fn more_layers_than_weights_lists_every_missing_tensor() {
+    let dir = scratch_copy("layers");
+    edit_config(&dir, |v| v["num_hidden_layers"] = serde_json::json!(3));
+    let err = assert_fails(&dir, "missing: `model.layers.2.self_attn.q_proj.weight`");
+    assert!(err.contains("missing: `model.layers.2.mlp.down_proj.weight`"), "{err}");
+}
+
+#[test]
+fn missing_unexpected_and_misshaped_tensors_are_reported_together() {
+    let dir = scratch_copy("tensors");
+    rewrite_weights(&dir, |w| {
+        w.remove("model.norm.weight");
+        let q = w.remove("model.layers.0.self_attn.q_proj.weight").expect("q_proj");
+        w.insert("model.layers.0.self_attn.q_prj.weight".into(), q);
+        w.insert("model.layers.1.mlp.up_proj.weight".into(), Array::from_slice(&[0.0f32; 6], &[2, 3]));
+    });
+    let err = assert_fails(&dir, "missing: `model.norm.weight`");
+    assert!(err.contains("unexpected: `model.layers.0.self_attn.q_prj.weight` (did you mean `model.layers.0.self_attn.q_proj.weight`?)"), "{err}");
+    assert!(err.contains("shape: `model.layers.1.mlp.up_proj.weight`"), "{err}");
+}
+
+#[test]
+fn truncated_and_lying_safetensors_are_errors() {
+    let dir = scratch_copy("truncated");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+    assert_fails(&dir, "model.safetensors");
+
+    let dir = scratch_copy("lying");
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    std::fs::write(&path, &bytes).expect("write");
+    assert_fails(&dir, "model.safetensors");
+}
+
+#[test]
+fn pickle_only_checkpoints_are_refused() {
+    let dir = scratch_copy("pickle");
+    std::fs::remove_file(dir.join("model.safetensors")).expect("remove");
+    // Would run code if unpickled; it must never be opened.
+    std::fs::write(dir.join("pytorch_model.bin"), b"\x80\x04cos\nsystem\n(S'exit 3'\ntR.").expect("write");
+    assert_fails(&dir, "pytorch_model.bin");
+}
+
+#[test]
+fn prompt_token_outside_the_vocabulary_is_an_error() {
+    let out = run(&["generate", "--model", untied_fixture().to_str().expect("path"), "--prompt-tokens", "1,4096"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the vocabulary"));
+}
