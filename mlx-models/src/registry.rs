@@ -4,6 +4,10 @@
 //! A config picks its entry by `model_type` (or an alias); where several entries share a
 //! name, by the pair (`model_type`, `architectures[i]`). [`check`] rejects two entries that
 //! claim the same name for the same architectures.
+//!
+//! Entries live in the crates that define the architectures, and a binary sees those that its
+//! linker keeps. Keep a reference into the architecture crate from the binary (call one of
+//! its functions) rather than relying on a bare dependency, which the linker may drop.
 
 use serde_json::Value;
 

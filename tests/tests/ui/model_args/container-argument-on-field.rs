@@ -1,0 +1,9 @@
+use mlx_models::ModelArgs;
+
+#[derive(ModelArgs)]
+struct Args {
+    #[arg(text_config)]
+    hidden_size: usize,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use mlx_models::ModelArgs;
+
+#[derive(ModelArgs)]
+struct Args {
+    #[arg(default = "1e-5")]
+    rms_norm_eps: f32,
+}
+
+fn main() {}
