@@ -14,3 +14,16 @@ pub const fn assert_model_args<T: ModelArgs>() {}
 
 /// Fails to compile unless `T` implements `Architecture` (spanned at the struct name).
 pub const fn assert_architecture<T: Architecture>() {}
+
+/// The args of a model whose `#[mlx_model]` has no usable `args`: only there so that the
+/// macro's error is the only one. Never parsed.
+pub enum MissingArgs {}
+
+impl ModelArgs for MissingArgs {
+    fn parse_object(_: &mut Object<'_, '_>) -> Result<Self, ArgsError> {
+        Err(ArgsError::invalid(&[], "`#[mlx_model]` has no `args`"))
+    }
+    fn write_object(&self, _: &mut Map<String, Value>) {
+        match *self {}
+    }
+}

@@ -25,11 +25,16 @@ pub fn output(model: &Model, strukt: &syn::ItemStruct) -> TokenStream {
     }
 }
 
-/// On error: the struct and, where the args type is known, a spec impl with the names, so
-/// that the user's `impl Architecture` does not add errors of its own.
+/// On error: the struct and a spec impl, so that the user's `impl Architecture` does not add
+/// errors of its own.
 pub fn fallback(model: &Model, strukt: &syn::ItemStruct) -> TokenStream {
     let ident = &strukt.ident;
-    let spec = model.args.as_ref().filter(|_| strukt.generics.params.is_empty()).map(|args| {
+    // Without a usable `args`, a placeholder keeps the user's `impl Architecture` quiet.
+    let args = match &model.args {
+        Some(args) => quote! { #args },
+        None => quote! { ::mlx_models::__private::MissingArgs },
+    };
+    let spec = strukt.generics.params.is_empty().then(|| {
         quote! {
             #[automatically_derived]
             impl ::mlx_models::__private::ModelSpec for #ident {

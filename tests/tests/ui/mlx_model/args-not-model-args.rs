@@ -2,14 +2,16 @@
 mod support;
 
 use mlx_models::mlx_model;
-pub struct PlainArgs {
-    hidden_size: usize,
-}
-
 use mlx_rs::macros::ModuleParameters;
+
+pub struct PlainArgs {
+    pub hidden_size: usize,
+}
 
 #[mlx_model(model_type = "llama", args = PlainArgs)]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {}
+
+trivial_architecture!(Model);
 
 fn main() {}
