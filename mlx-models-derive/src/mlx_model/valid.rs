@@ -1,7 +1,7 @@
 //! Checks across the arguments of `#[mlx_model(...)]`: required keys, names, and that the
 //! weight rules are well formed, one-to-one and idempotent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use proc_macro2::Span;
 use syn::LitStr;
@@ -45,18 +45,15 @@ fn name_ok(lit: &LitStr, what: &str, errors: &mut Errors) {
 }
 
 fn names(model: &Model, errors: &mut Errors) {
-    let mut seen: HashMap<String, &LitStr> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
     if let Some(t) = &model.model_type {
         name_ok(t, sym::MODEL_TYPE, errors);
-        seen.insert(t.value(), t);
+        seen.insert(t.value());
     }
     for a in &model.aliases {
         name_ok(a, "alias", errors);
-        if let Some(first) = seen.get(&a.value()) {
+        if !seen.insert(a.value()) {
             errors.at(a, format_args!("alias \"{}\" repeats a name of this model; remove it", a.value()));
-            let _ = first;
-        } else {
-            seen.insert(a.value(), a);
         }
     }
     let mut archs: HashMap<String, &LitStr> = HashMap::new();
@@ -98,7 +95,8 @@ fn pair(from: &LitStr, to: &LitStr, stack: bool, errors: &mut Errors) {
         }
     }
     for c in &tc {
-        if !fc.contains(c) && !(stack && *c == sym::EXPERT) {
+        let in_source = fc.contains(c) || (stack && *c == sym::EXPERT);
+        if !in_source {
             errors.at(
                 to,
                 format_args!("unknown capture `{{{c}}}` in target `{}`; the source `{}` does not capture it", to.value(), from.value()),
@@ -106,7 +104,8 @@ fn pair(from: &LitStr, to: &LitStr, stack: bool, errors: &mut Errors) {
         }
     }
     for c in &fc {
-        if !tc.contains(c) && !(stack && *c == sym::EXPERT) {
+        let in_target = tc.contains(c) || (stack && *c == sym::EXPERT);
+        if !in_target {
             errors.at(
                 from,
                 format_args!("capture `{{{c}}}` of source `{}` is missing in target `{}`; use it on both sides", from.value(), to.value()),
