@@ -30,8 +30,17 @@ pub const TIED_HEAD: &str = "tied_head";
 pub const STACK_EXPERTS: &str = "stack_experts";
 pub const SANITIZE: &str = "sanitize";
 pub const MODEL_ARGS: &[&str] = &[
-    MODEL_TYPE, ALIASES, ARGS, ARCHITECTURES, RENAME_RULE, STRIP_PREFIX, ADD_PREFIX, DROP, TIED_HEAD,
-    STACK_EXPERTS, SANITIZE,
+    MODEL_TYPE,
+    ALIASES,
+    ARGS,
+    ARCHITECTURES,
+    RENAME_RULE,
+    STRIP_PREFIX,
+    ADD_PREFIX,
+    DROP,
+    TIED_HEAD,
+    STACK_EXPERTS,
+    SANITIZE,
 ];
 
 // `#[mlx_model(...)]` on a field of the model struct.

@@ -2,7 +2,9 @@
 
 pub use inventory;
 
-pub use crate::args::{nested, text_config_map, write_field, ArgsError, ConfigValue, Cx, ModelArgs, Object, Positive};
+pub use crate::args::{
+    nested, text_config_map, write_field, ArgsError, ConfigValue, Cx, ModelArgs, Object, Positive,
+};
 pub use crate::model::{Architecture, ModelSpec};
 pub use crate::registry::{build_entry, entry, Entry};
 pub use crate::weights::{Rule, Weights};

@@ -67,8 +67,10 @@ impl Entry {
 #[doc(hidden)]
 pub fn build_entry<T: Architecture>(config: &Value) -> Result<Built, BuildError> {
     let config = Config::<T::Args>::parse(config)?;
-    let model = T::new(&config.args)
-        .map_err(|source| BuildError::Model { model_type: T::MODEL_TYPE, source })?;
+    let model = T::new(&config.args).map_err(|source| BuildError::Model {
+        model_type: T::MODEL_TYPE,
+        source,
+    })?;
     Ok(Built {
         model: Box::new(model),
         unknown_keys: config.unknown_keys().cloned().collect(),
@@ -114,7 +116,9 @@ pub enum RegistryError {
 }
 
 fn did_you_mean(s: &Option<String>) -> String {
-    s.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default()
+    s.as_ref()
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
 }
 
 /// Every registered entry, sorted by model type.
@@ -131,7 +135,10 @@ pub fn find(model_type: &str, architectures: &[&str]) -> Result<&'static Entry, 
 
 /// The entry for a config.json value: its `model_type` and `architectures`.
 pub fn for_config(config: &Value) -> Result<&'static Entry, RegistryError> {
-    let model_type = config.get("model_type").and_then(Value::as_str).ok_or(RegistryError::NoModelType)?;
+    let model_type = config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .ok_or(RegistryError::NoModelType)?;
     let architectures: Vec<&str> = config
         .get("architectures")
         .and_then(Value::as_array)
@@ -152,7 +159,11 @@ pub fn find_in<'a>(
     architectures: &[&str],
 ) -> Result<&'a Entry, RegistryError> {
     let all: Vec<&'a Entry> = entries.into_iter().collect();
-    let named: Vec<&'a Entry> = all.iter().copied().filter(|e| e.names().any(|n| n == model_type)).collect();
+    let named: Vec<&'a Entry> = all
+        .iter()
+        .copied()
+        .filter(|e| e.names().any(|n| n == model_type))
+        .collect();
     if named.is_empty() {
         let suggestion = all
             .iter()
@@ -161,9 +172,15 @@ pub fn find_in<'a>(
             .filter(|(d, _)| *d <= 2)
             .min_by_key(|(d, _)| *d)
             .map(|(_, n)| n.to_owned());
-        return Err(RegistryError::Unknown { model_type: model_type.to_owned(), suggestion });
+        return Err(RegistryError::Unknown {
+            model_type: model_type.to_owned(),
+            suggestion,
+        });
     }
-    if let Some(e) = named.iter().find(|e| e.architectures.iter().any(|a| architectures.contains(a))) {
+    if let Some(e) = named
+        .iter()
+        .find(|e| e.architectures.iter().any(|a| architectures.contains(a)))
+    {
         return Ok(e);
     }
     if let Some(e) = named.iter().find(|e| e.architectures.is_empty()) {
@@ -172,7 +189,10 @@ pub fn find_in<'a>(
     Err(RegistryError::NoArchitecture {
         model_type: model_type.to_owned(),
         asked: architectures.iter().map(|a| (*a).to_owned()).collect(),
-        known: named.iter().flat_map(|e| e.architectures.iter().copied()).collect(),
+        known: named
+            .iter()
+            .flat_map(|e| e.architectures.iter().copied())
+            .collect(),
     })
 }
 
@@ -182,14 +202,20 @@ pub fn check() -> Result<(), RegistryError> {
 }
 
 /// [`check`] over a given list of entries.
-pub fn check_entries<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<(), RegistryError> {
+pub fn check_entries<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Result<(), RegistryError> {
     let all: Vec<&'a Entry> = entries.into_iter().collect();
     for (i, a) in all.iter().enumerate() {
         // An alias repeating the entry's own model type, or an alias listed twice.
         let names: Vec<&'static str> = a.names().collect();
         for (j, n) in names.iter().enumerate() {
             if names[..j].contains(n) {
-                return Err(RegistryError::Duplicate { name: n, first: a.rust_type, second: a.rust_type });
+                return Err(RegistryError::Duplicate {
+                    name: n,
+                    first: a.rust_type,
+                    second: a.rust_type,
+                });
             }
         }
         for b in &all[i + 1..] {
@@ -199,7 +225,11 @@ pub fn check_entries<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result
                 continue;
             }
             if let Some(name) = a.names().find(|n| b.names().any(|m| m == *n)) {
-                return Err(RegistryError::Duplicate { name, first: a.rust_type, second: b.rust_type });
+                return Err(RegistryError::Duplicate {
+                    name,
+                    first: a.rust_type,
+                    second: b.rust_type,
+                });
             }
         }
     }
@@ -217,4 +247,3 @@ pub const fn entry<T: Architecture>(rust_type: &'static str) -> Entry {
         build: build_entry::<T>,
     }
 }
-

@@ -113,22 +113,27 @@ fn apply_one(
             let from_p = Pattern::new(from);
             let to_p = Pattern::new(to);
             rekey(rule, weights, |key| {
-                from_p.match_prefix(key).map(|(caps, rest)| format!("{}{rest}", to_p.fill(&caps)))
+                from_p
+                    .match_prefix(key)
+                    .map(|(caps, rest)| format!("{}{rest}", to_p.fill(&caps)))
             })
         }
-        Rule::StripPrefix(p) => {
-            rekey(rule, weights, |key| key.strip_prefix(p).filter(|k| !k.is_empty()).map(str::to_owned))
-        }
-        Rule::AddPrefix(p) => rekey(rule, weights, |key| (!key.starts_with(p)).then(|| format!("{p}{key}"))),
+        Rule::StripPrefix(p) => rekey(rule, weights, |key| {
+            key.strip_prefix(p)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+        }),
+        Rule::AddPrefix(p) => rekey(rule, weights, |key| {
+            (!key.starts_with(p)).then(|| format!("{p}{key}"))
+        }),
         Rule::Drop(p) => {
             let pat = Pattern::new(p);
             weights.retain(|k, _| !pat.matches_whole(k));
             Ok(weights)
         }
         Rule::TiedHead(prefix) => {
-            let has_head = model.is_none_or(|m| {
-                m.parameters().flatten().keys().any(|k| under(k, prefix))
-            });
+            let has_head =
+                model.is_none_or(|m| m.parameters().flatten().keys().any(|k| under(k, prefix)));
             if !has_head {
                 weights.retain(|k, _| !under(k, prefix));
             }
@@ -140,7 +145,8 @@ fn apply_one(
 
 /// Whether `key` is `prefix` or inside it.
 fn under(key: &str, prefix: &str) -> bool {
-    key.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// Moves every key for which `f` gives a new name.
@@ -149,8 +155,10 @@ fn rekey(
     weights: Weights,
     f: impl Fn(&str) -> Option<String>,
 ) -> Result<Weights, SanitizeError> {
-    let renames: Vec<(String, String)> =
-        weights.keys().filter_map(|k| f(k).map(|n| (k.clone(), n))).collect();
+    let renames: Vec<(String, String)> = weights
+        .keys()
+        .filter_map(|k| f(k).map(|n| (k.clone(), n)))
+        .collect();
     if renames.is_empty() {
         return Ok(weights);
     }
@@ -163,21 +171,35 @@ fn rekey(
     }
     for (old, new, v) in moved {
         if weights.contains_key(new) {
-            return Err(SanitizeError::Collision { rule: rule.to_string(), from: old.clone(), to: new.clone() });
+            return Err(SanitizeError::Collision {
+                rule: rule.to_string(),
+                from: old.clone(),
+                to: new.clone(),
+            });
         }
         weights.insert(new.clone(), v);
     }
     Ok(weights)
 }
 
-fn stack(rule: &Rule, mut weights: Weights, from: &str, to: &str) -> Result<Weights, SanitizeError> {
+fn stack(
+    rule: &Rule,
+    mut weights: Weights,
+    from: &str,
+    to: &str,
+) -> Result<Weights, SanitizeError> {
     let from_p = Pattern::new(from);
     let to_p = Pattern::new(to);
     // target key -> expert index -> source key
     let mut groups: BTreeMap<String, BTreeMap<usize, String>> = BTreeMap::new();
     for key in weights.keys() {
-        let Some((caps, rest)) = from_p.match_prefix(key) else { continue };
-        let Some(e) = caps.iter().find(|(n, _)| *n == "e").and_then(|(_, v)| v.parse::<usize>().ok())
+        let Some((caps, rest)) = from_p.match_prefix(key) else {
+            continue;
+        };
+        let Some(e) = caps
+            .iter()
+            .find(|(n, _)| *n == "e")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
         else {
             continue;
         };
@@ -193,7 +215,11 @@ fn stack(rule: &Rule, mut weights: Weights, from: &str, to: &str) -> Result<Weig
         }
         if weights.contains_key(&target) {
             let from = experts.values().next().cloned().unwrap_or_default();
-            return Err(SanitizeError::Collision { rule: rule.to_string(), from, to: target });
+            return Err(SanitizeError::Collision {
+                rule: rule.to_string(),
+                from,
+                to: target,
+            });
         }
         let parts: Vec<Array> = experts.values().filter_map(|k| weights.remove(k)).collect();
         let stacked = mlx_rs::ops::stack(&parts, 0)?;
@@ -330,17 +356,25 @@ mod tests {
     #[test]
     fn prefix_match_stops_at_a_dot() {
         let p = Pattern::new("model.norm");
-        assert_eq!(p.match_prefix("model.norm.weight").map(|(_, r)| r), Some(".weight"));
+        assert_eq!(
+            p.match_prefix("model.norm.weight").map(|(_, r)| r),
+            Some(".weight")
+        );
         assert!(p.match_prefix("model.norm_f.weight").is_none());
     }
 
     #[test]
     fn captures_fill_the_target() {
         let p = Pattern::new("transformer.h.{n}.attn");
-        let (caps, rest) = p.match_prefix("transformer.h.12.attn.c_proj.weight").expect("matches");
+        let (caps, rest) = p
+            .match_prefix("transformer.h.12.attn.c_proj.weight")
+            .expect("matches");
         assert_eq!(caps, vec![("n", "12")]);
         assert_eq!(rest, ".c_proj.weight");
-        assert_eq!(Pattern::new("model.layers.{n}.self_attn").fill(&caps), "model.layers.12.self_attn");
+        assert_eq!(
+            Pattern::new("model.layers.{n}.self_attn").fill(&caps),
+            "model.layers.12.self_attn"
+        );
     }
 
     #[test]

@@ -141,7 +141,10 @@ fn a_full_config_parses_into_typed_args() {
 
 #[test]
 fn defaults_apply_when_key_absent() {
-    let config = without(without(without(llama(), "rms_norm_eps"), "rope_theta"), "attention_bias");
+    let config = without(
+        without(without(llama(), "rms_norm_eps"), "rope_theta"),
+        "attention_bias",
+    );
     let a = LlamaArgs::from_config(&config).expect("parses");
     assert_eq!(a.rms_norm_eps, 1e-5);
     assert_eq!(a.rope_theta, 10000.0);
@@ -151,14 +154,27 @@ fn defaults_apply_when_key_absent() {
 
 #[test]
 fn post_parse_hook_fills_derived_defaults() {
-    let a = LlamaArgs::from_config(&without(without(llama(), "num_key_value_heads"), "head_dim")).expect("parses");
+    let a = LlamaArgs::from_config(&without(
+        without(llama(), "num_key_value_heads"),
+        "head_dim",
+    ))
+    .expect("parses");
     assert_eq!(a.kv_heads, 4, "kv heads default to attention heads");
-    assert_eq!(a.head_dim, Some(16), "head_dim = hidden_size / num_attention_heads");
+    assert_eq!(
+        a.head_dim,
+        Some(16),
+        "head_dim = hidden_size / num_attention_heads"
+    );
 }
 
 #[test]
 fn post_parse_hook_errors_name_the_keys() {
-    let e = LlamaArgs::from_config(&with(without(llama(), "head_dim"), "hidden_size", json!(66))).unwrap_err();
+    let e = LlamaArgs::from_config(&with(
+        without(llama(), "head_dim"),
+        "hidden_size",
+        json!(66),
+    ))
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "config.json: `hidden_size` (66) is not divisible by `num_attention_heads` (4); set `head_dim`"
@@ -170,33 +186,62 @@ fn post_parse_hook_errors_name_the_keys() {
 
 #[test]
 fn aliases_read_other_spellings() {
-    let config = with(without(llama(), "num_key_value_heads"), "n_kv_heads", json!(1));
-    assert_eq!(LlamaArgs::from_config(&config).expect("parses").num_key_value_heads, Some(1));
+    let config = with(
+        without(llama(), "num_key_value_heads"),
+        "n_kv_heads",
+        json!(1),
+    );
+    assert_eq!(
+        LlamaArgs::from_config(&config)
+            .expect("parses")
+            .num_key_value_heads,
+        Some(1)
+    );
 }
 
 #[test]
 fn missing_key_names_the_model_type() {
     let e = LlamaArgs::from_config(&without(llama(), "hidden_size")).unwrap_err();
-    assert_eq!(e.to_string(), "config.json: missing key `hidden_size` (required by llama)");
+    assert_eq!(
+        e.to_string(),
+        "config.json: missing key `hidden_size` (required by llama)"
+    );
     assert!(matches!(e.kind(), ArgsErrorKind::MissingKey { .. }));
 }
 
 #[test]
 fn wrong_type_says_what_was_expected_and_found() {
-    let e = LlamaArgs::from_config(&with(llama(), "num_attention_heads", json!("abc"))).unwrap_err();
-    assert_eq!(e.to_string(), "config.json: `num_attention_heads`: expected a positive integer, found \"abc\"");
+    let e =
+        LlamaArgs::from_config(&with(llama(), "num_attention_heads", json!("abc"))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.json: `num_attention_heads`: expected a positive integer, found \"abc\""
+    );
     let e = LlamaArgs::from_config(&with(llama(), "num_attention_heads", json!(0))).unwrap_err();
-    assert_eq!(e.to_string(), "config.json: `num_attention_heads`: expected a positive integer, found 0");
+    assert_eq!(
+        e.to_string(),
+        "config.json: `num_attention_heads`: expected a positive integer, found 0"
+    );
     let e = LlamaArgs::from_config(&with(llama(), "vocab_size", json!(-3))).unwrap_err();
-    assert_eq!(e.to_string(), "config.json: `vocab_size`: expected a non-negative integer, found -3");
-    let e = LlamaArgs::from_config(&with(llama(), "tie_word_embeddings", json!("yes"))).unwrap_err();
-    assert_eq!(e.to_string(), "config.json: `tie_word_embeddings`: expected a boolean, found \"yes\"");
+    assert_eq!(
+        e.to_string(),
+        "config.json: `vocab_size`: expected a non-negative integer, found -3"
+    );
+    let e =
+        LlamaArgs::from_config(&with(llama(), "tie_word_embeddings", json!("yes"))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.json: `tie_word_embeddings`: expected a boolean, found \"yes\""
+    );
 }
 
 #[test]
 fn floats_are_rejected_where_integers_are_expected() {
     let e = LlamaArgs::from_config(&with(llama(), "vocab_size", json!(100.5))).unwrap_err();
-    assert_eq!(e.to_string(), "config.json: `vocab_size`: expected a non-negative integer, found 100.5");
+    assert_eq!(
+        e.to_string(),
+        "config.json: `vocab_size`: expected a non-negative integer, found 100.5"
+    );
 }
 
 #[test]
@@ -214,7 +259,8 @@ struct Softcap {
 
 #[test]
 fn transformers_infinity_is_a_float() {
-    let a = Softcap::from_config(&json!({"final_logit_softcapping": {"__float__": "Infinity"}})).expect("parses");
+    let a = Softcap::from_config(&json!({"final_logit_softcapping": {"__float__": "Infinity"}}))
+        .expect("parses");
     assert_eq!(a.final_logit_softcapping, f64::INFINITY);
     assert_eq!(
         a.to_config(),
@@ -223,7 +269,8 @@ fn transformers_infinity_is_a_float() {
             "attn_logit_softcapping": {"__float__": "Infinity"}
         })
     );
-    let e = Softcap::from_config(&json!({"final_logit_softcapping": {"__float__": "big"}})).unwrap_err();
+    let e = Softcap::from_config(&json!({"final_logit_softcapping": {"__float__": "big"}}))
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "config.json: `final_logit_softcapping`: expected a number, found {\"__float__\":\"big\"}"
@@ -240,17 +287,25 @@ fn unknown_keys_are_kept_and_listed() {
 
 #[test]
 fn unknown_key_near_a_missing_field_is_a_likely_typo() {
-    let config = with(without(llama(), "rms_norm_eps"), "rms_norm_esp", json!(1e-6));
+    let config = with(
+        without(llama(), "rms_norm_eps"),
+        "rms_norm_esp",
+        json!(1e-6),
+    );
     let config = Config::<LlamaArgs>::parse(&config).expect("parses");
     assert_eq!(config.args.rms_norm_eps, 1e-5, "the default applied");
     let typos: Vec<String> = config.typos().iter().map(ToString::to_string).collect();
-    assert_eq!(typos, ["unknown key `rms_norm_esp`; did you mean `rms_norm_eps`?"]);
+    assert_eq!(
+        typos,
+        ["unknown key `rms_norm_esp`; did you mean `rms_norm_eps`?"]
+    );
 }
 
 #[test]
 fn nested_unknown_keys_and_typos_carry_their_path() {
     let mut config = llama();
-    config["rope_scaling"] = json!({"type": "yarn", "factor": 4.0, "beta_fsat": 16.0, "mscale": 1.0});
+    config["rope_scaling"] =
+        json!({"type": "yarn", "factor": 4.0, "beta_fsat": 16.0, "mscale": 1.0});
     let config = Config::<LlamaArgs>::parse(&config).expect("parses");
     let unknown: Vec<&str> = config.unknown_keys().map(|u| u.key.as_str()).collect();
     assert!(unknown.contains(&"rope_scaling.mscale"), "{unknown:?}");
@@ -259,27 +314,57 @@ fn nested_unknown_keys_and_typos_carry_their_path() {
 
 #[test]
 fn rope_scaling_is_chosen_by_type_or_rope_type() {
-    let by_type = with(llama(), "rope_scaling", json!({"type": "linear", "factor": 2.0}));
+    let by_type = with(
+        llama(),
+        "rope_scaling",
+        json!({"type": "linear", "factor": 2.0}),
+    );
     let a = LlamaArgs::from_config(&by_type).expect("parses");
     assert_eq!(a.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
-    let su = with(llama(), "rope_scaling", json!({"type": "su", "short_factor": [1.0], "long_factor": [2]}));
+    let su = with(
+        llama(),
+        "rope_scaling",
+        json!({"type": "su", "short_factor": [1.0], "long_factor": [2]}),
+    );
     let a = LlamaArgs::from_config(&su).expect("parses");
-    assert_eq!(a.rope_scaling, Some(RopeScaling::Longrope { short_factor: vec![1.0], long_factor: vec![2.0] }));
+    assert_eq!(
+        a.rope_scaling,
+        Some(RopeScaling::Longrope {
+            short_factor: vec![1.0],
+            long_factor: vec![2.0]
+        })
+    );
     let null = with(llama(), "rope_scaling", json!(null));
-    assert_eq!(LlamaArgs::from_config(&null).expect("parses").rope_scaling, None);
+    assert_eq!(
+        LlamaArgs::from_config(&null).expect("parses").rope_scaling,
+        None
+    );
 }
 
 #[test]
 fn unknown_rope_type_lists_the_known_ones() {
-    let e = LlamaArgs::from_config(&with(llama(), "rope_scaling", json!({"rope_type": "magic"}))).unwrap_err();
+    let e = LlamaArgs::from_config(&with(
+        llama(),
+        "rope_scaling",
+        json!({"rope_type": "magic"}),
+    ))
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "config.json: `rope_scaling.rope_type`: unknown variant \"magic\"; expected one of \"default\", \"linear\", \"llama3\", \"yarn\", \"longrope\", \"su\""
     );
-    let e = LlamaArgs::from_config(&with(llama(), "rope_scaling", json!({"factor": 2.0}))).unwrap_err();
-    assert_eq!(e.to_string(), "config.json: missing key `rope_scaling.rope_type` (required by llama)");
-    let e = LlamaArgs::from_config(&with(llama(), "rope_scaling", json!({"type": "linear"}))).unwrap_err();
-    assert_eq!(e.to_string(), "config.json: missing key `rope_scaling.factor` (required by llama)");
+    let e =
+        LlamaArgs::from_config(&with(llama(), "rope_scaling", json!({"factor": 2.0}))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.json: missing key `rope_scaling.rope_type` (required by llama)"
+    );
+    let e = LlamaArgs::from_config(&with(llama(), "rope_scaling", json!({"type": "linear"})))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.json: missing key `rope_scaling.factor` (required by llama)"
+    );
 }
 
 #[test]
@@ -288,9 +373,15 @@ fn transformers_v5_rope_parameters_are_read() {
     config["rope_parameters"] = json!({"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6});
     let parsed = Config::<LlamaArgs>::parse(&config).expect("parses");
     assert_eq!(parsed.args.rope_theta, 1e6);
-    assert_eq!(parsed.args.rope_scaling, Some(RopeScaling::Linear { factor: 4.0 }));
+    assert_eq!(
+        parsed.args.rope_scaling,
+        Some(RopeScaling::Linear { factor: 4.0 })
+    );
     let unknown: Vec<&str> = parsed.unknown_keys().map(|u| u.key.as_str()).collect();
-    assert!(!unknown.iter().any(|k| k.starts_with("rope_parameters")), "{unknown:?}");
+    assert!(
+        !unknown.iter().any(|k| k.starts_with("rope_parameters")),
+        "{unknown:?}"
+    );
     let again = Config::<LlamaArgs>::parse(&parsed.to_json()).expect("parses");
     assert_eq!(again.args, parsed.args);
 }
@@ -319,20 +410,34 @@ fn text_config_values_win_over_the_top_level() {
     assert_eq!(parsed.args.model_type, "gemma3_text");
     assert_eq!(parsed.args.vocab_size, 2000);
     assert_eq!(parsed.args.hidden_size, 32);
-    assert_eq!(parsed.args.sliding_window, Some(512), "top-level keys fill what text_config lacks");
+    assert_eq!(
+        parsed.args.sliding_window,
+        Some(512),
+        "top-level keys fill what text_config lacks"
+    );
     let unknown: Vec<&str> = parsed.unknown_keys().map(|u| u.key.as_str()).collect();
     assert_eq!(unknown, ["vision_config"]);
     let written = parsed.to_json();
-    assert_eq!(written["model_type"], "gemma3", "the top-level model_type stays for the registry");
+    assert_eq!(
+        written["model_type"], "gemma3",
+        "the top-level model_type stays for the registry"
+    );
     assert_eq!(written["text_config"]["vocab_size"], 2000);
-    assert_eq!(Config::<Gemma3Args>::parse(&written).expect("parses"), parsed);
+    assert_eq!(
+        Config::<Gemma3Args>::parse(&written).expect("parses"),
+        parsed
+    );
 }
 
 #[test]
 fn a_config_round_trips_through_json() {
     let original = llama();
     let parsed = Config::<LlamaArgs>::parse(&original).expect("parses");
-    assert_eq!(parsed.to_json(), original, "every key written back where it was");
+    assert_eq!(
+        parsed.to_json(),
+        original,
+        "every key written back where it was"
+    );
     let again = Config::<LlamaArgs>::parse(&parsed.to_json()).expect("parses");
     assert_eq!(again, parsed);
 }
@@ -345,23 +450,48 @@ fn written_args_parse_to_the_same_args() {
         json!({"rope_type": "default"}),
         json!({"type": "longrope", "short_factor": [1.0, 1.5], "long_factor": [2.0, 3.0]}),
     ] {
-        let a = LlamaArgs::from_config(&with(without(llama(), "rms_norm_eps"), "rope_scaling", rope)).expect("parses");
+        let a = LlamaArgs::from_config(&with(
+            without(llama(), "rms_norm_eps"),
+            "rope_scaling",
+            rope,
+        ))
+        .expect("parses");
         let b = LlamaArgs::from_config(&a.to_config()).expect("parses back");
         assert_eq!(a, b);
     }
-    let written = LlamaArgs::from_config(&llama()).expect("parses").to_config();
-    assert_eq!(written["rms_norm_eps"], json!(1e-6), "f32 written in its shortest decimal form");
-    assert!(written.get("kv_heads").is_none(), "skipped fields are not written");
-    assert!(written.get("max_position_embeddings").is_none(), "absent options are left out");
+    let written = LlamaArgs::from_config(&llama())
+        .expect("parses")
+        .to_config();
+    assert_eq!(
+        written["rms_norm_eps"],
+        json!(1e-6),
+        "f32 written in its shortest decimal form"
+    );
+    assert!(
+        written.get("kv_heads").is_none(),
+        "skipped fields are not written"
+    );
+    assert!(
+        written.get("max_position_embeddings").is_none(),
+        "absent options are left out"
+    );
 }
 
 #[test]
 fn errors_are_values_for_odd_inputs() {
-    for odd in [json!(null), json!([1, 2]), json!("llama"), json!({"model_type": 3})] {
+    for odd in [
+        json!(null),
+        json!([1, 2]),
+        json!("llama"),
+        json!({"model_type": 3}),
+    ] {
         assert!(LlamaArgs::from_config(&odd).is_err(), "{odd}");
     }
     let e = LlamaArgs::from_json("{not json").unwrap_err();
-    assert!(e.to_string().starts_with("config.json: not valid JSON"), "{e}");
+    assert!(
+        e.to_string().starts_with("config.json: not valid JSON"),
+        "{e}"
+    );
     let e = Config::<LlamaArgs>::from_file("/nonexistent/config.json").unwrap_err();
     assert_eq!(e.file(), "/nonexistent/config.json");
 }

@@ -21,7 +21,9 @@ macro_rules! model {
     ($name:ident) => {
         impl Architecture for $name {
             fn new(args: &Args) -> Result<Self, Exception> {
-                Ok($name { hidden_size: args.hidden_size })
+                Ok($name {
+                    hidden_size: args.hidden_size,
+                })
             }
             fn forward(&mut self, inputs: &Array, _: &mut [Cache]) -> Result<Array, Exception> {
                 Ok(inputs.clone())
@@ -81,8 +83,10 @@ fn lookup_by_type_and_alias() {
 fn lookup_by_architecture_pair() {
     let e = registry::find("reg_vl", &["RegVlForCausalLM"]).expect("found");
     assert!(e.rust_type.ends_with("::VlText"));
-    let e = registry::for_config(&json!({"model_type": "reg_vl", "architectures": ["RegVlForConditionalGeneration"]}))
-        .expect("found");
+    let e = registry::for_config(
+        &json!({"model_type": "reg_vl", "architectures": ["RegVlForConditionalGeneration"]}),
+    )
+    .expect("found");
     assert!(e.rust_type.ends_with("::VlWrapper"));
     let err = registry::find("reg_vl", &["Other"]).unwrap_err();
     assert!(matches!(err, RegistryError::NoArchitecture { .. }), "{err}");
@@ -91,32 +95,61 @@ fn lookup_by_architecture_pair() {
 #[test]
 fn unknown_type_suggests_a_near_name() {
     let err = registry::find("reg_mistrall", &[]).unwrap_err();
-    assert_eq!(err.to_string(), "model type `reg_mistrall` not supported; did you mean `reg_mistral`?");
+    assert_eq!(
+        err.to_string(),
+        "model type `reg_mistrall` not supported; did you mean `reg_mistral`?"
+    );
     let err = registry::find("mamba", &[]).unwrap_err();
     assert_eq!(err.to_string(), "model type `mamba` not supported");
-    assert_eq!(registry::for_config(&json!({})).unwrap_err(), RegistryError::NoModelType);
+    assert_eq!(
+        registry::for_config(&json!({})).unwrap_err(),
+        RegistryError::NoModelType
+    );
 }
 
 #[test]
 fn build_parses_args_and_constructs() {
-    let built = registry::build(&json!({"model_type": "reg_mistral", "hidden_size": 3, "extra": 1})).expect("builds");
+    let built =
+        registry::build(&json!({"model_type": "reg_mistral", "hidden_size": 3, "extra": 1}))
+            .expect("builds");
     assert_eq!(built.model.model_type(), "reg_llama");
     assert_eq!(built.model.num_layers(), 3);
     assert_eq!(built.model.make_cache().len(), 3);
     let mut unknown: Vec<&str> = built.unknown_keys.iter().map(|u| u.key.as_str()).collect();
     unknown.sort_unstable();
-    assert_eq!(unknown, ["extra", "model_type"], "keys no field of `Args` reads");
+    assert_eq!(
+        unknown,
+        ["extra", "model_type"],
+        "keys no field of `Args` reads"
+    );
     let err = registry::build(&json!({"model_type": "reg_llama", "hidden_size": 0})).unwrap_err();
-    assert_eq!(err.to_string(), "config.json: `hidden_size`: expected a positive integer, found 0");
+    assert_eq!(
+        err.to_string(),
+        "config.json: `hidden_size`: expected a positive integer, found 0"
+    );
 }
 
-fn fake(model_type: &'static str, aliases: &'static [&'static str], architectures: &'static [&'static str], rust_type: &'static str) -> Entry {
-    Entry { model_type, aliases, architectures, rust_type, build: |_| unreachable!("never built") }
+fn fake(
+    model_type: &'static str,
+    aliases: &'static [&'static str],
+    architectures: &'static [&'static str],
+    rust_type: &'static str,
+) -> Entry {
+    Entry {
+        model_type,
+        aliases,
+        architectures,
+        rust_type,
+        build: |_| unreachable!("never built"),
+    }
 }
 
 #[test]
 fn a_duplicate_model_type_is_rejected() {
-    let entries = [fake("llama", &[], &[], "a::Llama"), fake("llama", &[], &[], "b::Llama")];
+    let entries = [
+        fake("llama", &[], &[], "a::Llama"),
+        fake("llama", &[], &[], "b::Llama"),
+    ];
     assert_eq!(
         check_entries(&entries).unwrap_err().to_string(),
         "model type `llama` is registered twice: by `a::Llama` and by `b::Llama`"
@@ -125,18 +158,43 @@ fn a_duplicate_model_type_is_rejected() {
 
 #[test]
 fn a_duplicate_alias_is_rejected() {
-    let entries = [fake("llama", &["mistral"], &[], "a::Llama"), fake("mistral3", &["mistral"], &[], "b::Mistral3")];
-    assert!(matches!(check_entries(&entries), Err(RegistryError::Duplicate { name: "mistral", .. })));
+    let entries = [
+        fake("llama", &["mistral"], &[], "a::Llama"),
+        fake("mistral3", &["mistral"], &[], "b::Mistral3"),
+    ];
+    assert!(matches!(
+        check_entries(&entries),
+        Err(RegistryError::Duplicate {
+            name: "mistral",
+            ..
+        })
+    ));
     let own = [fake("llama", &["llama"], &[], "a::Llama")];
-    assert!(matches!(check_entries(&own), Err(RegistryError::Duplicate { name: "llama", .. })));
+    assert!(matches!(
+        check_entries(&own),
+        Err(RegistryError::Duplicate { name: "llama", .. })
+    ));
 }
 
 #[test]
 fn one_type_for_distinct_architectures_is_fine() {
-    let entries = [fake("vl", &[], &["A"], "a::A"), fake("vl", &[], &["B"], "b::B"), fake("vl", &[], &[], "c::C")];
+    let entries = [
+        fake("vl", &[], &["A"], "a::A"),
+        fake("vl", &[], &["B"], "b::B"),
+        fake("vl", &[], &[], "c::C"),
+    ];
     check_entries(&entries).expect("distinct pairs");
-    assert_eq!(find_in(&entries, "vl", &["B"]).expect("found").rust_type, "b::B");
-    assert_eq!(find_in(&entries, "vl", &["Z"]).expect("default").rust_type, "c::C");
-    let clash = [fake("vl", &[], &["A", "B"], "a::A"), fake("vl", &[], &["B"], "b::B")];
+    assert_eq!(
+        find_in(&entries, "vl", &["B"]).expect("found").rust_type,
+        "b::B"
+    );
+    assert_eq!(
+        find_in(&entries, "vl", &["Z"]).expect("default").rust_type,
+        "c::C"
+    );
+    let clash = [
+        fake("vl", &[], &["A", "B"], "a::A"),
+        fake("vl", &[], &["B"], "b::B"),
+    ];
     assert!(check_entries(&clash).is_err());
 }

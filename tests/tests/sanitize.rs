@@ -7,7 +7,10 @@ use mlx_models::weights::{apply, Rule, SanitizeError, Weights};
 use mlx_rs::Array;
 
 fn weights(keys: &[&str]) -> Weights {
-    keys.iter().enumerate().map(|(i, k)| ((*k).to_owned(), Array::from_slice(&[i as f32], &[1]))).collect()
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| ((*k).to_owned(), Array::from_slice(&[i as f32], &[1])))
+        .collect()
 }
 
 fn keys(w: &Weights) -> BTreeSet<&str> {
@@ -18,24 +21,47 @@ fn keys(w: &Weights) -> BTreeSet<&str> {
 /// checks that nothing changed, values included.
 fn check(rules: &[Rule], input: &[&str], expected: &[&str]) -> Weights {
     let once = apply(rules, weights(input), None).expect("sanitizes");
-    assert_eq!(keys(&once), expected.iter().copied().collect(), "after {rules:?}");
+    assert_eq!(
+        keys(&once),
+        expected.iter().copied().collect(),
+        "after {rules:?}"
+    );
     let twice = apply(rules, once.clone(), None).expect("sanitizes again");
     assert_eq!(keys(&twice), keys(&once), "{rules:?} is not idempotent");
     for (k, v) in &once {
-        assert_eq!(twice[k].as_slice::<f32>(), v.as_slice::<f32>(), "{k} changed on the second pass");
+        assert_eq!(
+            twice[k].as_slice::<f32>(),
+            v.as_slice::<f32>(),
+            "{k} changed on the second pass"
+        );
     }
     once
 }
 
 #[test]
 fn rename_with_captures_is_idempotent() {
-    let rules = [Rule::Rename { from: "transformer.h.{n}.attn.c_proj", to: "model.layers.{n}.self_attn.o_proj" }];
+    let rules = [Rule::Rename {
+        from: "transformer.h.{n}.attn.c_proj",
+        to: "model.layers.{n}.self_attn.o_proj",
+    }];
     let out = check(
         &rules,
-        &["transformer.h.0.attn.c_proj.weight", "transformer.h.11.attn.c_proj.bias", "transformer.h.0.attn.c_projx.weight"],
-        &["model.layers.0.self_attn.o_proj.weight", "model.layers.11.self_attn.o_proj.bias", "transformer.h.0.attn.c_projx.weight"],
+        &[
+            "transformer.h.0.attn.c_proj.weight",
+            "transformer.h.11.attn.c_proj.bias",
+            "transformer.h.0.attn.c_projx.weight",
+        ],
+        &[
+            "model.layers.0.self_attn.o_proj.weight",
+            "model.layers.11.self_attn.o_proj.bias",
+            "transformer.h.0.attn.c_projx.weight",
+        ],
     );
-    assert_eq!(out["model.layers.11.self_attn.o_proj.bias"].as_slice::<f32>(), [1.0], "the tensor moves with its key");
+    assert_eq!(
+        out["model.layers.11.self_attn.o_proj.bias"].as_slice::<f32>(),
+        [1.0],
+        "the tensor moves with its key"
+    );
 }
 
 #[test]
@@ -52,14 +78,21 @@ fn add_prefix_is_idempotent() {
     check(
         &[Rule::AddPrefix("language_model.")],
         &["model.norm.weight", "language_model.lm_head.weight"],
-        &["language_model.model.norm.weight", "language_model.lm_head.weight"],
+        &[
+            "language_model.model.norm.weight",
+            "language_model.lm_head.weight",
+        ],
     );
 }
 
 #[test]
 fn drop_patterns_are_idempotent() {
     check(
-        &[Rule::Drop("*.rotary_emb.inv_freq"), Rule::Drop("vision_tower.*"), Rule::Drop("mtp.*")],
+        &[
+            Rule::Drop("*.rotary_emb.inv_freq"),
+            Rule::Drop("vision_tower.*"),
+            Rule::Drop("mtp.*"),
+        ],
         &[
             "model.layers.0.self_attn.rotary_emb.inv_freq",
             "vision_tower.encoder.0.weight",
@@ -78,14 +111,26 @@ fn tied_head_is_dropped_only_when_the_model_has_none() {
         lm_head: Option<mlx_rs::nn::Linear>,
     }
     let rules = [Rule::TiedHead("lm_head")];
-    let input = weights(&["lm_head.weight", "lm_head.scales", "lm_head_extra.weight", "model.norm.weight"]);
+    let input = weights(&[
+        "lm_head.weight",
+        "lm_head.scales",
+        "lm_head_extra.weight",
+        "model.norm.weight",
+    ]);
     let tied = Tied { lm_head: None };
     let once = apply(&rules, input.clone(), Some(&tied)).expect("sanitizes");
-    assert_eq!(keys(&once), ["lm_head_extra.weight", "model.norm.weight"].into_iter().collect());
+    assert_eq!(
+        keys(&once),
+        ["lm_head_extra.weight", "model.norm.weight"]
+            .into_iter()
+            .collect()
+    );
     let twice = apply(&rules, once.clone(), Some(&tied)).expect("sanitizes again");
     assert_eq!(keys(&twice), keys(&once));
 
-    let untied = Tied { lm_head: Some(mlx_rs::nn::Linear::new(2, 2).expect("linear")) };
+    let untied = Tied {
+        lm_head: Some(mlx_rs::nn::Linear::new(2, 2).expect("linear")),
+    };
     let kept = apply(&rules, input, Some(&untied)).expect("sanitizes");
     assert!(kept.contains_key("lm_head.weight") && kept.contains_key("lm_head.scales"));
 }
@@ -97,12 +142,24 @@ fn experts_stack_for_weight_scales_and_biases() {
         for (suffix, shape) in [("weight", [4, 2]), ("scales", [4, 1]), ("biases", [4, 1])] {
             let n = shape[0] * shape[1];
             let data: Vec<f32> = (0..n).map(|i| (e * 100 + i) as f32).collect();
-            input.insert(format!("model.layers.1.mlp.experts.{e}.gate_proj.{suffix}"), Array::from_slice(&data, &shape));
+            input.insert(
+                format!("model.layers.1.mlp.experts.{e}.gate_proj.{suffix}"),
+                Array::from_slice(&data, &shape),
+            );
         }
-        input.insert(format!("model.layers.1.mlp.experts.{e}.down_proj.weight"), Array::from_slice(&[e as f32; 2], &[1, 2]));
+        input.insert(
+            format!("model.layers.1.mlp.experts.{e}.down_proj.weight"),
+            Array::from_slice(&[e as f32; 2], &[1, 2]),
+        );
     }
-    input.insert("model.layers.1.mlp.gate.weight".into(), Array::from_slice(&[0.0f32; 3], &[3, 1]));
-    let rules = [Rule::StackExperts { from: "model.layers.{n}.mlp.experts.{e}", to: "model.layers.{n}.mlp.switch_mlp" }];
+    input.insert(
+        "model.layers.1.mlp.gate.weight".into(),
+        Array::from_slice(&[0.0f32; 3], &[3, 1]),
+    );
+    let rules = [Rule::StackExperts {
+        from: "model.layers.{n}.mlp.experts.{e}",
+        to: "model.layers.{n}.mlp.switch_mlp",
+    }];
     let once = apply(&rules, input, None).expect("stacks");
     assert_eq!(
         keys(&once),
@@ -119,25 +176,45 @@ fn experts_stack_for_weight_scales_and_biases() {
     let w = &once["model.layers.1.mlp.switch_mlp.gate_proj.weight"];
     assert_eq!(w.shape(), &[3, 4, 2]);
     assert_eq!(w.as_slice::<f32>()[8], 100.0, "expert 1 comes second");
-    assert_eq!(once["model.layers.1.mlp.switch_mlp.down_proj.weight"].as_slice::<f32>(), [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]);
+    assert_eq!(
+        once["model.layers.1.mlp.switch_mlp.down_proj.weight"].as_slice::<f32>(),
+        [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    );
     let twice = apply(&rules, once.clone(), None).expect("stacks again");
     assert_eq!(keys(&twice), keys(&once), "stacking is idempotent");
-    assert_eq!(twice["model.layers.1.mlp.switch_mlp.gate_proj.weight"].shape(), &[3, 4, 2]);
+    assert_eq!(
+        twice["model.layers.1.mlp.switch_mlp.gate_proj.weight"].shape(),
+        &[3, 4, 2]
+    );
 }
 
 #[test]
 fn a_missing_expert_is_an_error() {
     let input = weights(&["l.0.experts.0.w.weight", "l.0.experts.2.w.weight"]);
-    let rules = [Rule::StackExperts { from: "l.{n}.experts.{e}", to: "l.{n}.switch_mlp" }];
+    let rules = [Rule::StackExperts {
+        from: "l.{n}.experts.{e}",
+        to: "l.{n}.switch_mlp",
+    }];
     let e = apply(&rules, input, None).unwrap_err();
     assert!(matches!(e, SanitizeError::Stack { .. }));
-    assert_eq!(e.to_string(), "cannot stack experts into `l.0.switch_mlp.w.weight`: expert 1 is missing (2 found)");
+    assert_eq!(
+        e.to_string(),
+        "cannot stack experts into `l.0.switch_mlp.w.weight`: expert 1 is missing (2 found)"
+    );
 }
 
 #[test]
 fn a_rename_onto_an_existing_key_is_an_error() {
     let input = weights(&["wte.weight", "embed_tokens.weight"]);
-    let e = apply(&[Rule::Rename { from: "wte", to: "embed_tokens" }], input, None).unwrap_err();
+    let e = apply(
+        &[Rule::Rename {
+            from: "wte",
+            to: "embed_tokens",
+        }],
+        input,
+        None,
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "weight rule rename(\"wte\" => \"embed_tokens\") maps `wte.weight` to `embed_tokens.weight`, which the checkpoint already has"
@@ -149,8 +226,14 @@ fn rules_compose_in_order_and_stay_idempotent() {
     let rules = [
         Rule::StripPrefix("language_model."),
         Rule::Drop("vision_tower.*"),
-        Rule::Rename { from: "transformer.h.{n}.mlp.experts.{e}.w1", to: "model.layers.{n}.mlp.experts.{e}.gate_proj" },
-        Rule::StackExperts { from: "model.layers.{n}.mlp.experts.{e}", to: "model.layers.{n}.mlp.switch_mlp" },
+        Rule::Rename {
+            from: "transformer.h.{n}.mlp.experts.{e}.w1",
+            to: "model.layers.{n}.mlp.experts.{e}.gate_proj",
+        },
+        Rule::StackExperts {
+            from: "model.layers.{n}.mlp.experts.{e}",
+            to: "model.layers.{n}.mlp.switch_mlp",
+        },
         Rule::Drop("*.rotary_emb.inv_freq"),
     ];
     check(

@@ -282,7 +282,12 @@ fn keys(w: &Weights) -> HashSet<String> {
 
 /// The model's own parameters, as an MLX checkpoint of it would hold them.
 fn converted(model: &dyn LanguageModel) -> Weights {
-    model.parameters().flatten().into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    model
+        .parameters()
+        .flatten()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 #[test]
@@ -292,17 +297,26 @@ fn doc_shows_the_code_this_test_compiles() {
     let start = this.find("mod tiny_llama {\n").expect("marker") + "mod tiny_llama {\n".len();
     let end = this.find("}\n// end of the example").expect("marker");
     let code = &this[start..end];
-    assert!(doc.contains(&format!("```rust\n{code}```")), "docs/add-an-architecture.md differs from this test");
+    assert!(
+        doc.contains(&format!("```rust\n{code}```")),
+        "docs/add-an-architecture.md differs from this test"
+    );
 }
 
 #[test]
 fn registry_finds_the_example_by_type_and_alias() {
     registry::check().expect("no duplicate names");
     for name in ["tiny_llama", "tiny_mistral"] {
-        assert_eq!(registry::find(name, &[]).expect("registered").model_type, "tiny_llama");
+        assert_eq!(
+            registry::find(name, &[]).expect("registered").model_type,
+            "tiny_llama"
+        );
     }
     let e = registry::find("tiny_lama", &[]).unwrap_err();
-    assert_eq!(e.to_string(), "model type `tiny_lama` not supported; did you mean `tiny_llama`?");
+    assert_eq!(
+        e.to_string(),
+        "model type `tiny_lama` not supported; did you mean `tiny_llama`?"
+    );
 }
 
 #[test]
@@ -326,11 +340,16 @@ fn sanitize_maps_a_checkpoint_onto_the_parameters() {
     let expected = converted(model.as_ref());
     // A checkpoint as the hub has it: legacy name, head under another key, rotary buffers.
     let mut checkpoint = expected.clone();
-    let o = checkpoint.remove("model.layers.1.self_attn.o_proj.weight").expect("o_proj");
+    let o = checkpoint
+        .remove("model.layers.1.self_attn.o_proj.weight")
+        .expect("o_proj");
     checkpoint.insert("transformer.h.1.attn.c_proj.weight".into(), o);
     let head = checkpoint.remove("lm_head.weight").expect("head");
     checkpoint.insert("output.weight".into(), head);
-    checkpoint.insert("model.layers.0.self_attn.rotary_emb.inv_freq".into(), Array::from_slice(&[1.0f32], &[1]));
+    checkpoint.insert(
+        "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+        Array::from_slice(&[1.0f32], &[1]),
+    );
 
     let once = model.sanitize(checkpoint).expect("sanitizes");
     assert_eq!(keys(&once), keys(&expected));
@@ -345,20 +364,33 @@ fn tied_checkpoints_lose_their_head() {
     assert!(!expected.contains_key("lm_head.weight"));
     let mut checkpoint = expected.clone();
     checkpoint.insert("lm_head.weight".into(), Array::from_slice(&[0.0f32], &[1]));
-    assert_eq!(keys(&model.sanitize(checkpoint).expect("sanitizes")), keys(&expected));
+    assert_eq!(
+        keys(&model.sanitize(checkpoint).expect("sanitizes")),
+        keys(&expected)
+    );
 }
 
 #[test]
 fn full_forward_equals_token_by_token_decode() {
     let mut model = build(true);
     let ids = [3i32, 1, 4, 1, 5];
-    let full = model.forward(&Array::from_slice(&ids, &[1, 5]), &mut []).expect("runs");
+    let full = model
+        .forward(&Array::from_slice(&ids, &[1, 5]), &mut [])
+        .expect("runs");
     let full = full.reshape(&[5, 50]).expect("reshape");
     let mut cache = model.make_cache();
     for (i, id) in ids.iter().enumerate() {
-        let step = model.forward(&Array::from_slice(&[*id], &[1, 1]), &mut cache).expect("runs");
-        let row = full.take_axis(Array::from_slice(&[i as i32], &[1]), 0).expect("row");
-        let same = step.reshape(&[1, 50]).expect("reshape").all_close(&row, 1e-4, 1e-4, None).expect("compares");
+        let step = model
+            .forward(&Array::from_slice(&[*id], &[1, 1]), &mut cache)
+            .expect("runs");
+        let row = full
+            .take_axis(Array::from_slice(&[i as i32], &[1]), 0)
+            .expect("row");
+        let same = step
+            .reshape(&[1, 50])
+            .expect("reshape")
+            .all_close(&row, 1e-4, 1e-4, None)
+            .expect("compares");
         assert!(same, "token {i} differs between full forward and decode");
     }
 }

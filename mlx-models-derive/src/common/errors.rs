@@ -71,7 +71,10 @@ impl<T> Once<T> {
 
     pub fn set(&mut self, errors: &mut Errors, key: &syn::Ident, value: T) {
         if self.value.is_some() {
-            errors.at(key, format_args!("duplicate `{}` argument `{key}`; give it once", self.what));
+            errors.at(
+                key,
+                format_args!("duplicate `{}` argument `{key}`; give it once", self.what),
+            );
         } else {
             self.value = Some((key.clone(), value));
         }

@@ -130,7 +130,10 @@ impl MetaItem {
     pub fn lit_str(&self, example: &str) -> syn::Result<LitStr> {
         let t = self.eq_tokens(example)?;
         syn::parse2::<LitStr>(t.clone()).map_err(|_| {
-            syn::Error::new_spanned(t, format_args!("expected a string for `{}`; write `{example}`", self.key))
+            syn::Error::new_spanned(
+                t,
+                format_args!("expected a string for `{}`; write `{example}`", self.key),
+            )
         })
     }
 
@@ -142,7 +145,10 @@ impl MetaItem {
             _ => {
                 return Err(syn::Error::new_spanned(
                     t,
-                    format_args!("expected a list of strings for `{}`; write `{example}`", self.key),
+                    format_args!(
+                        "expected a list of strings for `{}`; write `{example}`",
+                        self.key
+                    ),
                 ))
             }
         };
@@ -152,9 +158,15 @@ impl MetaItem {
         let mut errors: Option<syn::Error> = None;
         for e in exprs {
             match e {
-                Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => out.push(s),
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => out.push(s),
                 other => {
-                    let err = syn::Error::new_spanned(other, format_args!("expected a string in `{}`", self.key));
+                    let err = syn::Error::new_spanned(
+                        other,
+                        format_args!("expected a string in `{}`", self.key),
+                    );
                     match &mut errors {
                         Some(all) => all.combine(err),
                         None => errors = Some(err),
@@ -179,7 +191,10 @@ impl MetaItem {
     pub fn path(&self, example: &str) -> syn::Result<syn::Path> {
         let t = self.eq_tokens(example)?;
         syn::parse2::<syn::Path>(t.clone()).map_err(|_| {
-            syn::Error::new_spanned(t, format_args!("expected a path for `{}`; write `{example}`", self.key))
+            syn::Error::new_spanned(
+                t,
+                format_args!("expected a path for `{}`; write `{example}`", self.key),
+            )
         })
     }
 
@@ -188,18 +203,30 @@ impl MetaItem {
         if let Ok(lit) = syn::parse2::<syn::Lit>(t.clone()) {
             return Err(syn::Error::new_spanned(
                 lit,
-                format_args!("expected a type for `{}`, not a literal; write `{example}`", self.key),
+                format_args!(
+                    "expected a type for `{}`, not a literal; write `{example}`",
+                    self.key
+                ),
             ));
         }
         syn::parse2::<syn::Type>(t.clone()).map_err(|_| {
-            syn::Error::new_spanned(t, format_args!("expected a type for `{}`; write `{example}`", self.key))
+            syn::Error::new_spanned(
+                t,
+                format_args!("expected a type for `{}`; write `{example}`", self.key),
+            )
         })
     }
 
     pub fn expr(&self, example: &str) -> syn::Result<Expr> {
         let t = self.eq_tokens(example)?;
         syn::parse2::<Expr>(t.clone()).map_err(|_| {
-            syn::Error::new_spanned(t, format_args!("expected an expression for `{}`; write `{example}`", self.key))
+            syn::Error::new_spanned(
+                t,
+                format_args!(
+                    "expected an expression for `{}`; write `{example}`",
+                    self.key
+                ),
+            )
         })
     }
 
@@ -207,12 +234,14 @@ impl MetaItem {
     pub fn flag(&self) -> syn::Result<()> {
         match &self.value {
             MetaValue::Flag => Ok(()),
-            MetaValue::Eq(t) => {
-                Err(syn::Error::new_spanned(t, format_args!("`{}` takes no value; write `{}` alone", self.key, self.key)))
-            }
-            MetaValue::List(g) => {
-                Err(syn::Error::new_spanned(g, format_args!("`{}` takes no value; write `{}` alone", self.key, self.key)))
-            }
+            MetaValue::Eq(t) => Err(syn::Error::new_spanned(
+                t,
+                format_args!("`{}` takes no value; write `{}` alone", self.key, self.key),
+            )),
+            MetaValue::List(g) => Err(syn::Error::new_spanned(
+                g,
+                format_args!("`{}` takes no value; write `{}` alone", self.key, self.key),
+            )),
         }
     }
 
@@ -227,7 +256,10 @@ impl MetaItem {
                 ))
             }
             MetaValue::Flag => {
-                return Err(syn::Error::new_spanned(&self.key, format_args!("`{}` needs rules; write `{example}`", self.key)))
+                return Err(syn::Error::new_spanned(
+                    &self.key,
+                    format_args!("`{}` needs rules; write `{example}`", self.key),
+                ))
             }
         };
         let key = self.key.to_string();
@@ -236,13 +268,24 @@ impl MetaItem {
             let mut out = Vec::new();
             while !input.is_empty() {
                 let from: LitStr = input.parse().map_err(|e| {
-                    syn::Error::new(e.span(), format_args!("expected `\"source\" => \"target\"` in `{key}`; write `{example}`"))
+                    syn::Error::new(
+                        e.span(),
+                        format_args!(
+                            "expected `\"source\" => \"target\"` in `{key}`; write `{example}`"
+                        ),
+                    )
                 })?;
                 let _: Token![=>] = input.parse().map_err(|e| {
-                    syn::Error::new(e.span(), format_args!("expected `=>` after the source pattern in `{key}`"))
+                    syn::Error::new(
+                        e.span(),
+                        format_args!("expected `=>` after the source pattern in `{key}`"),
+                    )
                 })?;
                 let to: LitStr = input.parse().map_err(|e| {
-                    syn::Error::new(e.span(), format_args!("expected a target pattern string after `=>` in `{key}`"))
+                    syn::Error::new(
+                        e.span(),
+                        format_args!("expected a target pattern string after `=>` in `{key}`"),
+                    )
                 })?;
                 out.push((from, to));
                 if input.is_empty() {
@@ -254,7 +297,10 @@ impl MetaItem {
         };
         let pairs = parser.parse2(g.stream())?;
         if pairs.is_empty() {
-            return Err(syn::Error::new_spanned(g, format_args!("`{}` needs at least one rule", self.key)));
+            return Err(syn::Error::new_spanned(
+                g,
+                format_args!("`{}` needs at least one rule", self.key),
+            ));
         }
         Ok(pairs)
     }

@@ -47,18 +47,24 @@ impl Pattern {
                         return Err(format!("capture `{{{name}}}` in weight pattern `{text}` is not a name; use letters, digits and `_`"));
                     }
                     if tokens.iter().any(|t| *t == Tok::Capture(name.clone())) {
-                        return Err(format!("capture `{{{name}}}` appears twice in weight pattern `{text}`"));
+                        return Err(format!(
+                            "capture `{{{name}}}` appears twice in weight pattern `{text}`"
+                        ));
                     }
                     if !lit.is_empty() {
                         tokens.push(Tok::Lit(std::mem::take(&mut lit)));
                     }
                     if matches!(tokens.last(), Some(Tok::Capture(_) | Tok::Star)) {
-                        return Err(format!("two captures touch in weight pattern `{text}`; put text between them"));
+                        return Err(format!(
+                            "two captures touch in weight pattern `{text}`; put text between them"
+                        ));
                     }
                     tokens.push(Tok::Capture(name));
                 }
                 '}' => {
-                    return Err(format!("unbalanced `}}` in weight pattern `{text}`; open the capture with `{{`"));
+                    return Err(format!(
+                        "unbalanced `}}` in weight pattern `{text}`; open the capture with `{{`"
+                    ));
                 }
                 '*' if allow_star => {
                     if !lit.is_empty() {
@@ -114,12 +120,17 @@ impl Pattern {
             return rest.is_empty() || rest.starts_with('.');
         };
         match tok {
-            Tok::Lit(l) => key[pos..].starts_with(l.as_str()) && self.walk(t + 1, key, pos + l.len()),
+            Tok::Lit(l) => {
+                key[pos..].starts_with(l.as_str()) && self.walk(t + 1, key, pos + l.len())
+            }
             Tok::Capture(_) => {
                 let seg_end = key[pos..].find('.').map_or(key.len(), |i| pos + i);
-                (pos + 1..=seg_end).any(|end| key.is_char_boundary(end) && self.walk(t + 1, key, end))
+                (pos + 1..=seg_end)
+                    .any(|end| key.is_char_boundary(end) && self.walk(t + 1, key, end))
             }
-            Tok::Star => (pos..=key.len()).any(|end| key.is_char_boundary(end) && self.walk(t + 1, key, end)),
+            Tok::Star => {
+                (pos..=key.len()).any(|end| key.is_char_boundary(end) && self.walk(t + 1, key, end))
+            }
         }
     }
 }
@@ -152,7 +163,9 @@ mod tests {
     #[test]
     fn star_only_where_allowed() {
         assert!(Pattern::parse("*.inv_freq", true).is_ok());
-        assert!(Pattern::parse("*.inv_freq", false).unwrap_err().contains("only `drop` takes `*`"));
+        assert!(Pattern::parse("*.inv_freq", false)
+            .unwrap_err()
+            .contains("only `drop` takes `*`"));
     }
 
     #[test]

@@ -22,12 +22,21 @@ pub struct Rule {
 }
 
 pub enum RuleKind {
-    Rename { from: LitStr, to: LitStr },
+    Rename {
+        from: LitStr,
+        to: LitStr,
+    },
     StripPrefix(LitStr),
     AddPrefix(LitStr),
     Drop(LitStr),
     TiedHead(LitStr),
-    StackExperts { from: LitStr, to: LitStr },
+    StackExperts {
+        from: LitStr,
+        to: LitStr,
+    },
     /// `#[mlx_model(weights = "checkpoint.key")]` on field `field`.
-    Field { field: Ident, from: LitStr },
+    Field {
+        field: Ident,
+        from: LitStr,
+    },
 }

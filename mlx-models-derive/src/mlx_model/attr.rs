@@ -78,7 +78,8 @@ pub fn model(attr: TokenStream, strukt: &mut syn::ItemStruct, errors: &mut Error
                 }
             }
             sym::ARCHITECTURES => {
-                if let Some(l) = errors.ok(item.str_list("architectures = [\"LlamaForCausalLM\"]")) {
+                if let Some(l) = errors.ok(item.str_list("architectures = [\"LlamaForCausalLM\"]"))
+                {
                     architectures.set(errors, &key, l);
                 }
             }
@@ -90,7 +91,10 @@ pub fn model(attr: TokenStream, strukt: &mut syn::ItemStruct, errors: &mut Error
             sym::RENAME_RULE => {
                 if let Some(pairs) = errors.ok(item.pairs("rename(\"old.{n}\" => \"new.{n}\")")) {
                     for (from, to) in pairs {
-                        rules.push(Rule { key: key.clone(), kind: RuleKind::Rename { from, to } });
+                        rules.push(Rule {
+                            key: key.clone(),
+                            kind: RuleKind::Rename { from, to },
+                        });
                     }
                 }
             }
@@ -98,36 +102,56 @@ pub fn model(attr: TokenStream, strukt: &mut syn::ItemStruct, errors: &mut Error
                 let example = "stack_experts(\"model.layers.{n}.mlp.experts.{e}\" => \"model.layers.{n}.mlp.switch_mlp\")";
                 if let Some(pairs) = errors.ok(item.pairs(example)) {
                     for (from, to) in pairs {
-                        rules.push(Rule { key: key.clone(), kind: RuleKind::StackExperts { from, to } });
+                        rules.push(Rule {
+                            key: key.clone(),
+                            kind: RuleKind::StackExperts { from, to },
+                        });
                     }
                 }
             }
             sym::STRIP_PREFIX => {
                 if let Some(s) = errors.ok(item.lit_str("strip_prefix = \"language_model.\"")) {
-                    rules.push(Rule { key, kind: RuleKind::StripPrefix(s) });
+                    rules.push(Rule {
+                        key,
+                        kind: RuleKind::StripPrefix(s),
+                    });
                 }
             }
             sym::ADD_PREFIX => {
                 if let Some(s) = errors.ok(item.lit_str("add_prefix = \"language_model.\"")) {
-                    rules.push(Rule { key, kind: RuleKind::AddPrefix(s) });
+                    rules.push(Rule {
+                        key,
+                        kind: RuleKind::AddPrefix(s),
+                    });
                 }
             }
             sym::DROP => {
-                if let Some(list) = errors.ok(item.str_or_list("drop = [\"*.rotary_emb.inv_freq\"]")) {
+                if let Some(list) =
+                    errors.ok(item.str_or_list("drop = [\"*.rotary_emb.inv_freq\"]"))
+                {
                     for s in list {
-                        rules.push(Rule { key: key.clone(), kind: RuleKind::Drop(s) });
+                        rules.push(Rule {
+                            key: key.clone(),
+                            kind: RuleKind::Drop(s),
+                        });
                     }
                 }
             }
             sym::TIED_HEAD => {
                 if let Some(s) = errors.ok(item.lit_str("tied_head = \"lm_head\"")) {
                     tied.set(errors, &key, ());
-                    rules.push(Rule { key, kind: RuleKind::TiedHead(s) });
+                    rules.push(Rule {
+                        key,
+                        kind: RuleKind::TiedHead(s),
+                    });
                 }
             }
             _ => errors.at(
                 &item.key,
-                format_args!("unknown `mlx_model` argument `{name}`{}", did_you_mean(&name, sym::MODEL_ARGS)),
+                format_args!(
+                    "unknown `mlx_model` argument `{name}`{}",
+                    did_you_mean(&name, sym::MODEL_ARGS)
+                ),
             ),
         }
     }
@@ -168,8 +192,17 @@ fn field_rules(strukt: &mut syn::ItemStruct, rules: &mut Vec<Rule>, errors: &mut
         }
         if let Some((key, from)) = weights.get() {
             match &field.ident {
-                Some(ident) => rules.push(Rule { key, kind: RuleKind::Field { field: ident.clone(), from } }),
-                None => errors.at(&key, "`weights` needs a named field; the field name is the module path"),
+                Some(ident) => rules.push(Rule {
+                    key,
+                    kind: RuleKind::Field {
+                        field: ident.clone(),
+                        from,
+                    },
+                }),
+                None => errors.at(
+                    &key,
+                    "`weights` needs a named field; the field name is the module path",
+                ),
             }
         }
     }

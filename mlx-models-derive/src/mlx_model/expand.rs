@@ -54,9 +54,17 @@ pub fn fallback(model: &Model, strukt: &syn::ItemStruct) -> TokenStream {
 
 fn spec_impl(model: &Model, strukt: &syn::ItemStruct) -> TokenStream {
     let ident = &strukt.ident;
-    let args = model.args.as_ref().map(ToTokens::to_token_stream).unwrap_or_default();
+    let args = model
+        .args
+        .as_ref()
+        .map(ToTokens::to_token_stream)
+        .unwrap_or_default();
     let args = quote_spanned! {args.span()=> #args };
-    let model_type = model.model_type.as_ref().map(|l| l.value()).unwrap_or_default();
+    let model_type = model
+        .model_type
+        .as_ref()
+        .map(|l| l.value())
+        .unwrap_or_default();
     let aliases = &model.aliases;
     let archs = &model.architectures;
     // Field rules run last, on keys the container rules have already normalised.
@@ -64,9 +72,16 @@ fn spec_impl(model: &Model, strukt: &syn::ItemStruct) -> TokenStream {
         .rules
         .iter()
         .filter(|r| !matches!(r.kind, RuleKind::Field { .. }))
-        .chain(model.rules.iter().filter(|r| matches!(r.kind, RuleKind::Field { .. })));
+        .chain(
+            model
+                .rules
+                .iter()
+                .filter(|r| matches!(r.kind, RuleKind::Field { .. })),
+        );
     let rules = ordered.map(|r| match &r.kind {
-        RuleKind::Rename { from, to } => quote! { ::mlx_models::__private::Rule::Rename { from: #from, to: #to } },
+        RuleKind::Rename { from, to } => {
+            quote! { ::mlx_models::__private::Rule::Rename { from: #from, to: #to } }
+        }
         RuleKind::StripPrefix(p) => quote! { ::mlx_models::__private::Rule::StripPrefix(#p) },
         RuleKind::AddPrefix(p) => quote! { ::mlx_models::__private::Rule::AddPrefix(#p) },
         RuleKind::Drop(p) => quote! { ::mlx_models::__private::Rule::Drop(#p) },

@@ -53,15 +53,26 @@ fn missing_model_type_and_args() {
 #[test]
 fn unknown_argument_suggests_the_nearest() {
     let m = messages(quote! { model_typ = "llama", args = A });
-    assert!(m.contains(&"unknown `mlx_model` argument `model_typ`; did you mean `model_type`?".to_owned()), "{m:?}");
+    assert!(
+        m.contains(
+            &"unknown `mlx_model` argument `model_typ`; did you mean `model_type`?".to_owned()
+        ),
+        "{m:?}"
+    );
 }
 
 #[test]
 fn capture_on_one_side_only() {
     let m = messages(quote! { model_type = "x", args = A, rename("a.{n}.b" => "c.b") });
-    assert_eq!(m, ["capture `{n}` of source `a.{n}.b` is missing in target `c.b`; use it on both sides"]);
+    assert_eq!(
+        m,
+        ["capture `{n}` of source `a.{n}.b` is missing in target `c.b`; use it on both sides"]
+    );
     let m = messages(quote! { model_type = "x", args = A, rename("a.b" => "c.{m}") });
-    assert_eq!(m, ["unknown capture `{m}` in target `c.{m}`; the source `a.b` does not capture it"]);
+    assert_eq!(
+        m,
+        ["unknown capture `{m}` in target `c.{m}`; the source `a.b` does not capture it"]
+    );
 }
 
 #[test]
@@ -73,14 +84,25 @@ fn unbalanced_capture() {
 
 #[test]
 fn stacking_needs_e() {
-    let m = messages(quote! { model_type = "x", args = A, stack_experts("a.{n}.experts" => "a.{n}.switch_mlp") });
-    assert_eq!(m, ["`stack_experts` source `a.{n}.experts` has no `{e}`; mark the expert index with `{e}`"]);
+    let m = messages(
+        quote! { model_type = "x", args = A, stack_experts("a.{n}.experts" => "a.{n}.switch_mlp") },
+    );
+    assert_eq!(
+        m,
+        ["`stack_experts` source `a.{n}.experts` has no `{e}`; mark the expert index with `{e}`"]
+    );
 }
 
 #[test]
 fn two_rules_to_one_key_are_shown_at_both() {
     let m = messages(quote! { model_type = "x", args = A, rename("a" => "embed_tokens") });
-    assert_eq!(m, ["two weight rules map to `embed_tokens`; keep one", "`embed_tokens` is also mapped here"]);
+    assert_eq!(
+        m,
+        [
+            "two weight rules map to `embed_tokens`; keep one",
+            "`embed_tokens` is also mapped here"
+        ]
+    );
 }
 
 #[test]
@@ -93,17 +115,31 @@ fn target_matching_its_source_is_not_idempotent() {
 #[test]
 fn duplicate_and_wrong_literal() {
     let m = messages(quote! { model_type = "a", model_type = "b", args = A });
-    assert_eq!(m, ["duplicate `mlx_model` argument `model_type`; give it once"]);
+    assert_eq!(
+        m,
+        ["duplicate `mlx_model` argument `model_type`; give it once"]
+    );
     let m = messages(quote! { model_type = llama, args = A });
-    assert_eq!(m[0], "expected a string for `model_type`; write `model_type = \"llama\"`");
+    assert_eq!(
+        m[0],
+        "expected a string for `model_type`; write `model_type = \"llama\"`"
+    );
     let m = messages(quote! { model_type = "a", args = "A" });
-    assert_eq!(m, ["expected a type for `args`, not a literal; write `args = LlamaArgs`"]);
+    assert_eq!(
+        m,
+        ["expected a type for `args`, not a literal; write `args = LlamaArgs`"]
+    );
 }
 
 #[test]
 fn non_struct_items_are_refused_at_their_keyword() {
     let mut errors = Errors::new();
     assert!(attr::item(quote! { enum E { A } }, &mut errors).is_none());
-    let m: Vec<String> = errors.finish().unwrap_err().into_iter().map(|e| e.to_string()).collect();
+    let m: Vec<String> = errors
+        .finish()
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(m, ["`#[mlx_model]` goes on the model struct"]);
 }

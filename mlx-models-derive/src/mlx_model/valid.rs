@@ -29,7 +29,10 @@ pub fn check(model: &Model, strukt: &syn::ItemStruct, errors: &mut Errors) {
         errors.at(param, "`#[mlx_model]` does not support generic parameters; the registry builds one concrete type");
     }
     if let syn::Fields::Unnamed(f) = &strukt.fields {
-        errors.at(f, "`#[mlx_model]` needs named fields; field names are the module paths of the weights");
+        errors.at(
+            f,
+            "`#[mlx_model]` needs named fields; field names are the module paths of the weights",
+        );
     }
     names(model, errors);
     rules(model, errors);
@@ -38,9 +41,15 @@ pub fn check(model: &Model, strukt: &syn::ItemStruct, errors: &mut Errors) {
 fn name_ok(lit: &LitStr, what: &str, errors: &mut Errors) {
     let v = lit.value();
     if v.is_empty() {
-        errors.at(lit, format_args!("empty `{what}`; write the name config.json uses"));
+        errors.at(
+            lit,
+            format_args!("empty `{what}`; write the name config.json uses"),
+        );
     } else if v.chars().any(|c| c.is_whitespace() || c == '"') {
-        errors.at(lit, format_args!("`{what}` \"{v}\" has whitespace or quotes; config.json names have none"));
+        errors.at(
+            lit,
+            format_args!("`{what}` \"{v}\" has whitespace or quotes; config.json names have none"),
+        );
     }
 }
 
@@ -53,14 +62,23 @@ fn names(model: &Model, errors: &mut Errors) {
     for a in &model.aliases {
         name_ok(a, "alias", errors);
         if !seen.insert(a.value()) {
-            errors.at(a, format_args!("alias \"{}\" repeats a name of this model; remove it", a.value()));
+            errors.at(
+                a,
+                format_args!(
+                    "alias \"{}\" repeats a name of this model; remove it",
+                    a.value()
+                ),
+            );
         }
     }
     let mut archs: HashMap<String, &LitStr> = HashMap::new();
     for a in &model.architectures {
         name_ok(a, "architecture", errors);
         if archs.insert(a.value(), a).is_some() {
-            errors.at(a, format_args!("architecture \"{}\" is listed twice", a.value()));
+            errors.at(
+                a,
+                format_args!("architecture \"{}\" is listed twice", a.value()),
+            );
         }
     }
 }
@@ -77,7 +95,9 @@ fn parse(lit: &LitStr, star: bool, errors: &mut Errors) -> Option<Pattern> {
 
 /// `from => to` must carry the same captures, and converted keys must not match `from`.
 fn pair(from: &LitStr, to: &LitStr, stack: bool, errors: &mut Errors) {
-    let (Some(pf), Some(pt)) = (parse(from, false, errors), parse(to, false, errors)) else { return };
+    let (Some(pf), Some(pt)) = (parse(from, false, errors), parse(to, false, errors)) else {
+        return;
+    };
     let fc = pf.captures();
     let tc = pt.captures();
     if stack {
@@ -90,7 +110,10 @@ fn pair(from: &LitStr, to: &LitStr, stack: bool, errors: &mut Errors) {
         if tc.contains(&sym::EXPERT) {
             errors.at(
                 to,
-                format_args!("`stack_experts` target `{}` has `{{e}}`; the experts are stacked into one key", to.value()),
+                format_args!(
+                    "`stack_experts` target `{}` has `{{e}}`; the experts are stacked into one key",
+                    to.value()
+                ),
             );
         }
     }
@@ -99,7 +122,11 @@ fn pair(from: &LitStr, to: &LitStr, stack: bool, errors: &mut Errors) {
         if !in_source {
             errors.at(
                 to,
-                format_args!("unknown capture `{{{c}}}` in target `{}`; the source `{}` does not capture it", to.value(), from.value()),
+                format_args!(
+                    "unknown capture `{{{c}}}` in target `{}`; the source `{}` does not capture it",
+                    to.value(),
+                    from.value()
+                ),
             );
         }
     }
@@ -129,7 +156,10 @@ fn rules(model: &Model, errors: &mut Errors) {
     let mut targets: HashMap<String, Span> = HashMap::new();
     let mut target = |to: &str, span: Span, errors: &mut Errors| {
         if let Some(first) = targets.get(to) {
-            errors.at_span(span, format_args!("two weight rules map to `{to}`; keep one"));
+            errors.at_span(
+                span,
+                format_args!("two weight rules map to `{to}`; keep one"),
+            );
             errors.at_span(*first, format_args!("`{to}` is also mapped here"));
         } else {
             targets.insert(to.to_owned(), span);
@@ -148,7 +178,10 @@ fn rules(model: &Model, errors: &mut Errors) {
             RuleKind::Field { field, from } => {
                 if let Some(p) = parse(from, false, errors) {
                     if !p.captures().is_empty() {
-                        errors.at(from, "`weights` takes a plain checkpoint path, without captures");
+                        errors.at(
+                            from,
+                            "`weights` takes a plain checkpoint path, without captures",
+                        );
                     }
                 }
                 target(&field.to_string(), field.span(), errors);
@@ -156,9 +189,21 @@ fn rules(model: &Model, errors: &mut Errors) {
             RuleKind::StripPrefix(p) | RuleKind::AddPrefix(p) => {
                 let v = p.value();
                 if v.is_empty() {
-                    errors.at(p, format_args!("empty `{}`; write the prefix, as in \"language_model.\"", rule.key));
+                    errors.at(
+                        p,
+                        format_args!(
+                            "empty `{}`; write the prefix, as in \"language_model.\"",
+                            rule.key
+                        ),
+                    );
                 } else if v.contains(['{', '}', '*']) {
-                    errors.at(p, format_args!("`{}` takes a plain prefix, without captures or `*`", rule.key));
+                    errors.at(
+                        p,
+                        format_args!(
+                            "`{}` takes a plain prefix, without captures or `*`",
+                            rule.key
+                        ),
+                    );
                 }
             }
             RuleKind::Drop(p) => {

@@ -41,7 +41,12 @@ pub fn container<'a>(input: &'a syn::DeriveInput, errors: &mut Errors) -> Option
                         continue;
                     }
                 };
-                variants.push(Variant { original: v, fields, rename, aliases });
+                variants.push(Variant {
+                    original: v,
+                    fields,
+                    rename,
+                    aliases,
+                });
             }
             Data::Enum(variants)
         }
@@ -60,7 +65,11 @@ fn container_attrs(attrs: &[syn::Attribute], is_enum: bool, errors: &mut Errors)
     let mut text_config = Once::new(sym::ARG);
     let mut validate = Once::new(sym::ARG);
     let mut out = ContainerAttrs::default();
-    let known = if is_enum { sym::ENUM_ARGS } else { sym::STRUCT_ARGS };
+    let known = if is_enum {
+        sym::ENUM_ARGS
+    } else {
+        sym::STRUCT_ARGS
+    };
     for item in attrs_named(attrs, sym::ARG, errors) {
         let name = item.name();
         match name.as_str() {
@@ -87,7 +96,10 @@ fn container_attrs(attrs: &[syn::Attribute], is_enum: bool, errors: &mut Errors)
             ),
             _ => errors.at(
                 &item.key,
-                format_args!("unknown `arg` argument `{name}`{}", did_you_mean(&name, known)),
+                format_args!(
+                    "unknown `arg` argument `{name}`{}",
+                    did_you_mean(&name, known)
+                ),
             ),
         }
     }
@@ -114,7 +126,10 @@ fn variant_attrs(v: &syn::Variant, errors: &mut Errors) -> (Option<syn::LitStr>,
             }
             _ => errors.at(
                 &item.key,
-                format_args!("unknown `arg` argument `{name}` on a variant{}", did_you_mean(&name, sym::VARIANT_ARGS)),
+                format_args!(
+                    "unknown `arg` argument `{name}` on a variant{}",
+                    did_you_mean(&name, sym::VARIANT_ARGS)
+                ),
             ),
         }
     }
@@ -125,7 +140,12 @@ fn fields<'a>(fields: impl Iterator<Item = &'a syn::Field>, errors: &mut Errors)
     fields
         .filter_map(|f| {
             let ident = f.ident.as_ref()?;
-            Some(Field { ident, ty: &f.ty, option: option_inner(&f.ty), attrs: field_attrs(f, errors) })
+            Some(Field {
+                ident,
+                ty: &f.ty,
+                option: option_inner(&f.ty),
+                attrs: field_attrs(f, errors),
+            })
         })
         .collect()
 }
@@ -170,11 +190,16 @@ fn field_attrs(f: &syn::Field, errors: &mut Errors) -> FieldAttrs {
             }
             _ if sym::STRUCT_ARGS.contains(&name.as_str()) || name == sym::TAG => errors.at(
                 &item.key,
-                format_args!("`{name}` is a container argument; put `#[arg({name})]` on the struct or enum"),
+                format_args!(
+                    "`{name}` is a container argument; put `#[arg({name})]` on the struct or enum"
+                ),
             ),
             _ => errors.at(
                 &item.key,
-                format_args!("unknown `arg` argument `{name}`{}", did_you_mean(&name, sym::FIELD_ARGS)),
+                format_args!(
+                    "unknown `arg` argument `{name}`{}",
+                    did_you_mean(&name, sym::FIELD_ARGS)
+                ),
             ),
         }
     }

@@ -106,7 +106,9 @@ fn reads(fields: &[Field<'_>]) -> TokenStream {
             let positive = f.attrs.positive.is_some();
             let default_expr = match &f.attrs.default {
                 Some((_, Some(expr))) => quote_spanned! {expr.span()=> #expr },
-                Some((key, None)) => quote_spanned! {key.span()=> ::core::default::Default::default() },
+                Some((key, None)) => {
+                    quote_spanned! {key.span()=> ::core::default::Default::default() }
+                }
                 None => quote_spanned! {span=> ::core::default::Default::default() },
             };
             let read = if f.attrs.skip.is_some() {
@@ -118,7 +120,11 @@ fn reads(fields: &[Field<'_>]) -> TokenStream {
                     quote_spanned! {span=> __obj.optional::<#inner>(#keys)? }
                 }
             } else if f.attrs.default.is_some() {
-                let call = if positive { quote!(optional_positive) } else { quote!(optional) };
+                let call = if positive {
+                    quote!(optional_positive)
+                } else {
+                    quote!(optional)
+                };
                 quote_spanned! {span=>
                     match __obj.#call::<#ty>(#keys)? {
                         ::core::option::Option::Some(__v) => __v,
@@ -158,7 +164,11 @@ fn hook(c: &Container<'_>) -> TokenStream {
 }
 
 fn struct_bodies(c: &Container<'_>, fields: &[Field<'_>]) -> (TokenStream, TokenStream, String) {
-    let text_config = c.attrs.text_config.as_ref().map(|_| quote! { __obj.text_config(); });
+    let text_config = c
+        .attrs
+        .text_config
+        .as_ref()
+        .map(|_| quote! { __obj.text_config(); });
     let reads = reads(fields);
     let idents = fields.iter().map(|f| f.ident);
     let hook = hook(c);
@@ -182,7 +192,9 @@ fn struct_bodies(c: &Container<'_>, fields: &[Field<'_>]) -> (TokenStream, Token
 }
 
 fn enum_bodies(c: &Container<'_>) -> (TokenStream, TokenStream, String) {
-    let Data::Enum(variants) = &c.data else { return Default::default() };
+    let Data::Enum(variants) = &c.data else {
+        return Default::default();
+    };
     let tags: Vec<String> = c.attrs.tags.iter().map(syn::LitStr::value).collect();
     let first_tag = tags.first().cloned().unwrap_or_default();
     let names: Vec<String> = variants.iter().flat_map(|v| v.names()).collect();
@@ -214,14 +226,23 @@ fn enum_bodies(c: &Container<'_>) -> (TokenStream, TokenStream, String) {
     let write_arms = variants.iter().map(|v| {
         let vident = v.ident();
         let name = v.name();
-        let binds: Vec<_> = v.fields.iter().enumerate().map(|(i, _)| format_ident!("__f{}", i)).collect();
+        let binds: Vec<_> = v
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format_ident!("__f{}", i))
+            .collect();
         let field_idents = v.fields.iter().map(|f| f.ident);
         let pattern = match &v.original.fields {
             syn::Fields::Unit => quote! { Self::#vident },
             _ => quote! { Self::#vident { #(#field_idents: #binds,)* .. } },
         };
         let writes = writes(&v.fields, |f| {
-            let i = v.fields.iter().position(|g| g.ident == f.ident).unwrap_or_default();
+            let i = v
+                .fields
+                .iter()
+                .position(|g| g.ident == f.ident)
+                .unwrap_or_default();
             let b = format_ident!("__f{}", i);
             quote! { #b }
         });

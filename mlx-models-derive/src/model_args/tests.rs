@@ -37,7 +37,10 @@ fn unknown_argument_suggests_the_nearest() {
     let m = messages(parse_quote! {
         struct Args { #[arg(defualt = 1)] a: usize }
     });
-    assert_eq!(m, ["unknown `arg` argument `defualt`; did you mean `default`?"]);
+    assert_eq!(
+        m,
+        ["unknown `arg` argument `defualt`; did you mean `default`?"]
+    );
 }
 
 #[test]
@@ -67,7 +70,10 @@ fn default_on_option_is_rejected() {
         struct Args { #[arg(default = Some(1))] a: Option<usize> }
     });
     assert_eq!(m.len(), 1);
-    assert!(m[0].starts_with("`default` on the `Option` field `a`"), "{m:?}");
+    assert!(
+        m[0].starts_with("`default` on the `Option` field `a`"),
+        "{m:?}"
+    );
 }
 
 #[test]
@@ -84,8 +90,15 @@ fn enum_needs_a_tag_and_tuple_variants_are_rejected() {
         enum Rope { Linear { factor: f32 }, Dynamic(f32) }
     });
     assert_eq!(m.len(), 2, "{m:?}");
-    assert!(m.iter().any(|e| e.starts_with("tuple variant `Dynamic`")), "{m:?}");
-    assert!(m.iter().any(|e| e.contains("needs `#[arg(tag = \"...\")]`")), "{m:?}");
+    assert!(
+        m.iter().any(|e| e.starts_with("tuple variant `Dynamic`")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter()
+            .any(|e| e.contains("needs `#[arg(tag = \"...\")]`")),
+        "{m:?}"
+    );
 }
 
 #[test]
@@ -93,7 +106,10 @@ fn tuple_struct_and_wrong_literal_are_rejected() {
     let m = messages(parse_quote! { struct Args(usize); });
     assert!(m[0].contains("tuple struct"), "{m:?}");
     let m = messages(parse_quote! { struct Args { #[arg(alias = 3)] a: usize } });
-    assert_eq!(m, ["expected a string for `alias`; write `alias = \"n_kv_heads\"`"]);
+    assert_eq!(
+        m,
+        ["expected a string for `alias`; write `alias = \"n_kv_heads\"`"]
+    );
 }
 
 #[test]

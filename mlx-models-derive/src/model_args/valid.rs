@@ -10,13 +10,19 @@ use crate::common::Errors;
 pub fn check(c: &Container<'_>, errors: &mut Errors) {
     let input = c.input;
     if let Some(param) = input.generics.params.first() {
-        errors.at(param, "`ModelArgs` does not support generic parameters; write the concrete types");
+        errors.at(
+            param,
+            "`ModelArgs` does not support generic parameters; write the concrete types",
+        );
     }
     match &c.data {
         Data::Struct(fields) => {
             for key in &c.attrs.tag_keys {
                 if key == "tag" {
-                    errors.at(key, "`tag` applies to enums; a struct reads every key by name");
+                    errors.at(
+                        key,
+                        "`tag` applies to enums; a struct reads every key by name",
+                    );
                 }
             }
             check_fields(fields, errors);
@@ -42,9 +48,10 @@ pub fn check(c: &Container<'_>, errors: &mut Errors) {
                     check_strings(std::slice::from_ref(r), "rename", errors);
                 }
                 check_strings(&v.aliases, "alias", errors);
-                let spans: Vec<(String, Option<&LitStr>)> = std::iter::once((v.name(), v.rename.as_ref()))
-                    .chain(v.aliases.iter().map(|a| (a.value(), Some(a))))
-                    .collect();
+                let spans: Vec<(String, Option<&LitStr>)> =
+                    std::iter::once((v.name(), v.rename.as_ref()))
+                        .chain(v.aliases.iter().map(|a| (a.value(), Some(a))))
+                        .collect();
                 for (name, lit) in spans {
                     if let Some(other) = seen.get(&name) {
                         let msg = format!("variant name \"{name}\" is already taken by `{other}`; give one of them another `rename` or `alias`");
@@ -68,9 +75,15 @@ fn check_strings(lits: &[LitStr], what: &str, errors: &mut Errors) {
         if v.is_empty() {
             errors.at(l, format_args!("empty `{what}`; write the JSON key"));
         } else if v.chars().any(char::is_whitespace) {
-            errors.at(l, format_args!("`{what}` \"{v}\" has whitespace; JSON keys of configs have none"));
+            errors.at(
+                l,
+                format_args!("`{what}` \"{v}\" has whitespace; JSON keys of configs have none"),
+            );
         } else if v.split('.').any(str::is_empty) {
-            errors.at(l, format_args!("`{what}` \"{v}\" has an empty part between dots"));
+            errors.at(
+                l,
+                format_args!("`{what}` \"{v}\" has an empty part between dots"),
+            );
         }
     }
 }
@@ -87,7 +100,10 @@ fn check_fields(fields: &[Field<'_>], errors: &mut Errors) {
         if let Some(r) = &a.rename {
             check_strings(std::slice::from_ref(r), "rename", errors);
             if r.value().contains('.') {
-                errors.at(r, "`rename` takes one key, without dots; use `alias` to read a nested key");
+                errors.at(
+                    r,
+                    "`rename` takes one key, without dots; use `alias` to read a nested key",
+                );
             }
         }
         check_strings(&a.aliases, "alias", errors);
@@ -116,7 +132,13 @@ fn check_fields(fields: &[Field<'_>], errors: &mut Errors) {
             let v = alias.value();
             if let Some(owner) = keys.get(&v) {
                 if *owner == f.ident {
-                    errors.at(alias, format_args!("alias \"{v}\" is the key of `{}` itself; remove it", f.ident));
+                    errors.at(
+                        alias,
+                        format_args!(
+                            "alias \"{v}\" is the key of `{}` itself; remove it",
+                            f.ident
+                        ),
+                    );
                 } else {
                     errors.at(
                         alias,
@@ -124,7 +146,10 @@ fn check_fields(fields: &[Field<'_>], errors: &mut Errors) {
                     );
                 }
             } else if let Some(owner) = aliases_seen.get(&v) {
-                errors.at(alias, format_args!("alias \"{v}\" is already an alias of `{owner}`"));
+                errors.at(
+                    alias,
+                    format_args!("alias \"{v}\" is already an alias of `{owner}`"),
+                );
             } else {
                 aliases_seen.insert(v, f.ident);
             }

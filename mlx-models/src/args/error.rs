@@ -63,7 +63,10 @@ pub enum ArgsErrorKind {
 
 impl ArgsError {
     pub(crate) fn new(kind: ArgsErrorKind) -> Self {
-        ArgsError { file: "config.json".to_owned(), kind }
+        ArgsError {
+            file: "config.json".to_owned(),
+            kind,
+        }
     }
 
     /// An error of a post-parse hook: `keys` are the keys involved (as the user writes them in
@@ -91,7 +94,11 @@ impl ArgsError {
     pub fn not_positive(key: &str, found: &Value, integer: bool) -> Self {
         ArgsError::wrong_type(
             key,
-            if integer { "a positive integer" } else { "a positive number" },
+            if integer {
+                "a positive integer"
+            } else {
+                "a positive number"
+            },
             found,
         )
     }

@@ -119,13 +119,17 @@ impl<A: ModelArgs> Config<A> {
         let args = A::parse_object(&mut obj)?;
         obj.finish();
         cx.settle();
-        Ok(Config { args, extra: cx.extra, typos: cx.typos })
+        Ok(Config {
+            args,
+            extra: cx.extra,
+            typos: cx.typos,
+        })
     }
 
     /// Parses config.json's text.
     pub fn from_json(text: &str) -> Result<Self, ArgsError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| ArgsError::json(format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| ArgsError::json(format!("not valid JSON: {e}")))?;
         Self::parse(&value)
     }
 
@@ -161,11 +165,15 @@ impl<A: ModelArgs> Config<A> {
 
 /// Puts `value` at `segments` unless something is there already.
 fn insert_absent(root: &mut Value, segments: &[String], value: &Value) {
-    let Some((last, parents)) = segments.split_last() else { return };
+    let Some((last, parents)) = segments.split_last() else {
+        return;
+    };
     let mut cur = root;
     for seg in parents {
         let Value::Object(map) = cur else { return };
-        cur = map.entry(seg.clone()).or_insert_with(|| Value::Object(Map::new()));
+        cur = map
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     if let Value::Object(map) = cur {
         map.entry(last.clone()).or_insert_with(|| value.clone());

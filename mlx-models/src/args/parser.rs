@@ -43,7 +43,12 @@ pub struct Cx {
 
 impl Cx {
     pub(crate) fn new(model: String) -> Self {
-        Cx { model, extra: Vec::new(), typos: Vec::new(), consumed: HashSet::new() }
+        Cx {
+            model,
+            extra: Vec::new(),
+            typos: Vec::new(),
+            consumed: HashSet::new(),
+        }
     }
 
     /// Drops what a dotted alias read after its object was listed as unknown.
@@ -117,24 +122,42 @@ pub struct Object<'v, 'c> {
 
 impl<'v, 'c> Object<'v, 'c> {
     pub(crate) fn new(cx: &'c mut Cx, map: &'v Map<String, Value>, segments: Vec<String>) -> Self {
-        let base = Layer { map, segments, used: HashSet::new(), shadowed: HashSet::new() };
-        Object { cx, layers: vec![base], asked: Vec::new() }
+        let base = Layer {
+            map,
+            segments,
+            used: HashSet::new(),
+            shadowed: HashSet::new(),
+        };
+        Object {
+            cx,
+            layers: vec![base],
+            asked: Vec::new(),
+        }
     }
 
     /// Reads `text_config` first: values there win over the top level.
     pub fn text_config(&mut self) {
-        let Some(base) = self.layers.last_mut() else { return };
+        let Some(base) = self.layers.last_mut() else {
+            return;
+        };
         if let Some((key, Value::Object(inner))) = base.map.get_key_value("text_config") {
             base.used.insert(key.as_str());
             let mut segments = base.segments.clone();
             segments.push("text_config".to_owned());
-            let layer = Layer { map: inner, segments, used: HashSet::new(), shadowed: HashSet::new() };
+            let layer = Layer {
+                map: inner,
+                segments,
+                used: HashSet::new(),
+                shadowed: HashSet::new(),
+            };
             self.layers.insert(0, layer);
         }
     }
 
     fn path(&self, key: &str) -> String {
-        self.layers.last().map_or_else(|| key.to_owned(), |l| l.path_of(key))
+        self.layers
+            .last()
+            .map_or_else(|| key.to_owned(), |l| l.path_of(key))
     }
 
     /// Finds the first of `keys` present, in the highest layer that has one.
@@ -185,7 +208,10 @@ impl<'v, 'c> Object<'v, 'c> {
     }
 
     /// A key that must be present (`keys`: the field key, then its aliases).
-    pub fn required<T: ConfigValue>(&mut self, keys: &'static [&'static str]) -> Result<T, ArgsError> {
+    pub fn required<T: ConfigValue>(
+        &mut self,
+        keys: &'static [&'static str],
+    ) -> Result<T, ArgsError> {
         match self.lookup(keys) {
             None => Err(self.missing(keys)),
             Some((v, path)) if v.is_null() && !T::accepts_null() => {
@@ -213,7 +239,9 @@ impl<'v, 'c> Object<'v, 'c> {
         keys: &'static [&'static str],
     ) -> Result<T, ArgsError> {
         let found = self.peek(keys);
-        let v = self.required::<T>(keys).map_err(|e| positive_words::<T>(e, found.clone()))?;
+        let v = self
+            .required::<T>(keys)
+            .map_err(|e| positive_words::<T>(e, found.clone()))?;
         check_positive(v, found, || self.path(keys[0]))
     }
 
@@ -223,7 +251,9 @@ impl<'v, 'c> Object<'v, 'c> {
         keys: &'static [&'static str],
     ) -> Result<Option<T>, ArgsError> {
         let found = self.peek(keys);
-        let v = self.optional::<T>(keys).map_err(|e| positive_words::<T>(e, found.clone()))?;
+        let v = self
+            .optional::<T>(keys)
+            .map_err(|e| positive_words::<T>(e, found.clone()))?;
         match v {
             Some(v) => check_positive(v, found, || self.path(keys[0])).map(Some),
             None => Ok(None),
@@ -268,15 +298,34 @@ impl<'v, 'c> Object<'v, 'c> {
     }
 
     /// The error for a tag that names no variant.
-    pub fn unknown_variant(&mut self, tags: &'static [&'static str], found: &str, expected: &[&str]) -> ArgsError {
-        let path = self.peek(tags).map_or_else(|| self.path(tags[0]), |(_, p)| p);
-        let expected = expected.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ");
-        ArgsError::new(ArgsErrorKind::UnknownVariant { key: path, found: format!("{found:?}"), expected })
+    pub fn unknown_variant(
+        &mut self,
+        tags: &'static [&'static str],
+        found: &str,
+        expected: &[&str],
+    ) -> ArgsError {
+        let path = self
+            .peek(tags)
+            .map_or_else(|| self.path(tags[0]), |(_, p)| p);
+        let expected = expected
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ArgsError::new(ArgsErrorKind::UnknownVariant {
+            key: path,
+            found: format!("{found:?}"),
+            expected,
+        })
     }
 
     /// Runs the result of a post-parse hook: key names in its errors become full paths.
     pub fn hook(&self, result: Result<(), ArgsError>) -> Result<(), ArgsError> {
-        let prefix = self.layers.last().map(|l| l.segments.join(".")).unwrap_or_default();
+        let prefix = self
+            .layers
+            .last()
+            .map(|l| l.segments.join("."))
+            .unwrap_or_default();
         result.map_err(|e| e.under(&prefix))
     }
 
@@ -307,10 +356,18 @@ impl<'v, 'c> Object<'v, 'c> {
                 let key = layer.path_of(k);
                 if !shadowed {
                     if let Some(near) = nearest(k, &absent) {
-                        cx.typos.push(Typo { key: key.clone(), suggestion: layer.path_of(near) });
+                        cx.typos.push(Typo {
+                            key: key.clone(),
+                            suggestion: layer.path_of(near),
+                        });
                     }
                 }
-                cx.extra.push(UnknownKey { key, value: v.clone(), segments, shadowed });
+                cx.extra.push(UnknownKey {
+                    key,
+                    value: v.clone(),
+                    segments,
+                    shadowed,
+                });
             }
         }
     }
@@ -355,7 +412,9 @@ fn check_positive<T: Positive>(
 /// Reads a nested `ModelArgs` (a struct or a tagged enum) found at `path`.
 #[doc(hidden)]
 pub fn nested<T: ModelArgs>(value: &Value, cx: &mut Cx, path: &str) -> Result<T, ArgsError> {
-    let map = value.as_object().ok_or_else(|| ArgsError::wrong_type(path, "an object", value))?;
+    let map = value
+        .as_object()
+        .ok_or_else(|| ArgsError::wrong_type(path, "an object", value))?;
     let segments = path.split('.').map(str::to_owned).collect();
     let mut obj = Object::new(cx, map, segments);
     let v = T::parse_object(&mut obj)?;
@@ -366,7 +425,9 @@ pub fn nested<T: ModelArgs>(value: &Value, cx: &mut Cx, path: &str) -> Result<T,
 /// Where a `#[arg(text_config)]` type writes its fields.
 #[doc(hidden)]
 pub fn text_config_map(out: &mut Map<String, Value>) -> &mut Map<String, Value> {
-    let slot = out.entry("text_config").or_insert_with(|| Value::Object(Map::new()));
+    let slot = out
+        .entry("text_config")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !slot.is_object() {
         *slot = Value::Object(Map::new());
     }

@@ -270,7 +270,12 @@ fn read_map<T: ConfigValue>(
         .as_object()
         .ok_or_else(|| ArgsError::wrong_type(path, expected(), value))?;
     obj.iter()
-        .map(|(k, v)| Ok((k.clone(), T::from_config_value(v, cx, &format!("{path}.{k}"))?)))
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                T::from_config_value(v, cx, &format!("{path}.{k}"))?,
+            ))
+        })
         .collect()
 }
 
@@ -279,10 +284,16 @@ impl<T: ConfigValue> ConfigValue for BTreeMap<String, T> {
         format!("an object of {}", plural(&T::expected()))
     }
     fn from_config_value(value: &Value, cx: &mut Cx, path: &str) -> Result<Self, ArgsError> {
-        Ok(read_map(value, cx, path, Self::expected)?.into_iter().collect())
+        Ok(read_map(value, cx, path, Self::expected)?
+            .into_iter()
+            .collect())
     }
     fn to_config_value(&self) -> Value {
-        Value::Object(self.iter().map(|(k, v)| (k.clone(), v.to_config_value())).collect())
+        Value::Object(
+            self.iter()
+                .map(|(k, v)| (k.clone(), v.to_config_value()))
+                .collect(),
+        )
     }
 }
 
@@ -291,12 +302,19 @@ impl<T: ConfigValue, S: std::hash::BuildHasher + Default> ConfigValue for HashMa
         format!("an object of {}", plural(&T::expected()))
     }
     fn from_config_value(value: &Value, cx: &mut Cx, path: &str) -> Result<Self, ArgsError> {
-        Ok(read_map(value, cx, path, Self::expected)?.into_iter().collect())
+        Ok(read_map(value, cx, path, Self::expected)?
+            .into_iter()
+            .collect())
     }
     fn to_config_value(&self) -> Value {
         // Sorted, so that the file written is the same on every run.
         let sorted: BTreeMap<&String, &T> = self.iter().collect();
-        Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v.to_config_value())).collect())
+        Value::Object(
+            sorted
+                .into_iter()
+                .map(|(k, v)| (k.clone(), v.to_config_value()))
+                .collect(),
+        )
     }
 }
 
