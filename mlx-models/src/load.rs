@@ -202,10 +202,9 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadEr
     let weights = checkpoint::load_weights(dir)?;
     let weights = model.sanitize(weights)?;
 
-    let mut quantized: Vec<&String> = weights.keys().filter(|k| k.ends_with(".scales")).collect();
+    let quantized: Vec<&String> = weights.keys().filter(|k| k.ends_with(".scales")).collect();
     if let Some(example) = quantized.iter().min() {
         let example = example.trim_end_matches(".scales").to_string();
-        quantized.sort();
         return Err(LoadError::QuantizedUnsupported { dir: dir.to_path_buf(), layers: quantized.len(), example });
     }
 
