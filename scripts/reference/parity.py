@@ -12,7 +12,8 @@ strict loading), then record what the reference computes:
 
 Each architecture has a script in `parity/` that lists its cases and calls `run_cases`; a case
 is {"name", "config", "prompt": [ids] (optional), "steps": 24, "seed": 0,
-"quantize": {"bits": 4, "group_size": 32} (optional)}. Each case becomes OUT_DIR/<name>/ with
+"quantize": {"bits": 4, "group_size": 32} (optional), "hf_layout": fn(weights, config) -> weights
+(optional: saves the checkpoint in the original Hugging Face naming instead of the reference's)}. Each case becomes OUT_DIR/<name>/ with
 the checkpoint (config.json, model*.safetensors) and reference.safetensors + reference.json.
 """
 
@@ -49,7 +50,16 @@ def run_case(case: dict, out: Path) -> None:
     if "quantize" in case:
         q = case["quantize"]
         model, config = quantize_model(model, config, q.get("group_size", 64), q.get("bits", 4))
-    save_model(out, model)
+    if "hf_layout" in case:
+        # The original Hugging Face layout: the case's function rewrites the reference's names
+        # (and adds what HF checkpoints carry, such as rotary buffers); the reference's own
+        # sanitize must undo it when loading back.
+        weights = dict(tree_flatten(model.parameters()))
+        weights = case["hf_layout"](weights, config)
+        mx.eval(weights)
+        mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "pt"})
+    else:
+        save_model(out, model)
     save_config(config, out / "config.json")
 
     # Back through the reference loader: sanitize and strict loading.

@@ -23,7 +23,9 @@ fn blas_library() -> String {
         if addr.is_null() || libc::dladdr(addr, &mut info) == 0 || info.dli_fname.is_null() {
             return "unknown".into();
         }
-        CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned()
+        CStr::from_ptr(info.dli_fname)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -86,12 +88,23 @@ fn main() {
         .expect("re-run with the reference BLAS");
     let text = String::from_utf8_lossy(&out.stdout);
     let (ref_lib, values) = text.trim().split_once('\t').expect("child output");
-    let reference_values: Vec<f64> = values.split(',').map(|v| v.parse().expect("number")).collect();
+    let reference_values: Vec<f64> = values
+        .split(',')
+        .map(|v| v.parse().expect("number"))
+        .collect();
 
-    println!("float32 matmul, MLX CPU, {} threads available", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "float32 matmul, MLX CPU, {} threads available",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!("  OpenBLAS:       {open_lib}");
     println!("  reference BLAS: {ref_lib}");
-    println!("{:>6} {:>14} {:>16} {:>8}", "n", "OpenBLAS GF/s", "reference GF/s", "ratio");
+    println!(
+        "{:>6} {:>14} {:>16} {:>8}",
+        "n", "OpenBLAS GF/s", "reference GF/s", "ratio"
+    );
     for ((n, o), r) in SIZES.iter().zip(&open).zip(&reference_values) {
         println!("{n:>6} {o:>14.1} {r:>16.2} {:>7.1}x", o / r);
     }

@@ -1,3 +1,3 @@
 //! Shared helpers of the integration tests.
-pub mod reference;
 pub mod parity;
+pub mod reference;

@@ -42,8 +42,14 @@ pub struct CaseReport {
 }
 
 fn load(dir: &Path, dtype: Option<Dtype>) -> LoadedModel {
-    load_dir(dir, &LoadOptions { dtype, ..Default::default() })
-        .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+    load_dir(
+        dir,
+        &LoadOptions {
+            dtype,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }
 
 fn ids(tokens: &[i32]) -> Array {
@@ -52,7 +58,10 @@ fn ids(tokens: &[i32]) -> Array {
 
 fn last_logits(logits: &Array) -> Array {
     let l = logits.shape()[1];
-    logits.index((0, l - 1)).as_dtype(Dtype::Float32).expect("cast")
+    logits
+        .index((0, l - 1))
+        .as_dtype(Dtype::Float32)
+        .expect("cast")
 }
 
 /// Runs every check on `<out>/<case>`.
@@ -63,7 +72,12 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
         &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
     )
     .expect("reference.json is JSON");
-    let prompt: Vec<i32> = meta["prompt"].as_array().expect("prompt").iter().map(|v| v.as_i64().expect("id") as i32).collect();
+    let prompt: Vec<i32> = meta["prompt"]
+        .as_array()
+        .expect("prompt")
+        .iter()
+        .map(|v| v.as_i64().expect("id") as i32)
+        .collect();
     let want_tokens: Vec<i32> = reference.get("tokens").as_slice::<i32>().to_vec();
 
     let mut loaded = load(&dir, None);
@@ -72,12 +86,21 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
     let config_type = meta["model_type"].as_str().expect("model_type");
     let entry = mlx_models::registry::find(config_type, &[]).expect("registered model type");
     assert_eq!(model.model_type(), entry.model_type, "{case}: model type");
-    assert_eq!(model.num_layers() as u64, meta["num_layers"].as_u64().expect("num_layers"), "{case}: layer count");
+    assert_eq!(
+        model.num_layers() as u64,
+        meta["num_layers"].as_u64().expect("num_layers"),
+        "{case}: layer count"
+    );
 
     // Prompt logits, no cache.
     let logits = model.forward(&ids(&prompt), &mut []).expect("forward");
     let logits = logits.index(0).as_dtype(Dtype::Float32).expect("cast");
-    let mut max_logit_diff = assert_close(&format!("{case}: prompt logits"), &logits, reference.get("prompt_logits"), TOL);
+    let mut max_logit_diff = assert_close(
+        &format!("{case}: prompt logits"),
+        &logits,
+        reference.get("prompt_logits"),
+        TOL,
+    );
 
     // Greedy decode with the cache.
     let mut cache: Vec<Cache> = model.make_cache();
@@ -86,11 +109,25 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
     let mut got_tokens = Vec::new();
     let mut decoded = Vec::new();
     for (i, &want) in want_tokens.iter().enumerate() {
-        let tok = argmax_axis(&step, 0, None).expect("argmax").item_exact::<u32>() as i32;
+        let tok = argmax_axis(&step, 0, None)
+            .expect("argmax")
+            .item_exact::<u32>() as i32;
         got_tokens.push(tok);
-        assert_eq!(tok, want, "{case}: greedy token {i} is {tok}, the reference chose {want} (so far {got_tokens:?})");
-        step = last_logits(&model.forward(&ids(&[tok]), &mut cache).expect("decode step"));
-        let d = assert_close(&format!("{case}: decode step {i} logits"), &step, &step_logits.index(i as i32), TOL);
+        assert_eq!(
+            tok, want,
+            "{case}: greedy token {i} is {tok}, the reference chose {want} (so far {got_tokens:?})"
+        );
+        step = last_logits(
+            &model
+                .forward(&ids(&[tok]), &mut cache)
+                .expect("decode step"),
+        );
+        let d = assert_close(
+            &format!("{case}: decode step {i} logits"),
+            &step,
+            &step_logits.index(i as i32),
+            TOL,
+        );
         max_logit_diff = max_logit_diff.max(d);
         decoded.push(step.clone());
     }
@@ -99,31 +136,70 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
     // `prompt.len() + i` of the full forward predicts what decode step `i` did.
     let mut all = prompt.clone();
     all.extend_from_slice(&want_tokens);
-    let full = model.forward(&ids(&all), &mut []).expect("full forward").as_dtype(Dtype::Float32).expect("cast");
+    let full = model
+        .forward(&ids(&all), &mut [])
+        .expect("full forward")
+        .as_dtype(Dtype::Float32)
+        .expect("cast");
     let mut max_decode_diff = 0.0f32;
     for (i, d) in decoded.iter().enumerate() {
         let pos = (prompt.len() + i) as i32;
         let f = full.index((0, pos));
-        max_decode_diff = max_decode_diff.max(assert_close(&format!("{case}: full forward vs decode at {pos}"), &f, d, TOL));
+        max_decode_diff = max_decode_diff.max(assert_close(
+            &format!("{case}: full forward vs decode at {pos}"),
+            &f,
+            d,
+            TOL,
+        ));
     }
 
     // A batch of two equals each sequence alone.
     let other: Vec<i32> = prompt.iter().rev().copied().collect();
-    let batch = Array::from_slice(&[prompt.clone(), other.clone()].concat(), &[2, prompt.len() as i32]);
+    let batch = Array::from_slice(
+        &[prompt.clone(), other.clone()].concat(),
+        &[2, prompt.len() as i32],
+    );
     let batched = model.forward(&batch, &mut []).expect("batch forward");
     // Row 0 is the prompt, whose single-sequence logits were computed first.
     let single_b = model.forward(&ids(&other), &mut []).expect("single");
-    assert_close(&format!("{case}: batch row 0"), &batched.index(0), &logits, TOL);
-    assert_close(&format!("{case}: batch row 1"), &batched.index(1), &single_b.index(0), TOL);
+    assert_close(
+        &format!("{case}: batch row 0"),
+        &batched.index(0),
+        &logits,
+        TOL,
+    );
+    assert_close(
+        &format!("{case}: batch row 1"),
+        &batched.index(1),
+        &single_b.index(0),
+        TOL,
+    );
 
     // float16 stays finite.
     let mut half = load(&dir, Some(Dtype::Float16));
-    let out = half.model.forward(&ids(&prompt), &mut []).expect("float16 forward");
-    assert_eq!(out.dtype(), Dtype::Float16, "{case}: float16 run produced {:?}", out.dtype());
-    let finite = out.is_finite().expect("isfinite").all(None).expect("all").item_exact::<bool>();
+    let out = half
+        .model
+        .forward(&ids(&prompt), &mut [])
+        .expect("float16 forward");
+    assert_eq!(
+        out.dtype(),
+        Dtype::Float16,
+        "{case}: float16 run produced {:?}",
+        out.dtype()
+    );
+    let finite = out
+        .is_finite()
+        .expect("isfinite")
+        .all(None)
+        .expect("all")
+        .item_exact::<bool>();
     assert!(finite, "{case}: float16 logits are not all finite");
 
-    CaseReport { name: case.to_string(), max_logit_diff, max_decode_diff }
+    CaseReport {
+        name: case.to_string(),
+        max_logit_diff,
+        max_decode_diff,
+    }
 }
 
 /// Runs [`check_case`] on every case folder of `arch`'s fixtures and prints a line each.
@@ -141,7 +217,10 @@ pub fn check_arch(arch: &str) -> Vec<CaseReport> {
         .iter()
         .map(|c| {
             let r = check_case(&out, c);
-            eprintln!("parity {arch}/{}: logits {:.2e}, full vs decode {:.2e}", r.name, r.max_logit_diff, r.max_decode_diff);
+            eprintln!(
+                "parity {arch}/{}: logits {:.2e}, full vs decode {:.2e}",
+                r.name, r.max_logit_diff, r.max_decode_diff
+            );
             r
         })
         .collect()

@@ -5,7 +5,7 @@
 //!   `scripts/setup.sh`). When it is missing the test fails with a message saying so: a
 //!   comparison that cannot run must not pass.
 //! - Output lives under `<target>/reference-cache/<script>-<hash>/`, the hash covering the
-//!   script's text and the Python path, so an edited script regenerates and nothing is
+//!   script's text, the shared helpers in `scripts/reference/*.py` and the Python path, so an edited script regenerates and nothing is
 //!   committed.
 //! - Each script runs at most once per test process (a memo) and once across processes (an
 //!   exclusive `flock` on a lock file, and the output folder appears by an atomic rename only
@@ -126,6 +126,19 @@ pub fn run_script(script: &str) -> PathBuf {
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
     python.hash(&mut h);
+    // The shared helpers a script imports (`scripts/reference/*.py`) are part of its output.
+    let mut helpers: Vec<PathBuf> = fs::read_dir(repo_root().join("scripts/reference"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "py"))
+                .collect()
+        })
+        .unwrap_or_default();
+    helpers.sort();
+    for helper in helpers {
+        fs::read(&helper).unwrap_or_default().hash(&mut h);
+    }
     let stem = script_path
         .file_stem()
         .and_then(|s| s.to_str())

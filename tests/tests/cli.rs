@@ -12,9 +12,16 @@ use mlx_rs::Array;
 /// `scripts/test.sh` does that first).
 fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("mlx-models");
-    assert!(bin.exists(), "{} not built: run `cargo build --workspace` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
     bin
 }
 
@@ -58,9 +65,22 @@ fn scratch_copy(name: &str) -> PathBuf {
 /// Runs `generate` on `dir` and asserts a clean failure whose message contains `needle`.
 #[track_caller]
 fn assert_fails(dir: &Path, needle: &str) -> String {
-    let out = run(&["generate", "--model", dir.to_str().expect("utf-8 path"), "--prompt-tokens", "1,2,3", "--max-tokens", "2"]);
+    let out = run(&[
+        "generate",
+        "--model",
+        dir.to_str().expect("utf-8 path"),
+        "--prompt-tokens",
+        "1,2,3",
+        "--max-tokens",
+        "2",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "expected exit 1, got {:?}; stderr: {stderr}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1, got {:?}; stderr: {stderr}",
+        out.status
+    );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     assert!(stderr.starts_with("error: "), "stderr: {stderr}");
     assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
@@ -69,7 +89,8 @@ fn assert_fails(dir: &Path, needle: &str) -> String {
 
 fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
     edit(&mut v);
     std::fs::write(&path, v.to_string()).expect("write config");
 }
@@ -86,22 +107,51 @@ fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut std::collections::HashMap<
 fn generate_json_reproduces_the_reference_greedy_tokens() {
     let dir = untied_fixture();
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("meta")).expect("json");
-    let prompt: Vec<String> = meta["prompt"].as_array().expect("prompt").iter().map(|v| v.to_string()).collect();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("meta"))
+            .expect("json");
+    let prompt: Vec<String> = meta["prompt"]
+        .as_array()
+        .expect("prompt")
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
     let want = meta["tokens"].as_array().expect("tokens").len();
     let out = run(&[
-        "generate", "--model", dir.to_str().expect("path"), "--prompt-tokens", &prompt.join(","),
-        "--max-tokens", &want.to_string(), "--format", "json",
+        "generate",
+        "--model",
+        dir.to_str().expect("path"),
+        "--prompt-tokens",
+        &prompt.join(","),
+        "--max-tokens",
+        &want.to_string(),
+        "--format",
+        "json",
     ]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     assert_eq!(v["tokens"], meta["tokens"]);
-    assert_eq!(v["prompt_tokens"].as_array().expect("prompt_tokens").len(), prompt.len());
+    assert_eq!(
+        v["prompt_tokens"].as_array().expect("prompt_tokens").len(),
+        prompt.len()
+    );
     let logprobs = v["logprobs"].as_array().expect("logprobs");
     assert_eq!(logprobs.len(), want);
-    assert!(logprobs.iter().all(|l| l.as_f64().is_some_and(|x| x <= 0.0)), "logprobs: {logprobs:?}");
+    assert!(
+        logprobs
+            .iter()
+            .all(|l| l.as_f64().is_some_and(|x| x <= 0.0)),
+        "logprobs: {logprobs:?}"
+    );
     assert_eq!(v["stats"]["generation_tokens"].as_u64(), Some(want as u64));
-    assert_eq!(v["stats"]["prompt_tokens"].as_u64(), Some(prompt.len() as u64));
+    assert_eq!(
+        v["stats"]["prompt_tokens"].as_u64(),
+        Some(prompt.len() as u64)
+    );
 }
 
 #[test]
@@ -109,18 +159,29 @@ fn list_names_llama_and_its_aliases() {
     let out = run(&["list"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("llama") && l.contains("mistral")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("llama") && l.contains("mistral")),
+        "{text}"
+    );
 }
 
 #[test]
 fn missing_folder_is_an_error() {
-    assert_fails(Path::new("/nonexistent/checkpoint"), "neither an existing folder");
+    assert_fails(
+        Path::new("/nonexistent/checkpoint"),
+        "neither an existing folder",
+    );
 }
 
 #[test]
 fn malformed_config_is_an_error() {
     let dir = scratch_copy("malformed");
-    std::fs::write(dir.join("config.json"), "{\"model_type\": \"llama\", \"hidden_size\": ").expect("write");
+    std::fs::write(
+        dir.join("config.json"),
+        "{\"model_type\": \"llama\", \"hidden_size\": ",
+    )
+    .expect("write");
     assert_fails(&dir, "config.json");
 }
 
@@ -130,7 +191,9 @@ fn hostile_config_values_are_errors() {
     edit_config(&dir, |v| v["hidden_size"] = serde_json::json!(-64));
     assert_fails(&dir, "hidden_size");
     let dir = scratch_copy("string");
-    edit_config(&dir, |v| v["num_attention_heads"] = serde_json::json!("abc"));
+    edit_config(&dir, |v| {
+        v["num_attention_heads"] = serde_json::json!("abc")
+    });
     assert_fails(&dir, "num_attention_heads");
     let dir = scratch_copy("huge");
     edit_config(&dir, |v| v["num_hidden_layers"] = serde_json::json!(1e300));
@@ -143,7 +206,10 @@ fn unknown_model_type_lists_the_supported_ones_and_the_closest() {
     edit_config(&dir, |v| v["model_type"] = serde_json::json!("lama"));
     let err = assert_fails(&dir, "not supported");
     assert!(err.contains("did you mean `llama`"), "{err}");
-    assert!(err.contains("supported: ") && err.contains("mistral"), "{err}");
+    assert!(
+        err.contains("supported: ") && err.contains("mistral"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,7 +217,10 @@ fn more_layers_than_weights_lists_every_missing_tensor() {
     let dir = scratch_copy("layers");
     edit_config(&dir, |v| v["num_hidden_layers"] = serde_json::json!(3));
     let err = assert_fails(&dir, "missing: `model.layers.2.self_attn.q_proj.weight`");
-    assert!(err.contains("missing: `model.layers.2.mlp.down_proj.weight`"), "{err}");
+    assert!(
+        err.contains("missing: `model.layers.2.mlp.down_proj.weight`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -159,13 +228,21 @@ fn missing_unexpected_and_misshaped_tensors_are_reported_together() {
     let dir = scratch_copy("tensors");
     rewrite_weights(&dir, |w| {
         w.remove("model.norm.weight");
-        let q = w.remove("model.layers.0.self_attn.q_proj.weight").expect("q_proj");
+        let q = w
+            .remove("model.layers.0.self_attn.q_proj.weight")
+            .expect("q_proj");
         w.insert("model.layers.0.self_attn.q_prj.weight".into(), q);
-        w.insert("model.layers.1.mlp.up_proj.weight".into(), Array::from_slice(&[0.0f32; 6], &[2, 3]));
+        w.insert(
+            "model.layers.1.mlp.up_proj.weight".into(),
+            Array::from_slice(&[0.0f32; 6], &[2, 3]),
+        );
     });
     let err = assert_fails(&dir, "missing: `model.norm.weight`");
     assert!(err.contains("unexpected: `model.layers.0.self_attn.q_prj.weight` (did you mean `model.layers.0.self_attn.q_proj.weight`?)"), "{err}");
-    assert!(err.contains("shape: `model.layers.1.mlp.up_proj.weight`"), "{err}");
+    assert!(
+        err.contains("shape: `model.layers.1.mlp.up_proj.weight`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -189,13 +266,23 @@ fn pickle_only_checkpoints_are_refused() {
     let dir = scratch_copy("pickle");
     std::fs::remove_file(dir.join("model.safetensors")).expect("remove");
     // Would run code if unpickled; it must never be opened.
-    std::fs::write(dir.join("pytorch_model.bin"), b"\x80\x04cos\nsystem\n(S'exit 3'\ntR.").expect("write");
+    std::fs::write(
+        dir.join("pytorch_model.bin"),
+        b"\x80\x04cos\nsystem\n(S'exit 3'\ntR.",
+    )
+    .expect("write");
     assert_fails(&dir, "pytorch_model.bin");
 }
 
 #[test]
 fn prompt_token_outside_the_vocabulary_is_an_error() {
-    let out = run(&["generate", "--model", untied_fixture().to_str().expect("path"), "--prompt-tokens", "1,4096"]);
+    let out = run(&[
+        "generate",
+        "--model",
+        untied_fixture().to_str().expect("path"),
+        "--prompt-tokens",
+        "1,4096",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside the vocabulary"));
 }

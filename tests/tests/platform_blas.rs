@@ -18,7 +18,11 @@ fn providing_library(symbol: &str) -> Option<String> {
         if libc::dladdr(addr, &mut info) == 0 || info.dli_fname.is_null() {
             return None;
         }
-        Some(CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned())
+        Some(
+            CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
@@ -31,9 +35,15 @@ fn cblas_sgemm_resolves_to_openblas() {
     assert_eq!(c.as_slice::<f32>()[0], 64.0);
 
     let lib = providing_library("cblas_sgemm").expect("cblas_sgemm is not loaded at all");
-    assert!(lib.contains("openblas"), "cblas_sgemm comes from {lib}, not OpenBLAS");
+    assert!(
+        lib.contains("openblas"),
+        "cblas_sgemm comes from {lib}, not OpenBLAS"
+    );
     let lib = providing_library("sgemm_").expect("sgemm_ is not loaded");
-    assert!(lib.contains("openblas"), "sgemm_ comes from {lib}, not OpenBLAS");
+    assert!(
+        lib.contains("openblas"),
+        "sgemm_ comes from {lib}, not OpenBLAS"
+    );
 }
 
 #[test]
@@ -41,7 +51,10 @@ fn openblas_is_a_direct_dependency_of_this_test_binary() {
     let exe = std::fs::read("/proc/self/exe").expect("read own executable");
     // DT_NEEDED names live in .dynstr; a direct dependency's name appears there.
     let needle = b"libopenblas.so";
-    assert!(exe.windows(needle.len()).any(|w| w == needle), "libopenblas is not among the binary's dependencies");
+    assert!(
+        exe.windows(needle.len()).any(|w| w == needle),
+        "libopenblas is not among the binary's dependencies"
+    );
     let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
     assert!(maps.contains("libopenblas"), "libopenblas is not mapped");
     assert!(maps.contains("libmlx.so"), "libmlx is not mapped");

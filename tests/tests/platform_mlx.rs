@@ -20,7 +20,10 @@ fn normal(shape: &[i32], seed: u64) -> Array {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -43,7 +46,9 @@ fn large_float32_matmul_matches_host_dot_products() {
     let mut worst = 0.0f32;
     for i in 0..m as usize {
         for j in 0..n as usize {
-            let want: f32 = (0..k as usize).map(|t| ha[i * k as usize + t] * hb[t * n as usize + j]).sum();
+            let want: f32 = (0..k as usize)
+                .map(|t| ha[i * k as usize + t] * hb[t * n as usize + j])
+                .sum();
             worst = worst.max((want - c[i * n as usize + j]).abs());
         }
     }
@@ -53,7 +58,16 @@ fn large_float32_matmul_matches_host_dot_products() {
 /// RoPE written out: position `p = offset + t`, frequency `theta_i = base^(-2i/dims)`,
 /// angle `p * scale * theta_i`; pairs are `(x[i], x[i + dims/2])` or, traditional,
 /// `(x[2i], x[2i+1])`.
-fn rope_reference(x: &[f32], l: usize, d: usize, dims: usize, traditional: bool, base: f32, scale: f32, offset: usize) -> Vec<f32> {
+fn rope_reference(
+    x: &[f32],
+    l: usize,
+    d: usize,
+    dims: usize,
+    traditional: bool,
+    base: f32,
+    scale: f32,
+    offset: usize,
+) -> Vec<f32> {
     let rows = x.len() / d;
     let mut out = x.to_vec();
     for r in 0..rows {
@@ -62,7 +76,11 @@ fn rope_reference(x: &[f32], l: usize, d: usize, dims: usize, traditional: bool,
         for i in 0..dims / 2 {
             let theta = base.powf(-2.0 * i as f32 / dims as f32);
             let (c, s) = ((pos * theta).cos(), (pos * theta).sin());
-            let (a, b) = if traditional { (2 * i, 2 * i + 1) } else { (i, i + dims / 2) };
+            let (a, b) = if traditional {
+                (2 * i, 2 * i + 1)
+            } else {
+                (i, i + dims / 2)
+            };
             let (x1, x2) = (x[r * d + a], x[r * d + b]);
             out[r * d + a] = x1 * c - x2 * s;
             out[r * d + b] = x1 * s + x2 * c;
@@ -78,10 +96,31 @@ fn fast_rope_matches_the_formula_in_both_layouts_with_offset_and_partial_dims() 
     let hx = host(&x);
     for &traditional in &[false, true] {
         for &(dims, offset, scale) in &[(16usize, 0usize, 1.0f32), (16, 5, 1.0), (8, 3, 0.5)] {
-            let got = fast::rope(&x, dims as i32, traditional, 10000.0, scale, offset as i32, None).expect("rope");
-            let want = rope_reference(&hx, l as usize, d as usize, dims, traditional, 10000.0, scale, offset);
+            let got = fast::rope(
+                &x,
+                dims as i32,
+                traditional,
+                10000.0,
+                scale,
+                offset as i32,
+                None,
+            )
+            .expect("rope");
+            let want = rope_reference(
+                &hx,
+                l as usize,
+                d as usize,
+                dims,
+                traditional,
+                10000.0,
+                scale,
+                offset,
+            );
             let diff = max_abs_diff(&host(&got), &want);
-            assert!(diff < 1e-4, "traditional={traditional} dims={dims} offset={offset}: {diff}");
+            assert!(
+                diff < 1e-4,
+                "traditional={traditional} dims={dims} offset={offset}: {diff}"
+            );
         }
     }
 }
@@ -89,7 +128,16 @@ fn fast_rope_matches_the_formula_in_both_layouts_with_offset_and_partial_dims() 
 /// softmax(Q K^T * scale + mask) V written out, with grouped-query heads (query head `h`
 /// reads key/value head `h / (n_q / n_kv)`) and an optional causal mask aligned to the end.
 fn attention_reference(
-    q: &[f32], k: &[f32], v: &[f32], n_q: usize, n_kv: usize, lq: usize, lk: usize, d: usize, scale: f32, causal: bool,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_q: usize,
+    n_kv: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    scale: f32,
+    causal: bool,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; n_q * lq * d];
     for h in 0..n_q {
@@ -97,9 +145,15 @@ fn attention_reference(
         for i in 0..lq {
             let mut scores: Vec<f32> = (0..lk)
                 .map(|j| {
-                    let dot: f32 = (0..d).map(|t| q[(h * lq + i) * d + t] * k[(kh * lk + j) * d + t]).sum();
+                    let dot: f32 = (0..d)
+                        .map(|t| q[(h * lq + i) * d + t] * k[(kh * lk + j) * d + t])
+                        .sum();
                     let visible = !causal || j <= i + (lk - lq);
-                    if visible { dot * scale } else { f32::NEG_INFINITY }
+                    if visible {
+                        dot * scale
+                    } else {
+                        f32::NEG_INFINITY
+                    }
                 })
                 .collect();
             let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -132,17 +186,33 @@ fn sdpa_matches_the_formula_for_causal_grouped_query_attention() {
     let want = attention_reference(&hq, &hk, &hv, n_q, n_kv, lq, lk, d, scale, false);
     assert!(max_abs_diff(&host(&none), &want) < 1e-5);
 
-    let causal = fast::scaled_dot_product_attention(&q, &k, &v, scale, ScaledDotProductAttentionMask::Causal, None)
-        .expect("sdpa causal");
+    let causal = fast::scaled_dot_product_attention(
+        &q,
+        &k,
+        &v,
+        scale,
+        ScaledDotProductAttentionMask::Causal,
+        None,
+    )
+    .expect("sdpa causal");
     let want = attention_reference(&hq, &hk, &hv, n_q, n_kv, lq, lk, d, scale, true);
     assert!(max_abs_diff(&host(&causal), &want) < 1e-5);
 
     // The same causal mask given as an additive array.
     let mask: Vec<f32> = (0..lq)
-        .flat_map(|i| (0..lk).map(move |j| if j <= i + (lk - lq) { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..lk).map(move |j| {
+                if j <= i + (lk - lq) {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     let mask = Array::from_slice(&mask, &[lq as i32, lk as i32]);
-    let masked = fast::scaled_dot_product_attention(&q, &k, &v, scale, &mask, None).expect("sdpa mask");
+    let masked =
+        fast::scaled_dot_product_attention(&q, &k, &v, scale, &mask, None).expect("sdpa mask");
     assert!(max_abs_diff(&host(&masked), &want) < 1e-5);
 }
 
@@ -164,7 +234,10 @@ fn quantize_round_trip_stays_within_half_a_step_and_quantized_matmul_equals_dequ
         let mut total = 0.0f32;
         for (idx, (orig, deq)) in hw.iter().zip(&hb).enumerate() {
             let step = hs[idx / group as usize].abs();
-            assert!((orig - deq).abs() <= step + 1e-5, "bits={bits} idx={idx}: {orig} vs {deq}, step {step}");
+            assert!(
+                (orig - deq).abs() <= step + 1e-5,
+                "bits={bits} idx={idx}: {orig} vs {deq}, step {step}"
+            );
             total += (orig - deq).abs() / step;
         }
         let mean = total / hw.len() as f32;
@@ -185,7 +258,11 @@ fn safetensors_round_trip_keeps_names_shapes_dtypes_and_values() {
     let a = normal(&[3, 4], 9);
     let b = Array::from_slice(&[1i32, -2, 3], &[3]);
     let c = normal(&[2, 2], 10).as_dtype(Dtype::Bfloat16).expect("bf16");
-    let arrays = HashMap::from([("a".to_string(), a.clone()), ("b.c".to_string(), b.clone()), ("h".to_string(), c.clone())]);
+    let arrays = HashMap::from([
+        ("a".to_string(), a.clone()),
+        ("b.c".to_string(), b.clone()),
+        ("h".to_string(), c.clone()),
+    ]);
     Array::save_safetensors(arrays, None, &path).expect("save");
     let loaded = Array::load_safetensors(&path).expect("load");
     assert_eq!(loaded.len(), 3);
@@ -203,12 +280,20 @@ fn half_precision_item_values_cross_the_ffi_intact() {
     use half::{bf16, f16};
     let x = Array::from_f32(1.5).as_dtype(Dtype::Float16).expect("f16");
     assert_eq!(x.try_item_exact::<f16>().expect("item"), f16::from_f32(1.5));
-    let y = Array::from_f32(-3.25).as_dtype(Dtype::Bfloat16).expect("bf16");
-    assert_eq!(y.try_item_exact::<bf16>().expect("item"), bf16::from_f32(-3.25));
+    let y = Array::from_f32(-3.25)
+        .as_dtype(Dtype::Bfloat16)
+        .expect("bf16");
+    assert_eq!(
+        y.try_item_exact::<bf16>().expect("item"),
+        bf16::from_f32(-3.25)
+    );
     // Arithmetic in half precision, read back through the data pointer.
     let z = Array::from_slice(&[f16::from_f32(0.5), f16::from_f32(2.0)], &[2]);
     let z = ops::multiply(&z, &z).expect("mul");
-    assert_eq!(z.as_slice::<f16>(), &[f16::from_f32(0.25), f16::from_f32(4.0)]);
+    assert_eq!(
+        z.as_slice::<f16>(),
+        &[f16::from_f32(0.25), f16::from_f32(4.0)]
+    );
     let w = Array::from_slice(&[bf16::from_f32(65504.0)], &[1]);
     assert_eq!(w.as_slice::<bf16>(), &[bf16::from_f32(65504.0)]);
 }

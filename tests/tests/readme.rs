@@ -13,7 +13,16 @@ fn readme_shows_the_worked_example_unchanged() {
     let readme = include_str!("../../README.md");
     let doc = include_str!("../../docs/add-an-architecture.md");
     let code = rust_block(doc);
-    assert!(code.contains("#[mlx_model("), "the doc's first rust block is the example");
-    assert!(readme.contains("## Add an architecture in one file"), "README lacks the section");
-    assert!(readme.contains(&format!("```rust\n{code}```")), "README's example differs from docs/add-an-architecture.md");
+    assert!(
+        code.contains("#[mlx_model("),
+        "the doc's first rust block is the example"
+    );
+    assert!(
+        readme.contains("## Add an architecture in one file"),
+        "README lacks the section"
+    );
+    assert!(
+        readme.contains(&format!("```rust\n{code}```")),
+        "README's example differs from docs/add-an-architecture.md"
+    );
 }

@@ -18,6 +18,19 @@ BASE = {
 }
 PROMPT = [1, 5, 9, 33, 7, 100, 42, 3, 250, 17, 64, 128]
 
+
+def hf_layout(weights, config):
+    """What transformers saves: a rotary buffer per layer and, tied or not, an `lm_head`."""
+    import mlx.core as mx
+
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    inv_freq = 1.0 / (config["rope_theta"] ** (mx.arange(0, head_dim, 2, dtype=mx.float32) / head_dim))
+    out = dict(weights)
+    for i in range(config["num_hidden_layers"]):
+        out[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = inv_freq
+    out.setdefault("lm_head.weight", weights["model.embed_tokens.weight"])
+    return out
+
 CASES = [
     {"name": "untied", "config": {**BASE, "tie_word_embeddings": False}},
     {"name": "tied_bias_head_dim", "config": {**BASE, "tie_word_embeddings": True, "attention_bias": True,
@@ -27,6 +40,7 @@ CASES = [
         "original_max_position_embeddings": 16}}},
     {"name": "linear_rope_traditional", "config": {**BASE, "rope_traditional": True,
                                                     "rope_scaling": {"type": "linear", "factor": 2.0}}},
+    {"name": "hf_layout_tied", "config": {**BASE, "tie_word_embeddings": True}, "hf_layout": hf_layout},
     {"name": "mistral_sliding", "config": {**BASE, "model_type": "mistral", "tie_word_embeddings": False,
                                             "layer_types": ["sliding_attention", "full_attention"],
                                             "sliding_window": 8}},
