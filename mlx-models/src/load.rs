@@ -189,6 +189,21 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<LoadedModel, Loa
 /// Loads the checkpoint in `dir`.
 pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadError> {
     let config = Value::Object(checkpoint::read_config(dir)?);
+    let weights = checkpoint::load_weights(dir)?;
+    let eos_token_ids = checkpoint::eos_token_ids(dir)?;
+    load_parts(config, weights, eos_token_ids, dir, options)
+}
+
+/// Builds the model `config` describes and loads `weights` (checkpoint names, before sanitize)
+/// into it strictly: the common end of every checkpoint format. `dir` is where the checkpoint
+/// came from (kept in [`LoadedModel::dir`] for the tokenizer).
+pub fn load_parts(
+    config: Value,
+    weights: HashMap<String, Array>,
+    eos_token_ids: Vec<u32>,
+    dir: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedModel, LoadError> {
     let built = registry::build(&config).map_err(|e| match e {
         BuildError::Registry(source @ registry::RegistryError::Unknown { .. }) => {
             let mut supported: Vec<&'static str> = registry::entries().iter().flat_map(|e| e.names()).collect();
@@ -199,7 +214,6 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadEr
     })?;
     let mut model = built.model;
 
-    let weights = checkpoint::load_weights(dir)?;
     let weights = model.sanitize(weights)?;
 
     let quantized: Vec<&String> = weights.keys().filter(|k| k.ends_with(".scales")).collect();
@@ -224,7 +238,6 @@ pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadEr
     let params: Vec<Array> = model.parameters().flatten().into_values().cloned().collect();
     mlx_rs::transforms::eval(params.iter())?;
 
-    let eos_token_ids = checkpoint::eos_token_ids(dir)?;
     Ok(LoadedModel {
         model,
         dir: dir.to_path_buf(),
