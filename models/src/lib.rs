@@ -2,6 +2,7 @@
 //! `#[mlx_model]`; linking this crate makes them all available to the loader.
 
 pub mod llama;
+pub mod phi3;
 
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in
 /// the registry.

@@ -12,6 +12,7 @@
 
 pub mod activations;
 pub mod attention;
+pub mod blocks;
 pub mod mask;
 pub mod norm;
 pub mod quantized;

@@ -1,0 +1,254 @@
+//! `phi3`, after mlx-lm's `models/phi3.py`: fused `qkv_proj` and `gate_up_proj`, RoPE on
+//! `partial_rotary_factor` of each head, scaled linearly or with LongRoPE (`longrope` / `su`).
+
+use mlx_rs::error::Exception;
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::{ops, Array};
+use serde_json::Value;
+
+use mlx_models::args::{ArgsError, ModelArgs};
+use mlx_models::cache::Cache;
+use mlx_models::mlx_model;
+use mlx_models::model::Architecture;
+use mlx_models::nn::activations::swiglu;
+use mlx_models::nn::blocks::{check_heads, rope_and_attend, split_heads};
+use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
+use mlx_models::nn::norm::RmsNorm;
+use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::rope::{Rope, RopeConfigError, RopeScaling};
+
+/// config.json of a phi3 checkpoint.
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
+#[arg(validate = Self::derive_and_check)]
+pub struct Phi3Args {
+    pub model_type: String,
+    #[arg(positive)]
+    pub hidden_size: usize,
+    #[arg(positive)]
+    pub num_hidden_layers: usize,
+    #[arg(positive)]
+    pub intermediate_size: usize,
+    #[arg(positive)]
+    pub num_attention_heads: usize,
+    #[arg(positive)]
+    pub rms_norm_eps: f32,
+    #[arg(positive)]
+    pub vocab_size: usize,
+    #[arg(positive)]
+    pub num_key_value_heads: Option<usize>,
+    #[arg(default = 10000.0)]
+    pub rope_theta: f32,
+    #[arg(default = false)]
+    pub rope_traditional: bool,
+    /// `linear` (`factor`) or `longrope` / `su` (`long_factor`, `short_factor`); the
+    /// reference requires `type` and `long_factor` and ignores other types.
+    pub rope_scaling: Option<Value>,
+    #[arg(default = 1.0, positive)]
+    pub partial_rotary_factor: f64,
+    #[arg(default = 131072, positive)]
+    pub max_position_embeddings: usize,
+    #[arg(default = 4096, positive)]
+    pub original_max_position_embeddings: usize,
+    #[arg(default = false)]
+    pub tie_word_embeddings: bool,
+}
+
+impl Phi3Args {
+    fn derive_and_check(&mut self) -> Result<(), ArgsError> {
+        check_heads(self.hidden_size, self.num_attention_heads, &mut self.num_key_value_heads, false)?;
+        let rope_dim = self.rope_dim();
+        if rope_dim == 0 || rope_dim % 2 != 0 || rope_dim as usize > self.head_dim() {
+            return Err(ArgsError::invalid(
+                &["partial_rotary_factor"],
+                format!("rotates {rope_dim} of {} dimensions; expected an even number, at least 2", self.head_dim()),
+            ));
+        }
+        self.rope_scaling().map_err(|e| ArgsError::invalid(&["rope_scaling"], e.to_string()))?;
+        Ok(())
+    }
+
+    /// `hidden_size / num_attention_heads`.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// The rotated dimensions of each head: `int(head_dim * partial_rotary_factor)`.
+    pub fn rope_dim(&self) -> i32 {
+        (self.head_dim() as f64 * self.partial_rotary_factor) as i32
+    }
+
+    /// The RoPE scaling as the reference reads it: none for a missing or empty object and for
+    /// types other than `linear`, `longrope` and `su` (the reference warns and drops those);
+    /// LongRoPE takes `original_max_position_embeddings` from the top level of the config.
+    pub fn rope_scaling(&self) -> Result<RopeScaling, RopeConfigError> {
+        let Some(obj) = self.rope_scaling.as_ref().and_then(Value::as_object).filter(|o| !o.is_empty()) else {
+            return Ok(RopeScaling::Default);
+        };
+        for key in ["long_factor", "type"] {
+            if !obj.contains_key(key) {
+                return Err(RopeConfigError::Invalid(format!("phi3's `rope_scaling` must contain `{key}`")));
+            }
+        }
+        match obj.get("type").and_then(Value::as_str) {
+            Some("longrope" | "su") => {
+                let mut obj = obj.clone();
+                let original = Value::from(self.original_max_position_embeddings);
+                obj.insert("original_max_position_embeddings".into(), original);
+                RopeScaling::from_json(&Value::Object(obj))
+            }
+            Some("linear") => RopeScaling::from_json(&Value::Object(obj.clone())),
+            _ => Ok(RopeScaling::Default),
+        }
+    }
+}
+
+#[derive(Debug, ModuleParameters)]
+struct Attention {
+    #[param]
+    qkv_proj: Linear,
+    #[param]
+    o_proj: Linear,
+    n_heads: i32,
+    n_kv_heads: i32,
+    head_dim: i32,
+    scale: f32,
+    rope: Rope,
+}
+
+impl Attention {
+    fn new(args: &Phi3Args) -> Result<Self, Exception> {
+        let dim = args.hidden_size as i32;
+        let n_heads = args.num_attention_heads as i32;
+        let n_kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads) as i32;
+        let head_dim = args.head_dim() as i32;
+        let scaling = args.rope_scaling().map_err(|e| Exception::custom(e.to_string()))?;
+        let max_positions = args.max_position_embeddings as i32;
+        Ok(Attention {
+            qkv_proj: Linear::new(dim, (n_heads + 2 * n_kv_heads) * head_dim, false)?,
+            o_proj: Linear::new(n_heads * head_dim, dim, false)?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            scale: (head_dim as f32).powf(-0.5),
+            rope: Rope::new(args.rope_dim(), args.rope_theta, args.rope_traditional, &scaling, Some(max_positions))?,
+        })
+    }
+
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
+        let query_pos = self.n_heads * self.head_dim;
+        let kv_pos = query_pos + self.n_kv_heads * self.head_dim;
+        let qkv = self.qkv_proj.forward(x)?.split_at_indices(&[query_pos, kv_pos], -1)?;
+        let queries = split_heads(&qkv[0], self.n_heads)?;
+        let keys = split_heads(&qkv[1], self.n_kv_heads)?;
+        let values = split_heads(&qkv[2], self.n_kv_heads)?;
+        let output = rope_and_attend(&queries, &keys, &values, &self.rope, cache, self.scale, mask)?;
+        self.o_proj.forward(&output)
+    }
+}
+
+#[derive(Debug, ModuleParameters)]
+struct Mlp {
+    #[param]
+    gate_up_proj: Linear,
+    #[param]
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(dim: i32, hidden: i32) -> Result<Self, Exception> {
+        Ok(Mlp { gate_up_proj: Linear::new(dim, 2 * hidden, false)?, down_proj: Linear::new(hidden, dim, false)? })
+    }
+
+    fn forward(&self, x: &Array) -> Result<Array, Exception> {
+        let parts = self.gate_up_proj.forward(x)?.split_equal(2, -1)?;
+        self.down_proj.forward(&swiglu(&parts[0], &parts[1])?)
+    }
+}
+
+#[derive(Debug, ModuleParameters)]
+struct TransformerBlock {
+    #[param]
+    self_attn: Attention,
+    #[param]
+    mlp: Mlp,
+    #[param]
+    input_layernorm: RmsNorm,
+    #[param]
+    post_attention_layernorm: RmsNorm,
+}
+
+impl TransformerBlock {
+    fn new(args: &Phi3Args) -> Result<Self, Exception> {
+        let dim = args.hidden_size as i32;
+        Ok(TransformerBlock {
+            self_attn: Attention::new(args)?,
+            mlp: Mlp::new(dim, args.intermediate_size as i32)?,
+            input_layernorm: RmsNorm::new(dim, args.rms_norm_eps)?,
+            post_attention_layernorm: RmsNorm::new(dim, args.rms_norm_eps)?,
+        })
+    }
+
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
+        let r = self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+        let h = ops::add(x, &r)?;
+        let r = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        ops::add(&h, &r)
+    }
+}
+
+#[derive(Debug, ModuleParameters)]
+struct Phi3Model {
+    #[param]
+    embed_tokens: Embedding,
+    #[param]
+    layers: Vec<TransformerBlock>,
+    #[param]
+    norm: RmsNorm,
+}
+
+/// The phi3 model: embeddings, decoder layers, final norm, head (or tied embeddings).
+#[mlx_model(model_type = "phi3", args = Phi3Args)]
+#[derive(Debug, ModuleParameters)]
+pub struct Model {
+    #[param]
+    model: Phi3Model,
+    /// `None` with `tie_word_embeddings`: the embedding doubles as the head.
+    #[param]
+    lm_head: Option<Linear>,
+}
+
+impl Architecture for Model {
+    fn new(args: &Phi3Args) -> Result<Self, Exception> {
+        let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
+        let model = Phi3Model {
+            embed_tokens: Embedding::new(vocab, dim)?,
+            layers: (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args)).collect::<Result<_, _>>()?,
+            norm: RmsNorm::new(dim, args.rms_norm_eps)?,
+        };
+        let lm_head = if args.tie_word_embeddings { None } else { Some(Linear::new(dim, vocab, false)?) };
+        Ok(Model { model, lm_head })
+    }
+
+    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
+        let m = &self.model;
+        let mut h = m.embed_tokens.forward(inputs)?;
+        let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, false)?;
+        let mut caches = cache.iter_mut();
+        for layer in &m.layers {
+            h = layer.forward(&h, &mask, caches.next())?;
+        }
+        let h = m.norm.forward(&h)?;
+        match &self.lm_head {
+            Some(head) => head.forward(&h),
+            None => m.embed_tokens.as_linear(&h),
+        }
+    }
+
+    fn make_cache(&self) -> Vec<Cache> {
+        self.model.layers.iter().map(|_| Cache::kv()).collect()
+    }
+
+    fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+}
