@@ -97,6 +97,9 @@ pub enum LoadError {
     /// MLX failed while casting or evaluating the parameters.
     #[error("loading the parameters failed: {0}")]
     Mlx(#[from] Exception),
+    /// A GGUF file could not be read or mapped.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
 }
 
 /// Every way the checkpoint's tensors and the model's parameters disagree.
@@ -180,8 +183,11 @@ pub fn load(source: &str) -> Result<LoadedModel, LoadError> {
     load_with(source, &LoadOptions::default())
 }
 
-/// Loads a checkpoint from a folder or a Hugging Face repo id.
+/// Loads a checkpoint from a folder, a `.gguf` file or a Hugging Face repo id.
 pub fn load_with(source: &str, options: &LoadOptions) -> Result<LoadedModel, LoadError> {
+    if crate::gguf::is_gguf_path(Path::new(source)) && Path::new(source).is_file() {
+        return crate::gguf::load(Path::new(source), options);
+    }
     let dir = if Path::new(source).is_dir() { PathBuf::from(source) } else { hub::resolve(source, &options.hub)? };
     load_dir(&dir, options)
 }
