@@ -31,3 +31,4 @@ pub mod generate;
 pub mod hub;
 pub mod checkpoint;
 pub mod load;
+pub mod gguf;

@@ -184,6 +184,30 @@ impl Tokenizer {
         })
     }
 
+    /// Assembles a tokenizer from its parts, for checkpoint formats that carry no
+    /// `tokenizer.json` (GGUF): the `tokenizers` tokenizer, the chat template's source, the
+    /// special tokens by role (`bos_token`, `eos_token`, ...) and the EOS ids.
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        chat_template: Option<&str>,
+        special_tokens: BTreeMap<String, String>,
+        eos_token_ids: BTreeSet<u32>,
+    ) -> Result<Self> {
+        let chat_template = chat_template
+            .map(ChatTemplate::new)
+            .transpose()?
+            .map(Arc::new);
+        let has_thinking =
+            inner.token_to_id("<think>").is_some() && inner.token_to_id("</think>").is_some();
+        Ok(Tokenizer {
+            inner: Arc::new(inner),
+            chat_template,
+            special_tokens,
+            eos_token_ids,
+            has_thinking,
+        })
+    }
+
     /// The `tokenizers` tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner

@@ -1,0 +1,289 @@
+//! A scan of a GGUF header: the metadata keys and the tensor table (name, shape, type), without
+//! reading any tensor data. MLX's loader reads the values and the tensors; this scan only
+//! answers what MLX's API does not (which keys exist, each tensor's GGML type), so that an
+//! unsupported tensor type is reported by name before MLX touches the data.
+//!
+//! Layout (GGUF versions 2 and 3, little-endian): `"GGUF"`, `u32` version, `u64` tensor count,
+//! `u64` key count, the key/value pairs, then one info record per tensor.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use super::GgufError;
+
+/// A tensor type of GGML, as stored in a GGUF tensor record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GgmlType(pub u32);
+
+impl GgmlType {
+    /// 32-bit floats.
+    pub const F32: GgmlType = GgmlType(0);
+    /// 16-bit floats.
+    pub const F16: GgmlType = GgmlType(1);
+    /// 4-bit blocks of 32 with a scale.
+    pub const Q4_0: GgmlType = GgmlType(2);
+    /// 4-bit blocks of 32 with a scale and a minimum.
+    pub const Q4_1: GgmlType = GgmlType(3);
+    /// 8-bit blocks of 32 with a scale.
+    pub const Q8_0: GgmlType = GgmlType(8);
+
+    /// GGML's name for the type (`Q4_K`, `BF16`, ...), or `type <n>` for an unknown number.
+    pub fn name(self) -> String {
+        const NAMES: [&str; 40] = [
+            "F32",
+            "F16",
+            "Q4_0",
+            "Q4_1",
+            "Q4_2",
+            "Q4_3",
+            "Q5_0",
+            "Q5_1",
+            "Q8_0",
+            "Q8_1",
+            "Q2_K",
+            "Q3_K",
+            "Q4_K",
+            "Q5_K",
+            "Q6_K",
+            "Q8_K",
+            "IQ2_XXS",
+            "IQ2_XS",
+            "IQ3_XXS",
+            "IQ1_S",
+            "IQ4_NL",
+            "IQ3_S",
+            "IQ2_S",
+            "IQ4_XS",
+            "I8",
+            "I16",
+            "I32",
+            "I64",
+            "F64",
+            "IQ1_M",
+            "BF16",
+            "Q4_0_4_4",
+            "Q4_0_4_8",
+            "Q4_0_8_8",
+            "TQ1_0",
+            "TQ2_0",
+            "IQ4_NL_4_4",
+            "IQ4_NL_4_8",
+            "IQ4_NL_8_8",
+            "MXFP4",
+        ];
+        match NAMES.get(self.0 as usize) {
+            Some(name) => (*name).to_string(),
+            None => format!("type {}", self.0),
+        }
+    }
+
+    /// For the types MLX turns into affine-quantized triplets: `(bits, group_size)`.
+    pub fn affine_quantization(self) -> Option<(i32, i32)> {
+        match self {
+            GgmlType::Q4_0 | GgmlType::Q4_1 => Some((4, 32)),
+            GgmlType::Q8_0 => Some((8, 32)),
+            _ => None,
+        }
+    }
+
+    /// Whether this loader supports the type: floats as stored, Q4_0 / Q4_1 / Q8_0 quantized.
+    pub fn is_supported(self) -> bool {
+        matches!(self, GgmlType::F32 | GgmlType::F16) || self.affine_quantization().is_some()
+    }
+}
+
+/// One tensor record of the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The tensor's GGUF name (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// The shape in MLX order (GGUF stores the dimensions innermost first).
+    pub shape: Vec<u64>,
+    /// The storage type.
+    pub ggml_type: GgmlType,
+}
+
+/// What the scan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The format version (2 or 3).
+    pub version: u32,
+    /// Every metadata key, in file order.
+    pub keys: Vec<String>,
+    /// Every tensor record, in file order.
+    pub tensors: Vec<TensorInfo>,
+}
+
+struct Reader<R> {
+    inner: R,
+    /// Bytes left in the file: no length read from the header may exceed it.
+    left: u64,
+}
+
+const STRING: u32 = 8;
+const ARRAY: u32 = 9;
+
+impl<R: Read> Reader<R> {
+    fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>, String> {
+        if n > self.left {
+            return Err(format!(
+                "{what} claims {n} bytes but the file has {} left",
+                self.left
+            ));
+        }
+        let mut buf = vec![0; n as usize];
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|e| format!("reading {what}: {e}"))?;
+        self.left -= n;
+        Ok(buf)
+    }
+
+    fn skip(&mut self, n: u64, what: &str) -> Result<(), String> {
+        if n > self.left {
+            return Err(format!(
+                "{what} claims {n} bytes but the file has {} left",
+                self.left
+            ));
+        }
+        let copied = std::io::copy(&mut (&mut self.inner).take(n), &mut std::io::sink())
+            .map_err(|e| format!("reading {what}: {e}"))?;
+        if copied != n {
+            return Err(format!("{what}: the file ends early"));
+        }
+        self.left -= n;
+        Ok(())
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        let b = self.bytes(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        let b = self.bytes(8, what)?;
+        let mut a = [0; 8];
+        a.copy_from_slice(&b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        let len = self.u64(what)?;
+        let b = self.bytes(len, what)?;
+        String::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))
+    }
+
+    /// Skips one metadata value of type `ty`.
+    fn skip_value(&mut self, ty: u32, key: &str, depth: usize) -> Result<(), String> {
+        match ty {
+            STRING => {
+                let len = self.u64(key)?;
+                self.skip(len, key)
+            }
+            ARRAY => {
+                if depth > 0 {
+                    return Err(format!("metadata `{key}` nests arrays"));
+                }
+                let item = self.u32(key)?;
+                let len = self.u64(key)?;
+                match scalar_size(item) {
+                    Some(size) => {
+                        let total = len
+                            .checked_mul(size)
+                            .ok_or_else(|| format!("metadata `{key}` is too long"))?;
+                        self.skip(total, key)
+                    }
+                    None => (0..len).try_for_each(|_| self.skip_value(item, key, depth + 1)),
+                }
+            }
+            _ => match scalar_size(ty) {
+                Some(size) => self.skip(size, key),
+                None => Err(format!("metadata `{key}` has unknown value type {ty}")),
+            },
+        }
+    }
+}
+
+/// Bytes of one fixed-size metadata value.
+fn scalar_size(ty: u32) -> Option<u64> {
+    match ty {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
+}
+
+/// Scans the header of the GGUF file at `path`.
+pub fn scan(path: &Path) -> Result<Header, GgufError> {
+    let malformed = |reason: String| GgufError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = File::open(path).map_err(|source| GgufError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let left = file
+        .metadata()
+        .map_err(|source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    let mut r = Reader {
+        inner: BufReader::new(file),
+        left,
+    };
+
+    let magic = r.bytes(4, "the magic number").map_err(malformed)?;
+    if magic != b"GGUF" {
+        return Err(malformed("it does not start with `GGUF`".into()));
+    }
+    let version = r.u32("the version").map_err(malformed)?;
+    if !(2..=3).contains(&version) {
+        return Err(malformed(format!(
+            "GGUF version {version} is not supported (2 or 3)"
+        )));
+    }
+    let n_tensors = r.u64("the tensor count").map_err(malformed)?;
+    let n_keys = r.u64("the key count").map_err(malformed)?;
+
+    let mut keys = Vec::new();
+    for _ in 0..n_keys {
+        let key = r.string("a metadata key").map_err(malformed)?;
+        let ty = r.u32(&key).map_err(malformed)?;
+        r.skip_value(ty, &key, 0).map_err(malformed)?;
+        keys.push(key);
+    }
+
+    let mut tensors = Vec::new();
+    for _ in 0..n_tensors {
+        let name = r.string("a tensor name").map_err(malformed)?;
+        let n_dims = r.u32(&name).map_err(malformed)?;
+        if n_dims > 4 {
+            return Err(malformed(format!(
+                "tensor `{name}` has {n_dims} dimensions (at most 4)"
+            )));
+        }
+        let mut shape = (0..n_dims)
+            .map(|_| r.u64(&name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(malformed)?;
+        shape.reverse();
+        let ggml_type = GgmlType(r.u32(&name).map_err(malformed)?);
+        r.u64(&name).map_err(malformed)?; // data offset
+        tensors.push(TensorInfo {
+            name,
+            shape,
+            ggml_type,
+        });
+    }
+    Ok(Header {
+        version,
+        keys,
+        tensors,
+    })
+}
