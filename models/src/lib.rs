@@ -2,7 +2,9 @@
 //! `#[mlx_model]`; linking this crate makes them all available to the loader.
 
 pub mod llama;
+pub mod olmo2;
 pub mod phi3;
+pub mod starcoder2;
 
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in
 /// the registry.

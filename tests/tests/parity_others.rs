@@ -3,9 +3,24 @@
 //! - phi3: fused projections, untied and tied heads, partial rotary, LongRoPE (`longrope` and
 //!   `su`, with a sequence longer than `original_max_position_embeddings`), linear scaling in
 //!   the traditional layout.
+//! - starcoder2: LayerNorms and projections with biases, exact-gelu MLP, tied and untied heads.
+//! - olmo2: whole-projection q/k norms and post-norms; tied and untied heads, biases with an
+//!   explicit head_dim, llama3 RoPE scaling, and a Hugging Face checkpoint with rotary buffers.
 
 #[test]
 fn phi3_matches_the_reference_on_every_case() {
     let reports = mlx_models_tests::parity::check_arch("phi3");
     assert_eq!(reports.len(), 5, "cases: {reports:?}");
+}
+
+#[test]
+fn starcoder2_matches_the_reference_on_every_case() {
+    let reports = mlx_models_tests::parity::check_arch("starcoder2");
+    assert_eq!(reports.len(), 2, "cases: {reports:?}");
+}
+
+#[test]
+fn olmo2_matches_the_reference_on_every_case() {
+    let reports = mlx_models_tests::parity::check_arch("olmo2");
+    assert_eq!(reports.len(), 4, "cases: {reports:?}");
 }
