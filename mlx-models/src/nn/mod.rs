@@ -6,12 +6,15 @@
 //! - [`rope`]: every RoPE variant, built from a `rope_scaling` / `rope_parameters` config;
 //! - [`quantized`]: linear and embedding layers loading mlx-community's quantized layout;
 //! - [`switch`]: mixture-of-experts layers over `gather_mm` / `gather_qmm`;
+//! - [`gemma`]: what the gemma family shares (embedding scale, GeGLU MLP, soft-capping,
+//!   local/global layers);
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm.
 //!
 //! The caches live in [`crate::cache`].
 
 pub mod activations;
 pub mod attention;
+pub mod gemma;
 pub mod blocks;
 pub mod mask;
 pub mod norm;

@@ -1,0 +1,493 @@
+//! What the gemma family shares, after mlx-lm's `models/gemma.py`, `gemma2.py` and
+//! `gemma3_text.py`: the embedding scale, the GeGLU feed-forward, the attention (with gemma3's
+//! q/k norms or gemma2's soft-capped scores), the gemma2 / gemma3 decoder layer with its four
+//! norms and gemma3's float16 residual clipping, the local/global layer pattern, and gemma3's
+//! head, tied exactly when the checkpoint has none.
+//!
+//! The norms are [`RmsNorm::zero_centered`](crate::nn::norm::RmsNorm::zero_centered)
+//! (`1 + weight`).
+
+use mlx_rs::error::{Exception, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::ops::indexing::{NewAxis, TryIndexOp};
+use mlx_rs::ops::{arange, clip, expand_dims, matmul, select, softmax_axis, tanh};
+use mlx_rs::{Array, Dtype};
+
+use crate::args::ArgsError;
+use crate::cache::Cache;
+use crate::nn::activations::GatedActivation;
+use crate::nn::attention::attend;
+use crate::nn::mask::{create_attention_mask, AttentionMask};
+use crate::nn::norm::RmsNorm;
+use crate::nn::quantized::Linear;
+use crate::nn::rope::Rope;
+use crate::weights::Weights;
+
+/// `v` as a scalar of `like`'s dtype (a Python float in an mlx expression).
+fn scalar(v: f64, like: &Array) -> Result<Array> {
+    Array::from_f32(v as f32).as_dtype(like.dtype())
+}
+
+/// The lowest finite value of a float dtype (`mx.finfo(dtype).min`).
+fn finfo_min(dtype: Dtype) -> Result<Array> {
+    let v = match dtype {
+        Dtype::Float16 => -65504.0,
+        Dtype::Bfloat16 => -3.389_531_4e38,
+        _ => f32::MIN,
+    };
+    Array::from_f32(v).as_dtype(dtype)
+}
+
+/// How the embeddings are scaled by `sqrt(hidden_size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedScale {
+    /// In the embeddings' dtype (gemma, gemma2: `h * hidden_size**0.5`).
+    Exact,
+    /// Rounded to bfloat16 first, as the original checkpoints computed it (gemma3:
+    /// `h * mx.array(hidden_size**0.5, mx.bfloat16).astype(h.dtype)`).
+    Bfloat16,
+}
+
+/// Multiplies the embeddings `h` by `sqrt(hidden_size)`.
+pub fn scale_embeddings(h: &Array, hidden_size: usize, how: EmbedScale) -> Result<Array> {
+    let s = (hidden_size as f64).sqrt();
+    let s = match how {
+        EmbedScale::Exact => scalar(s, h)?,
+        EmbedScale::Bfloat16 => Array::from_f32(s as f32)
+            .as_dtype(Dtype::Bfloat16)?
+            .as_dtype(h.dtype())?,
+    };
+    h.multiply(&s)
+}
+
+/// Soft-capping: `tanh(x / cap) * cap`, in `x`'s dtype.
+pub fn soft_cap(x: &Array, cap: f32) -> Result<Array> {
+    let cap = scalar(cap as f64, x)?;
+    tanh(x.divide(&cap)?)?.multiply(&cap)
+}
+
+/// `x + y`; in float16 the sum is taken in float32 and clipped to float16's range, so the
+/// residual stream saturates instead of overflowing (gemma3's `clip_residual`).
+pub fn clip_residual(x: &Array, y: &Array) -> Result<Array> {
+    if x.dtype() != Dtype::Float16 {
+        return x.add(y);
+    }
+    let bound = 65504.0f32;
+    let sum = x
+        .as_dtype(Dtype::Float32)?
+        .add(y.as_dtype(Dtype::Float32)?)?;
+    clip(&sum, (-bound, bound))?.as_dtype(Dtype::Float16)
+}
+
+/// The gemma feed-forward: `down(act(gate(x)) * up(x))`, without biases. gemma uses the exact
+/// gelu ([`GatedActivation::GeGluExact`]), gemma2 and gemma3 the tanh approximation
+/// ([`GatedActivation::GeGlu`]).
+#[derive(Debug, ModuleParameters)]
+pub struct GemmaMlp {
+    /// `[hidden, dim]`.
+    #[param]
+    pub gate_proj: Linear,
+    /// `[dim, hidden]`.
+    #[param]
+    pub down_proj: Linear,
+    /// `[hidden, dim]`.
+    #[param]
+    pub up_proj: Linear,
+    /// The gate's activation.
+    pub activation: GatedActivation,
+}
+
+impl GemmaMlp {
+    /// Zero weights (the loader fills them).
+    pub fn new(dim: i32, hidden: i32, activation: GatedActivation) -> Result<Self> {
+        Ok(GemmaMlp {
+            gate_proj: Linear::new(dim, hidden, false)?,
+            down_proj: Linear::new(hidden, dim, false)?,
+            up_proj: Linear::new(dim, hidden, false)?,
+            activation,
+        })
+    }
+
+    /// Applies it.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let gate = self.gate_proj.forward(x)?;
+        let h = self.activation.apply(&self.up_proj.forward(x)?, &gate)?;
+        self.down_proj.forward(&h)
+    }
+}
+
+/// A gemma attention layer: grouped-query heads of an explicit `head_dim`, no biases, RoPE,
+/// and optionally per-head q/k norms (gemma3, `1 + weight`) and soft-capped scores (gemma2).
+#[derive(Debug, ModuleParameters)]
+pub struct GemmaAttention {
+    /// `[heads * head_dim, dim]`.
+    #[param]
+    pub q_proj: Linear,
+    /// `[kv_heads * head_dim, dim]`.
+    #[param]
+    pub k_proj: Linear,
+    /// `[kv_heads * head_dim, dim]`.
+    #[param]
+    pub v_proj: Linear,
+    /// `[dim, heads * head_dim]`.
+    #[param]
+    pub o_proj: Linear,
+    /// Norm of each query head, before RoPE.
+    #[param]
+    pub q_norm: Option<RmsNorm>,
+    /// Norm of each key head, before RoPE.
+    #[param]
+    pub k_norm: Option<RmsNorm>,
+    /// Query heads.
+    pub n_heads: i32,
+    /// Key/value heads.
+    pub n_kv_heads: i32,
+    /// Multiplies the scores.
+    pub scale: f32,
+    /// Soft-cap of the scores ([`softcapped_attention`]), if any.
+    pub softcap: Option<f32>,
+    /// The rotary embedding.
+    pub rope: Rope,
+}
+
+impl GemmaAttention {
+    /// Zero weights (the loader fills them), no q/k norms, no soft-cap.
+    pub fn new(
+        dim: i32,
+        n_heads: i32,
+        n_kv_heads: i32,
+        head_dim: i32,
+        scale: f32,
+        rope: Rope,
+    ) -> Result<Self> {
+        Ok(GemmaAttention {
+            q_proj: Linear::new(dim, n_heads * head_dim, false)?,
+            k_proj: Linear::new(dim, n_kv_heads * head_dim, false)?,
+            v_proj: Linear::new(dim, n_kv_heads * head_dim, false)?,
+            o_proj: Linear::new(n_heads * head_dim, dim, false)?,
+            q_norm: None,
+            k_norm: None,
+            n_heads,
+            n_kv_heads,
+            scale,
+            softcap: None,
+            rope,
+        })
+    }
+
+    /// Adds zero-centred q/k norms over `head_dim` (gemma3).
+    pub fn with_qk_norm(mut self, eps: f32) -> Result<Self> {
+        let head_dim = self.rope.dims();
+        self.q_norm = Some(RmsNorm::zero_centered(head_dim, eps)?);
+        self.k_norm = Some(RmsNorm::zero_centered(head_dim, eps)?);
+        Ok(self)
+    }
+
+    /// Soft-caps the scores at `cap` (gemma2's `attn_logit_softcapping`).
+    pub fn with_softcap(mut self, cap: f32) -> Self {
+        self.softcap = Some(cap);
+        self
+    }
+
+    /// `[B, L, dim]` to `[B, L, dim]`, reading and extending `cache`.
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut Cache>,
+    ) -> Result<Array> {
+        let (b, l) = (x.shape()[0], x.shape()[1]);
+        let heads = |t: Array, n: i32, norm: Option<&RmsNorm>| {
+            let t = t.reshape(&[b, l, n, -1])?.transpose_axes(&[0, 2, 1, 3])?;
+            match norm {
+                Some(norm) => norm.forward(&t),
+                None => Ok(t),
+            }
+        };
+        let queries = heads(self.q_proj.forward(x)?, self.n_heads, self.q_norm.as_ref())?;
+        let keys = heads(
+            self.k_proj.forward(x)?,
+            self.n_kv_heads,
+            self.k_norm.as_ref(),
+        )?;
+        let values = heads(self.v_proj.forward(x)?, self.n_kv_heads, None)?;
+
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let queries = self.rope.forward(&queries, offset)?;
+        let keys = self.rope.forward(&keys, offset)?;
+        let output = match self.softcap {
+            Some(cap) => {
+                softcapped_attention(&queries, &keys, &values, cache, self.scale, cap, mask)?
+            }
+            None => attend(&queries, &keys, &values, cache, self.scale, mask, None)?,
+        };
+        self.o_proj
+            .forward(&output.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
+    }
+}
+
+/// The gemma2 / gemma3 decoder layer: norms before and after both the attention and the MLP,
+/// `h = x + post_attention_norm(attn(input_norm(x)))`,
+/// `out = h + post_feedforward_norm(mlp(pre_feedforward_norm(h)))`.
+#[derive(Debug, ModuleParameters)]
+pub struct SandwichLayer {
+    /// The attention.
+    #[param]
+    pub self_attn: GemmaAttention,
+    /// The feed-forward.
+    #[param]
+    pub mlp: GemmaMlp,
+    /// Before the attention.
+    #[param]
+    pub input_layernorm: RmsNorm,
+    /// After the attention.
+    #[param]
+    pub post_attention_layernorm: RmsNorm,
+    /// Before the MLP.
+    #[param]
+    pub pre_feedforward_layernorm: RmsNorm,
+    /// After the MLP.
+    #[param]
+    pub post_feedforward_layernorm: RmsNorm,
+    /// Whether the residual sums go through [`clip_residual`] (gemma3) or are plain (gemma2).
+    pub clip_residuals: bool,
+}
+
+impl SandwichLayer {
+    /// The layer around `self_attn` and `mlp`, with zero-centred norms over `dim`.
+    pub fn new(
+        self_attn: GemmaAttention,
+        mlp: GemmaMlp,
+        dim: i32,
+        eps: f32,
+        clip_residuals: bool,
+    ) -> Result<Self> {
+        Ok(SandwichLayer {
+            self_attn,
+            mlp,
+            input_layernorm: RmsNorm::zero_centered(dim, eps)?,
+            post_attention_layernorm: RmsNorm::zero_centered(dim, eps)?,
+            pre_feedforward_layernorm: RmsNorm::zero_centered(dim, eps)?,
+            post_feedforward_layernorm: RmsNorm::zero_centered(dim, eps)?,
+            clip_residuals,
+        })
+    }
+
+    /// Applies it.
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut Cache>,
+    ) -> Result<Array> {
+        let residual = |a: &Array, b: &Array| {
+            if self.clip_residuals {
+                clip_residual(a, b)
+            } else {
+                a.add(b)
+            }
+        };
+        let r = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+        let h = residual(x, &self.post_attention_layernorm.forward(&r)?)?;
+        let r = self
+            .mlp
+            .forward(&self.pre_feedforward_layernorm.forward(&h)?)?;
+        residual(&h, &self.post_feedforward_layernorm.forward(&r)?)
+    }
+}
+
+/// gemma2's attention, written out because the fused kernel cannot soft-cap: scores
+/// `tanh(q kᵀ · scale / cap) · cap`, masked, softmax in float32, times the values. Queries are
+/// `[B, heads, L, D]`, the new keys and values `[B, kv_heads, L, D]` (RoPE applied); they are
+/// stored in `cache` when given. A quantized cache is refused, as the reference cannot use one
+/// here either.
+pub fn softcapped_attention(
+    queries: &Array,
+    keys: &Array,
+    values: &Array,
+    cache: Option<&mut Cache>,
+    scale: f32,
+    softcap: f32,
+    mask: &AttentionMask,
+) -> Result<Array> {
+    let (keys, values) = match cache {
+        None => (keys.clone(), values.clone()),
+        Some(Cache::Quantized(_)) => {
+            return Err(Exception::custom(
+                "soft-capped attention has no quantized-cache path; use an unquantized cache",
+            ))
+        }
+        Some(c) => c.update_and_fetch(keys, values)?,
+    };
+    let shape = queries.shape();
+    let (b, n_heads, l, d) = (shape[0], shape[1], shape[2], shape[3]);
+    let n_kv_heads = keys.dim(1);
+    let repeats = n_heads / n_kv_heads;
+
+    let mut queries = queries.multiply(scalar(scale as f64, queries)?)?;
+    let (keys, values) = if repeats > 1 {
+        queries = queries.reshape(&[b, n_kv_heads, repeats, l, d])?;
+        (expand_dims(&keys, 2)?, expand_dims(&values, 2)?)
+    } else {
+        (keys, values)
+    };
+    let scores = soft_cap(&matmul(&queries, keys.swap_axes(-1, -2)?)?, softcap)?;
+
+    let causal;
+    let mask = match mask {
+        AttentionMask::None => None,
+        AttentionMask::Causal => {
+            let (ql, kl) = (scores.dim(-2), scores.dim(-1));
+            let q_idx = arange::<_, i32>(kl - ql, kl, None)?;
+            let k_idx = arange::<_, i32>(0, kl, None)?;
+            causal = q_idx
+                .try_index((.., NewAxis))?
+                .ge(k_idx.try_index(NewAxis)?)?;
+            Some(&causal)
+        }
+        AttentionMask::Array(m) => Some(m),
+    };
+    let scores = match mask {
+        None => scores,
+        Some(m) => {
+            // A per-sequence mask `[B, 1, L, K]` gets an axis for the grouped query heads.
+            let m = if repeats > 1 && m.ndim() == 4 {
+                expand_dims(m, 2)?
+            } else {
+                m.clone()
+            };
+            if m.dtype() == Dtype::Bool {
+                select(&m, &scores, finfo_min(scores.dtype())?)?
+            } else {
+                scores.add(&m)?
+            }
+        }
+    };
+    let output = matmul(softmax_axis(&scores, -1, true)?, &values)?;
+    if repeats > 1 {
+        output.reshape(&[b, n_heads, l, d])
+    } else {
+        Ok(output)
+    }
+}
+
+/// Which layers are global (full attention) when every `pattern`-th one is: layer `i` is
+/// global when `i % pattern == pattern - 1` (gemma3's `sliding_window_pattern`; a pattern of
+/// one makes every layer global).
+pub fn is_global_layer(layer: usize, pattern: usize) -> bool {
+    pattern <= 1 || layer % pattern == pattern - 1
+}
+
+/// The two masks of a model that mixes global and sliding-window layers, each made from the
+/// cache of the first layer of its kind (as the reference does).
+#[derive(Debug, Clone)]
+pub struct LayerMasks {
+    /// For the global layers.
+    pub global: AttentionMask,
+    /// For the sliding-window layers.
+    pub sliding: AttentionMask,
+}
+
+impl LayerMasks {
+    /// The masks for `n` new tokens; `global[i]` says whether layer `i` is global, `cache` is
+    /// empty for a forward without cache.
+    pub fn new(n: i32, cache: &[Cache], global: &[bool], window: i32) -> Result<Self> {
+        let first = |want: bool| global.iter().position(|&g| g == want);
+        let global_mask = match first(true) {
+            Some(i) => create_attention_mask(n, cache.get(i), None, false)?,
+            None => AttentionMask::None,
+        };
+        let sliding = match first(false) {
+            Some(i) => create_attention_mask(n, cache.get(i), Some(window), false)?,
+            None => AttentionMask::None,
+        };
+        Ok(LayerMasks {
+            global: global_mask,
+            sliding,
+        })
+    }
+
+    /// The mask of a global (`true`) or sliding-window layer.
+    pub fn get(&self, global: bool) -> &AttentionMask {
+        if global {
+            &self.global
+        } else {
+            &self.sliding
+        }
+    }
+}
+
+/// gemma3's head rule: the reference ties the head exactly when the checkpoint has no
+/// `lm_head.weight`, whatever config.json says. `has_head` is whether the model was built with
+/// a head (from `tie_word_embeddings`):
+///
+/// - built with a head, checkpoint without one: the head becomes a copy of the embeddings
+///   (every tensor of `embed`: weight, and scales and biases when quantized);
+/// - built tied, checkpoint with a head: the head is dropped when it equals the embeddings,
+///   and refused otherwise (the config says tied but the checkpoint's head differs).
+///
+/// Idempotent: converted weights come back unchanged.
+pub fn resolve_tied_head(
+    weights: &mut Weights,
+    has_head: bool,
+    head: &str,
+    embed: &str,
+) -> Result<()> {
+    let head_prefix = format!("{head}.");
+    let embed_prefix = format!("{embed}.");
+    let head_keys: Vec<String> = weights
+        .keys()
+        .filter(|k| k.starts_with(&head_prefix))
+        .cloned()
+        .collect();
+    if has_head {
+        if weights.contains_key(&format!("{head}.weight")) {
+            return Ok(());
+        }
+        let copies: Vec<(String, Array)> = weights
+            .iter()
+            .filter_map(|(k, v)| {
+                let suffix = k.strip_prefix(&embed_prefix)?;
+                Some((format!("{head_prefix}{suffix}"), v.clone()))
+            })
+            .collect();
+        weights.extend(copies);
+        return Ok(());
+    }
+    for key in &head_keys {
+        let suffix = &key[head_prefix.len()..];
+        let same = match (
+            weights.get(key),
+            weights.get(&format!("{embed_prefix}{suffix}")),
+        ) {
+            (Some(h), Some(e)) => h.shape() == e.shape() && h.eq_values(e)?,
+            _ => false,
+        };
+        if !same {
+            return Err(Exception::custom(format!(
+                "`{key}` differs from the embeddings but config.json has `tie_word_embeddings`; \
+                 set `\"tie_word_embeddings\": false` to use the checkpoint's head"
+            )));
+        }
+    }
+    for key in head_keys {
+        weights.remove(&key);
+    }
+    Ok(())
+}
+
+/// Checks that `num_key_value_heads` divides `num_attention_heads` (grouped-query heads);
+/// the error names both keys.
+pub fn check_kv_heads(heads: usize, kv_heads: usize) -> std::result::Result<(), ArgsError> {
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(ArgsError::invalid(
+            &["num_attention_heads", "num_key_value_heads"],
+            format!(
+                "`num_attention_heads` ({heads}) is not a multiple of `num_key_value_heads` ({kv_heads})"
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! `gemma3_text`, after mlx-lm's `models/gemma3_text.py`: every `sliding_window_pattern`-th
+//! layer global (RoPE base `rope_theta`, with `rope_scaling`), the others sliding-window layers
+//! (base `rope_local_base_freq`, a rotating cache of `sliding_window`); q/k norms, gemma2's
+//! four norms per layer, float16 residuals clipped, and a head tied exactly when the checkpoint
+//! has none.
+
+use mlx_rs::error::Exception;
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::Array;
+use serde_json::Value;
+
+use mlx_models::args::{ArgsError, ModelArgs};
+use mlx_models::cache::Cache;
+use mlx_models::mlx_model;
+use mlx_models::model::Architecture;
+use mlx_models::nn::activations::GatedActivation;
+use mlx_models::nn::gemma::{
+    check_kv_heads, is_global_layer, resolve_tied_head, scale_embeddings, EmbedScale,
+    GemmaAttention, GemmaMlp, LayerMasks, SandwichLayer,
+};
+use mlx_models::nn::norm::RmsNorm;
+use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::rope::{Rope, RopeScaling};
+use mlx_models::weights::Weights;
+
+/// config.json of a gemma3 text checkpoint (defaults: the reference's, gemma-3-1b's).
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
+#[arg(validate = Self::check)]
+pub struct Gemma3TextArgs {
+    pub model_type: String,
+    #[arg(default = 1152, positive)]
+    pub hidden_size: usize,
+    #[arg(default = 26, positive)]
+    pub num_hidden_layers: usize,
+    #[arg(default = 6912, positive)]
+    pub intermediate_size: usize,
+    #[arg(default = 4, positive)]
+    pub num_attention_heads: usize,
+    #[arg(default = 256, positive)]
+    pub head_dim: usize,
+    #[arg(default = 1e-6, positive)]
+    pub rms_norm_eps: f32,
+    #[arg(default = 262144, positive)]
+    pub vocab_size: usize,
+    #[arg(default = 1, positive)]
+    pub num_key_value_heads: usize,
+    #[arg(default = 1_000_000.0)]
+    pub rope_theta: f32,
+    #[arg(default = 10_000.0)]
+    pub rope_local_base_freq: f32,
+    #[arg(default = 256.0, positive)]
+    pub query_pre_attn_scalar: f32,
+    #[arg(default = 512, positive)]
+    pub sliding_window: usize,
+    #[arg(default = 6, positive)]
+    pub sliding_window_pattern: usize,
+    #[arg(default = 32768, positive)]
+    pub max_position_embeddings: usize,
+    /// Applies to the global layers only.
+    pub rope_scaling: Option<Value>,
+    /// Whether the model is built without a head; a checkpoint that disagrees is reconciled
+    /// in sanitize ([`resolve_tied_head`]), as the reference decides by the checkpoint.
+    #[arg(default = true)]
+    pub tie_word_embeddings: bool,
+}
+
+impl Gemma3TextArgs {
+    fn check(&mut self) -> Result<(), ArgsError> {
+        check_kv_heads(self.num_attention_heads, self.num_key_value_heads)?;
+        self.rope_scaling()
+            .map_err(|e| ArgsError::invalid(&["rope_scaling"], e.to_string()))?;
+        Ok(())
+    }
+
+    /// The RoPE scaling of the global layers.
+    pub fn rope_scaling(&self) -> Result<RopeScaling, mlx_models::nn::rope::RopeConfigError> {
+        RopeScaling::from_json(self.rope_scaling.as_ref().unwrap_or(&Value::Null))
+    }
+
+    /// Whether layer `i` is global (full attention).
+    pub fn is_global(&self, i: usize) -> bool {
+        is_global_layer(i, self.sliding_window_pattern)
+    }
+}
+
+/// Global layers: base `rope_theta` with `rope_scaling`; local ones: `rope_local_base_freq`.
+fn layer(args: &Gemma3TextArgs, is_global: bool) -> Result<SandwichLayer, Exception> {
+    let (dim, head_dim) = (args.hidden_size as i32, args.head_dim as i32);
+    let rope = if is_global {
+        let scaling = args
+            .rope_scaling()
+            .map_err(|e| Exception::custom(e.to_string()))?;
+        let max_positions = Some(args.max_position_embeddings as i32);
+        Rope::new(head_dim, args.rope_theta, false, &scaling, max_positions)?
+    } else {
+        Rope::plain(head_dim, args.rope_local_base_freq, false, 1.0)
+    };
+    let attention = GemmaAttention::new(
+        dim,
+        args.num_attention_heads as i32,
+        args.num_key_value_heads as i32,
+        head_dim,
+        (args.query_pre_attn_scalar as f64).powf(-0.5) as f32,
+        rope,
+    )?
+    .with_qk_norm(args.rms_norm_eps)?;
+    let mlp = GemmaMlp::new(dim, args.intermediate_size as i32, GatedActivation::GeGlu)?;
+    SandwichLayer::new(attention, mlp, dim, args.rms_norm_eps, true)
+}
+
+#[derive(Debug, ModuleParameters)]
+struct Gemma3Model {
+    #[param]
+    embed_tokens: Embedding,
+    #[param]
+    layers: Vec<SandwichLayer>,
+    #[param]
+    norm: RmsNorm,
+    hidden_size: usize,
+    sliding_window: i32,
+    /// Whether each layer is global (else sliding-window).
+    global: Vec<bool>,
+}
+
+/// The gemma3 text model: scaled embeddings, local and global layers, final norm, head (or
+/// the embeddings).
+#[mlx_model(model_type = "gemma3_text", args = Gemma3TextArgs, sanitize = Self::resolve_head)]
+#[derive(Debug, ModuleParameters)]
+pub struct Model {
+    #[param]
+    model: Gemma3Model,
+    /// `None` when tied: the embeddings double as the head.
+    #[param]
+    lm_head: Option<Linear>,
+}
+
+impl Model {
+    fn resolve_head(&self, weights: &mut Weights) -> Result<(), Exception> {
+        resolve_tied_head(
+            weights,
+            self.lm_head.is_some(),
+            "lm_head",
+            "model.embed_tokens",
+        )
+    }
+}
+
+impl Architecture for Model {
+    fn new(args: &Gemma3TextArgs) -> Result<Self, Exception> {
+        let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
+        let global: Vec<bool> = (0..args.num_hidden_layers)
+            .map(|i| args.is_global(i))
+            .collect();
+        let model = Gemma3Model {
+            embed_tokens: Embedding::new(vocab, dim)?,
+            layers: global
+                .iter()
+                .map(|&g| layer(args, g))
+                .collect::<Result<_, _>>()?,
+            norm: RmsNorm::zero_centered(dim, args.rms_norm_eps)?,
+            hidden_size: args.hidden_size,
+            sliding_window: args.sliding_window as i32,
+            global,
+        };
+        let lm_head = if args.tie_word_embeddings {
+            None
+        } else {
+            Some(Linear::new(dim, vocab, false)?)
+        };
+        Ok(Model { model, lm_head })
+    }
+
+    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
+        let m = &self.model;
+        let mut h = scale_embeddings(
+            &m.embed_tokens.forward(inputs)?,
+            m.hidden_size,
+            EmbedScale::Bfloat16,
+        )?;
+        let masks = LayerMasks::new(inputs.shape()[1], cache, &m.global, m.sliding_window)?;
+        let mut caches = cache.iter_mut();
+        for (layer, &is_global) in m.layers.iter().zip(&m.global) {
+            h = layer.forward(&h, masks.get(is_global), caches.next())?;
+        }
+        let h = m.norm.forward(&h)?;
+        match &self.lm_head {
+            Some(head) => head.forward(&h),
+            None => m.embed_tokens.as_linear(&h),
+        }
+    }
+
+    fn make_cache(&self) -> Vec<Cache> {
+        let window = self.model.sliding_window;
+        let cache = |&global: &bool| {
+            if global {
+                Cache::kv()
+            } else {
+                Cache::rotating(window, 0)
+            }
+        };
+        self.model.global.iter().map(cache).collect()
+    }
+
+    fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+}
