@@ -5,7 +5,7 @@
 //! load so that every parameter is set, every checkpoint tensor is used, and every shape
 //! matches; otherwise one error lists every problem.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -19,6 +19,7 @@ use crate::args::{Typo, UnknownKey};
 use crate::checkpoint::{self, CheckpointError};
 use crate::hub::{self, HubError, HubOptions};
 use crate::model::{BuildError, LanguageModel};
+use crate::nn::quantized::{infer_quantization, QuantMode, Quantization};
 use crate::registry;
 use crate::weights::SanitizeError;
 
@@ -84,16 +85,6 @@ pub enum LoadError {
     /// The checkpoint's tensors do not fit the model.
     #[error(transparent)]
     Mismatch(#[from] WeightMismatch),
-    /// The checkpoint is quantized; loading quantized layers is not supported yet.
-    #[error("{dir}: quantized checkpoints are not supported yet ({layers} quantized layers, e.g. `{example}`)")]
-    QuantizedUnsupported {
-        /// The checkpoint folder.
-        dir: PathBuf,
-        /// How many layers carry `scales`.
-        layers: usize,
-        /// One of them.
-        example: String,
-    },
     /// MLX failed while casting or evaluating the parameters.
     #[error("loading the parameters failed: {0}")]
     Mlx(#[from] Exception),
@@ -111,19 +102,30 @@ pub struct WeightMismatch {
     pub unexpected: Vec<(String, Option<String>)>,
     /// `(name, parameter shape, checkpoint shape)`.
     pub shapes: Vec<(String, Vec<i32>, Vec<i32>)>,
+    /// `(layer, problem)`: quantized layers whose packing does not fit the config or the layer.
+    pub quantization: Vec<(String, String)>,
 }
 
 impl WeightMismatch {
     /// True when nothing disagrees.
     pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.shapes.is_empty()
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.shapes.is_empty()
+            && self.quantization.is_empty()
     }
 }
 
 impl fmt::Display for WeightMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.missing.len() + self.unexpected.len() + self.shapes.len();
-        write!(f, "the checkpoint does not fit the model ({count} problems):")?;
+        let count = self.missing.len()
+            + self.unexpected.len()
+            + self.shapes.len()
+            + self.quantization.len();
+        write!(
+            f,
+            "the checkpoint does not fit the model ({count} problems):"
+        )?;
         for name in &self.missing {
             write!(f, "\n  missing: `{name}`")?;
         }
@@ -134,7 +136,13 @@ impl fmt::Display for WeightMismatch {
             }
         }
         for (name, want, got) in &self.shapes {
-            write!(f, "\n  shape: `{name}` is {want:?} in the model but {got:?} in the checkpoint")?;
+            write!(
+                f,
+                "\n  shape: `{name}` is {want:?} in the model but {got:?} in the checkpoint"
+            )?;
+        }
+        for (layer, problem) in &self.quantization {
+            write!(f, "\n  quantization: `{layer}`: {problem}")?;
         }
         Ok(())
     }
@@ -143,18 +151,26 @@ impl fmt::Display for WeightMismatch {
 impl std::error::Error for WeightMismatch {}
 
 /// Compares checkpoint tensors with the expected parameter shapes.
-pub fn check_weights(expected: &BTreeMap<String, Vec<i32>>, weights: &HashMap<String, Array>) -> WeightMismatch {
+pub fn check_weights(
+    expected: &BTreeMap<String, Vec<i32>>,
+    weights: &HashMap<String, Array>,
+) -> WeightMismatch {
     let mut mismatch = WeightMismatch::default();
     for (name, shape) in expected {
         match weights.get(name) {
             None => mismatch.missing.push(name.clone()),
             Some(w) if w.shape() != shape.as_slice() => {
-                mismatch.shapes.push((name.clone(), shape.clone(), w.shape().to_vec()))
+                mismatch
+                    .shapes
+                    .push((name.clone(), shape.clone(), w.shape().to_vec()))
             }
             Some(_) => {}
         }
     }
-    let mut unexpected: Vec<&String> = weights.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let mut unexpected: Vec<&String> = weights
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
     unexpected.sort();
     for name in unexpected {
         let hint = expected
@@ -188,7 +204,11 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<LoadedModel, Loa
     if crate::gguf::is_gguf_path(Path::new(source)) && Path::new(source).is_file() {
         return crate::gguf::load(Path::new(source), options);
     }
-    let dir = if Path::new(source).is_dir() { PathBuf::from(source) } else { hub::resolve(source, &options.hub)? };
+    let dir = if Path::new(source).is_dir() {
+        PathBuf::from(source)
+    } else {
+        hub::resolve(source, &options.hub)?
+    };
     load_dir(&dir, options)
 }
 
@@ -212,7 +232,8 @@ pub fn load_parts(
 ) -> Result<LoadedModel, LoadError> {
     let built = registry::build(&config).map_err(|e| match e {
         BuildError::Registry(source @ registry::RegistryError::Unknown { .. }) => {
-            let mut supported: Vec<&'static str> = registry::entries().iter().flat_map(|e| e.names()).collect();
+            let mut supported: Vec<&'static str> =
+                registry::entries().iter().flat_map(|e| e.names()).collect();
             supported.sort_unstable();
             LoadError::UnknownModelType { source, supported }
         }
@@ -222,13 +243,16 @@ pub fn load_parts(
 
     let weights = model.sanitize(weights)?;
 
-    let quantized: Vec<&String> = weights.keys().filter(|k| k.ends_with(".scales")).collect();
-    if let Some(example) = quantized.iter().min() {
-        let example = example.trim_end_matches(".scales").to_string();
-        return Err(LoadError::QuantizedUnsupported { dir: dir.to_path_buf(), layers: quantized.len(), example });
-    }
-
-    let mismatch = check_weights(&parameter_shapes(model.as_ref()), &weights);
+    let dense = parameter_shapes(model.as_ref());
+    let writable: BTreeSet<String> = model
+        .parameters_mut()
+        .flatten()
+        .into_keys()
+        .map(|k| k.to_string())
+        .collect();
+    let plan = quantization_plan(&config, &dense, &writable, &weights);
+    let mut mismatch = check_weights(&plan.expected, &weights);
+    mismatch.quantization = plan.problems;
     if !mismatch.is_empty() {
         return Err(mismatch.into());
     }
@@ -241,7 +265,12 @@ pub fn load_parts(
         flat.insert(Rc::from(name.as_str()), w);
     }
     model.update_flattened(flat);
-    let params: Vec<Array> = model.parameters().flatten().into_values().cloned().collect();
+    let params: Vec<Array> = model
+        .parameters()
+        .flatten()
+        .into_values()
+        .cloned()
+        .collect();
     mlx_rs::transforms::eval(params.iter())?;
 
     Ok(LoadedModel {
@@ -255,5 +284,135 @@ pub fn load_parts(
 }
 
 fn is_floating(dtype: Dtype) -> bool {
-    matches!(dtype, Dtype::Float16 | Dtype::Bfloat16 | Dtype::Float32 | Dtype::Float64)
+    matches!(
+        dtype,
+        Dtype::Float16 | Dtype::Bfloat16 | Dtype::Float32 | Dtype::Float64
+    )
+}
+
+/// Which layers a checkpoint has quantized, and the tensor shapes that follows.
+struct QuantizationPlan {
+    /// The model's parameter shapes with each quantized layer's `weight` packed and its
+    /// `scales` / `biases` added.
+    expected: BTreeMap<String, Vec<i32>>,
+    /// Layers whose packing cannot be worked out or does not fit.
+    problems: Vec<(String, String)>,
+}
+
+/// The config's quantization, as the reference reads it: `quantization` (a default plus
+/// per-layer entries keyed by module path, an entry `false` keeping that layer dense), else a
+/// `quantization_config` whose `quant_method` names an MLX mode.
+fn config_quantization(config: &Value) -> Option<(Quantization, serde_json::Map<String, Value>)> {
+    if let Some(Value::Object(q)) = config.get("quantization") {
+        let default = Quantization::from_json(&Value::Object(q.clone()))
+            .unwrap_or(Quantization::affine(64, 4));
+        return Some((default, q.clone()));
+    }
+    let method = config
+        .get("quantization_config")?
+        .get("quant_method")?
+        .as_str()?;
+    let mode = QuantMode::parse(method)?;
+    Some((
+        Quantization::with_defaults(mode, None, None),
+        serde_json::Map::new(),
+    ))
+}
+
+/// Mirrors the reference loader's `class_predicate`: a quantizable layer (one with a writable
+/// `scales` slot) is quantized when the config names it, or when the checkpoint has its
+/// `scales`; its bits and group size come from the config entry, else from the packed shapes
+/// (`infer_quant_config`).
+fn quantization_plan(
+    config: &Value,
+    dense: &BTreeMap<String, Vec<i32>>,
+    writable: &BTreeSet<String>,
+    weights: &HashMap<String, Array>,
+) -> QuantizationPlan {
+    let mut expected = dense.clone();
+    let mut problems = Vec::new();
+    let Some((default, per_layer)) = config_quantization(config) else {
+        return QuantizationPlan { expected, problems };
+    };
+    let layers = writable
+        .iter()
+        .filter_map(|k| k.strip_suffix(".scales"))
+        .filter(|p| dense.contains_key(&format!("{p}.weight")));
+    for layer in layers {
+        let weight_key = format!("{layer}.weight");
+        let q = match per_layer.get(layer) {
+            Some(Value::Bool(false)) => continue,
+            Some(entry @ Value::Object(_)) => match Quantization::from_json(entry) {
+                Some(q) => q,
+                None => {
+                    problems.push((
+                        layer.to_string(),
+                        format!("the config's entry {entry} is not a quantization"),
+                    ));
+                    continue;
+                }
+            },
+            Some(other) if !other.is_boolean() => {
+                problems.push((
+                    layer.to_string(),
+                    format!("the config's entry {other} is not a quantization"),
+                ));
+                continue;
+            }
+            _ => {
+                let Some(scales) = weights.get(&format!("{layer}.scales")) else {
+                    continue;
+                };
+                let Some(weight) = weights.get(&weight_key) else {
+                    continue;
+                };
+                let in_dims = dense[&weight_key].last().copied().unwrap_or(0);
+                match infer_quantization(in_dims, weight, scales) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        problems.push((layer.to_string(), e));
+                        default
+                    }
+                }
+            }
+        };
+        let shape = &dense[&weight_key];
+        let in_dims = shape.last().copied().unwrap_or(0);
+        if q.group_size <= 0 || in_dims % q.group_size != 0 || (in_dims * q.bits) % 32 != 0 {
+            problems.push((
+                layer.to_string(),
+                format!(
+                    "{in_dims} input columns cannot be packed at {} bits in groups of {}",
+                    q.bits, q.group_size
+                ),
+            ));
+            continue;
+        }
+        let with_last = |last: i32| {
+            let mut s = shape.clone();
+            if let Some(l) = s.last_mut() {
+                *l = last;
+            }
+            s
+        };
+        expected.insert(weight_key, with_last(in_dims * q.bits / 32));
+        expected.insert(format!("{layer}.scales"), with_last(in_dims / q.group_size));
+        if q.mode.has_biases() {
+            expected.insert(format!("{layer}.biases"), with_last(in_dims / q.group_size));
+        }
+        if let Some(scales) = weights.get(&format!("{layer}.scales")) {
+            let float_scales = is_floating(scales.dtype());
+            if float_scales != (q.mode == QuantMode::Affine) {
+                problems.push((
+                    layer.to_string(),
+                    format!(
+                        "{} quantization with {:?} scales",
+                        q.mode.as_str(),
+                        scales.dtype()
+                    ),
+                ));
+            }
+        }
+    }
+    QuantizationPlan { expected, problems }
 }

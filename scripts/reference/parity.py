@@ -12,7 +12,8 @@ strict loading), then record what the reference computes:
 
 Each architecture has a script in `parity/` that lists its cases and calls `run_cases`; a case
 is {"name", "config", "prompt": [ids] (optional), "steps": 24, "seed": 0,
-"quantize": {"bits": 4, "group_size": 32} (optional), "hf_layout": fn(weights, config) -> weights
+"quantize": {"bits": 4, "group_size": 32, "mode": "affine", "layers": {path: False or
+{"bits": .., "group_size": ..}}} (optional), "hf_layout": fn(weights, config) -> weights
 (optional: saves the checkpoint in the original Hugging Face naming instead of the reference's)}. Each case becomes OUT_DIR/<name>/ with
 the checkpoint (config.json, model*.safetensors) and reference.safetensors + reference.json.
 """
@@ -49,7 +50,15 @@ def run_case(case: dict, out: Path) -> None:
     randomize(model, case.get("seed", 0))
     if "quantize" in case:
         q = case["quantize"]
-        model, config = quantize_model(model, config, q.get("group_size", 64), q.get("bits", 4))
+        layers = q.get("layers", {})
+        model, config = quantize_model(
+            model,
+            config,
+            q.get("group_size"),
+            q.get("bits"),
+            mode=q.get("mode", "affine"),
+            quant_predicate=(lambda path, _module: layers.get(path, True)) if layers else None,
+        )
     if "hf_layout" in case:
         # The original Hugging Face layout: the case's function rewrites the reference's names
         # (and adds what HF checkpoints carry, such as rotary buffers); the reference's own
@@ -87,6 +96,11 @@ def run_case(case: dict, out: Path) -> None:
             "margins": mx.array(margins, dtype=mx.float32),
         },
     )
+    # What a float16 run of the same checkpoint gives (some quantized layers emit another type).
+    model.set_dtype(mx.float16)
+    half_logits = model(prompt)
+    half_dtype = str(half_logits.dtype).rsplit(".", 1)[-1]
+
     (out / "reference.json").write_text(
         json.dumps(
             {
@@ -95,6 +109,7 @@ def run_case(case: dict, out: Path) -> None:
                 "prompt": case["prompt"],
                 "tokens": tokens,
                 "min_margin": min(margins) if margins else None,
+                "float16_logits_dtype": half_dtype,
             },
             indent=2,
         )

@@ -66,15 +66,11 @@ fn quantized_linear_matches_reference_for_every_bit_width_and_mode() {
         );
         assert_equal(
             &format!("{name} scales"),
-            lin.scales.value.as_ref().unwrap(),
+            lin.scales.get().unwrap(),
             fx.get(&format!("{name}.scales")),
         );
         if let Some(b) = &biases {
-            assert_equal(
-                &format!("{name} biases"),
-                lin.biases.value.as_ref().unwrap(),
-                b,
-            );
+            assert_equal(&format!("{name} biases"), lin.biases.get().unwrap(), b);
         }
         log.close(
             &format!("{name} out"),
@@ -223,4 +219,86 @@ fn a_bad_quantization_is_an_error_not_a_crash() {
     assert!(lin.quantize(Quantization::affine(64, 4)).is_err());
     let mut lin = Linear::new(128, 8, false).unwrap();
     assert!(lin.quantize(Quantization::affine(64, 7)).is_err());
+}
+
+#[test]
+fn a_dense_layer_filled_with_packed_tensors_becomes_quantized() {
+    use mlx_rs::module::ModuleParameters;
+    let w = mlx_rs::random::normal::<f32>(&[32, 128], None, None, None).unwrap();
+    let mut reference = Linear::from_weights(w.clone(), None);
+    reference.quantize(Quantization::affine(32, 4)).unwrap();
+
+    // A dense layer lists no scales, yet the loader can write them.
+    let mut lin = Linear::new(128, 32, false).unwrap();
+    let listed: Vec<String> = lin
+        .parameters()
+        .flatten()
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
+    assert_eq!(listed, ["weight"]);
+    let mut writable: Vec<String> = lin
+        .parameters_mut()
+        .flatten()
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
+    writable.sort();
+    assert_eq!(writable, ["biases", "scales", "weight"]);
+
+    let mut flat = std::collections::HashMap::new();
+    flat.insert(std::rc::Rc::from("weight"), (*reference.weight).clone());
+    flat.insert(
+        std::rc::Rc::from("scales"),
+        reference.scales.get().unwrap().clone(),
+    );
+    flat.insert(
+        std::rc::Rc::from("biases"),
+        reference.biases.get().unwrap().clone(),
+    );
+    lin.update_flattened(flat);
+    assert_eq!(
+        lin.quantization().unwrap(),
+        Some(Quantization::affine(32, 4))
+    );
+    let x = mlx_rs::random::normal::<f32>(&[2, 128], None, None, None).unwrap();
+    assert_equal(
+        "filled layer",
+        &lin.forward(&x).unwrap(),
+        &reference.forward(&x).unwrap(),
+    );
+}
+
+#[test]
+fn packing_is_read_back_from_shapes_as_the_reference_does() {
+    use mlx_models::nn::quantized::infer_quantization;
+    let w = mlx_rs::random::normal::<f32>(&[8, 256], None, None, None).unwrap();
+    for (q, want) in [
+        (Quantization::affine(64, 4), Quantization::affine(64, 4)),
+        (Quantization::affine(32, 3), Quantization::affine(32, 3)),
+        (Quantization::affine(128, 8), Quantization::affine(128, 8)),
+        (
+            Quantization::with_defaults(QuantMode::Mxfp4, None, None),
+            Quantization {
+                group_size: 32,
+                bits: 4,
+                mode: QuantMode::Mxfp4,
+            },
+        ),
+        (
+            Quantization::with_defaults(QuantMode::Mxfp8, None, None),
+            Quantization {
+                group_size: 32,
+                bits: 8,
+                mode: QuantMode::Mxfp8,
+            },
+        ),
+    ] {
+        let (packed, scales, _) = mlx_models::nn::quantized::quantize(&w, &q).unwrap();
+        assert_eq!(infer_quantization(256, &packed, &scales).unwrap(), want);
+    }
+    let (packed, scales, _) =
+        mlx_models::nn::quantized::quantize(&w, &Quantization::affine(64, 4)).unwrap();
+    let err = infer_quantization(100, &packed, &scales).unwrap_err();
+    assert!(err.contains("does not fit 100 input columns"), "{err}");
 }

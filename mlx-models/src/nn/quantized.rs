@@ -5,12 +5,15 @@
 //! `mlx_sys` with the mode. Mirrors `mlx.nn.Linear`, `QuantizedLinear`, `Embedding` and
 //! `QuantizedEmbedding` (including `as_linear` for tied embeddings).
 
+use std::collections::HashMap;
 use std::ffi::CStr;
+use std::rc::Rc;
 use std::sync::Once;
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::{Module, Param};
+use mlx_rs::module::{Module, Param, Parameter};
+use mlx_rs::nested::NestedValue;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{addmm, matmul, zeros_dtype};
 use mlx_rs::{Array, Dtype, Stream};
@@ -221,7 +224,8 @@ pub fn quantize(w: &Array, q: &Quantization) -> Result<(Array, Array, Option<Arr
     }
 }
 
-/// `mx.dequantize` in any mode.
+/// `mx.dequantize` in any mode; like the Python binding, the result has the scales' type for
+/// affine and is bfloat16 otherwise.
 pub fn dequantize(
     w: &Array,
     scales: &Array,
@@ -239,9 +243,10 @@ pub fn dequantize(
             q.bits_opt(),
             q.mode.as_cstr().as_ptr(),
             gs,
+            // As the Python binding: the scales' type for affine, else bfloat16.
             mlx_sys::mlx_optional_dtype {
-                value: mlx_sys::mlx_dtype__MLX_FLOAT32,
-                has_value: false,
+                value: mlx_sys::mlx_dtype__MLX_BFLOAT16,
+                has_value: q.mode != QuantMode::Affine,
             },
             s,
         );
@@ -310,8 +315,161 @@ pub fn gather_qmm(
     })
 }
 
+/// A parameter slot that only exists once it holds an array: hidden from `parameters()` while
+/// empty (so a dense layer does not list `scales`), yet always reachable through
+/// `parameters_mut()`, so that the loader can fill it from a quantized checkpoint.
+/// (mlx-rs hides a `Param<Option<Array>>` that is `None` from both views, so such a slot could
+/// never be loaded.)
+#[derive(Debug, Clone)]
+pub struct Slot {
+    value: Array,
+    frozen: bool,
+}
+
+impl Slot {
+    /// An empty slot.
+    pub fn empty() -> Self {
+        Self {
+            value: Array::from_slice::<f32>(&[], &[0]),
+            frozen: false,
+        }
+    }
+
+    /// A slot holding `value` (`None`: empty).
+    pub fn new(value: Option<Array>) -> Self {
+        match value {
+            Some(value) => Self {
+                value,
+                frozen: false,
+            },
+            None => Self::empty(),
+        }
+    }
+
+    /// The array, unless the slot is empty.
+    pub fn get(&self) -> Option<&Array> {
+        (self.value.size() > 0).then_some(&self.value)
+    }
+
+    /// Fills (or, with `None`, empties) the slot.
+    pub fn set(&mut self, value: Option<Array>) {
+        *self = Self {
+            frozen: self.frozen,
+            ..Self::new(value)
+        };
+    }
+}
+
+impl Parameter for Slot {
+    fn count(&self) -> usize {
+        usize::from(self.get().is_some())
+    }
+
+    fn freeze(&mut self, _recursive: bool) {
+        self.frozen = true;
+    }
+
+    fn unfreeze(&mut self, _recursive: bool) {
+        self.frozen = false;
+    }
+
+    fn is_frozen(&self) -> Option<bool> {
+        Some(self.frozen)
+    }
+
+    fn as_nested_value(&self) -> NestedValue<Rc<str>, &Array> {
+        match self.get() {
+            Some(a) => NestedValue::Value(a),
+            None => NestedValue::Map(HashMap::new()),
+        }
+    }
+
+    fn as_nested_value_mut(&mut self) -> NestedValue<Rc<str>, &mut Array> {
+        NestedValue::Value(&mut self.value)
+    }
+
+    fn as_trainable_nested_value(&self) -> Option<NestedValue<Rc<str>, &Array>> {
+        if self.frozen {
+            return None;
+        }
+        self.get().map(NestedValue::Value)
+    }
+}
+
+/// Recovers how a packed weight was quantized from the shapes (as the reference's
+/// `infer_quant_config` does): `input_dims` unpacked columns, `weight` `[..., in * bits / 32]`,
+/// `scales` `[..., in / group_size]`; affine scales keep a float type, the other modes store
+/// uint8 scales and each allows one (bits, group size) pair.
+pub fn infer_quantization(
+    input_dims: i32,
+    weight: &Array,
+    scales: &Array,
+) -> std::result::Result<Quantization, String> {
+    let packed = weight.shape().last().copied().unwrap_or(0);
+    let groups = scales.shape().last().copied().unwrap_or(0);
+    if input_dims <= 0 || groups <= 0 || input_dims % groups != 0 || (packed * 32) % input_dims != 0
+    {
+        return Err(format!(
+            "a packed weight of {packed} columns with {groups} scale groups does not fit {input_dims} input columns"
+        ));
+    }
+    let (group_size, bits) = (input_dims / groups, packed * 32 / input_dims);
+    if scales.dtype() != Dtype::Uint8 {
+        if !matches!(bits, 2 | 3 | 4 | 5 | 6 | 8) {
+            return Err(format!("{bits}-bit affine quantization does not exist"));
+        }
+        return Ok(Quantization::affine(group_size, bits));
+    }
+    let mode = match (bits, group_size) {
+        (4, 16) => QuantMode::Nvfp4,
+        (4, 32) => QuantMode::Mxfp4,
+        (8, 32) => QuantMode::Mxfp8,
+        _ => return Err(format!(
+            "no quantization mode has {bits} bits with group size {group_size} and uint8 scales"
+        )),
+    };
+    Ok(Quantization {
+        group_size,
+        bits,
+        mode,
+    })
+}
+
+pub(crate) fn packed_quantization(
+    input_dims: i32,
+    weight: &Array,
+    scales: &Slot,
+    what: &str,
+) -> Result<Option<Quantization>> {
+    match scales.get() {
+        None => Ok(None),
+        Some(s) => infer_quantization(input_dims, weight, s)
+            .map(Some)
+            .map_err(|e| Exception::custom(format!("{what}: {e}"))),
+    }
+}
+
+pub(crate) fn quantize_in_place(
+    weight: &mut Param<Array>,
+    scales: &mut Slot,
+    biases: &mut Slot,
+    q: Quantization,
+    what: &str,
+) -> Result<()> {
+    if scales.get().is_some() {
+        return Err(Exception::custom(format!("{what} is already quantized")));
+    }
+    let (w, s, b) = quantize(weight, &q)?;
+    **weight = w;
+    scales.set(Some(s));
+    biases.set(b);
+    Ok(())
+}
+
 /// A linear layer, dense or quantized. Parameters: `weight` (`[out, in]`, or packed uint32
-/// `[out, in * bits / 32]` when quantized), `scales` and `biases` (quantized), `bias`.
+/// `[out, in * bits / 32]` when quantized), `scales` and `biases` (quantized), `bias`. The
+/// quantization is read back from the shapes, so a loader fills a dense layer with packed
+/// tensors and it becomes quantized.
 #[derive(Debug, Clone, ModuleParameters)]
 pub struct Linear {
     /// The weight.
@@ -320,14 +478,13 @@ pub struct Linear {
     /// The additive bias.
     #[param]
     pub bias: Param<Option<Array>>,
-    /// Quantization scales.
+    /// Quantization scales (empty when dense).
     #[param]
-    pub scales: Param<Option<Array>>,
-    /// Quantization biases (affine mode).
+    pub scales: Slot,
+    /// Quantization biases (affine mode; empty otherwise).
     #[param]
-    pub biases: Param<Option<Array>>,
-    /// Set when the weight is quantized.
-    pub quantization: Option<Quantization>,
+    pub biases: Slot,
+    input_dims: i32,
 }
 
 impl Linear {
@@ -344,12 +501,13 @@ impl Linear {
 
     /// A dense layer with these weights.
     pub fn from_weights(weight: Array, bias: Option<Array>) -> Self {
+        let input_dims = weight.shape().last().copied().unwrap_or(0);
         Self {
             weight: Param::new(weight),
             bias: Param::new(bias),
-            scales: Param::new(None),
-            biases: Param::new(None),
-            quantization: None,
+            scales: Slot::empty(),
+            biases: Slot::empty(),
+            input_dims,
         }
     }
 
@@ -361,47 +519,48 @@ impl Linear {
         bias: Option<Array>,
         q: Quantization,
     ) -> Self {
+        let input_dims = weight.shape().last().copied().unwrap_or(0) * 32 / q.bits.max(1);
         Self {
             weight: Param::new(weight),
             bias: Param::new(bias),
-            scales: Param::new(Some(scales)),
-            biases: Param::new(biases),
-            quantization: Some(q),
+            scales: Slot::new(Some(scales)),
+            biases: Slot::new(biases),
+            input_dims,
         }
     }
 
-    /// Quantizes the current weight in place (`nn.quantize` / `to_quantized`); the loader
-    /// calls it before loading a quantized checkpoint so the `scales`/`biases` slots exist.
+    /// Quantizes the current weight in place (`to_quantized`).
     pub fn quantize(&mut self, q: Quantization) -> Result<()> {
-        if self.quantization.is_some() {
-            return Err(Exception::custom("the layer is already quantized"));
-        }
-        let (w, scales, biases) = quantize(&self.weight, &q)?;
-        *self.weight = w;
-        *self.scales = Some(scales);
-        *self.biases = biases;
-        self.quantization = Some(q);
-        Ok(())
+        quantize_in_place(
+            &mut self.weight,
+            &mut self.scales,
+            &mut self.biases,
+            q,
+            "the linear layer",
+        )
+    }
+
+    /// How the weight is quantized (`None`: dense).
+    pub fn quantization(&self) -> Result<Option<Quantization>> {
+        packed_quantization(self.input_dims, &self.weight, &self.scales, "linear layer")
     }
 
     /// Whether the weight is quantized.
     pub fn is_quantized(&self) -> bool {
-        self.quantization.is_some()
+        self.scales.get().is_some()
     }
 
     /// `x @ weightᵀ + bias`.
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        match (&self.quantization, self.scales.value.as_ref()) {
+        match (self.quantization()?, self.scales.get()) {
             (Some(q), Some(scales)) => {
-                let y =
-                    quantized_matmul(x, &self.weight, scales, self.biases.value.as_ref(), true, q)?;
+                let y = quantized_matmul(x, &self.weight, scales, self.biases.get(), true, &q)?;
                 match self.bias.value.as_ref() {
                     Some(b) => y.add(b),
                     None => Ok(y),
                 }
             }
-            (Some(_), None) => Err(Exception::custom("a quantized linear layer has no scales")),
-            (None, _) => {
+            _ => {
                 let wt = self.weight.t();
                 match self.bias.value.as_ref() {
                     Some(b) => addmm(b, x, &wt, None, None),
@@ -429,14 +588,13 @@ pub struct Embedding {
     /// `[vocab, dims]`, or packed when quantized.
     #[param]
     pub weight: Param<Array>,
-    /// Quantization scales.
+    /// Quantization scales (empty when dense).
     #[param]
-    pub scales: Param<Option<Array>>,
-    /// Quantization biases (affine mode).
+    pub scales: Slot,
+    /// Quantization biases (affine mode; empty otherwise).
     #[param]
-    pub biases: Param<Option<Array>>,
-    /// Set when the table is quantized.
-    pub quantization: Option<Quantization>,
+    pub biases: Slot,
+    dims: i32,
 }
 
 impl Embedding {
@@ -450,11 +608,12 @@ impl Embedding {
 
     /// A dense table.
     pub fn from_weights(weight: Array) -> Self {
+        let dims = weight.shape().last().copied().unwrap_or(0);
         Self {
             weight: Param::new(weight),
-            scales: Param::new(None),
-            biases: Param::new(None),
-            quantization: None,
+            scales: Slot::empty(),
+            biases: Slot::empty(),
+            dims,
         }
     }
 
@@ -465,63 +624,60 @@ impl Embedding {
         biases: Option<Array>,
         q: Quantization,
     ) -> Self {
+        let dims = weight.shape().last().copied().unwrap_or(0) * 32 / q.bits.max(1);
         Self {
             weight: Param::new(weight),
-            scales: Param::new(Some(scales)),
-            biases: Param::new(biases),
-            quantization: Some(q),
+            scales: Slot::new(Some(scales)),
+            biases: Slot::new(biases),
+            dims,
         }
     }
 
     /// Quantizes the table in place.
     pub fn quantize(&mut self, q: Quantization) -> Result<()> {
-        if self.quantization.is_some() {
-            return Err(Exception::custom("the embedding is already quantized"));
-        }
-        let (w, scales, biases) = quantize(&self.weight, &q)?;
-        *self.weight = w;
-        *self.scales = Some(scales);
-        *self.biases = biases;
-        self.quantization = Some(q);
-        Ok(())
+        quantize_in_place(
+            &mut self.weight,
+            &mut self.scales,
+            &mut self.biases,
+            q,
+            "the embedding",
+        )
+    }
+
+    /// How the table is quantized (`None`: dense).
+    pub fn quantization(&self) -> Result<Option<Quantization>> {
+        packed_quantization(self.dims, &self.weight, &self.scales, "embedding")
     }
 
     /// Whether the table is quantized.
     pub fn is_quantized(&self) -> bool {
-        self.quantization.is_some()
+        self.scales.get().is_some()
     }
 
     /// The rows of `ids` (any shape of integer ids).
     pub fn forward(&self, ids: &Array) -> Result<Array> {
-        match (&self.quantization, self.scales.value.as_ref()) {
+        match (self.quantization()?, self.scales.get()) {
             (Some(q), Some(scales)) => {
-                let biases = self
-                    .biases
-                    .value
-                    .as_ref()
-                    .map(|b| b.try_index(ids))
-                    .transpose()?;
+                let biases = self.biases.get().map(|b| b.try_index(ids)).transpose()?;
                 dequantize(
                     &self.weight.try_index(ids)?,
                     &scales.try_index(ids)?,
                     biases.as_ref(),
-                    q,
+                    &q,
                 )
             }
-            (Some(_), None) => Err(Exception::custom("a quantized embedding has no scales")),
-            (None, _) => self.weight.try_index(ids),
+            _ => self.weight.try_index(ids),
         }
     }
 
     /// The table used as the output projection (`x @ weightᵀ`) of a model with tied
     /// embeddings.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
-        match (&self.quantization, self.scales.value.as_ref()) {
+        match (self.quantization()?, self.scales.get()) {
             (Some(q), Some(scales)) => {
-                quantized_matmul(x, &self.weight, scales, self.biases.value.as_ref(), true, q)
+                quantized_matmul(x, &self.weight, scales, self.biases.get(), true, &q)
             }
-            (Some(_), None) => Err(Exception::custom("a quantized embedding has no scales")),
-            (None, _) => matmul(x, self.weight.t()),
+            _ => matmul(x, self.weight.t()),
         }
     }
 }

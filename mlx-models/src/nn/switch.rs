@@ -3,7 +3,7 @@
 //! [`SwitchMlp`]. With 64 or more (token, expert) pairs the tokens are sorted by expert first,
 //! as mlx-lm's `switch_layers.py` does.
 
-use mlx_rs::error::{Exception, Result};
+use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Param;
 use mlx_rs::ops::indexing::TryIndexOp;
@@ -13,12 +13,15 @@ use mlx_rs::ops::{
 use mlx_rs::{Array, Dtype};
 
 use crate::nn::activations::{Activation, GatedActivation};
-use crate::nn::quantized::{gather_qmm, quantize, Quantization};
+use crate::nn::quantized::{
+    gather_qmm, packed_quantization, quantize_in_place, Quantization, Slot,
+};
 
 /// From this many (token, expert) pairs on, tokens are sorted by expert.
 pub const SORT_THRESHOLD: usize = 64;
 
-/// One linear layer per expert; each token goes through the experts `indices` picks.
+/// One linear layer per expert; each token goes through the experts `indices` picks. Like
+/// [`Linear`](crate::nn::quantized::Linear), the quantization is read back from the shapes.
 #[derive(Debug, Clone, ModuleParameters)]
 pub struct SwitchLinear {
     /// `[experts, out, in]` (packed when quantized).
@@ -27,14 +30,13 @@ pub struct SwitchLinear {
     /// `[experts, out]`.
     #[param]
     pub bias: Param<Option<Array>>,
-    /// Quantization scales.
+    /// Quantization scales (empty when dense).
     #[param]
-    pub scales: Param<Option<Array>>,
-    /// Quantization biases (affine).
+    pub scales: Slot,
+    /// Quantization biases (affine; empty otherwise).
     #[param]
-    pub biases: Param<Option<Array>>,
-    /// Set when quantized.
-    pub quantization: Option<Quantization>,
+    pub biases: Slot,
+    input_dims: i32,
 }
 
 impl SwitchLinear {
@@ -51,12 +53,13 @@ impl SwitchLinear {
 
     /// Dense experts with these weights.
     pub fn from_weights(weight: Array, bias: Option<Array>) -> Self {
+        let input_dims = weight.shape().last().copied().unwrap_or(0);
         Self {
             weight: Param::new(weight),
             bias: Param::new(bias),
-            scales: Param::new(None),
-            biases: Param::new(None),
-            quantization: None,
+            scales: Slot::empty(),
+            biases: Slot::empty(),
+            input_dims,
         }
     }
 
@@ -68,44 +71,47 @@ impl SwitchLinear {
         bias: Option<Array>,
         q: Quantization,
     ) -> Self {
+        let input_dims = weight.shape().last().copied().unwrap_or(0) * 32 / q.bits.max(1);
         Self {
             weight: Param::new(weight),
             bias: Param::new(bias),
-            scales: Param::new(Some(scales)),
-            biases: Param::new(biases),
-            quantization: Some(q),
+            scales: Slot::new(Some(scales)),
+            biases: Slot::new(biases),
+            input_dims,
         }
     }
 
     /// Quantizes the experts in place (`to_quantized`).
     pub fn quantize(&mut self, q: Quantization) -> Result<()> {
-        if self.quantization.is_some() {
-            return Err(Exception::custom("the experts are already quantized"));
-        }
-        let (w, scales, biases) = quantize(&self.weight, &q)?;
-        *self.weight = w;
-        *self.scales = Some(scales);
-        *self.biases = biases;
-        self.quantization = Some(q);
-        Ok(())
+        quantize_in_place(
+            &mut self.weight,
+            &mut self.scales,
+            &mut self.biases,
+            q,
+            "the experts",
+        )
+    }
+
+    /// How the experts are quantized (`None`: dense).
+    pub fn quantization(&self) -> Result<Option<Quantization>> {
+        packed_quantization(self.input_dims, &self.weight, &self.scales, "experts")
     }
 
     /// `x` (`[..., 1 or k, 1, in]`) through the experts `indices` (`[..., k]`).
     pub fn forward(&self, x: &Array, indices: &Array, sorted_indices: bool) -> Result<Array> {
-        let y = match (&self.quantization, self.scales.value.as_ref()) {
+        let y = match (self.quantization()?, self.scales.get()) {
             (Some(q), Some(scales)) => gather_qmm(
                 x,
                 &self.weight,
                 scales,
-                self.biases.value.as_ref(),
+                self.biases.get(),
                 None,
                 Some(indices),
                 true,
-                q,
+                &q,
                 sorted_indices,
             )?,
-            (Some(_), None) => return Err(Exception::custom("quantized experts have no scales")),
-            (None, _) => gather_mm(
+            _ => gather_mm(
                 x,
                 self.weight.swap_axes(-1, -2)?,
                 None,

@@ -1,0 +1,122 @@
+//! Quantized checkpoints that do not fit: each problem is named in the one loader error, never
+//! a panic or garbage output. The checkpoints start from the reference's 4-bit llama
+//! (`scripts/reference/parity/quantized.py`) and are then broken on purpose.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use mlx_models::load::{load_dir, LoadError, LoadOptions};
+use mlx_rs::Array;
+
+/// A copy of the reference's 4-bit llama, with `edit` applied to its config and tensors.
+fn broken(
+    edit: impl FnOnce(&mut serde_json::Value, &mut HashMap<String, Array>),
+) -> tempfile::TempDir {
+    let src = mlx_models_tests::parity::fixtures("quantized").join("llama_4bit");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).expect("config"))
+            .expect("json");
+    let mut weights = Array::load_safetensors(src.join("model.safetensors")).expect("weights");
+    edit(&mut config, &mut weights);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write config");
+    Array::save_safetensors(weights, None, dir.path().join("model.safetensors"))
+        .expect("write weights");
+    dir
+}
+
+fn load_error(dir: &Path) -> String {
+    match load_dir(dir, &LoadOptions::default()) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e @ LoadError::Mismatch(_)) => e.to_string(),
+        Err(other) => panic!("expected a weight mismatch, got: {other}"),
+    }
+}
+
+#[test]
+fn packed_tensors_without_a_quantization_config_are_unexpected() {
+    let dir = broken(|c, _| {
+        let obj = c.as_object_mut().expect("object");
+        obj.remove("quantization");
+        obj.remove("quantization_config");
+    });
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("unexpected: `model.layers.0.mlp.down_proj.scales`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "shape: `model.layers.0.mlp.down_proj.weight` is [64, 128] in the model but [64, 16]"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_per_layer_entry_that_disagrees_with_the_packing_is_a_shape_error() {
+    let dir = broken(|c, _| {
+        c["quantization"]["model.layers.1.self_attn.o_proj"] =
+            serde_json::json!({"group_size": 32, "bits": 8});
+    });
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("shape: `model.layers.1.self_attn.o_proj.weight` is [64, 16] in the model but [64, 8] in the checkpoint"),
+        "{err}"
+    );
+    // The other layers load; only this one is reported.
+    assert_eq!(err.matches("\n  ").count(), 1, "{err}");
+}
+
+#[test]
+fn a_layer_the_config_keeps_dense_rejects_its_packed_tensors() {
+    let dir = broken(|c, _| {
+        c["quantization"]["model.layers.0.self_attn.k_proj"] = serde_json::json!(false)
+    });
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("unexpected: `model.layers.0.self_attn.k_proj.scales`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected: `model.layers.0.self_attn.k_proj.biases`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_biases_and_unreadable_packing_are_listed_together() {
+    let dir = broken(|_, w| {
+        w.remove("model.layers.0.mlp.up_proj.biases");
+        // Scales with a group count that divides no width.
+        let s = w["model.layers.1.mlp.gate_proj.scales"].clone();
+        let cut = mlx_rs::ops::indexing::IndexOp::index(&s, (.., ..1));
+        w.insert(
+            "model.layers.1.mlp.gate_proj.scales".into(),
+            mlx_rs::ops::concatenate(&[&s, &cut], -1).expect("concat"),
+        );
+    });
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("missing: `model.layers.0.mlp.up_proj.biases`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("quantization: `model.layers.1.mlp.gate_proj`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_4bit_checkpoint_reports_its_layers_as_quantized() {
+    let src = mlx_models_tests::parity::fixtures("quantized").join("llama_4bit");
+    let loaded = load_dir(&src, &LoadOptions::default()).expect("loads");
+    let names: Vec<String> = mlx_models::load::parameter_shapes(loaded.model.as_ref())
+        .into_keys()
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "model.embed_tokens.scales"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "lm_head.biases"), "{names:?}");
+}
