@@ -8,7 +8,9 @@
 //! - [`switch`]: mixture-of-experts layers over `gather_mm` / `gather_qmm`;
 //! - [`gemma`]: what the gemma family shares (embedding scale, GeGLU MLP, soft-capping,
 //!   local/global layers);
-//! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm.
+//! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
+//! - [`transformer`]: the llama-style decoder in pieces (attention, gated MLP, pre-norm layer,
+//!   the stack with its masks and caches) that llama-like architectures assemble.
 //!
 //! The caches live in [`crate::cache`].
 
@@ -21,3 +23,4 @@ pub mod norm;
 pub mod quantized;
 pub mod rope;
 pub mod switch;
+pub mod transformer;

@@ -1,0 +1,617 @@
+//! The llama-style decoder, in pieces an architecture file assembles: a grouped-query
+//! [`Attention`] (biases, per-head q/k RMS norm, RoPE or none, any scale), a gated [`Mlp`], a
+//! pre-norm [`DecoderLayer`] (optionally a sliding-window layer, optionally scaling its
+//! residual branches), and the [`Decoder`] stack (embeddings, layers, final norm) that builds
+//! the masks and the caches. Field names are the checkpoint's (`self_attn.q_proj`,
+//! `mlp.gate_proj`, `input_layernorm`, `model.embed_tokens`, ...), as mlx-rs names parameters
+//! after fields.
+//!
+//! The math follows mlx-lm's `models/llama.py`; its variants (`qwen2`, `qwen3`, `granite`,
+//! `smollm3`, ...) differ only in the options chosen here. A variant's file builds one
+//! [`AttentionConfig`], its [`Rope`], and the layers (qwen2's, for instance):
+//!
+//! ```ignore
+//! let attention = AttentionConfig::new(dim, heads, kv_heads, head_dim).bias(true, false);
+//! let rope = RopeArgs::from_config(Some(theta), scaling, None)?.build(head_dim)?;
+//! let layers = (0..n)
+//!     .map(|_| DecoderLayer::llama(&attention, Some(rope.clone()), hidden, false, eps))
+//!     .collect::<Result<_, _>>()?;
+//! let model = Decoder::new(vocab, dim, eps, layers)?;
+//! // forward: model.logits(&model.forward(inputs, cache)?, lm_head.as_ref())
+//! ```
+//!
+//! Pieces a variant needs differently ([`Attention`], [`Mlp`] with another activation) go
+//! through [`DecoderLayer::new`].
+//!
+//! The config helpers ([`check_heads`], [`check_layer_types`], [`RopeArgs`]) hold the checks
+//! and derived values these configs share, for the args' post-parse hooks.
+
+use mlx_rs::error::{Exception, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::Array;
+use serde_json::Value;
+
+use crate::args::ArgsError;
+use crate::cache::Cache;
+use crate::nn::activations::GatedActivation;
+use crate::nn::attention::attend;
+use crate::nn::mask::{create_attention_mask, AttentionMask};
+use crate::nn::norm::RmsNorm;
+use crate::nn::quantized::{Embedding, Linear};
+use crate::nn::rope::{Rope, RopeScaling};
+
+/// `x * factor`, the factor in `x`'s dtype (as a Python float multiplies an array in mlx).
+fn scaled(x: &Array, factor: f32) -> Result<Array> {
+    x.multiply(Array::from_f32(factor).as_dtype(x.dtype())?)
+}
+
+/// Rotates `x` (`[B, heads, L, head_dim]`) for the positions that follow what `cache` holds:
+/// one offset, or one per sequence for a batch cache (mlx-lm passes `cache.offset`, an array
+/// for its `BatchKVCache`).
+pub fn rope_after(rope: &Rope, x: &Array, cache: Option<&Cache>) -> Result<Array> {
+    match cache {
+        None => rope.forward(x, 0),
+        Some(c) => match c.offsets() {
+            Some(offsets) => rope.forward_with_offsets(x, offsets),
+            None => rope.forward(x, c.offset()),
+        },
+    }
+}
+
+/// The shape and options of a grouped-query [`Attention`] layer. [`AttentionConfig::new`]
+/// gives llama's (no biases, no q/k norm, scale `head_dim^-0.5`); the other methods change
+/// one option each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionConfig {
+    /// Model width (input of q/k/v, output of o).
+    pub hidden_size: i32,
+    /// Query heads.
+    pub n_heads: i32,
+    /// Key/value heads (divides `n_heads`).
+    pub n_kv_heads: i32,
+    /// Features per head.
+    pub head_dim: i32,
+    /// Whether `q_proj`, `k_proj` and `v_proj` have biases.
+    pub qkv_bias: bool,
+    /// Whether `o_proj` has a bias.
+    pub o_bias: bool,
+    /// The epsilon of per-head RMS norms `q_norm` / `k_norm` on queries and keys (before
+    /// RoPE), when the layer has them.
+    pub qk_norm_eps: Option<f32>,
+    /// The factor on `q kᵀ` before the softmax.
+    pub scale: f32,
+}
+
+impl AttentionConfig {
+    /// Llama's attention: no biases, no q/k norm, scale `head_dim^-0.5`.
+    pub fn new(hidden_size: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Self {
+        AttentionConfig {
+            hidden_size: hidden_size as i32,
+            n_heads: n_heads as i32,
+            n_kv_heads: n_kv_heads as i32,
+            head_dim: head_dim as i32,
+            qkv_bias: false,
+            o_bias: false,
+            qk_norm_eps: None,
+            scale: (head_dim as f32).powf(-0.5),
+        }
+    }
+
+    /// Biases on the q/k/v projections and on the output projection.
+    pub fn bias(mut self, qkv: bool, o: bool) -> Self {
+        self.qkv_bias = qkv;
+        self.o_bias = o;
+        self
+    }
+
+    /// Per-head RMS norms `q_norm` and `k_norm` (weights `[head_dim]`) before RoPE.
+    pub fn qk_norm(mut self, eps: f32) -> Self {
+        self.qk_norm_eps = Some(eps);
+        self
+    }
+
+    /// Another attention scale (granite's `attention_multiplier`).
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.scale = scale;
+        self
+    }
+}
+
+/// Grouped-query self-attention: projections, optional per-head q/k norm, RoPE (or none, for
+/// no-position layers), the cache, the fused attention, the output projection.
+#[derive(Debug, ModuleParameters)]
+pub struct Attention {
+    /// `[n_heads * head_dim, hidden]`.
+    #[param]
+    pub q_proj: Linear,
+    /// `[n_kv_heads * head_dim, hidden]`.
+    #[param]
+    pub k_proj: Linear,
+    /// `[n_kv_heads * head_dim, hidden]`.
+    #[param]
+    pub v_proj: Linear,
+    /// `[hidden, n_heads * head_dim]`.
+    #[param]
+    pub o_proj: Linear,
+    /// Per-head norm of the queries, when configured.
+    #[param]
+    pub q_norm: Option<RmsNorm>,
+    /// Per-head norm of the keys, when configured.
+    #[param]
+    pub k_norm: Option<RmsNorm>,
+    /// Query heads.
+    pub n_heads: i32,
+    /// Key/value heads.
+    pub n_kv_heads: i32,
+    /// Factor on the scores.
+    pub scale: f32,
+    /// The positions' rotation; `None` for a layer without positional encoding.
+    pub rope: Option<Rope>,
+}
+
+impl Attention {
+    /// The layer `config` describes, rotating with `rope` (`None`: no RoPE).
+    pub fn new(config: &AttentionConfig, rope: Option<Rope>) -> Result<Self> {
+        let c = config;
+        let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let norm = || {
+            c.qk_norm_eps
+                .map(|eps| RmsNorm::new(c.head_dim, eps))
+                .transpose()
+        };
+        Ok(Attention {
+            q_proj: Linear::new(c.hidden_size, q_dim, c.qkv_bias)?,
+            k_proj: Linear::new(c.hidden_size, kv_dim, c.qkv_bias)?,
+            v_proj: Linear::new(c.hidden_size, kv_dim, c.qkv_bias)?,
+            o_proj: Linear::new(q_dim, c.hidden_size, c.o_bias)?,
+            q_norm: norm()?,
+            k_norm: norm()?,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            scale: c.scale,
+            rope,
+        })
+    }
+
+    /// `x` `[B, L, hidden]` to `[B, L, hidden]`, attending to what `cache` holds and the `L`
+    /// new positions (which it appends to `cache`).
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut Cache>,
+    ) -> Result<Array> {
+        let (b, l) = (x.dim(0), x.dim(1));
+        // [B, L, n * head_dim] -> [B, n, L, head_dim], normed per head on the way.
+        let heads = |t: Array, n: i32, norm: Option<&RmsNorm>| -> Result<Array> {
+            let t = t.reshape(&[b, l, n, -1])?;
+            let t = match norm {
+                Some(norm) => norm.forward(&t)?,
+                None => t,
+            };
+            t.transpose_axes(&[0, 2, 1, 3])
+        };
+        let queries = heads(self.q_proj.forward(x)?, self.n_heads, self.q_norm.as_ref())?;
+        let keys = heads(
+            self.k_proj.forward(x)?,
+            self.n_kv_heads,
+            self.k_norm.as_ref(),
+        )?;
+        let values = heads(self.v_proj.forward(x)?, self.n_kv_heads, None)?;
+
+        let (queries, keys) = match &self.rope {
+            Some(rope) => (
+                rope_after(rope, &queries, cache.as_deref())?,
+                rope_after(rope, &keys, cache.as_deref())?,
+            ),
+            None => (queries, keys),
+        };
+        let output = attend(&queries, &keys, &values, cache, self.scale, mask, None)?;
+        self.o_proj
+            .forward(&output.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
+    }
+}
+
+/// The gated feed-forward: `down_proj(act(gate_proj(x), up_proj(x)))`, SwiGLU unless told.
+#[derive(Debug, ModuleParameters)]
+pub struct Mlp {
+    /// `[hidden, dim]`.
+    #[param]
+    pub gate_proj: Linear,
+    /// `[dim, hidden]`.
+    #[param]
+    pub down_proj: Linear,
+    /// `[hidden, dim]`.
+    #[param]
+    pub up_proj: Linear,
+    /// How the gate and the up projection combine.
+    pub activation: GatedActivation,
+}
+
+impl Mlp {
+    /// A SwiGLU feed-forward of `dim` to `hidden` and back, all three projections with or
+    /// without biases.
+    pub fn new(dim: usize, hidden: usize, bias: bool) -> Result<Self> {
+        let (dim, hidden) = (dim as i32, hidden as i32);
+        Ok(Mlp {
+            gate_proj: Linear::new(dim, hidden, bias)?,
+            down_proj: Linear::new(hidden, dim, bias)?,
+            up_proj: Linear::new(dim, hidden, bias)?,
+            activation: GatedActivation::SwiGlu,
+        })
+    }
+
+    /// The same with another gated activation (GeGLU, ...).
+    pub fn with_activation(mut self, activation: GatedActivation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// `[..., dim]` to `[..., dim]`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let gate = self.gate_proj.forward(x)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&self.activation.apply(&up, &gate)?)
+    }
+}
+
+/// A pre-norm decoder layer: `h = x + m * attn(norm(x))`, `out = h + m * mlp(norm(h))`, with
+/// `m` the residual multiplier (granite) or 1.
+#[derive(Debug, ModuleParameters)]
+pub struct DecoderLayer {
+    /// The attention.
+    #[param]
+    pub self_attn: Attention,
+    /// The feed-forward.
+    #[param]
+    pub mlp: Mlp,
+    /// Norm before the attention.
+    #[param]
+    pub input_layernorm: RmsNorm,
+    /// Norm before the feed-forward.
+    #[param]
+    pub post_attention_layernorm: RmsNorm,
+    /// Factor on both residual branches (`None`: 1, skipping the multiplication).
+    pub residual_multiplier: Option<f32>,
+    /// The attention window of a sliding-window layer (`None`: full attention).
+    pub sliding_window: Option<i32>,
+}
+
+impl DecoderLayer {
+    /// A full-attention layer with RMS norms of width `dim`.
+    pub fn new(self_attn: Attention, mlp: Mlp, dim: usize, eps: f32) -> Result<Self> {
+        Ok(DecoderLayer {
+            self_attn,
+            mlp,
+            input_layernorm: RmsNorm::new(dim as i32, eps)?,
+            post_attention_layernorm: RmsNorm::new(dim as i32, eps)?,
+            residual_multiplier: None,
+            sliding_window: None,
+        })
+    }
+
+    /// Llama's layer: the attention `attention` describes, rotating with `rope` (`None`: no
+    /// RoPE), a SwiGLU [`Mlp`] of width `intermediate_size` (biases when `mlp_bias`), and RMS
+    /// norms with `eps`.
+    pub fn llama(
+        attention: &AttentionConfig,
+        rope: Option<Rope>,
+        intermediate_size: usize,
+        mlp_bias: bool,
+        eps: f32,
+    ) -> Result<Self> {
+        let dim = attention.hidden_size as usize;
+        let self_attn = Attention::new(attention, rope)?;
+        let mlp = Mlp::new(dim, intermediate_size, mlp_bias)?;
+        Self::new(self_attn, mlp, dim, eps)
+    }
+
+    /// Scales both residual branches by `m` (granite's `residual_multiplier`).
+    pub fn residual_multiplier(mut self, m: f32) -> Self {
+        self.residual_multiplier = Some(m);
+        self
+    }
+
+    /// Makes it a sliding-window layer: each query sees the last `window` positions, itself
+    /// included, and the layer's cache keeps only those.
+    pub fn sliding_window(mut self, window: Option<usize>) -> Self {
+        self.sliding_window = window.map(|w| w as i32);
+        self
+    }
+
+    /// `x` `[B, L, dim]` to `[B, L, dim]`.
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut Cache>,
+    ) -> Result<Array> {
+        let branch = |r: Array| match self.residual_multiplier {
+            Some(m) => scaled(&r, m),
+            None => Ok(r),
+        };
+        let r = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+        let h = x.add(branch(r)?)?;
+        let r = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
+        h.add(branch(r)?)
+    }
+}
+
+/// The decoder stack of a llama-style model (`model.*` in checkpoints): token embeddings,
+/// the layers, the final norm.
+#[derive(Debug, ModuleParameters)]
+pub struct Decoder {
+    /// `[vocab, dim]`; also the head of a model with tied embeddings.
+    #[param]
+    pub embed_tokens: Embedding,
+    /// The decoder layers.
+    #[param]
+    pub layers: Vec<DecoderLayer>,
+    /// The final norm.
+    #[param]
+    pub norm: RmsNorm,
+    /// Factor on the embeddings (granite's `embedding_multiplier`; `None`: 1).
+    pub embedding_multiplier: Option<f32>,
+}
+
+impl Decoder {
+    /// Embeddings of `vocab` tokens of width `dim`, `layers`, and a final RMS norm.
+    pub fn new(vocab: usize, dim: usize, eps: f32, layers: Vec<DecoderLayer>) -> Result<Self> {
+        Ok(Decoder {
+            embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
+            layers,
+            norm: RmsNorm::new(dim as i32, eps)?,
+            embedding_multiplier: None,
+        })
+    }
+
+    /// Scales the embeddings by `m` (granite's `embedding_multiplier`).
+    pub fn embedding_multiplier(mut self, m: f32) -> Self {
+        self.embedding_multiplier = Some(m);
+        self
+    }
+
+    /// Token ids `[B, L]` to the normed hidden states `[B, L, dim]`, reading and extending
+    /// `cache` (one entry per layer, or empty for no cache).
+    ///
+    /// As mlx-lm's llama: one mask from the cache of the first full-attention layer, one per
+    /// window from the cache of the first layer with that window.
+    pub fn forward(&self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
+        let mut h = self.embed_tokens.forward(inputs)?;
+        if let Some(m) = self.embedding_multiplier {
+            h = scaled(&h, m)?;
+        }
+        let masks = self.masks(inputs.dim(1), cache)?;
+        let mask_of = |window: Option<i32>| {
+            masks
+                .iter()
+                .find(|(w, _)| *w == window)
+                .map(|(_, m)| m)
+                .ok_or_else(|| Exception::custom("no mask for a layer's attention window"))
+        };
+        let mut caches = cache.iter_mut();
+        for layer in &self.layers {
+            h = layer.forward(&h, mask_of(layer.sliding_window)?, caches.next())?;
+        }
+        self.norm.forward(&h)
+    }
+
+    /// One mask for each distinct window of the layers.
+    fn masks(&self, n: i32, cache: &[Cache]) -> Result<Vec<(Option<i32>, AttentionMask)>> {
+        let mut masks: Vec<(Option<i32>, AttentionMask)> = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let window = layer.sliding_window;
+            if masks.iter().all(|(w, _)| *w != window) {
+                masks.push((
+                    window,
+                    create_attention_mask(n, cache.get(i), window, false)?,
+                ));
+            }
+        }
+        Ok(masks)
+    }
+
+    /// The logits of hidden states `h`: through `lm_head`, or through the embeddings when
+    /// the model ties them (`lm_head` is `None`).
+    pub fn logits(&self, h: &Array, lm_head: Option<&Linear>) -> Result<Array> {
+        match lm_head {
+            Some(head) => head.forward(h),
+            None => self.embed_tokens.as_linear(h),
+        }
+    }
+
+    /// A fresh cache per layer: rotating over its window for a sliding-window layer, growing
+    /// for a full-attention one.
+    pub fn make_cache(&self) -> Vec<Cache> {
+        self.layers
+            .iter()
+            .map(|l| match l.sliding_window {
+                Some(window) => Cache::rotating(window, 0),
+                None => Cache::kv(),
+            })
+            .collect()
+    }
+}
+
+/// The output head of a llama-style model: `None` when `tie_word_embeddings` (the embeddings
+/// double as the head), else a bias-free `[vocab, dim]` linear layer.
+pub fn lm_head(tie_word_embeddings: bool, dim: usize, vocab: usize) -> Result<Option<Linear>> {
+    if tie_word_embeddings {
+        Ok(None)
+    } else {
+        Linear::new(dim as i32, vocab as i32, false).map(Some)
+    }
+}
+
+/// Checks a grouped-query config: `num_attention_heads` is a multiple of
+/// `num_key_value_heads`, and without an explicit `head_dim`, `hidden_size` divides into the
+/// heads. For the args' post-parse hooks; errors name the keys.
+pub fn check_heads(
+    hidden_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    head_dim: Option<usize>,
+) -> std::result::Result<(), ArgsError> {
+    let (heads, kv_heads) = (num_attention_heads, num_key_value_heads);
+    if heads % kv_heads != 0 {
+        return Err(ArgsError::invalid(
+            &["num_attention_heads", "num_key_value_heads"],
+            format!(
+                "`num_attention_heads` ({heads}) is not a multiple of `num_key_value_heads` ({kv_heads})"
+            ),
+        ));
+    }
+    if head_dim.is_none() && hidden_size % heads != 0 {
+        return Err(ArgsError::invalid(
+            &["hidden_size", "num_attention_heads"],
+            format!(
+                "`hidden_size` ({hidden_size}) is not divisible by `num_attention_heads` ({heads})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fills `layer_types` (all `"full_attention"` when absent) and checks it: one entry per
+/// layer, each `"full_attention"` or `"sliding_attention"`, at least one full layer, and a
+/// `sliding_window` when any layer slides. For the args' post-parse hooks.
+pub fn check_layer_types(
+    layer_types: &mut Option<Vec<String>>,
+    num_hidden_layers: usize,
+    sliding_window: Option<usize>,
+) -> std::result::Result<(), ArgsError> {
+    let layers = num_hidden_layers;
+    let types = layer_types.get_or_insert_with(|| vec!["full_attention".into(); layers]);
+    check_per_layer("layer_types", types.len(), layers)?;
+    if let Some(bad) = types
+        .iter()
+        .find(|t| *t != "full_attention" && *t != "sliding_attention")
+    {
+        return Err(ArgsError::invalid(
+            &["layer_types"],
+            format!("unknown layer type {bad:?}"),
+        ));
+    }
+    if !types.iter().any(|t| t == "full_attention") {
+        return Err(ArgsError::invalid(
+            &["layer_types"],
+            "no `full_attention` layer",
+        ));
+    }
+    if types.iter().any(|t| t == "sliding_attention") && sliding_window.is_none() {
+        return Err(ArgsError::invalid(
+            &["layer_types", "sliding_window"],
+            "`sliding_attention` layers need `sliding_window`",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the per-layer list `key` has `len` entries, one per layer.
+pub fn check_per_layer(
+    key: &str,
+    len: usize,
+    num_hidden_layers: usize,
+) -> std::result::Result<(), ArgsError> {
+    if len == num_hidden_layers {
+        return Ok(());
+    }
+    Err(ArgsError::invalid(
+        &[key, "num_hidden_layers"],
+        format!("`{key}` has {len} entries for {num_hidden_layers} layers"),
+    ))
+}
+
+/// The window of each layer of a config with `layer_types` (checked by
+/// [`check_layer_types`]): `sliding_window` for `"sliding_attention"`, `None` otherwise.
+pub fn layer_windows(
+    layer_types: &[String],
+    sliding_window: Option<usize>,
+) -> impl Iterator<Item = Option<usize>> + '_ {
+    layer_types
+        .iter()
+        .map(move |t| sliding_window.filter(|_| t == "sliding_attention"))
+}
+
+/// The RoPE a config describes with `rope_theta`, `rope_scaling` and transformers v5's
+/// `rope_parameters` (which may carry the theta and the scaling instead).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeArgs {
+    /// The base: `rope_parameters.rope_theta` when present, else `rope_theta`.
+    pub base: f32,
+    /// `rope_scaling` when present and not null, else `rope_parameters`, else default.
+    pub scaling: RopeScaling,
+    /// The traditional (interleaved) layout.
+    pub traditional: bool,
+    /// `max_position_embeddings` (dynamic NTK and longrope need it).
+    pub max_position_embeddings: Option<i32>,
+}
+
+impl RopeArgs {
+    /// Reads the keys; a missing theta or a bad scaling is an error naming its key. The
+    /// layout is non-traditional until [`traditional`](Self::traditional) says otherwise.
+    pub fn from_config(
+        rope_theta: Option<f32>,
+        rope_scaling: Option<&Value>,
+        rope_parameters: Option<&Value>,
+    ) -> std::result::Result<Self, ArgsError> {
+        let mut config = serde_json::Map::new();
+        if let Some(theta) = rope_theta {
+            config.insert("rope_theta".into(), Value::from(theta));
+        }
+        if let Some(v) = rope_scaling {
+            config.insert("rope_scaling".into(), v.clone());
+        }
+        if let Some(v) = rope_parameters {
+            config.insert("rope_parameters".into(), v.clone());
+        }
+        let config = Value::Object(config);
+        let base = RopeScaling::theta_from_config(&config).ok_or_else(|| {
+            ArgsError::invalid(
+                &["rope_theta"],
+                "missing key `rope_theta` (nor in `rope_parameters`)",
+            )
+        })?;
+        let scaling = RopeScaling::from_config(&config).map_err(|e| {
+            let key = if rope_scaling.is_some_and(|v| !v.is_null()) {
+                "rope_scaling"
+            } else {
+                "rope_parameters"
+            };
+            ArgsError::invalid(&[key], format!("`{key}`: {e}"))
+        })?;
+        Ok(RopeArgs {
+            base,
+            scaling,
+            traditional: false,
+            max_position_embeddings: None,
+        })
+    }
+
+    /// Sets the layout (`rope_traditional`).
+    pub fn traditional(mut self, traditional: bool) -> Self {
+        self.traditional = traditional;
+        self
+    }
+
+    /// Sets `max_position_embeddings`.
+    pub fn max_position_embeddings(mut self, max: Option<usize>) -> Self {
+        self.max_position_embeddings = max.map(|m| m as i32);
+        self
+    }
+
+    /// The RoPE layer over the first `dims` features of each head.
+    pub fn build(&self, dims: usize) -> Result<Rope> {
+        Rope::new(
+            dims as i32,
+            self.base,
+            self.traditional,
+            &self.scaling,
+            self.max_position_embeddings,
+        )
+    }
+}
