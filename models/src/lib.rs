@@ -1,9 +1,10 @@
 //! The architectures of mlx-models, one file per `model_type`. Each registers itself with
 //! `#[mlx_model]`; linking this crate makes them all available to the loader.
 
-pub mod gemma;
+pub mod cohere;
 pub mod gemma2;
 pub mod gemma3_text;
+pub mod gemma;
 pub mod granite;
 pub mod llama;
 pub mod olmo2;

@@ -6,6 +6,8 @@
 //! - starcoder2: LayerNorms and projections with biases, exact-gelu MLP, tied and untied heads.
 //! - olmo2: whole-projection q/k norms and post-norms; tied and untied heads, biases with an
 //!   explicit head_dim, llama3 RoPE scaling, and a Hugging Face checkpoint with rotary buffers.
+//! - cohere: parallel attention and MLP, `logit_scale`, with and without per-head q/k norms,
+//!   attention and LayerNorm biases.
 
 #[test]
 fn phi3_matches_the_reference_on_every_case() {
@@ -23,4 +25,10 @@ fn starcoder2_matches_the_reference_on_every_case() {
 fn olmo2_matches_the_reference_on_every_case() {
     let reports = mlx_models_tests::parity::check_arch("olmo2");
     assert_eq!(reports.len(), 4, "cases: {reports:?}");
+}
+
+#[test]
+fn cohere_matches_the_reference_on_every_case() {
+    let reports = mlx_models_tests::parity::check_arch("cohere");
+    assert_eq!(reports.len(), 3, "cases: {reports:?}");
 }

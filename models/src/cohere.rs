@@ -1,0 +1,239 @@
+//! `cohere` (Command-R), after mlx-lm's `models/cohere.py`: attention and MLP in parallel from
+//! one input LayerNorm, traditional RoPE, optional per-head LayerNorms on queries and keys,
+//! logits from the tied embeddings times `logit_scale`.
+
+use mlx_rs::error::Exception;
+use mlx_rs::fast;
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::Param;
+use mlx_rs::ops::zeros_dtype;
+use mlx_rs::{Array, Dtype};
+
+use mlx_models::args::{ArgsError, ModelArgs};
+use mlx_models::cache::Cache;
+use mlx_models::mlx_model;
+use mlx_models::model::Architecture;
+use mlx_models::nn::activations::swiglu;
+use mlx_models::nn::blocks::{check_heads, rope_and_attend, split_heads};
+use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
+use mlx_models::nn::norm::LayerNorm;
+use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::rope::Rope;
+
+/// config.json of a cohere checkpoint (every key has the reference's default).
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
+#[arg(validate = Self::check)]
+pub struct CohereArgs {
+    pub model_type: String,
+    #[arg(default = 8192, positive)]
+    pub hidden_size: usize,
+    #[arg(default = 40, positive)]
+    pub num_hidden_layers: usize,
+    #[arg(default = 22528, positive)]
+    pub intermediate_size: usize,
+    #[arg(default = 64, positive)]
+    pub num_attention_heads: usize,
+    #[arg(default = 64, positive)]
+    pub num_key_value_heads: usize,
+    #[arg(default = 8000000.0)]
+    pub rope_theta: f32,
+    #[arg(default = 256000, positive)]
+    pub vocab_size: usize,
+    #[arg(default = 1e-5, positive)]
+    pub layer_norm_eps: f32,
+    #[arg(default = 0.0625)]
+    pub logit_scale: f32,
+    #[arg(default = false)]
+    pub attention_bias: bool,
+    #[arg(default = false)]
+    pub layer_norm_bias: bool,
+    #[arg(default = false)]
+    pub use_qk_norm: bool,
+}
+
+impl CohereArgs {
+    fn check(&mut self) -> Result<(), ArgsError> {
+        check_heads(self.hidden_size, self.num_attention_heads, &mut Some(self.num_key_value_heads), false)
+    }
+}
+
+/// LayerNorm over each head's features without bias, with a weight per head and feature
+/// (`[heads, head_dim]`, the reference's `LayerNorm2D`).
+#[derive(Debug, ModuleParameters)]
+struct HeadNorm {
+    #[param]
+    weight: Param<Array>,
+    eps: f32,
+}
+
+impl HeadNorm {
+    fn new(heads: i32, head_dim: i32, eps: f32) -> Result<Self, Exception> {
+        Ok(HeadNorm { weight: Param::new(zeros_dtype(&[heads, head_dim], Dtype::Float32)?), eps })
+    }
+
+    /// `x`: `[B, L, heads, head_dim]`.
+    fn forward(&self, x: &Array) -> Result<Array, Exception> {
+        self.weight.multiply(fast::layer_norm(x, None, None, self.eps)?)
+    }
+}
+
+#[derive(Debug, ModuleParameters)]
+struct Attention {
+    #[param]
+    q_proj: Linear,
+    #[param]
+    k_proj: Linear,
+    #[param]
+    v_proj: Linear,
+    #[param]
+    o_proj: Linear,
+    /// Present with `use_qk_norm`.
+    #[param]
+    q_norm: Option<HeadNorm>,
+    #[param]
+    k_norm: Option<HeadNorm>,
+    n_heads: i32,
+    n_kv_heads: i32,
+    scale: f32,
+    rope: Rope,
+}
+
+impl Attention {
+    fn new(args: &CohereArgs) -> Result<Self, Exception> {
+        let dim = args.hidden_size as i32;
+        let (n_heads, n_kv_heads) = (args.num_attention_heads as i32, args.num_key_value_heads as i32);
+        let head_dim = dim / n_heads;
+        let (bias, eps) = (args.attention_bias, args.layer_norm_eps);
+        let qk_norm = args.use_qk_norm;
+        Ok(Attention {
+            q_proj: Linear::new(dim, n_heads * head_dim, bias)?,
+            k_proj: Linear::new(dim, n_kv_heads * head_dim, bias)?,
+            v_proj: Linear::new(dim, n_kv_heads * head_dim, bias)?,
+            o_proj: Linear::new(n_heads * head_dim, dim, bias)?,
+            q_norm: if qk_norm { Some(HeadNorm::new(n_heads, head_dim, eps)?) } else { None },
+            k_norm: if qk_norm { Some(HeadNorm::new(n_kv_heads, head_dim, eps)?) } else { None },
+            n_heads,
+            n_kv_heads,
+            scale: (head_dim as f32).powf(-0.5),
+            rope: Rope::plain(head_dim, args.rope_theta, true, 1.0),
+        })
+    }
+
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
+        let (b, l) = (x.dim(0), x.dim(1));
+        let per_head = |t: Array, n: i32, norm: &Option<HeadNorm>| -> Result<Array, Exception> {
+            let t = t.reshape(&[b, l, n, -1])?;
+            let t = match norm {
+                Some(norm) => norm.forward(&t)?,
+                None => t,
+            };
+            split_heads(&t, n)
+        };
+        let queries = per_head(self.q_proj.forward(x)?, self.n_heads, &self.q_norm)?;
+        let keys = per_head(self.k_proj.forward(x)?, self.n_kv_heads, &self.k_norm)?;
+        let values = split_heads(&self.v_proj.forward(x)?, self.n_kv_heads)?;
+        let output = rope_and_attend(&queries, &keys, &values, &self.rope, cache, self.scale, mask)?;
+        self.o_proj.forward(&output)
+    }
+}
+
+#[derive(Debug, ModuleParameters)]
+struct Mlp {
+    #[param]
+    gate_proj: Linear,
+    #[param]
+    up_proj: Linear,
+    #[param]
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Array) -> Result<Array, Exception> {
+        self.down_proj.forward(&swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?)
+    }
+}
+
+#[derive(Debug, ModuleParameters)]
+struct TransformerBlock {
+    #[param]
+    self_attn: Attention,
+    #[param]
+    mlp: Mlp,
+    #[param]
+    input_layernorm: LayerNorm,
+}
+
+impl TransformerBlock {
+    fn new(args: &CohereArgs) -> Result<Self, Exception> {
+        let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
+        Ok(TransformerBlock {
+            self_attn: Attention::new(args)?,
+            mlp: Mlp {
+                gate_proj: Linear::new(dim, hidden, false)?,
+                up_proj: Linear::new(dim, hidden, false)?,
+                down_proj: Linear::new(hidden, dim, false)?,
+            },
+            input_layernorm: LayerNorm::new(dim, args.layer_norm_eps, args.layer_norm_bias)?,
+        })
+    }
+
+    /// Attention and MLP both read the one normed input; their sum joins the residual.
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
+        let h = self.input_layernorm.forward(x)?;
+        let attn_h = self.self_attn.forward(&h, mask, cache)?;
+        let ff_h = self.mlp.forward(&h)?;
+        attn_h.add(&ff_h)?.add(x)
+    }
+}
+
+#[derive(Debug, ModuleParameters)]
+struct CohereModel {
+    #[param]
+    embed_tokens: Embedding,
+    #[param]
+    layers: Vec<TransformerBlock>,
+    #[param]
+    norm: LayerNorm,
+}
+
+/// The cohere model: embeddings, parallel decoder layers, final LayerNorm, and the embeddings
+/// as the head (always tied), scaled by `logit_scale`.
+#[mlx_model(model_type = "cohere", args = CohereArgs)]
+#[derive(Debug, ModuleParameters)]
+pub struct Model {
+    #[param]
+    model: CohereModel,
+    logit_scale: f32,
+}
+
+impl Architecture for Model {
+    fn new(args: &CohereArgs) -> Result<Self, Exception> {
+        let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
+        let model = CohereModel {
+            embed_tokens: Embedding::new(vocab, dim)?,
+            layers: (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args)).collect::<Result<_, _>>()?,
+            norm: LayerNorm::new(dim, args.layer_norm_eps, args.layer_norm_bias)?,
+        };
+        Ok(Model { model, logit_scale: args.logit_scale })
+    }
+
+    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
+        let m = &self.model;
+        let mut h = m.embed_tokens.forward(inputs)?;
+        let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, false)?;
+        let mut caches = cache.iter_mut();
+        for layer in &m.layers {
+            h = layer.forward(&h, &mask, caches.next())?;
+        }
+        let logits = m.embed_tokens.as_linear(&m.norm.forward(&h)?)?;
+        logits.multiply(Array::from_f32(self.logit_scale).as_dtype(logits.dtype())?)
+    }
+
+    fn make_cache(&self) -> Vec<Cache> {
+        self.model.layers.iter().map(|_| Cache::kv()).collect()
+    }
+
+    fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+}
