@@ -91,6 +91,29 @@ impl Cache {
         Cache::Rotating(RotatingKvCache::new(max_size, keep))
     }
 
+    /// The cache for a new prompt: the model's own caches, with every full-attention cache
+    /// bounded to `max_kv_size` positions (a [`RotatingKvCache`] keeping the first 4, as the
+    /// reference's `make_prompt_cache` builds for `max_kv_size`) when it is given. Caches that
+    /// are already bounded (sliding windows) or not key/value caches stay as the model made
+    /// them.
+    pub fn for_prompt(model_caches: Vec<Cache>, max_kv_size: Option<usize>) -> Vec<Cache> {
+        let Some(max) = max_kv_size else {
+            return model_caches;
+        };
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let bound = |c: Cache| match c {
+            Cache::Kv(_) => Cache::rotating(max, 4),
+            other => other,
+        };
+        model_caches
+            .into_iter()
+            .map(|c| match c {
+                Cache::List(inner) => Cache::List(inner.into_iter().map(bound).collect()),
+                other => bound(other),
+            })
+            .collect()
+    }
+
     /// A [`QuantizedKvCache`].
     pub fn quantized(group_size: i32, bits: i32) -> Self {
         Cache::Quantized(QuantizedKvCache::new(group_size, bits))
