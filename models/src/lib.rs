@@ -2,9 +2,9 @@
 //! `#[mlx_model]`; linking this crate makes them all available to the loader.
 
 pub mod cohere;
+pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;
-pub mod gemma;
 pub mod granite;
 pub mod llama;
 pub mod olmo2;
