@@ -17,6 +17,19 @@ LLAMA = {
     "vocab_size": 256,
     "rope_theta": 10000.0,
 }
+QWEN3 = {
+    "model_type": "qwen3",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "rms_norm_eps": 1e-6,
+    "vocab_size": 256,
+    "max_position_embeddings": 4096,
+    "rope_theta": 1000000.0,
+}
 PROMPT = [1, 5, 9, 33, 7, 100, 42, 3, 250, 17, 64, 128]
 
 CASES = [
@@ -35,6 +48,11 @@ CASES = [
      "quantize": {"bits": 3, "group_size": 32}},
     {"name": "llama_6bit", "config": {**LLAMA, "tie_word_embeddings": True},
      "quantize": {"bits": 6, "group_size": 64}},
+    # qwen3 (explicit head_dim, q/k norms stay dense) at 4 bits, tied and untied.
+    {"name": "qwen3_4bit_tied", "config": {**QWEN3, "tie_word_embeddings": True},
+     "quantize": {"bits": 4, "group_size": 32}},
+    {"name": "qwen3_4bit_untied", "config": {**QWEN3, "tie_word_embeddings": False},
+     "quantize": {"bits": 4, "group_size": 64}},
     # A microscaling mode: uint8 scales, no biases.
     {"name": "llama_mxfp4", "config": {**LLAMA, "tie_word_embeddings": False},
      "quantize": {"mode": "mxfp4"}},
