@@ -491,3 +491,117 @@ pub fn check_kv_heads(heads: usize, kv_heads: usize) -> std::result::Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::attention::scaled_dot_product_attention;
+    use crate::nn::mask::create_causal_mask;
+    use mlx_rs::random;
+
+    fn max_diff(a: &Array, b: &Array) -> f32 {
+        a.subtract(b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.max(None))
+            .map(|m| m.item_cast::<f32>())
+            .expect("difference")
+    }
+
+    #[test]
+    fn global_layers_follow_the_pattern() {
+        let global: Vec<bool> = (0..7).map(|i| is_global_layer(i, 3)).collect();
+        assert_eq!(global, [false, false, true, false, false, true, false]);
+        assert!((0..4).all(|i| is_global_layer(i, 1)));
+    }
+
+    #[test]
+    fn soft_cap_bounds_the_values_and_keeps_small_ones() {
+        let x = Array::from_slice(&[-1000.0f32, -0.01, 0.0, 0.01, 1000.0], &[5]);
+        let y = soft_cap(&x, 5.0).expect("soft-cap");
+        let got: Vec<f32> = y.as_slice::<f32>().to_vec();
+        assert!(
+            (got[0] + 5.0).abs() < 1e-5 && (got[4] - 5.0).abs() < 1e-5,
+            "{got:?}"
+        );
+        assert!((got[1] + 0.01).abs() < 1e-6 && got[2] == 0.0, "{got:?}");
+    }
+
+    #[test]
+    fn clip_residual_saturates_float16_and_adds_plainly_otherwise() {
+        let x = Array::from_slice(&[60000.0f32, -60000.0, 1.0], &[3]);
+        let y = Array::from_slice(&[10000.0f32, -10000.0, 2.0], &[3]);
+        let half = |a: &Array| a.as_dtype(Dtype::Float16).expect("cast");
+        let sum = clip_residual(&half(&x), &half(&y)).expect("clip");
+        assert_eq!(sum.dtype(), Dtype::Float16);
+        let sum: Vec<f32> = sum
+            .as_dtype(Dtype::Float32)
+            .unwrap()
+            .as_slice::<f32>()
+            .to_vec();
+        assert_eq!(sum, [65504.0, -65504.0, 3.0]);
+        let plain = clip_residual(&x, &y).expect("add");
+        assert_eq!(plain.as_slice::<f32>(), [70000.0, -70000.0, 3.0]);
+    }
+
+    #[test]
+    fn softcapped_attention_with_a_loose_cap_equals_the_fused_kernel() {
+        random::seed(3).expect("seed");
+        let (b, heads, kv_heads, l, d) = (2, 4, 2, 6, 8);
+        let q = random::normal::<f32>(&[b, heads, l, d], None, None, None).expect("q");
+        let k = random::normal::<f32>(&[b, kv_heads, l, d], None, None, None).expect("k");
+        let v = random::normal::<f32>(&[b, kv_heads, l, d], None, None, None).expect("v");
+        // Per-sequence masks [B, 1, L, K] (left padding of 0 and 2) and the plain causal ones.
+        let padding = Array::from_slice(&[0i32, 2], &[2]);
+        let batch = create_causal_mask(l, 0, None, Some(&padding), None).expect("mask");
+        let window = create_causal_mask(l, 0, Some(3), None, None).expect("mask");
+        for mask in [
+            AttentionMask::Causal,
+            AttentionMask::Array(batch),
+            AttentionMask::Array(window),
+        ] {
+            let fused = scaled_dot_product_attention(&q, &k, &v, 0.3, &mask, None).expect("fused");
+            let capped =
+                softcapped_attention(&q, &k, &v, None, 0.3, 1e6, &mask).expect("soft-capped");
+            let d = max_diff(&capped, &fused);
+            assert!(d < 1e-5, "{mask:?}: {d}");
+        }
+    }
+
+    fn weights(pairs: &[(&str, &[f32])]) -> Weights {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Array::from_slice(v, &[v.len() as i32])))
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_head_becomes_the_embeddings_once() {
+        let mut w = weights(&[("model.embed_tokens.weight", &[1.0, 2.0])]);
+        resolve_tied_head(&mut w, true, "lm_head", "model.embed_tokens").expect("resolve");
+        assert_eq!(w["lm_head.weight"].as_slice::<f32>(), [1.0, 2.0]);
+        let once: Vec<String> = w.keys().cloned().collect();
+        resolve_tied_head(&mut w, true, "lm_head", "model.embed_tokens").expect("again");
+        assert_eq!(w.len(), once.len());
+    }
+
+    #[test]
+    fn a_redundant_head_is_dropped_and_a_different_one_refused() {
+        let embed: &[f32] = &[1.0, 2.0];
+        let mut same = weights(&[
+            ("model.embed_tokens.weight", embed),
+            ("lm_head.weight", embed),
+        ]);
+        resolve_tied_head(&mut same, false, "lm_head", "model.embed_tokens").expect("drops");
+        assert!(!same.contains_key("lm_head.weight"));
+        resolve_tied_head(&mut same, false, "lm_head", "model.embed_tokens").expect("again");
+        assert_eq!(same.len(), 1);
+
+        let mut other = weights(&[
+            ("model.embed_tokens.weight", embed),
+            ("lm_head.weight", &[1.0, 3.0]),
+        ]);
+        let err =
+            resolve_tied_head(&mut other, false, "lm_head", "model.embed_tokens").unwrap_err();
+        assert!(err.to_string().contains("tie_word_embeddings"), "{err}");
+    }
+}

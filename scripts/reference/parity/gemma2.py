@@ -43,5 +43,20 @@ CASES = [
                                                "final_logit_softcapping": 10.0}},
 ]
 
+
+def record_float16(cases, out_dir):
+    """The prompt logits of each case's checkpoint run in float16 by the reference (loaded as
+    saved, parameters cast like `--dtype float16`), as OUT_DIR/<case>/float16.safetensors."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+
+    for case in cases:
+        model, _ = load_model(out_dir / case["name"], strict=True)
+        model.set_dtype(mx.float16)
+        prompt = mx.array([case.get("prompt", PROMPT)], dtype=mx.int32)
+        logits = model(prompt)[0].astype(mx.float32)
+        mx.save_safetensors(str(out_dir / case["name"] / "float16.safetensors"), {"prompt_logits": logits})
+
 if __name__ == "__main__":
     run_cases(CASES, Path(sys.argv[1]), default_prompt=PROMPT)
+    record_float16(CASES, Path(sys.argv[1]))

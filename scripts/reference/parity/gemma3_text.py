@@ -4,7 +4,8 @@ Local (sliding-window) and global layers by `sliding_window_pattern`, windows sh
 36-token sequence, a separate local RoPE base, q/k norms, linear RoPE scaling on the global
 layers, and the head: the reference ties it exactly when the checkpoint has no
 `lm_head.weight`, whatever config.json says, so the tied cases are checkpoints in the Hugging
-Face layout (no `lm_head`, or a redundant copy of the embeddings).
+Face layout (no `lm_head`, or a redundant copy of the embeddings). One case pushes the residual
+stream past float16's range; every case also records the reference's float16 prompt logits.
 """
 import sys
 from pathlib import Path
@@ -44,6 +45,15 @@ def redundant_head(weights, config):
     return out
 
 
+def float16_overflow(weights, config):
+    """Not a naming change: the reference's layout with the last layer's post-feedforward norm
+    scaled up, so that its residual sum leaves float16's range (which gemma3 clips)."""
+    out = dict(weights)
+    key = f"model.layers.{config['num_hidden_layers'] - 1}.post_feedforward_layernorm.weight"
+    out[key] = weights[key] * 20000.0
+    return out
+
+
 CASES = [
     {"name": "untied_pattern2_window8", "config": {**BASE, "tie_word_embeddings": False}},
     {"name": "linear_rope_pattern3_window6", "config": {
@@ -57,7 +67,24 @@ CASES = [
     {"name": "hf_tied_redundant_head", "config": {**BASE, "tie_word_embeddings": True,
                                                    "sliding_window_pattern": 1},
      "hf_layout": redundant_head},
+    {"name": "float16_residual_overflow", "config": {**BASE, "tie_word_embeddings": False},
+     "hf_layout": float16_overflow},
 ]
+
+
+def record_float16(cases, out_dir):
+    """The prompt logits of each case's checkpoint run in float16 by the reference (loaded as
+    saved, parameters cast like `--dtype float16`), as OUT_DIR/<case>/float16.safetensors."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+
+    for case in cases:
+        model, _ = load_model(out_dir / case["name"], strict=True)
+        model.set_dtype(mx.float16)
+        prompt = mx.array([case.get("prompt", PROMPT)], dtype=mx.int32)
+        logits = model(prompt)[0].astype(mx.float32)
+        mx.save_safetensors(str(out_dir / case["name"] / "float16.safetensors"), {"prompt_logits": logits})
 
 if __name__ == "__main__":
     run_cases(CASES, Path(sys.argv[1]), default_prompt=PROMPT)
+    record_float16(CASES, Path(sys.argv[1]))
