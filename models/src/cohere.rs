@@ -2,7 +2,7 @@
 //! one input LayerNorm, traditional RoPE, optional per-head LayerNorms on queries and keys,
 //! logits from the tied embeddings times `logit_scale`.
 
-use mlx_rs::error::Exception;
+use mlx_rs::error::Result;
 use mlx_rs::fast;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Param;
@@ -13,12 +13,12 @@ use mlx_models::args::{ArgsError, ModelArgs};
 use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::activations::swiglu;
-use mlx_models::nn::blocks::{check_heads, rope_and_attend, split_heads};
+use mlx_models::nn::blocks::{rope_and_attend, split_heads};
 use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
 use mlx_models::nn::norm::LayerNorm;
 use mlx_models::nn::quantized::{Embedding, Linear};
 use mlx_models::nn::rope::Rope;
+use mlx_models::nn::transformer::{check_heads, Mlp};
 
 /// config.json of a cohere checkpoint (every key has the reference's default).
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -52,8 +52,9 @@ pub struct CohereArgs {
 }
 
 impl CohereArgs {
-    fn check(&mut self) -> Result<(), ArgsError> {
-        check_heads(self.hidden_size, self.num_attention_heads, &mut Some(self.num_key_value_heads), false)
+    fn check(&mut self) -> std::result::Result<(), ArgsError> {
+        let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
+        check_heads(self.hidden_size, heads, kv_heads, None)
     }
 }
 
@@ -67,13 +68,17 @@ struct HeadNorm {
 }
 
 impl HeadNorm {
-    fn new(heads: i32, head_dim: i32, eps: f32) -> Result<Self, Exception> {
-        Ok(HeadNorm { weight: Param::new(zeros_dtype(&[heads, head_dim], Dtype::Float32)?), eps })
+    fn new(heads: i32, head_dim: i32, eps: f32) -> Result<Self> {
+        Ok(HeadNorm {
+            weight: Param::new(zeros_dtype(&[heads, head_dim], Dtype::Float32)?),
+            eps,
+        })
     }
 
     /// `x`: `[B, L, heads, head_dim]`.
-    fn forward(&self, x: &Array) -> Result<Array, Exception> {
-        self.weight.multiply(fast::layer_norm(x, None, None, self.eps)?)
+    fn forward(&self, x: &Array) -> Result<Array> {
+        self.weight
+            .multiply(fast::layer_norm(x, None, None, self.eps)?)
     }
 }
 
@@ -99,9 +104,12 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(args: &CohereArgs) -> Result<Self, Exception> {
+    fn new(args: &CohereArgs) -> Result<Self> {
         let dim = args.hidden_size as i32;
-        let (n_heads, n_kv_heads) = (args.num_attention_heads as i32, args.num_key_value_heads as i32);
+        let (n_heads, n_kv_heads) = (
+            args.num_attention_heads as i32,
+            args.num_key_value_heads as i32,
+        );
         let head_dim = dim / n_heads;
         let (bias, eps) = (args.attention_bias, args.layer_norm_eps);
         let qk_norm = args.use_qk_norm;
@@ -110,8 +118,16 @@ impl Attention {
             k_proj: Linear::new(dim, n_kv_heads * head_dim, bias)?,
             v_proj: Linear::new(dim, n_kv_heads * head_dim, bias)?,
             o_proj: Linear::new(n_heads * head_dim, dim, bias)?,
-            q_norm: if qk_norm { Some(HeadNorm::new(n_heads, head_dim, eps)?) } else { None },
-            k_norm: if qk_norm { Some(HeadNorm::new(n_kv_heads, head_dim, eps)?) } else { None },
+            q_norm: if qk_norm {
+                Some(HeadNorm::new(n_heads, head_dim, eps)?)
+            } else {
+                None
+            },
+            k_norm: if qk_norm {
+                Some(HeadNorm::new(n_kv_heads, head_dim, eps)?)
+            } else {
+                None
+            },
             n_heads,
             n_kv_heads,
             scale: (head_dim as f32).powf(-0.5),
@@ -119,9 +135,9 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let (b, l) = (x.dim(0), x.dim(1));
-        let per_head = |t: Array, n: i32, norm: &Option<HeadNorm>| -> Result<Array, Exception> {
+        let per_head = |t: Array, n: i32, norm: &Option<HeadNorm>| -> Result<Array> {
             let t = t.reshape(&[b, l, n, -1])?;
             let t = match norm {
                 Some(norm) => norm.forward(&t)?,
@@ -132,24 +148,10 @@ impl Attention {
         let queries = per_head(self.q_proj.forward(x)?, self.n_heads, &self.q_norm)?;
         let keys = per_head(self.k_proj.forward(x)?, self.n_kv_heads, &self.k_norm)?;
         let values = split_heads(&self.v_proj.forward(x)?, self.n_kv_heads)?;
-        let output = rope_and_attend(&queries, &keys, &values, &self.rope, cache, self.scale, mask)?;
+        let output = rope_and_attend(
+            &queries, &keys, &values, &self.rope, cache, self.scale, mask,
+        )?;
         self.o_proj.forward(&output)
-    }
-}
-
-#[derive(Debug, ModuleParameters)]
-struct Mlp {
-    #[param]
-    gate_proj: Linear,
-    #[param]
-    up_proj: Linear,
-    #[param]
-    down_proj: Linear,
-}
-
-impl Mlp {
-    fn forward(&self, x: &Array) -> Result<Array, Exception> {
-        self.down_proj.forward(&swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?)
     }
 }
 
@@ -164,21 +166,17 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(args: &CohereArgs) -> Result<Self, Exception> {
-        let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
+    fn new(args: &CohereArgs) -> Result<Self> {
+        let dim = args.hidden_size as i32;
         Ok(TransformerBlock {
             self_attn: Attention::new(args)?,
-            mlp: Mlp {
-                gate_proj: Linear::new(dim, hidden, false)?,
-                up_proj: Linear::new(dim, hidden, false)?,
-                down_proj: Linear::new(hidden, dim, false)?,
-            },
+            mlp: Mlp::new(args.hidden_size, args.intermediate_size, false)?,
             input_layernorm: LayerNorm::new(dim, args.layer_norm_eps, args.layer_norm_bias)?,
         })
     }
 
     /// Attention and MLP both read the one normed input; their sum joins the residual.
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let h = self.input_layernorm.forward(x)?;
         let attn_h = self.self_attn.forward(&h, mask, cache)?;
         let ff_h = self.mlp.forward(&h)?;
@@ -207,17 +205,22 @@ pub struct Model {
 }
 
 impl Architecture for Model {
-    fn new(args: &CohereArgs) -> Result<Self, Exception> {
+    fn new(args: &CohereArgs) -> Result<Self> {
         let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
         let model = CohereModel {
             embed_tokens: Embedding::new(vocab, dim)?,
-            layers: (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args)).collect::<Result<_, _>>()?,
+            layers: (0..args.num_hidden_layers)
+                .map(|_| TransformerBlock::new(args))
+                .collect::<Result<_>>()?,
             norm: LayerNorm::new(dim, args.layer_norm_eps, args.layer_norm_bias)?,
         };
-        Ok(Model { model, logit_scale: args.logit_scale })
+        Ok(Model {
+            model,
+            logit_scale: args.logit_scale,
+        })
     }
 
-    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
+    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
         let m = &self.model;
         let mut h = m.embed_tokens.forward(inputs)?;
         let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, false)?;

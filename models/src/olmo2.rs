@@ -1,21 +1,21 @@
 //! `olmo2`, after mlx-lm's `models/olmo2.py`: RMSNorms on the whole query and key projections
 //! (before splitting heads), norms after attention and after the MLP instead of before, SwiGLU.
 
-use mlx_rs::error::Exception;
+use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::{ops, Array};
+use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
 use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::activations::swiglu;
-use mlx_models::nn::blocks::{check_heads, rope_and_attend, split_heads};
+use mlx_models::nn::blocks::{rope_and_attend, split_heads};
 use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::{Embedding, Linear};
-use mlx_models::nn::rope::{Rope, RopeConfigError, RopeScaling};
+use mlx_models::nn::rope::Rope;
+use mlx_models::nn::transformer::{check_heads, lm_head, Mlp, RopeArgs};
 
 /// config.json of an olmo2 checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -48,27 +48,32 @@ pub struct Olmo2Args {
     pub rope_theta: f32,
     #[arg(default = false)]
     pub rope_traditional: bool,
+    /// Any RoPE scaling of the shared RoPE (the reference does not read `rope_parameters`).
     pub rope_scaling: Option<Value>,
     #[arg(default = true)]
     pub tie_word_embeddings: bool,
 }
 
 impl Olmo2Args {
-    fn derive_and_check(&mut self) -> Result<(), ArgsError> {
-        let explicit_head_dim = self.head_dim.is_some();
-        check_heads(self.hidden_size, self.num_attention_heads, &mut self.num_key_value_heads, explicit_head_dim)?;
-        self.rope_scaling().map_err(|e| ArgsError::invalid(&["rope_scaling"], e.to_string()))?;
-        Ok(())
+    fn derive_and_check(&mut self) -> std::result::Result<(), ArgsError> {
+        let heads = self.num_attention_heads;
+        let kv_heads = *self.num_key_value_heads.get_or_insert(heads);
+        check_heads(self.hidden_size, heads, kv_heads, self.head_dim)?;
+        self.rope().map(drop)
     }
 
     /// `head_dim`, or `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
-    /// The RoPE scaling of `rope_scaling` (any type the shared RoPE knows).
-    pub fn rope_scaling(&self) -> Result<RopeScaling, RopeConfigError> {
-        RopeScaling::from_json(self.rope_scaling.as_ref().unwrap_or(&Value::Null))
+    /// The RoPE settings.
+    pub fn rope(&self) -> std::result::Result<RopeArgs, ArgsError> {
+        let rope = RopeArgs::from_config(Some(self.rope_theta), self.rope_scaling.as_ref(), None)?;
+        Ok(rope
+            .traditional(self.rope_traditional)
+            .max_position_embeddings(self.max_position_embeddings))
     }
 }
 
@@ -82,8 +87,10 @@ struct Attention {
     v_proj: Linear,
     #[param]
     o_proj: Linear,
+    /// Over all query heads at once (`[heads * head_dim]`).
     #[param]
     q_norm: RmsNorm,
+    /// Over all key heads at once (`[kv_heads * head_dim]`).
     #[param]
     k_norm: RmsNorm,
     n_heads: i32,
@@ -93,59 +100,38 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(args: &Olmo2Args) -> Result<Self, Exception> {
-        let dim = args.hidden_size as i32;
+    fn new(args: &Olmo2Args, rope: Rope) -> Result<Self> {
+        let (dim, bias, eps) = (
+            args.hidden_size as i32,
+            args.attention_bias,
+            args.rms_norm_eps,
+        );
         let n_heads = args.num_attention_heads as i32;
         let n_kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads) as i32;
         let head_dim = args.head_dim() as i32;
-        let bias = args.attention_bias;
-        let scaling = args.rope_scaling().map_err(|e| Exception::custom(e.to_string()))?;
-        let max_positions = args.max_position_embeddings.map(|m| m as i32);
         Ok(Attention {
             q_proj: Linear::new(dim, n_heads * head_dim, bias)?,
             k_proj: Linear::new(dim, n_kv_heads * head_dim, bias)?,
             v_proj: Linear::new(dim, n_kv_heads * head_dim, bias)?,
             o_proj: Linear::new(n_heads * head_dim, dim, bias)?,
-            q_norm: RmsNorm::new(n_heads * head_dim, args.rms_norm_eps)?,
-            k_norm: RmsNorm::new(n_kv_heads * head_dim, args.rms_norm_eps)?,
+            q_norm: RmsNorm::new(n_heads * head_dim, eps)?,
+            k_norm: RmsNorm::new(n_kv_heads * head_dim, eps)?,
             n_heads,
             n_kv_heads,
             scale: (head_dim as f32).powf(-0.5),
-            rope: Rope::new(head_dim, args.rope_theta, args.rope_traditional, &scaling, max_positions)?,
+            rope,
         })
     }
 
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
-        let queries = split_heads(&self.q_norm.forward(&self.q_proj.forward(x)?)?, self.n_heads)?;
-        let keys = split_heads(&self.k_norm.forward(&self.k_proj.forward(x)?)?, self.n_kv_heads)?;
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        let queries = self.q_norm.forward(&self.q_proj.forward(x)?)?;
+        let keys = self.k_norm.forward(&self.k_proj.forward(x)?)?;
+        let queries = split_heads(&queries, self.n_heads)?;
+        let keys = split_heads(&keys, self.n_kv_heads)?;
         let values = split_heads(&self.v_proj.forward(x)?, self.n_kv_heads)?;
-        let output = rope_and_attend(&queries, &keys, &values, &self.rope, cache, self.scale, mask)?;
+        let (rope, scale) = (&self.rope, self.scale);
+        let output = rope_and_attend(&queries, &keys, &values, rope, cache, scale, mask)?;
         self.o_proj.forward(&output)
-    }
-}
-
-#[derive(Debug, ModuleParameters)]
-struct Mlp {
-    #[param]
-    gate_proj: Linear,
-    #[param]
-    down_proj: Linear,
-    #[param]
-    up_proj: Linear,
-}
-
-impl Mlp {
-    fn new(args: &Olmo2Args) -> Result<Self, Exception> {
-        let (dim, hidden, bias) = (args.hidden_size as i32, args.intermediate_size as i32, args.mlp_bias);
-        Ok(Mlp {
-            gate_proj: Linear::new(dim, hidden, bias)?,
-            down_proj: Linear::new(hidden, dim, bias)?,
-            up_proj: Linear::new(dim, hidden, bias)?,
-        })
-    }
-
-    fn forward(&self, x: &Array) -> Result<Array, Exception> {
-        self.down_proj.forward(&swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?)
     }
 }
 
@@ -162,20 +148,25 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(args: &Olmo2Args) -> Result<Self, Exception> {
+    fn new(args: &Olmo2Args, rope: Rope) -> Result<Self> {
+        let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
         Ok(TransformerBlock {
-            self_attn: Attention::new(args)?,
-            mlp: Mlp::new(args)?,
-            post_attention_layernorm: RmsNorm::new(args.hidden_size as i32, args.rms_norm_eps)?,
-            post_feedforward_layernorm: RmsNorm::new(args.hidden_size as i32, args.rms_norm_eps)?,
+            self_attn: Attention::new(args, rope)?,
+            mlp: Mlp::new(dim, args.intermediate_size, args.mlp_bias)?,
+            post_attention_layernorm: RmsNorm::new(dim as i32, eps)?,
+            post_feedforward_layernorm: RmsNorm::new(dim as i32, eps)?,
         })
     }
 
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
-        let r = self.post_attention_layernorm.forward(&self.self_attn.forward(x, mask, cache)?)?;
-        let h = ops::add(x, &r)?;
-        let r = self.post_feedforward_layernorm.forward(&self.mlp.forward(&h)?)?;
-        ops::add(&h, &r)
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        let r = self
+            .post_attention_layernorm
+            .forward(&self.self_attn.forward(x, mask, cache)?)?;
+        let h = x.add(r)?;
+        let r = self
+            .post_feedforward_layernorm
+            .forward(&self.mlp.forward(&h)?)?;
+        h.add(r)
     }
 }
 
@@ -191,7 +182,11 @@ struct Olmo2Model {
 
 /// The olmo2 model: embeddings, decoder layers, final norm, head (or tied embeddings).
 /// Checkpoints from transformers may carry rotary buffers, which are dropped.
-#[mlx_model(model_type = "olmo2", args = Olmo2Args, drop = "*.self_attn.rotary_emb.inv_freq")]
+#[mlx_model(
+    model_type = "olmo2",
+    args = Olmo2Args,
+    drop = "*.self_attn.rotary_emb.inv_freq"
+)]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
@@ -202,21 +197,24 @@ pub struct Model {
 }
 
 impl Architecture for Model {
-    fn new(args: &Olmo2Args) -> Result<Self, Exception> {
-        let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
+    fn new(args: &Olmo2Args) -> Result<Self> {
+        let (dim, vocab) = (args.hidden_size, args.vocab_size);
+        let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
+        let rope = rope.build(args.head_dim())?;
+        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args, rope.clone()));
         let model = Olmo2Model {
-            embed_tokens: Embedding::new(vocab, dim)?,
-            layers: (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args)).collect::<Result<_, _>>()?,
-            norm: RmsNorm::new(dim, args.rms_norm_eps)?,
+            embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
+            layers: layers.collect::<Result<_>>()?,
+            norm: RmsNorm::new(dim as i32, args.rms_norm_eps)?,
         };
-        let lm_head = if args.tie_word_embeddings { None } else { Some(Linear::new(dim, vocab, false)?) };
+        let lm_head = lm_head(args.tie_word_embeddings, dim, vocab)?;
         Ok(Model { model, lm_head })
     }
 
-    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
+    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
         let m = &self.model;
         let mut h = m.embed_tokens.forward(inputs)?;
-        let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, false)?;
+        let mask = create_attention_mask(inputs.dim(1), cache.first(), None, false)?;
         let mut caches = cache.iter_mut();
         for layer in &m.layers {
             h = layer.forward(&h, &mask, caches.next())?;

@@ -1,9 +1,9 @@
 //! `phi3`, after mlx-lm's `models/phi3.py`: fused `qkv_proj` and `gate_up_proj`, RoPE on
 //! `partial_rotary_factor` of each head, scaled linearly or with LongRoPE (`longrope` / `su`).
 
-use mlx_rs::error::Exception;
+use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::{ops, Array};
+use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
@@ -11,11 +11,12 @@ use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::swiglu;
-use mlx_models::nn::blocks::{check_heads, rope_and_attend, split_heads};
+use mlx_models::nn::blocks::{rope_and_attend, split_heads};
 use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::{Embedding, Linear};
 use mlx_models::nn::rope::{Rope, RopeConfigError, RopeScaling};
+use mlx_models::nn::transformer::{check_heads, lm_head};
 
 /// config.json of a phi3 checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -54,17 +55,19 @@ pub struct Phi3Args {
 }
 
 impl Phi3Args {
-    fn derive_and_check(&mut self) -> Result<(), ArgsError> {
-        check_heads(self.hidden_size, self.num_attention_heads, &mut self.num_key_value_heads, false)?;
+    fn derive_and_check(&mut self) -> std::result::Result<(), ArgsError> {
+        let (heads, head_dim) = (self.num_attention_heads, self.head_dim());
+        let kv_heads = *self.num_key_value_heads.get_or_insert(heads);
+        check_heads(self.hidden_size, heads, kv_heads, None)?;
         let rope_dim = self.rope_dim();
-        if rope_dim == 0 || rope_dim % 2 != 0 || rope_dim as usize > self.head_dim() {
-            return Err(ArgsError::invalid(
-                &["partial_rotary_factor"],
-                format!("rotates {rope_dim} of {} dimensions; expected an even number, at least 2", self.head_dim()),
-            ));
+        if rope_dim < 2 || rope_dim % 2 != 0 || rope_dim as usize > head_dim {
+            let msg = format!("RoPE on {rope_dim} of {head_dim} features; expected an even number");
+            return Err(ArgsError::invalid(&["partial_rotary_factor"], msg));
         }
-        self.rope_scaling().map_err(|e| ArgsError::invalid(&["rope_scaling"], e.to_string()))?;
-        Ok(())
+        let scaling = self.rope_scaling();
+        scaling
+            .map(drop)
+            .map_err(|e| ArgsError::invalid(&["rope_scaling"], e.to_string()))
     }
 
     /// `hidden_size / num_attention_heads`.
@@ -72,7 +75,7 @@ impl Phi3Args {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// The rotated dimensions of each head: `int(head_dim * partial_rotary_factor)`.
+    /// The rotated features of each head: `int(head_dim * partial_rotary_factor)`.
     pub fn rope_dim(&self) -> i32 {
         (self.head_dim() as f64 * self.partial_rotary_factor) as i32
     }
@@ -80,23 +83,26 @@ impl Phi3Args {
     /// The RoPE scaling as the reference reads it: none for a missing or empty object and for
     /// types other than `linear`, `longrope` and `su` (the reference warns and drops those);
     /// LongRoPE takes `original_max_position_embeddings` from the top level of the config.
-    pub fn rope_scaling(&self) -> Result<RopeScaling, RopeConfigError> {
-        let Some(obj) = self.rope_scaling.as_ref().and_then(Value::as_object).filter(|o| !o.is_empty()) else {
+    pub fn rope_scaling(&self) -> std::result::Result<RopeScaling, RopeConfigError> {
+        let scaling = self.rope_scaling.as_ref().and_then(Value::as_object);
+        let Some(obj) = scaling.filter(|o| !o.is_empty()) else {
             return Ok(RopeScaling::Default);
         };
-        for key in ["long_factor", "type"] {
-            if !obj.contains_key(key) {
-                return Err(RopeConfigError::Invalid(format!("phi3's `rope_scaling` must contain `{key}`")));
-            }
+        if let Some(key) = ["long_factor", "type"]
+            .into_iter()
+            .find(|k| !obj.contains_key(*k))
+        {
+            let msg = format!("phi3's `rope_scaling` must contain `{key}`");
+            return Err(RopeConfigError::Invalid(msg));
         }
+        let mut obj = obj.clone();
         match obj.get("type").and_then(Value::as_str) {
             Some("longrope" | "su") => {
-                let mut obj = obj.clone();
                 let original = Value::from(self.original_max_position_embeddings);
                 obj.insert("original_max_position_embeddings".into(), original);
                 RopeScaling::from_json(&Value::Object(obj))
             }
-            Some("linear") => RopeScaling::from_json(&Value::Object(obj.clone())),
+            Some("linear") => RopeScaling::from_json(&Value::Object(obj)),
             _ => Ok(RopeScaling::Default),
         }
     }
@@ -116,13 +122,16 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(args: &Phi3Args) -> Result<Self, Exception> {
+    fn new(args: &Phi3Args) -> Result<Self> {
         let dim = args.hidden_size as i32;
         let n_heads = args.num_attention_heads as i32;
         let n_kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads) as i32;
         let head_dim = args.head_dim() as i32;
-        let scaling = args.rope_scaling().map_err(|e| Exception::custom(e.to_string()))?;
-        let max_positions = args.max_position_embeddings as i32;
+        let scaling = args
+            .rope_scaling()
+            .map_err(|e| Exception::custom(e.to_string()))?;
+        let (base, traditional) = (args.rope_theta, args.rope_traditional);
+        let max_positions = Some(args.max_position_embeddings as i32);
         Ok(Attention {
             qkv_proj: Linear::new(dim, (n_heads + 2 * n_kv_heads) * head_dim, false)?,
             o_proj: Linear::new(n_heads * head_dim, dim, false)?,
@@ -130,18 +139,20 @@ impl Attention {
             n_kv_heads,
             head_dim,
             scale: (head_dim as f32).powf(-0.5),
-            rope: Rope::new(args.rope_dim(), args.rope_theta, args.rope_traditional, &scaling, Some(max_positions))?,
+            rope: Rope::new(args.rope_dim(), base, traditional, &scaling, max_positions)?,
         })
     }
 
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let query_pos = self.n_heads * self.head_dim;
         let kv_pos = query_pos + self.n_kv_heads * self.head_dim;
-        let qkv = self.qkv_proj.forward(x)?.split_at_indices(&[query_pos, kv_pos], -1)?;
+        let qkv = self.qkv_proj.forward(x)?;
+        let qkv = qkv.split_at_indices(&[query_pos, kv_pos], -1)?;
         let queries = split_heads(&qkv[0], self.n_heads)?;
         let keys = split_heads(&qkv[1], self.n_kv_heads)?;
         let values = split_heads(&qkv[2], self.n_kv_heads)?;
-        let output = rope_and_attend(&queries, &keys, &values, &self.rope, cache, self.scale, mask)?;
+        let (rope, scale) = (&self.rope, self.scale);
+        let output = rope_and_attend(&queries, &keys, &values, rope, cache, scale, mask)?;
         self.o_proj.forward(&output)
     }
 }
@@ -155,13 +166,9 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(dim: i32, hidden: i32) -> Result<Self, Exception> {
-        Ok(Mlp { gate_up_proj: Linear::new(dim, 2 * hidden, false)?, down_proj: Linear::new(hidden, dim, false)? })
-    }
-
-    fn forward(&self, x: &Array) -> Result<Array, Exception> {
-        let parts = self.gate_up_proj.forward(x)?.split_equal(2, -1)?;
-        self.down_proj.forward(&swiglu(&parts[0], &parts[1])?)
+    fn forward(&self, x: &Array) -> Result<Array> {
+        let gate_up = self.gate_up_proj.forward(x)?.split_equal(2, -1)?;
+        self.down_proj.forward(&swiglu(&gate_up[0], &gate_up[1])?)
     }
 }
 
@@ -178,21 +185,28 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(args: &Phi3Args) -> Result<Self, Exception> {
-        let dim = args.hidden_size as i32;
+    fn new(args: &Phi3Args) -> Result<Self> {
+        let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
         Ok(TransformerBlock {
             self_attn: Attention::new(args)?,
-            mlp: Mlp::new(dim, args.intermediate_size as i32)?,
+            mlp: Mlp {
+                gate_up_proj: Linear::new(dim, 2 * hidden, false)?,
+                down_proj: Linear::new(hidden, dim, false)?,
+            },
             input_layernorm: RmsNorm::new(dim, args.rms_norm_eps)?,
             post_attention_layernorm: RmsNorm::new(dim, args.rms_norm_eps)?,
         })
     }
 
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
-        let r = self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache)?;
-        let h = ops::add(x, &r)?;
-        let r = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
-        ops::add(&h, &r)
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        let r = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+        let h = x.add(r)?;
+        let r = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
+        h.add(r)
     }
 }
 
@@ -218,21 +232,22 @@ pub struct Model {
 }
 
 impl Architecture for Model {
-    fn new(args: &Phi3Args) -> Result<Self, Exception> {
-        let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
+    fn new(args: &Phi3Args) -> Result<Self> {
+        let (dim, vocab) = (args.hidden_size, args.vocab_size);
+        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args));
         let model = Phi3Model {
-            embed_tokens: Embedding::new(vocab, dim)?,
-            layers: (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args)).collect::<Result<_, _>>()?,
-            norm: RmsNorm::new(dim, args.rms_norm_eps)?,
+            embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
+            layers: layers.collect::<Result<_>>()?,
+            norm: RmsNorm::new(dim as i32, args.rms_norm_eps)?,
         };
-        let lm_head = if args.tie_word_embeddings { None } else { Some(Linear::new(dim, vocab, false)?) };
+        let lm_head = lm_head(args.tie_word_embeddings, dim, vocab)?;
         Ok(Model { model, lm_head })
     }
 
-    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
+    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
         let m = &self.model;
         let mut h = m.embed_tokens.forward(inputs)?;
-        let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, false)?;
+        let mask = create_attention_mask(inputs.dim(1), cache.first(), None, false)?;
         let mut caches = cache.iter_mut();
         for layer in &m.layers {
             h = layer.forward(&h, &mask, caches.next())?;

@@ -1,20 +1,20 @@
 //! `starcoder2`, after mlx-lm's `models/starcoder2.py`: LayerNorms with bias, biased attention
 //! projections, a `c_fc` / `c_proj` MLP with exact gelu, plain RoPE, tied or untied head.
 
-use mlx_rs::error::Exception;
+use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::{ops, Array};
+use mlx_rs::Array;
 
 use mlx_models::args::{ArgsError, ModelArgs};
 use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::gelu;
-use mlx_models::nn::blocks::{check_heads, rope_and_attend, split_heads};
 use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
 use mlx_models::nn::norm::LayerNorm;
 use mlx_models::nn::quantized::{Embedding, Linear};
 use mlx_models::nn::rope::Rope;
+use mlx_models::nn::transformer::{check_heads, lm_head, Attention, AttentionConfig};
 
 /// config.json of a starcoder2 checkpoint. As in the reference, `use_bias`, `hidden_act` and
 /// `sliding_window` are not read: every projection has a bias, the MLP uses exact gelu, and
@@ -44,50 +44,9 @@ pub struct Starcoder2Args {
 }
 
 impl Starcoder2Args {
-    fn check(&mut self) -> Result<(), ArgsError> {
-        check_heads(self.hidden_size, self.num_attention_heads, &mut Some(self.num_key_value_heads), false)
-    }
-}
-
-#[derive(Debug, ModuleParameters)]
-struct Attention {
-    #[param]
-    q_proj: Linear,
-    #[param]
-    k_proj: Linear,
-    #[param]
-    v_proj: Linear,
-    #[param]
-    o_proj: Linear,
-    n_heads: i32,
-    n_kv_heads: i32,
-    scale: f32,
-    rope: Rope,
-}
-
-impl Attention {
-    fn new(args: &Starcoder2Args) -> Result<Self, Exception> {
-        let dim = args.hidden_size as i32;
-        let (n_heads, n_kv_heads) = (args.num_attention_heads as i32, args.num_key_value_heads as i32);
-        let head_dim = dim / n_heads;
-        Ok(Attention {
-            q_proj: Linear::new(dim, n_heads * head_dim, true)?,
-            k_proj: Linear::new(dim, n_kv_heads * head_dim, true)?,
-            v_proj: Linear::new(dim, n_kv_heads * head_dim, true)?,
-            o_proj: Linear::new(n_heads * head_dim, dim, true)?,
-            n_heads,
-            n_kv_heads,
-            scale: (head_dim as f32).powf(-0.5),
-            rope: Rope::plain(head_dim, args.rope_theta, false, 1.0),
-        })
-    }
-
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
-        let queries = split_heads(&self.q_proj.forward(x)?, self.n_heads)?;
-        let keys = split_heads(&self.k_proj.forward(x)?, self.n_kv_heads)?;
-        let values = split_heads(&self.v_proj.forward(x)?, self.n_kv_heads)?;
-        let output = rope_and_attend(&queries, &keys, &values, &self.rope, cache, self.scale, mask)?;
-        self.o_proj.forward(&output)
+    fn check(&mut self) -> std::result::Result<(), ArgsError> {
+        let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
+        check_heads(self.hidden_size, heads, kv_heads, None)
     }
 }
 
@@ -100,7 +59,7 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Array) -> Result<Array, Exception> {
+    fn forward(&self, x: &Array) -> Result<Array> {
         self.c_proj.forward(&gelu(&self.c_fc.forward(x)?)?)
     }
 }
@@ -118,21 +77,33 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(args: &Starcoder2Args) -> Result<Self, Exception> {
-        let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
+    fn new(args: &Starcoder2Args) -> Result<Self> {
+        let (dim, hidden, eps) = (args.hidden_size, args.intermediate_size, args.norm_epsilon);
+        let (heads, kv_heads) = (args.num_attention_heads, args.num_key_value_heads);
+        let head_dim = dim / heads;
+        let attention = AttentionConfig::new(dim, heads, kv_heads, head_dim).bias(true, true);
+        let rope = Rope::plain(head_dim as i32, args.rope_theta, false, 1.0);
+        let (dim, hidden) = (dim as i32, hidden as i32);
         Ok(TransformerBlock {
-            self_attn: Attention::new(args)?,
-            mlp: Mlp { c_fc: Linear::new(dim, hidden, true)?, c_proj: Linear::new(hidden, dim, true)? },
-            input_layernorm: LayerNorm::new(dim, args.norm_epsilon, true)?,
-            post_attention_layernorm: LayerNorm::new(dim, args.norm_epsilon, true)?,
+            self_attn: Attention::new(&attention, Some(rope))?,
+            mlp: Mlp {
+                c_fc: Linear::new(dim, hidden, true)?,
+                c_proj: Linear::new(hidden, dim, true)?,
+            },
+            input_layernorm: LayerNorm::new(dim, eps, true)?,
+            post_attention_layernorm: LayerNorm::new(dim, eps, true)?,
         })
     }
 
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array, Exception> {
-        let r = self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache)?;
-        let h = ops::add(x, &r)?;
-        let r = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
-        ops::add(&h, &r)
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        let r = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+        let h = x.add(r)?;
+        let r = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
+        h.add(r)
     }
 }
 
@@ -146,7 +117,8 @@ struct Starcoder2Model {
     norm: LayerNorm,
 }
 
-/// The starcoder2 model: embeddings, decoder layers, final LayerNorm, head (or tied embeddings).
+/// The starcoder2 model: embeddings, decoder layers, final LayerNorm, head (or tied
+/// embeddings).
 #[mlx_model(model_type = "starcoder2", args = Starcoder2Args)]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -158,21 +130,22 @@ pub struct Model {
 }
 
 impl Architecture for Model {
-    fn new(args: &Starcoder2Args) -> Result<Self, Exception> {
-        let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
+    fn new(args: &Starcoder2Args) -> Result<Self> {
+        let (dim, vocab) = (args.hidden_size, args.vocab_size);
+        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args));
         let model = Starcoder2Model {
-            embed_tokens: Embedding::new(vocab, dim)?,
-            layers: (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args)).collect::<Result<_, _>>()?,
-            norm: LayerNorm::new(dim, args.norm_epsilon, true)?,
+            embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
+            layers: layers.collect::<Result<_>>()?,
+            norm: LayerNorm::new(dim as i32, args.norm_epsilon, true)?,
         };
-        let lm_head = if args.tie_word_embeddings { None } else { Some(Linear::new(dim, vocab, false)?) };
+        let lm_head = lm_head(args.tie_word_embeddings, dim, vocab)?;
         Ok(Model { model, lm_head })
     }
 
-    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
+    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
         let m = &self.model;
         let mut h = m.embed_tokens.forward(inputs)?;
-        let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, false)?;
+        let mask = create_attention_mask(inputs.dim(1), cache.first(), None, false)?;
         let mut caches = cache.iter_mut();
         for layer in &m.layers {
             h = layer.forward(&h, &mask, caches.next())?;

@@ -1,41 +1,18 @@
-//! Small pieces every multi-head attention repeats: the head-count checks of a config, moving
-//! heads between `[B, L, heads * head_dim]` and `[B, heads, L, head_dim]`, and the RoPE-then-
-//! attend tail (positions from the cache's offset), as mlx-lm's attention modules write them.
+//! Attention pieces for architectures whose attention is not [`transformer::Attention`]
+//! (fused projections, norms over the whole projection, per-head LayerNorms): moving heads
+//! between `[B, L, heads * head_dim]` and `[B, heads, L, head_dim]`, and the RoPE-then-attend
+//! tail that every such attention ends with.
+//!
+//! [`transformer::Attention`]: crate::nn::transformer::Attention
 
 use mlx_rs::error::Result;
 use mlx_rs::Array;
 
-use crate::args::ArgsError;
 use crate::cache::Cache;
 use crate::nn::attention::attend;
 use crate::nn::mask::AttentionMask;
 use crate::nn::rope::Rope;
-
-/// Fills `num_key_value_heads` with `num_attention_heads` when absent and checks that it
-/// divides them; unless the config gives `head_dim`, also checks that `hidden_size` divides
-/// into the heads. Errors name the keys.
-pub fn check_heads(
-    hidden_size: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: &mut Option<usize>,
-    explicit_head_dim: bool,
-) -> std::result::Result<(), ArgsError> {
-    let heads = num_attention_heads;
-    let kv_heads = *num_key_value_heads.get_or_insert(heads);
-    if kv_heads == 0 || heads % kv_heads != 0 {
-        return Err(ArgsError::invalid(
-            &["num_attention_heads", "num_key_value_heads"],
-            format!("`num_attention_heads` ({heads}) is not a multiple of `num_key_value_heads` ({kv_heads})"),
-        ));
-    }
-    if !explicit_head_dim && hidden_size % heads != 0 {
-        return Err(ArgsError::invalid(
-            &["hidden_size", "num_attention_heads"],
-            format!("`hidden_size` ({hidden_size}) is not divisible by `num_attention_heads` ({heads})"),
-        ));
-    }
-    Ok(())
-}
+use crate::nn::transformer::rope_after;
 
 /// `[B, L, heads * head_dim]` (or `[B, L, heads, head_dim]`) to `[B, heads, L, head_dim]`.
 pub fn split_heads(x: &Array, heads: i32) -> Result<Array> {
@@ -50,8 +27,9 @@ pub fn merge_heads(x: &Array) -> Result<Array> {
 }
 
 /// Rotates `queries` and `keys` (`[B, heads, L, head_dim]`) for the positions after what
-/// `cache` holds, attends through [`attend`] (which stores the keys and values in the cache),
-/// and merges the heads of the output: `[B, L, heads * head_dim]`, ready for `o_proj`.
+/// `cache` holds (per sequence for a batch cache), attends through [`attend`] (which stores
+/// the keys and values in the cache), and merges the heads of the output:
+/// `[B, L, heads * head_dim]`, ready for the output projection.
 pub fn rope_and_attend(
     queries: &Array,
     keys: &Array,
@@ -61,8 +39,7 @@ pub fn rope_and_attend(
     scale: f32,
     mask: &AttentionMask,
 ) -> Result<Array> {
-    let offset = cache.as_ref().map_or(0, |c| c.offset());
-    let queries = rope.forward(queries, offset)?;
-    let keys = rope.forward(keys, offset)?;
+    let queries = rope_after(rope, queries, cache.as_deref())?;
+    let keys = rope_after(rope, keys, cache.as_deref())?;
     merge_heads(&attend(&queries, &keys, values, cache, scale, mask, None)?)
 }
