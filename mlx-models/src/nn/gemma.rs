@@ -481,7 +481,7 @@ pub fn resolve_tied_head(
 /// Checks that `num_key_value_heads` divides `num_attention_heads` (grouped-query heads);
 /// the error names both keys.
 pub fn check_kv_heads(heads: usize, kv_heads: usize) -> std::result::Result<(), ArgsError> {
-    if kv_heads == 0 || heads % kv_heads != 0 {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(ArgsError::invalid(
             &["num_attention_heads", "num_key_value_heads"],
             format!(
