@@ -23,8 +23,10 @@
 //! Pieces a variant needs differently ([`Attention`], [`Mlp`] with another activation) go
 //! through [`DecoderLayer::new`].
 //!
-//! The config helpers ([`check_heads`], [`check_layer_types`], [`RopeArgs`]) hold the checks
-//! and derived values these configs share, for the args' post-parse hooks.
+//! [`lm_head`] builds the head (absent when embeddings are tied). The config helpers
+//! ([`check_heads`], [`check_layer_types`], [`check_per_layer`], [`layer_windows`],
+//! [`RopeArgs`]) hold the checks and derived values these configs share, for the args'
+//! post-parse hooks.
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
@@ -457,7 +459,7 @@ pub fn check_heads(
     head_dim: Option<usize>,
 ) -> std::result::Result<(), ArgsError> {
     let (heads, kv_heads) = (num_attention_heads, num_key_value_heads);
-    if heads % kv_heads != 0 {
+    if !heads.is_multiple_of(kv_heads) {
         return Err(ArgsError::invalid(
             &["num_attention_heads", "num_key_value_heads"],
             format!(
@@ -465,7 +467,7 @@ pub fn check_heads(
             ),
         ));
     }
-    if head_dim.is_none() && hidden_size % heads != 0 {
+    if head_dim.is_none() && !hidden_size.is_multiple_of(heads) {
         return Err(ArgsError::invalid(
             &["hidden_size", "num_attention_heads"],
             format!(
