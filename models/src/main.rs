@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mlx_models::cache::Cache;
 use mlx_models::chat_template::ChatMessage;
-use mlx_models::generate::{GenerationConfig, GenerationStats, TokenStream};
+use mlx_models::generate::{FinishReason, GenerationConfig, GenerationStats, TokenStream};
 use mlx_models::hub::{self, HubOptions};
 use mlx_models::load::{load_with, LoadOptions, LoadedModel};
 use mlx_models::registry;
@@ -30,6 +30,9 @@ struct Cli {
 enum Command {
     /// Generate a continuation of a prompt.
     Generate(GenerateArgs),
+    /// Chat interactively (one message a line; `q` quits, `r` starts over); the cache is
+    /// kept between turns, so each turn only processes its new tokens.
+    Chat(ChatArgs),
     /// List the registered architectures and their aliases.
     List,
     /// Describe a checkpoint: type, parameters, dtype, quantization, layers, unknown config keys.
@@ -38,7 +41,8 @@ enum Command {
 
 #[derive(Args)]
 struct SourceArgs {
-    /// A checkpoint folder or a Hugging Face repo id (`org/name`, optionally `@revision`).
+    /// A checkpoint folder, a `.gguf` file, or a Hugging Face repo id (`org/name`, optionally
+    /// `@revision`).
     #[arg(long = "model", short = 'm', value_name = "SRC")]
     model: String,
     /// A branch, tag or commit of the repo.
@@ -77,6 +81,16 @@ struct GenerateArgs {
     /// The most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Output: streamed text, or one JSON object with the token ids and log-probabilities.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Sampling, logits processing and cache settings shared by `generate` and `chat`.
+#[derive(Args)]
+struct SamplingArgs {
     /// Sampling temperature (0: greedy).
     #[arg(long, alias = "temperature", default_value_t = 0.0)]
     temp: f32,
@@ -113,9 +127,24 @@ struct GenerateArgs {
     /// Prompt tokens per model call while processing the prompt.
     #[arg(long, default_value_t = 2048)]
     prefill_step_size: usize,
-    /// Output: streamed text, or one JSON object with the token ids and log-probabilities.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Bound every full-attention cache to this many positions (a rotating cache keeping the
+    /// first 4), as the reference's `--max-kv-size`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_kv_size: Option<u32>,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// A system message, sent with the first turn.
+    #[arg(long)]
+    system: Option<String>,
+    /// The most tokens of one answer.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
 }
 
 fn parse_dtype(s: &str) -> Result<Dtype, String> {
@@ -123,14 +152,24 @@ fn parse_dtype(s: &str) -> Result<Dtype, String> {
         "float32" | "f32" => Ok(Dtype::Float32),
         "float16" | "f16" => Ok(Dtype::Float16),
         "bfloat16" | "bf16" => Ok(Dtype::Bfloat16),
-        _ => Err(format!("unknown dtype `{s}` (float32, float16 or bfloat16)")),
+        _ => Err(format!(
+            "unknown dtype `{s}` (float32, float16 or bfloat16)"
+        )),
     }
 }
 
 fn parse_bias(s: &str) -> Result<(u32, f32), String> {
-    let (id, bias) = s.split_once(':').ok_or_else(|| format!("`{s}` is not `id:bias`"))?;
-    let id = id.trim().parse().map_err(|_| format!("`{id}` is not a token id"))?;
-    let bias = bias.trim().parse().map_err(|_| format!("`{bias}` is not a number"))?;
+    let (id, bias) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not `id:bias`"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{id}` is not a token id"))?;
+    let bias = bias
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{bias}` is not a number"))?;
     Ok((id, bias))
 }
 
@@ -144,7 +183,10 @@ fn hub_options(source: &SourceArgs) -> HubOptions {
 }
 
 fn load(source: &SourceArgs) -> CliResult<LoadedModel> {
-    let options = LoadOptions { dtype: source.dtype, hub: hub_options(source) };
+    let options = LoadOptions {
+        dtype: source.dtype,
+        hub: hub_options(source),
+    };
     load_with(&source.model, &options).map_err(|e| e.to_string())
 }
 
@@ -152,6 +194,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate(args),
+        Command::Chat(args) => chat(args),
         Command::List => {
             list();
             Ok(())
@@ -176,7 +219,11 @@ fn list() {
         if entry.aliases.is_empty() {
             println!("{}", entry.model_type);
         } else {
-            println!("{} (aliases: {})", entry.model_type, entry.aliases.join(", "));
+            println!(
+                "{} (aliases: {})",
+                entry.model_type,
+                entry.aliases.join(", ")
+            );
         }
     }
 }
@@ -191,41 +238,88 @@ fn inspect(args: SourceArgs) -> CliResult<()> {
         *dtypes.entry(format!("{:?}", a.dtype())).or_default() += a.size();
     }
     println!("folder:       {}", loaded.dir.display());
-    println!("model type:   {} (config: {})", loaded.model.model_type(), loaded.config["model_type"]);
+    println!(
+        "model type:   {} (config: {})",
+        loaded.model.model_type(),
+        loaded.config["model_type"]
+    );
     println!("layers:       {}", loaded.model.num_layers());
     println!("parameters:   {count} ({:.1}M)", count as f64 / 1e6);
     println!("dtypes:       {dtypes:?}");
-    let quant = loaded.config.get("quantization").or_else(|| loaded.config.get("quantization_config"));
-    println!("quantization: {}", quant.map_or("none".to_string(), |q| q.to_string()));
+    let quant = loaded
+        .config
+        .get("quantization")
+        .or_else(|| loaded.config.get("quantization_config"));
+    println!(
+        "quantization: {}",
+        quant.map_or("none".to_string(), |q| q.to_string())
+    );
     println!("eos ids:      {:?}", loaded.eos_token_ids);
-    let unknown: Vec<String> = loaded.unknown_keys.iter().map(|k| format!("{k:?}")).collect();
-    println!("unknown keys: {}", if unknown.is_empty() { "none".into() } else { unknown.join(", ") });
+    let unknown: Vec<String> = loaded
+        .unknown_keys
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect();
+    println!(
+        "unknown keys: {}",
+        if unknown.is_empty() {
+            "none".into()
+        } else {
+            unknown.join(", ")
+        }
+    );
     for typo in &loaded.typos {
         println!("likely typo:  {typo:?}");
     }
     Ok(())
 }
 
-fn prompt_ids(args: &GenerateArgs, dir: &std::path::Path) -> CliResult<(Vec<u32>, Option<Tokenizer>)> {
+/// The tokenizer of a checkpoint folder, or of a GGUF file's metadata.
+fn tokenizer_for(source: &std::path::Path) -> CliResult<Tokenizer> {
+    if mlx_models::gguf::is_gguf_path(source) && source.is_file() {
+        let gguf = mlx_models::gguf::GgufCheckpoint::open(source).map_err(|e| e.to_string())?;
+        return gguf.tokenizer().map_err(|e| e.to_string());
+    }
+    Tokenizer::from_dir(source).map_err(|e| e.to_string())
+}
+
+fn prompt_ids(
+    args: &GenerateArgs,
+    dir: &std::path::Path,
+) -> CliResult<(Vec<u32>, Option<Tokenizer>)> {
     if let Some(ids) = &args.prompt_tokens {
         if ids.is_empty() {
             return Err("--prompt-tokens is empty".into());
         }
         // A tokenizer is optional here: only to stream text.
-        let tokenizer = if args.format == Format::Text { Tokenizer::from_dir(dir).ok() } else { None };
+        let tokenizer = if args.format == Format::Text {
+            tokenizer_for(dir).ok()
+        } else {
+            None
+        };
         return Ok((ids.clone(), tokenizer));
     }
-    let text = args.prompt.as_deref().ok_or("give --prompt or --prompt-tokens")?;
-    let tokenizer = Tokenizer::from_dir(dir).map_err(|e| e.to_string())?;
+    let text = args
+        .prompt
+        .as_deref()
+        .ok_or("give --prompt or --prompt-tokens")?;
+    let tokenizer = tokenizer_for(dir)?;
     let ids = if !args.no_chat_template && tokenizer.has_chat_template() {
         let mut messages = Vec::new();
         if let Some(system) = &args.system {
             messages.push(ChatMessage::new("system", system.clone()));
         }
         messages.push(ChatMessage::new("user", text));
-        let options = ChatOptions { add_generation_prompt: true, ..Default::default() };
-        let rendered = tokenizer.apply_chat_template(&messages, &options).map_err(|e| e.to_string())?;
-        tokenizer.encode(&rendered, false).map_err(|e| e.to_string())?
+        let options = ChatOptions {
+            add_generation_prompt: true,
+            ..Default::default()
+        };
+        let rendered = tokenizer
+            .apply_chat_template(&messages, &options)
+            .map_err(|e| e.to_string())?;
+        tokenizer
+            .encode(&rendered, false)
+            .map_err(|e| e.to_string())?
     } else {
         tokenizer.encode_prompt(text).map_err(|e| e.to_string())?
     };
@@ -234,23 +328,100 @@ fn prompt_ids(args: &GenerateArgs, dir: &std::path::Path) -> CliResult<(Vec<u32>
 
 fn generate(args: GenerateArgs) -> CliResult<()> {
     mlx_models_zoo::link();
+    let load_started = std::time::Instant::now();
     let mut loaded = load(&args.source)?;
+    let load_seconds = load_started.elapsed().as_secs_f64();
     let (prompt, tokenizer) = prompt_ids(&args, &loaded.dir)?;
     let vocab = loaded.config.get("vocab_size").and_then(|v| v.as_u64());
     if let Some(vocab) = vocab {
         if let Some(bad) = prompt.iter().find(|&&t| u64::from(t) >= vocab) {
-            return Err(format!("prompt token {bad} is outside the vocabulary (vocab_size {vocab})"));
+            return Err(format!(
+                "prompt token {bad} is outside the vocabulary (vocab_size {vocab})"
+            ));
         }
     }
+    let eos = eos_ids(&loaded, tokenizer.as_ref());
+
+    let config = generation_config(&args.sampling, args.max_tokens, eos);
+
+    let model = loaded.model.as_mut();
+    let mut cache = Cache::for_prompt(
+        model.make_cache(),
+        args.sampling.max_kv_size.map(|m| m as usize),
+    );
+    let forward = |tokens: &Array| model.forward(tokens, &mut cache);
+    let stream = TokenStream::new(&prompt, config, forward).map_err(|e| e.to_string())?;
+
+    let mut detok = tokenizer.as_ref().map(|t| t.detokenizer());
+    let mut tokens = Vec::new();
+    let mut logprobs = Vec::new();
+    let mut stats = GenerationStats::default();
+    let mut out = std::io::stdout().lock();
+    for step in stream {
+        let step = step.map_err(|e| e.to_string())?;
+        tokens.push(step.token);
+        logprobs.push(step.logprob);
+        stats = step.stats;
+        // As the reference's stream, the EOS token ends the text without being printed.
+        let eos_step = step.finish_reason == Some(FinishReason::Stop);
+        if args.format == Format::Text && !eos_step {
+            match detok.as_mut() {
+                Some(d) => {
+                    let piece = d.add_token(step.token).map_err(|e| e.to_string())?;
+                    let _ = write!(out, "{piece}");
+                }
+                None => {
+                    let _ = write!(out, "{} ", step.token);
+                }
+            }
+            let _ = out.flush();
+        }
+    }
+    match args.format {
+        Format::Text => {
+            if let Some(d) = detok.as_mut() {
+                let _ = write!(out, "{}", d.finalize().map_err(|e| e.to_string())?);
+            }
+            let _ = writeln!(out);
+            eprintln!("==========");
+            eprintln!(
+                "Prompt: {} tokens, {:.3} tokens-per-sec",
+                stats.prompt_tokens, stats.prompt_tps
+            );
+            eprintln!(
+                "Generation: {} tokens, {:.3} tokens-per-sec",
+                stats.generation_tokens, stats.generation_tps
+            );
+            eprintln!("Peak memory: {:.3} GB", stats.peak_memory_gb());
+        }
+        Format::Json => {
+            let value = json!({
+                "prompt_tokens": prompt,
+                "tokens": tokens,
+                "logprobs": logprobs,
+                "stats": stats,
+                "load_seconds": load_seconds,
+            });
+            let _ = writeln!(out, "{value}");
+        }
+    }
+    Ok(())
+}
+
+/// The end-of-sequence ids: the checkpoint's and the tokenizer's.
+fn eos_ids(loaded: &LoadedModel, tokenizer: Option<&Tokenizer>) -> Vec<u32> {
     let mut eos = loaded.eos_token_ids.clone();
-    if let Some(t) = &tokenizer {
+    if let Some(t) = tokenizer {
         eos.extend(t.eos_token_ids().iter().copied());
     }
     eos.sort_unstable();
     eos.dedup();
+    eos
+}
 
-    let config = GenerationConfig {
-        max_tokens: args.max_tokens,
+fn generation_config(args: &SamplingArgs, max_tokens: usize, eos: Vec<u32>) -> GenerationConfig {
+    GenerationConfig {
+        max_tokens,
         sampler: SamplerConfig {
             temperature: args.temp,
             top_p: args.top_p,
@@ -271,56 +442,89 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
         },
         eos_token_ids: eos,
         prefill_step_size: args.prefill_step_size,
-    };
+    }
+}
 
+/// The chat loop, as the reference's `mlx_lm.chat`: each line is a user message, rendered
+/// alone through the chat template (the system message with the first one) and fed on top of
+/// the cache of the conversation so far.
+fn chat(args: ChatArgs) -> CliResult<()> {
+    mlx_models_zoo::link();
+    let mut loaded = load(&args.source)?;
+    let tokenizer = tokenizer_for(&loaded.dir)?;
+    if !tokenizer.has_chat_template() {
+        return Err(format!(
+            "{} has no chat template; use `generate --no-chat-template`",
+            args.source.model
+        ));
+    }
+    let config = generation_config(
+        &args.sampling,
+        args.max_tokens,
+        eos_ids(&loaded, Some(&tokenizer)),
+    );
+    config.validate().map_err(|e| e.to_string())?;
+    let max_kv = args.sampling.max_kv_size.map(|m| m as usize);
     let model = loaded.model.as_mut();
-    let mut cache: Vec<Cache> = model.make_cache();
-    let forward = |tokens: &Array| model.forward(tokens, &mut cache);
-    let stream = TokenStream::new(&prompt, config, forward).map_err(|e| e.to_string())?;
-
-    let mut detok = tokenizer.as_ref().map(|t| t.detokenizer());
-    let mut tokens = Vec::new();
-    let mut logprobs = Vec::new();
-    let mut stats = GenerationStats::default();
+    let mut cache = Cache::for_prompt(model.make_cache(), max_kv);
+    let mut first_turn = true;
+    eprintln!(
+        "[INFO] Chatting with {}. Type `q` to quit, `r` to start over.",
+        args.source.model
+    );
+    let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
-    for step in stream {
-        let step = step.map_err(|e| e.to_string())?;
-        tokens.push(step.token);
-        logprobs.push(step.logprob);
-        stats = step.stats;
-        if args.format == Format::Text {
-            match detok.as_mut() {
-                Some(d) => {
-                    let piece = d.add_token(step.token).map_err(|e| e.to_string())?;
-                    let _ = write!(out, "{piece}");
-                }
-                None => {
-                    let _ = write!(out, "{} ", step.token);
-                }
+    loop {
+        eprint!(">> ");
+        let mut line = String::new();
+        if stdin
+            .read_line(&mut line)
+            .map_err(|e| format!("reading standard input: {e}"))?
+            == 0
+        {
+            break;
+        }
+        let query = line.trim();
+        match query {
+            "" => continue,
+            "q" => break,
+            "r" => {
+                cache = Cache::for_prompt(model.make_cache(), max_kv);
+                first_turn = true;
+                continue;
             }
+            _ => {}
+        }
+        let mut messages = Vec::new();
+        if first_turn {
+            if let Some(system) = &args.system {
+                messages.push(ChatMessage::new("system", system.clone()));
+            }
+        }
+        messages.push(ChatMessage::new("user", query));
+        let options = ChatOptions {
+            add_generation_prompt: true,
+            ..Default::default()
+        };
+        let rendered = tokenizer
+            .apply_chat_template(&messages, &options)
+            .map_err(|e| e.to_string())?;
+        let ids = tokenizer
+            .encode(&rendered, false)
+            .map_err(|e| e.to_string())?;
+        first_turn = false;
+
+        let forward = |tokens: &Array| model.forward(tokens, &mut cache);
+        let stream = TokenStream::new(&ids, config.clone(), forward).map_err(|e| e.to_string())?;
+        let mut detok = tokenizer.detokenizer();
+        for step in stream {
+            let step = step.map_err(|e| e.to_string())?;
+            let piece = detok.add_token(step.token).map_err(|e| e.to_string())?;
+            let _ = write!(out, "{piece}");
             let _ = out.flush();
         }
-    }
-    match args.format {
-        Format::Text => {
-            if let Some(d) = detok.as_mut() {
-                let _ = write!(out, "{}", d.finalize().map_err(|e| e.to_string())?);
-            }
-            let _ = writeln!(out);
-            eprintln!("==========");
-            eprintln!("Prompt: {} tokens, {:.3} tokens-per-sec", stats.prompt_tokens, stats.prompt_tps);
-            eprintln!("Generation: {} tokens, {:.3} tokens-per-sec", stats.generation_tokens, stats.generation_tps);
-            eprintln!("Peak memory: {:.3} GB", stats.peak_memory_gb());
-        }
-        Format::Json => {
-            let value = json!({
-                "prompt_tokens": prompt,
-                "tokens": tokens,
-                "logprobs": logprobs,
-                "stats": stats,
-            });
-            let _ = writeln!(out, "{value}");
-        }
+        let _ = writeln!(out, "{}", detok.finalize().map_err(|e| e.to_string())?);
+        let _ = out.flush();
     }
     Ok(())
 }

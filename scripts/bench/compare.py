@@ -1,0 +1,166 @@
+"""Benchmark: `mlx-models generate` against the reference (mlx-lm 0.32.2) on the same checkpoints,
+same prompt tokens, same number of generated tokens, OpenBLAS serving float32 matmuls in both.
+
+    .venv-ref/bin/python scripts/bench/compare.py [--tokens 128] [--prompt 512] [--repeat 3]
+        [--model DIR ...]
+
+Without --model it makes (once, cached in target/bench/) a float32 Llama of about 200M
+parameters with random weights and its 4-bit version. For each checkpoint and each side it runs
+`--repeat` fresh processes and keeps each figure's best run, then prints a table and the ratios
+ours / reference: prompt tokens/s, generation tokens/s (higher is better), load time and peak
+memory (lower is better). Not a test: timings depend on the machine.
+
+Ours is `target/release/mlx-models` (built first with `cargo build --release`). The reference runs
+in a child Python with `LD_PRELOAD` set to OpenBLAS, so that MLX's float32 matmuls go through it as
+they do in our binary; its figures are computed the way `mlx_lm.generate.stream_generate` does.
+"""
+
+import argparse
+import ctypes.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LLAMA_200M = {
+    "model_type": "llama",
+    "hidden_size": 1024,
+    "num_hidden_layers": 12,
+    "intermediate_size": 2816,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-5,
+    "vocab_size": 32000,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "max_position_embeddings": 4096,
+}
+
+REFERENCE = r"""
+import json, sys, time
+from pathlib import Path
+import mlx.core as mx
+from mlx_lm.utils import load_model
+from mlx_lm.generate import generate_step
+
+path, prompt_len, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+tic = time.perf_counter()
+model, config = load_model(path)
+mx.eval(model.parameters())
+load_seconds = time.perf_counter() - tic
+vocab = config["vocab_size"]
+prompt = mx.array([(i * 7919 + 13) % vocab for i in range(prompt_len)])
+# As stream_generate: prompt time until the first token, then tokens over the time since.
+tic = time.perf_counter()
+tokens = []
+for i, (token, _) in enumerate(generate_step(prompt, model, max_tokens=n)):
+    if i == 0:
+        prompt_tps = prompt.size / (time.perf_counter() - tic)
+        tic = time.perf_counter()
+    tokens.append(int(token))
+generation_tps = len(tokens) / (time.perf_counter() - tic)
+print(json.dumps({"load_seconds": load_seconds, "prompt_tps": prompt_tps, "generation_tps": generation_tps,
+                  "peak_memory_gb": mx.get_peak_memory() / 1e9, "tokens": tokens}))
+"""
+
+
+def make_checkpoints(out: Path) -> list:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_unflatten
+    from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
+
+    dense, q4 = out / "llama-200m-f32", out / "llama-200m-4bit"
+    if not (dense / "config.json").exists() or not (q4 / "config.json").exists():
+        model_class, args_class = _get_classes(LLAMA_200M)
+        model = model_class(args_class.from_dict(LLAMA_200M))
+        mx.random.seed(0)
+        params = [(k, mx.random.normal(v.shape) * 0.02 if v.ndim > 1 else v) for k, v in tree_flatten(model.parameters())]
+        model.update(tree_unflatten(params))
+        mx.eval(model.parameters())
+        save_model(dense, model)
+        save_config(dict(LLAMA_200M), dense / "config.json")
+        model, config = quantize_model(model, dict(LLAMA_200M), 64, 4)
+        save_model(q4, model)
+        save_config(config, q4 / "config.json")
+    return [dense, q4]
+
+
+def openblas() -> str:
+    for name in ("openblas", "openblas64"):
+        found = ctypes.util.find_library(name)
+        if found:
+            return found
+    sys.exit("OpenBLAS not found: install libopenblas0-pthread (scripts/setup.sh does)")
+
+
+def run_ours(binary: Path, model: Path, prompt_len: int, n: int) -> dict:
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    prompt = ",".join(str((i * 7919 + 13) % vocab) for i in range(prompt_len))
+    out = subprocess.run(
+        [str(binary), "generate", "--model", str(model), "--prompt-tokens", prompt,
+         "--max-tokens", str(n), "--format", "json"],
+        check=True, capture_output=True, text=True,
+    )
+    result = json.loads(out.stdout)
+    stats = result["stats"]
+    return {"load_seconds": result["load_seconds"], "prompt_tps": stats["prompt_tps"],
+            "generation_tps": stats["generation_tps"], "peak_memory_gb": stats["peak_memory_bytes"] / 1e9,
+            "tokens": result["tokens"]}
+
+
+def run_reference(model: Path, prompt_len: int, n: int) -> dict:
+    env = dict(os.environ, LD_PRELOAD=openblas())
+    out = subprocess.run([sys.executable, "-c", REFERENCE, str(model), str(prompt_len), str(n)],
+                         check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best(runs: list) -> dict:
+    return {
+        "load_seconds": min(r["load_seconds"] for r in runs),
+        "prompt_tps": max(r["prompt_tps"] for r in runs),
+        "generation_tps": max(r["generation_tps"] for r in runs),
+        "peak_memory_gb": min(r["peak_memory_gb"] for r in runs),
+        "median_generation_tps": statistics.median(r["generation_tps"] for r in runs),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", type=Path, help="checkpoint folder (repeatable)")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens to generate")
+    parser.add_argument("--prompt", type=int, default=512, help="prompt tokens")
+    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per side")
+    parser.add_argument("--binary", type=Path, default=ROOT / "target/release/mlx-models")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    if args.binary == ROOT / "target/release/mlx-models":
+        subprocess.run(["cargo", "build", "--release", "-p", "mlx-models-zoo", "--bin", "mlx-models"],
+                       check=True, cwd=ROOT)
+    models = args.model or make_checkpoints(ROOT / "target/bench")
+    results = []
+    for model in models:
+        ours, ref = [], []
+        for _ in range(args.repeat):  # alternate, so drift in the machine hits both sides
+            ours.append(run_ours(args.binary, model, args.prompt, args.tokens))
+            ref.append(run_reference(model, args.prompt, args.tokens))
+        same = ours[0]["tokens"] == ref[0]["tokens"]
+        o, r = best(ours), best(ref)
+        results.append({"model": str(model), "ours": o, "reference": r, "same_tokens": same})
+        print(f"\n{model.name}: prompt {args.prompt} tokens, {args.tokens} generated, best of {args.repeat}"
+              f" (greedy tokens identical: {same})")
+        print(f"  {'':22}{'mlx-models':>12}{'mlx-lm':>12}{'ratio':>8}")
+        for key, label in [("prompt_tps", "prompt tokens/s"), ("generation_tps", "generation tokens/s"),
+                           ("load_seconds", "load s"), ("peak_memory_gb", "peak memory GB")]:
+            print(f"  {label:22}{o[key]:12.3f}{r[key]:12.3f}{o[key] / r[key]:8.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
