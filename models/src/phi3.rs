@@ -56,18 +56,10 @@ pub struct Phi3Args {
 
 impl Phi3Args {
     fn derive_and_check(&mut self) -> std::result::Result<(), ArgsError> {
-        let (heads, head_dim) = (self.num_attention_heads, self.head_dim());
+        let heads = self.num_attention_heads;
         let kv_heads = *self.num_key_value_heads.get_or_insert(heads);
         check_heads(self.hidden_size, heads, kv_heads, None)?;
-        let rope_dim = self.rope_dim();
-        if rope_dim < 2 || rope_dim % 2 != 0 || rope_dim as usize > head_dim {
-            let msg = format!("RoPE on {rope_dim} of {head_dim} features; expected an even number");
-            return Err(ArgsError::invalid(&["partial_rotary_factor"], msg));
-        }
-        let scaling = self.rope_scaling();
-        scaling
-            .map(drop)
-            .map_err(|e| ArgsError::invalid(&["rope_scaling"], e.to_string()))
+        self.rope().map(drop)
     }
 
     /// `hidden_size / num_attention_heads`.
@@ -78,6 +70,28 @@ impl Phi3Args {
     /// The rotated features of each head: `int(head_dim * partial_rotary_factor)`.
     pub fn rope_dim(&self) -> i32 {
         (self.head_dim() as f64 * self.partial_rotary_factor) as i32
+    }
+
+    /// The RoPE of every layer, on the first [`rope_dim`](Self::rope_dim) features of each head.
+    pub fn rope(&self) -> std::result::Result<Rope, ArgsError> {
+        let (rope_dim, head_dim) = (self.rope_dim(), self.head_dim());
+        if rope_dim < 2 || rope_dim % 2 != 0 || rope_dim as usize > head_dim {
+            let msg = format!("RoPE on {rope_dim} of {head_dim} features; expected an even number");
+            return Err(ArgsError::invalid(&["partial_rotary_factor"], msg));
+        }
+        let invalid = |e: String| ArgsError::invalid(&["rope_scaling"], e);
+        let scaling = self.rope_scaling().map_err(|e| invalid(e.to_string()))?;
+        if let RopeScaling::LongRope { long_factor, .. } = &scaling {
+            let n = long_factor.len();
+            if n != 1 && n != rope_dim as usize / 2 {
+                let msg = format!("`long_factor` has {n} entries for {rope_dim} rotated features");
+                return Err(invalid(msg));
+            }
+        }
+        let (base, traditional) = (self.rope_theta, self.rope_traditional);
+        let max_positions = Some(self.max_position_embeddings as i32);
+        Rope::new(rope_dim, base, traditional, &scaling, max_positions)
+            .map_err(|e| invalid(e.to_string()))
     }
 
     /// The RoPE scaling as the reference reads it: none for a missing or empty object and for
@@ -122,16 +136,11 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(args: &Phi3Args) -> Result<Self> {
+    fn new(args: &Phi3Args, rope: Rope) -> Result<Self> {
         let dim = args.hidden_size as i32;
         let n_heads = args.num_attention_heads as i32;
         let n_kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads) as i32;
         let head_dim = args.head_dim() as i32;
-        let scaling = args
-            .rope_scaling()
-            .map_err(|e| Exception::custom(e.to_string()))?;
-        let (base, traditional) = (args.rope_theta, args.rope_traditional);
-        let max_positions = Some(args.max_position_embeddings as i32);
         Ok(Attention {
             qkv_proj: Linear::new(dim, (n_heads + 2 * n_kv_heads) * head_dim, false)?,
             o_proj: Linear::new(n_heads * head_dim, dim, false)?,
@@ -139,7 +148,7 @@ impl Attention {
             n_kv_heads,
             head_dim,
             scale: (head_dim as f32).powf(-0.5),
-            rope: Rope::new(args.rope_dim(), base, traditional, &scaling, max_positions)?,
+            rope,
         })
     }
 
@@ -185,10 +194,10 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(args: &Phi3Args) -> Result<Self> {
+    fn new(args: &Phi3Args, rope: Rope) -> Result<Self> {
         let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
         Ok(TransformerBlock {
-            self_attn: Attention::new(args)?,
+            self_attn: Attention::new(args, rope)?,
             mlp: Mlp {
                 gate_up_proj: Linear::new(dim, 2 * hidden, false)?,
                 down_proj: Linear::new(hidden, dim, false)?,
@@ -234,7 +243,8 @@ pub struct Model {
 impl Architecture for Model {
     fn new(args: &Phi3Args) -> Result<Self> {
         let (dim, vocab) = (args.hidden_size, args.vocab_size);
-        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args));
+        let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
+        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args, rope.clone()));
         let model = Phi3Model {
             embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
             layers: layers.collect::<Result<_>>()?,
