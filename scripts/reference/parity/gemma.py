@@ -27,10 +27,10 @@ PROMPT = [1, 5, 9, 33, 7, 100, 42, 3, 250, 17, 64, 128]
 
 CASES = [
     {"name": "gqa_wide_head_dim", "config": BASE},
-    {"name": "multi_query_odd_hidden", "seed": 5, "config": {**BASE, "hidden_size": 48, "num_key_value_heads": 1,
-                                                   "head_dim": 16, "num_hidden_layers": 3}},
-    {"name": "traditional_rope", "config": {**BASE, "num_key_value_heads": 4, "head_dim": 16,
-                                             "rope_traditional": True, "rope_theta": 500.0}},
+    {"name": "multi_query_odd_hidden", "seed": 5, "config": {
+        **BASE, "hidden_size": 48, "num_key_value_heads": 1, "head_dim": 16, "num_hidden_layers": 3}},
+    {"name": "traditional_rope", "config": {
+        **BASE, "num_key_value_heads": 4, "head_dim": 16, "rope_traditional": True, "rope_theta": 500.0}},
 ]
 
 if __name__ == "__main__":

@@ -28,19 +28,16 @@ PROMPT = [1, 5, 9, 33, 7, 100, 42, 3, 250, 17, 64, 128]
 
 CASES = [
     # Caps low enough to bite: attention scores reach a few units, logits a few tens.
-    {"name": "tight_softcaps", "config": {**BASE, "attn_logit_softcapping": 2.0,
-                                          "final_logit_softcapping": 5.0,
-                                          "query_pre_attn_scalar": 16.0}},
+    {"name": "tight_softcaps", "config": {
+        **BASE, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 5.0,
+        "query_pre_attn_scalar": 16.0}},
     {"name": "default_caps_and_scalar", "config": BASE},
-    {"name": "multi_head_odd_hidden", "seed": 5, "config": {**BASE, "hidden_size": 48, "num_key_value_heads": 4,
-                                                  "head_dim": 16, "num_hidden_layers": 3,
-                                                  "attn_logit_softcapping": 1.5,
-                                                  "final_logit_softcapping": 3.0,
-                                                  "query_pre_attn_scalar": 24.0}},
-    {"name": "window_keys_ignored", "seed": 6, "config": {**BASE, "num_hidden_layers": 4, "sliding_window": 8,
-                                               "sliding_window_size": 8, "cache_implementation": "hybrid",
-                                               "attn_logit_softcapping": 3.0,
-                                               "final_logit_softcapping": 10.0}},
+    {"name": "multi_head_odd_hidden", "seed": 5, "config": {
+        **BASE, "hidden_size": 48, "num_key_value_heads": 4, "head_dim": 16, "num_hidden_layers": 3,
+        "attn_logit_softcapping": 1.5, "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 24.0}},
+    {"name": "window_keys_ignored", "seed": 6, "config": {
+        **BASE, "num_hidden_layers": 4, "sliding_window": 8, "sliding_window_size": 8,
+        "cache_implementation": "hybrid", "attn_logit_softcapping": 3.0, "final_logit_softcapping": 10.0}},
 ]
 
 
@@ -56,6 +53,7 @@ def record_float16(cases, out_dir):
         prompt = mx.array([case.get("prompt", PROMPT)], dtype=mx.int32)
         logits = model(prompt)[0].astype(mx.float32)
         mx.save_safetensors(str(out_dir / case["name"] / "float16.safetensors"), {"prompt_logits": logits})
+
 
 if __name__ == "__main__":
     run_cases(CASES, Path(sys.argv[1]), default_prompt=PROMPT)

@@ -59,16 +59,14 @@ CASES = [
     {"name": "linear_rope_pattern3_window6", "config": {
         **BASE, "tie_word_embeddings": False, "sliding_window_pattern": 3, "sliding_window": 6,
         "num_hidden_layers": 5, "rope_scaling": {"rope_type": "linear", "factor": 4.0}}},
-    {"name": "hf_tied_no_head_odd_hidden", "seed": 5, "config": {**BASE, "hidden_size": 48, "num_key_value_heads": 1,
-                                                      "head_dim": 16, "query_pre_attn_scalar": 20},
-     "hf_layout": without_head},
-    {"name": "hf_untied_config_no_head", "config": {**BASE, "tie_word_embeddings": False},
-     "hf_layout": without_head},
-    {"name": "hf_tied_redundant_head", "config": {**BASE, "tie_word_embeddings": True,
-                                                   "sliding_window_pattern": 1},
-     "hf_layout": redundant_head},
-    {"name": "float16_residual_overflow", "config": {**BASE, "tie_word_embeddings": False},
-     "hf_layout": float16_overflow},
+    {"name": "hf_tied_no_head_odd_hidden", "seed": 5, "hf_layout": without_head, "config": {
+        **BASE, "hidden_size": 48, "num_key_value_heads": 1, "head_dim": 16, "query_pre_attn_scalar": 20}},
+    {"name": "hf_untied_config_no_head", "hf_layout": without_head,
+     "config": {**BASE, "tie_word_embeddings": False}},
+    {"name": "hf_tied_redundant_head", "hf_layout": redundant_head,
+     "config": {**BASE, "tie_word_embeddings": True, "sliding_window_pattern": 1}},
+    {"name": "float16_residual_overflow", "hf_layout": float16_overflow,
+     "config": {**BASE, "tie_word_embeddings": False}},
 ]
 
 
@@ -84,6 +82,7 @@ def record_float16(cases, out_dir):
         prompt = mx.array([case.get("prompt", PROMPT)], dtype=mx.int32)
         logits = model(prompt)[0].astype(mx.float32)
         mx.save_safetensors(str(out_dir / case["name"] / "float16.safetensors"), {"prompt_logits": logits})
+
 
 if __name__ == "__main__":
     run_cases(CASES, Path(sys.argv[1]), default_prompt=PROMPT)
