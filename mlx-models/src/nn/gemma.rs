@@ -142,6 +142,8 @@ pub struct GemmaAttention {
     pub n_heads: i32,
     /// Key/value heads.
     pub n_kv_heads: i32,
+    /// Features per head.
+    pub head_dim: i32,
     /// Multiplies the scores.
     pub scale: f32,
     /// Soft-cap of the scores ([`softcapped_attention`]), if any.
@@ -169,6 +171,7 @@ impl GemmaAttention {
             k_norm: None,
             n_heads,
             n_kv_heads,
+            head_dim,
             scale,
             softcap: None,
             rope,
@@ -177,9 +180,8 @@ impl GemmaAttention {
 
     /// Adds zero-centred q/k norms over `head_dim` (gemma3).
     pub fn with_qk_norm(mut self, eps: f32) -> Result<Self> {
-        let head_dim = self.rope.dims();
-        self.q_norm = Some(RmsNorm::zero_centered(head_dim, eps)?);
-        self.k_norm = Some(RmsNorm::zero_centered(head_dim, eps)?);
+        self.q_norm = Some(RmsNorm::zero_centered(self.head_dim, eps)?);
+        self.k_norm = Some(RmsNorm::zero_centered(self.head_dim, eps)?);
         Ok(self)
     }
 
