@@ -2,17 +2,17 @@
 //!
 //! - phi3: fused projections, untied and tied heads, partial rotary, LongRoPE (`longrope` and
 //!   `su`, with a sequence longer than `original_max_position_embeddings`), linear scaling in
-//!   the traditional layout.
+//!   the traditional layout, and a 4-bit checkpoint.
 //! - starcoder2: LayerNorms and projections with biases, exact-gelu MLP, tied and untied heads.
 //! - olmo2: whole-projection q/k norms and post-norms; tied and untied heads, biases with an
 //!   explicit head_dim, llama3 RoPE scaling, and a Hugging Face checkpoint with rotary buffers.
 //! - cohere: parallel attention and MLP, `logit_scale`, with and without per-head q/k norms,
-//!   attention and LayerNorm biases.
+//!   attention and LayerNorm biases, and a 4-bit checkpoint.
 
 #[test]
 fn phi3_matches_the_reference_on_every_case() {
     let reports = mlx_models_tests::parity::check_arch("phi3");
-    assert_eq!(reports.len(), 5, "cases: {reports:?}");
+    assert_eq!(reports.len(), 6, "cases: {reports:?}");
 }
 
 #[test]
@@ -30,5 +30,5 @@ fn olmo2_matches_the_reference_on_every_case() {
 #[test]
 fn cohere_matches_the_reference_on_every_case() {
     let reports = mlx_models_tests::parity::check_arch("cohere");
-    assert_eq!(reports.len(), 3, "cases: {reports:?}");
+    assert_eq!(reports.len(), 4, "cases: {reports:?}");
 }

@@ -43,6 +43,9 @@ CASES = [
     {"name": "qk_norm", "config": {**BASE, "use_qk_norm": True, "logit_scale": 0.5}, "hf_layout": trained_qk_norms},
     {"name": "biases", "config": {**BASE, "attention_bias": True, "layer_norm_bias": True,
                                   "num_key_value_heads": 4, "logit_scale": 0.25}},
+    # 4-bit, the quantized embeddings doubling as the head; the per-head norms stay float.
+    {"name": "quantized_qk_norm", "config": {**BASE, "use_qk_norm": True, "logit_scale": 0.5},
+     "quantize": {"bits": 4, "group_size": 32}, "hf_layout": trained_qk_norms},
 ]
 
 if __name__ == "__main__":

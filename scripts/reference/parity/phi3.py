@@ -57,6 +57,10 @@ CASES = [
     {"name": "linear_traditional", "config": {**BASE, "rope_traditional": True,
                                               "rope_scaling": {"type": "linear", "factor": 2.0,
                                                                "long_factor": [1.0]}}},
+    # 4-bit: the fused projections quantized as one layer each.
+    {"name": "quantized_su", "config": {**BASE, "rope_scaling": SU_PARTIAL, "partial_rotary_factor": 0.75,
+                                        "max_position_embeddings": 64, "original_max_position_embeddings": 16},
+     "quantize": {"bits": 4, "group_size": 32}},
 ]
 
 if __name__ == "__main__":
