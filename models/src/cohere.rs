@@ -106,28 +106,22 @@ struct Attention {
 impl Attention {
     fn new(args: &CohereArgs) -> Result<Self> {
         let dim = args.hidden_size as i32;
-        let (n_heads, n_kv_heads) = (
-            args.num_attention_heads as i32,
-            args.num_key_value_heads as i32,
-        );
+        let n_heads = args.num_attention_heads as i32;
+        let n_kv_heads = args.num_key_value_heads as i32;
         let head_dim = dim / n_heads;
         let (bias, eps) = (args.attention_bias, args.layer_norm_eps);
-        let qk_norm = args.use_qk_norm;
+        let norm = |n| {
+            args.use_qk_norm
+                .then(|| HeadNorm::new(n, head_dim, eps))
+                .transpose()
+        };
         Ok(Attention {
             q_proj: Linear::new(dim, n_heads * head_dim, bias)?,
             k_proj: Linear::new(dim, n_kv_heads * head_dim, bias)?,
             v_proj: Linear::new(dim, n_kv_heads * head_dim, bias)?,
             o_proj: Linear::new(n_heads * head_dim, dim, bias)?,
-            q_norm: if qk_norm {
-                Some(HeadNorm::new(n_heads, head_dim, eps)?)
-            } else {
-                None
-            },
-            k_norm: if qk_norm {
-                Some(HeadNorm::new(n_kv_heads, head_dim, eps)?)
-            } else {
-                None
-            },
+            q_norm: norm(n_heads)?,
+            k_norm: norm(n_kv_heads)?,
             n_heads,
             n_kv_heads,
             scale: (head_dim as f32).powf(-0.5),
@@ -148,9 +142,8 @@ impl Attention {
         let queries = per_head(self.q_proj.forward(x)?, self.n_heads, &self.q_norm)?;
         let keys = per_head(self.k_proj.forward(x)?, self.n_kv_heads, &self.k_norm)?;
         let values = split_heads(&self.v_proj.forward(x)?, self.n_kv_heads)?;
-        let output = rope_and_attend(
-            &queries, &keys, &values, &self.rope, cache, self.scale, mask,
-        )?;
+        let (rope, scale) = (&self.rope, self.scale);
+        let output = rope_and_attend(&queries, &keys, &values, rope, cache, scale, mask)?;
         self.o_proj.forward(&output)
     }
 }
@@ -223,7 +216,7 @@ impl Architecture for Model {
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
         let m = &self.model;
         let mut h = m.embed_tokens.forward(inputs)?;
-        let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, false)?;
+        let mask = create_attention_mask(inputs.dim(1), cache.first(), None, false)?;
         let mut caches = cache.iter_mut();
         for layer in &m.layers {
             h = layer.forward(&h, &mask, caches.next())?;
