@@ -519,6 +519,9 @@ fn chat(args: ChatArgs) -> CliResult<()> {
         let mut detok = tokenizer.detokenizer();
         for step in stream {
             let step = step.map_err(|e| e.to_string())?;
+            if step.finish_reason == Some(FinishReason::Stop) {
+                break;
+            }
             let piece = detok.add_token(step.token).map_err(|e| e.to_string())?;
             let _ = write!(out, "{piece}");
             let _ = out.flush();

@@ -2,49 +2,11 @@
 //! tokens, and every bad input ends with an error and exit status 1, never a panic or a hang.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+
+use mlx_models_tests::cli::run;
 
 use mlx_models_tests::parity;
 use mlx_rs::Array;
-
-/// The `mlx-models` binary of the same build as this test (`cargo build --workspace` builds it;
-/// `scripts/test.sh` does that first).
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir.join("mlx-models");
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
-}
-
-fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start mlx-models");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("mlx-models {args:?} hung for two minutes");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
 
 fn untied_fixture() -> PathBuf {
     parity::fixtures("llama").join("untied")

@@ -1,0 +1,84 @@
+//! `mlx-models chat` on a real model (SmolLM2-135M-Instruct): the cache carries the
+//! conversation, so a follow-up that only makes sense with the first turn is answered; the
+//! end-of-turn token is not printed; `r` forgets the conversation; a checkpoint without a chat
+//! template is refused with one error line.
+
+use mlx_models_tests::cli::{run_with_input, smollm2_gguf};
+
+fn smollm2() -> Option<String> {
+    match smollm2_gguf() {
+        Ok(path) => Some(path.to_string_lossy().into_owned()),
+        Err(reason) => {
+            // Only a failed download skips (CI can fetch it).
+            eprintln!("skipped: the SmolLM2 GGUF could not be fetched: {reason}");
+            None
+        }
+    }
+}
+
+fn chat(model: &str, input: &str) -> Vec<String> {
+    let out = run_with_input(
+        &[
+            "chat",
+            "--model",
+            model,
+            "--temp",
+            "0",
+            "--max-tokens",
+            "40",
+        ],
+        Some(input),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chat failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_second_turn_sees_the_first() {
+    let Some(model) = smollm2() else { return };
+    let answers = chat(
+        &model,
+        "What is the capital of France?\nAnd of Germany?\nq\n",
+    );
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].contains("Paris"), "{answers:?}");
+    assert!(
+        answers[1].contains("Berlin"),
+        "the follow-up lost the conversation: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|a| !a.contains("<|im_end|>")),
+        "{answers:?}"
+    );
+
+    // After `r` the same follow-up has nothing to refer to.
+    let reset = chat(
+        &model,
+        "What is the capital of France?\nr\nAnd of Germany?\n",
+    );
+    assert_eq!(reset.len(), 2, "{reset:?}");
+    assert!(
+        !reset[1].contains("Berlin"),
+        "the reset kept the conversation: {reset:?}"
+    );
+}
+
+#[test]
+fn a_checkpoint_without_a_chat_template_is_refused() {
+    let dir = mlx_models_tests::parity::fixtures("llama").join("untied");
+    let out = run_with_input(
+        &["chat", "--model", dir.to_str().expect("utf-8 path")],
+        Some("hello\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") || stderr.contains("\nerror: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
