@@ -17,10 +17,12 @@ use crate::args::ArgsError;
 use crate::cache::Cache;
 use crate::nn::activations::GatedActivation;
 use crate::nn::attention::attend;
+use crate::nn::blocks::{merge_heads, split_heads};
 use crate::nn::mask::{create_attention_mask, AttentionMask};
 use crate::nn::norm::RmsNorm;
 use crate::nn::quantized::Linear;
 use crate::nn::rope::Rope;
+use crate::nn::transformer::rope_after;
 use crate::weights::Weights;
 
 /// `v` as a scalar of `like`'s dtype (a Python float in an mlx expression).
@@ -191,40 +193,33 @@ impl GemmaAttention {
         self
     }
 
-    /// `[B, L, dim]` to `[B, L, dim]`, reading and extending `cache`.
+    /// `[B, L, dim]` to `[B, L, dim]`, reading and extending `cache` (RoPE per sequence for a
+    /// batch cache).
     pub fn forward(
         &self,
         x: &Array,
         mask: &AttentionMask,
         cache: Option<&mut Cache>,
     ) -> Result<Array> {
-        let (b, l) = (x.shape()[0], x.shape()[1]);
-        let heads = |t: Array, n: i32, norm: Option<&RmsNorm>| {
-            let t = t.reshape(&[b, l, n, -1])?.transpose_axes(&[0, 2, 1, 3])?;
-            match norm {
-                Some(norm) => norm.forward(&t),
-                None => Ok(t),
-            }
+        let norm = |t: Array, norm: Option<&RmsNorm>| match norm {
+            Some(norm) => norm.forward(&t),
+            None => Ok(t),
         };
-        let queries = heads(self.q_proj.forward(x)?, self.n_heads, self.q_norm.as_ref())?;
-        let keys = heads(
-            self.k_proj.forward(x)?,
-            self.n_kv_heads,
-            self.k_norm.as_ref(),
-        )?;
-        let values = heads(self.v_proj.forward(x)?, self.n_kv_heads, None)?;
+        let queries = split_heads(&self.q_proj.forward(x)?, self.n_heads)?;
+        let queries = norm(queries, self.q_norm.as_ref())?;
+        let keys = split_heads(&self.k_proj.forward(x)?, self.n_kv_heads)?;
+        let keys = norm(keys, self.k_norm.as_ref())?;
+        let values = split_heads(&self.v_proj.forward(x)?, self.n_kv_heads)?;
 
-        let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let queries = self.rope.forward(&queries, offset)?;
-        let keys = self.rope.forward(&keys, offset)?;
+        let queries = rope_after(&self.rope, &queries, cache.as_deref())?;
+        let keys = rope_after(&self.rope, &keys, cache.as_deref())?;
         let output = match self.softcap {
             Some(cap) => {
                 softcapped_attention(&queries, &keys, &values, cache, self.scale, cap, mask)?
             }
             None => attend(&queries, &keys, &values, cache, self.scale, mask, None)?,
         };
-        self.o_proj
-            .forward(&output.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
+        self.o_proj.forward(&merge_heads(&output)?)
     }
 }
 
