@@ -16,8 +16,8 @@
 
 pub mod activations;
 pub mod attention;
-pub mod gemma;
 pub mod blocks;
+pub mod gemma;
 pub mod mask;
 pub mod norm;
 pub mod quantized;
