@@ -128,6 +128,9 @@ pub struct ArchSpec {
     pub model_type: &'static str,
     /// `(metadata key after "<arch>.", config.json key, need)`.
     pub keys: &'static [(&'static str, &'static str, Need)],
+    /// `(GGUF tensor name, config.json key)`: boolean keys that are true when the tensor is
+    /// in the file (biases, which the metadata does not state).
+    pub present: &'static [(&'static str, &'static str)],
     /// Renames from llama.cpp's tensor names to checkpoint names.
     pub rules: &'static [Rule],
     /// Whether the converter permuted the rows of the query and key projections.
@@ -161,6 +164,10 @@ pub const LLAMA: ArchSpec = ArchSpec {
         ("rope.freq_base", "rope_theta", Need::Optional),
         ("context_length", "max_position_embeddings", Need::Optional),
         ("vocab_size", "vocab_size", Need::Optional),
+    ],
+    present: &[
+        ("blk.0.attn_q.bias", "attention_bias"),
+        ("blk.0.ffn_gate.bias", "mlp_bias"),
     ],
     rules: &[
         Rule::Rename {
@@ -389,6 +396,9 @@ impl GgufCheckpoint {
             "tie_word_embeddings".into(),
             Value::Bool(self.tensor("output.weight").is_none()),
         );
+        for (tensor, key) in arch.present {
+            config.insert((*key).into(), Value::Bool(self.tensor(tensor).is_some()));
+        }
         if let Some(scaling) = self.rope_scaling(arch)? {
             config.insert("rope_scaling".into(), scaling);
         }
