@@ -1,0 +1,296 @@
+//! An application built on mlx-models from outside its workspace. It uses only the public API:
+//!
+//! 1. builds `llama::Model` from typed args, without the registry, and runs it with and without
+//!    a cache;
+//! 2. saves it as a checkpoint (config.json and model.safetensors), loads that through the
+//!    registry (`mlx_models::load::load_dir`) and generates greedily from it;
+//! 3. registers an architecture of its own (`bigram.rs`, with `#[mlx_model]`), finds it in the
+//!    registry next to the zoo's, loads a checkpoint of it with known weights and checks every
+//!    logit against a computation on the host.
+//!
+//! Every check prints one line; the first failure ends the run with `error: ...` and exit
+//! status 1.
+
+mod bigram;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use mlx_rs::module::ModuleParameters;
+use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
+use mlx_rs::{random, Array};
+use serde_json::json;
+
+use mlx_models::args::ModelArgs;
+use mlx_models::cache::Cache;
+use mlx_models::generate::{generate_tokens, GenerationConfig};
+use mlx_models::load::{load, load_dir, LoadOptions};
+use mlx_models::model::Architecture;
+use mlx_models::registry;
+use mlx_models_zoo::llama::{self, LlamaArgs};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const PROMPT: [u32; 6] = [3, 141, 59, 26, 5, 35];
+
+fn main() -> ExitCode {
+    let scratch = Scratch::new();
+    let result = scratch.and_then(|s| run(&s.0));
+    match result {
+        Ok(()) => {
+            println!("downstream: every check passed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(scratch: &Path) -> Result<()> {
+    // 1. llama from typed args, no registry involved.
+    let config = json!({
+        "model_type": "llama",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": 256,
+    });
+    let mut args = LlamaArgs::from_config(&config)?;
+    args.tie_word_embeddings = false;
+    let mut model = llama::Model::new(&args)?;
+    randomize(&mut model, 7)?;
+    let tokens = Array::from_slice(&PROMPT, &[1, PROMPT.len() as i32]);
+    let mut cache: Vec<Cache> = model.make_cache();
+    let logits = Architecture::forward(&mut model, &tokens, &mut cache)?;
+    let vocab = args.vocab_size as i32;
+    ensure(
+        logits.shape() == [1, PROMPT.len() as i32, vocab],
+        format!("llama logits have shape {:?}", logits.shape()),
+    )?;
+    let values = host(&logits)?;
+    ensure(
+        values.iter().all(|v| v.is_finite()),
+        "llama logits are not all finite",
+    )?;
+    let spread = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    ensure(
+        spread > 0.1,
+        format!("llama logits are flat (max |x| {spread})"),
+    )?;
+    println!(
+        "typed args: llama::Model::new, logits {:?}, max |logit| {spread:.3}",
+        logits.shape()
+    );
+
+    // Token by token through the cache, the last position matches the full forward.
+    let mut cache = model.make_cache();
+    let mut step = None;
+    for &t in &PROMPT {
+        let one = Array::from_slice(&[t], &[1, 1]);
+        step = Some(Architecture::forward(&mut model, &one, &mut cache)?);
+    }
+    let step = step.ok_or("empty prompt")?;
+    let last = last_position(&logits);
+    let diff = max_abs_diff(&host(&step)?, &host(&last)?);
+    ensure(
+        diff < 1e-4,
+        format!("decode differs from the full forward by {diff}"),
+    )?;
+    println!("cache: token-by-token decode within {diff:.1e} of the full forward");
+
+    // 2. The same weights as a checkpoint, loaded through the registry.
+    let dir = scratch.join("llama");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("config.json"), args.to_config().to_string())?;
+    save_parameters(&model, &dir.join("model.safetensors"))?;
+    let mut loaded = load_dir(&dir, &LoadOptions::default())?;
+    ensure(
+        loaded.model.model_type() == "llama",
+        format!("loaded a `{}`", loaded.model.model_type()),
+    )?;
+    let mut cache = loaded.model.make_cache();
+    let reloaded = loaded.model.forward(&tokens, &mut cache)?;
+    let diff = max_abs_diff(&host(&reloaded)?, &values);
+    ensure(
+        diff == 0.0,
+        format!("the loaded checkpoint's logits differ by {diff}"),
+    )?;
+    println!("registry load: `load_dir` built a llama with the same logits (difference {diff})");
+
+    // Greedy generation through the cache equals recomputing the whole sequence each step.
+    let n = 8;
+    let model = loaded.model.as_mut();
+    let mut cache = model.make_cache();
+    let config = GenerationConfig {
+        max_tokens: n,
+        ..Default::default()
+    };
+    let generated = generate_tokens(&PROMPT, config, |t| model.forward(t, &mut cache))?
+        .map(|t| t.map(|t| t.token))
+        .collect::<std::result::Result<Vec<u32>, _>>()?;
+    let mut sequence = PROMPT.to_vec();
+    for _ in 0..n {
+        let input = Array::from_slice(&sequence, &[1, sequence.len() as i32]);
+        let mut fresh = model.make_cache();
+        let logits = model.forward(&input, &mut fresh)?;
+        let next = argmax_axis(&last_position(&logits), -1, None)?;
+        sequence.push(next.try_item_cast::<u32>()?);
+    }
+    ensure(
+        generated == sequence[PROMPT.len()..],
+        format!(
+            "generated {generated:?}, recomputed {:?}",
+            &sequence[PROMPT.len()..]
+        ),
+    )?;
+    println!("generation: {n} greedy tokens {generated:?}, as recomputed without a cache");
+
+    // 3. Our own architecture, next to the zoo's in the registry.
+    let names: Vec<&str> = registry::entries().iter().flat_map(|e| e.names()).collect();
+    for name in ["llama", "mistral", "qwen3", "downstream_bigram"] {
+        ensure(
+            names.contains(&name),
+            format!("`{name}` is not in the registry: {names:?}"),
+        )?;
+    }
+    let entry = registry::find("downstream_bigram", &[])?;
+    ensure(
+        entry.rust_type.ends_with("bigram::Model"),
+        format!("`downstream_bigram` is served by `{}`", entry.rust_type),
+    )?;
+    registry::check()?;
+    println!(
+        "registry: {} names, `downstream_bigram` served by `{}` next to `llama`",
+        names.len(),
+        entry.rust_type
+    );
+
+    let (vocab, dim) = (16usize, 4usize);
+    let wte: Vec<f32> = (0..vocab * dim)
+        .map(|i| ((i * 5 % 7) as f32 - 3.0) / 4.0)
+        .collect();
+    let head: Vec<f32> = (0..vocab * dim)
+        .map(|i| ((i * 3 % 11) as f32 - 5.0) / 8.0)
+        .collect();
+    let bias: Vec<f32> = (0..vocab).map(|v| v as f32 / 16.0).collect();
+    let dir = scratch.join("bigram");
+    std::fs::create_dir_all(&dir)?;
+    let config =
+        json!({"model_type": "downstream_bigram", "vocab_size": vocab, "hidden_size": dim});
+    std::fs::write(dir.join("config.json"), config.to_string())?;
+    let (v, d) = (vocab as i32, dim as i32);
+    let weights = HashMap::from([
+        // The legacy name: the rename rule of `#[mlx_model]` maps it to `embed_tokens`.
+        ("wte.weight", Array::from_slice(&wte, &[v, d])),
+        ("lm_head.weight", Array::from_slice(&head, &[v, d])),
+        ("lm_head.bias", Array::from_slice(&bias, &[v])),
+    ]);
+    Array::save_safetensors(weights, None, dir.join("model.safetensors"))?;
+    let source = dir.to_str().ok_or("the scratch path is not UTF-8")?;
+    let mut loaded = load(source)?;
+    ensure(
+        loaded.model.model_type() == "downstream_bigram",
+        format!("loaded a `{}`", loaded.model.model_type()),
+    )?;
+    let ids = [3u32, 0, 15, 3];
+    let input = Array::from_slice(&ids, &[1, ids.len() as i32]);
+    let logits = loaded.model.forward(&input, &mut [])?;
+    ensure(
+        logits.shape() == [1, ids.len() as i32, v],
+        format!("bigram logits have shape {:?}", logits.shape()),
+    )?;
+    let expected: Vec<f32> = ids
+        .iter()
+        .flat_map(|&t| {
+            let e = &wte[t as usize * dim..][..dim];
+            let (head, bias) = (&head, &bias);
+            (0..vocab).map(move |o| {
+                let w = &head[o * dim..][..dim];
+                bias[o] + e.iter().zip(w).map(|(a, b)| a * b).sum::<f32>()
+            })
+        })
+        .collect();
+    let diff = max_abs_diff(&host(&logits)?, &expected);
+    ensure(
+        diff < 1e-6,
+        format!("bigram logits differ from the host computation by {diff}"),
+    )?;
+    println!(
+        "own architecture: `load` built a downstream_bigram, logits {:?} within {diff:.1e} of the host",
+        logits.shape()
+    );
+    Ok(())
+}
+
+/// Fills every parameter with seeded noise (the constructors leave zeros for the loader).
+fn randomize(model: &mut impl ModuleParameters, seed: u64) -> Result<()> {
+    random::seed(seed)?;
+    for (name, p) in model.parameters_mut().flatten() {
+        let noise = random::normal::<f32>(p.shape(), 0.0, 0.3, None)?;
+        // Norm scales near one, as trained ones are.
+        *p = if name.contains("norm") {
+            noise.add(Array::from_f32(1.0))?
+        } else {
+            noise
+        };
+    }
+    Ok(())
+}
+
+fn save_parameters(model: &impl ModuleParameters, path: &Path) -> Result<()> {
+    let params = model.parameters().flatten();
+    let arrays = params.iter().map(|(k, v)| (k.to_string(), (*v).clone()));
+    Array::save_safetensors(arrays, None, path)?;
+    Ok(())
+}
+
+/// The values of `a` as float32, on the host.
+fn host(a: &Array) -> Result<Vec<f32>> {
+    let a = a.as_type::<f32>()?;
+    a.eval()?;
+    Ok(a.try_as_slice::<f32>()?.to_vec())
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn ensure(ok: bool, message: impl Into<String>) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(message.into().into())
+    }
+}
+
+/// The last position of `[batch, length, vocab]` logits: `[batch, vocab]`.
+fn last_position(logits: &Array) -> Array {
+    logits.index((.., -1, ..))
+}
+
+/// A scratch folder for the checkpoints, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("mlx-models-downstream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
