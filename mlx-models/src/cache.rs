@@ -114,6 +114,23 @@ impl Cache {
             .collect()
     }
 
+    /// Evaluates every array the caches hold (what a prefill step must compute), without
+    /// computing anything else of the graph, such as the chunk's logits.
+    pub fn eval_all(caches: &[Cache]) -> Result<()> {
+        fn collect(state: StateValue, out: &mut Vec<Array>) {
+            match state {
+                StateValue::Array(a) => out.push(a),
+                StateValue::List(items) => items.into_iter().for_each(|s| collect(s, out)),
+                _ => {}
+            }
+        }
+        let mut arrays = Vec::new();
+        for cache in caches {
+            collect(cache.state(), &mut arrays);
+        }
+        mlx_rs::transforms::eval(arrays.iter())
+    }
+
     /// A [`QuantizedKvCache`].
     pub fn quantized(group_size: i32, bits: i32) -> Self {
         Cache::Quantized(QuantizedKvCache::new(group_size, bits))

@@ -399,6 +399,43 @@ where
     }
 }
 
+/// A token stream over a model and its caches, which keep the conversation after the stream
+/// ends. Each prefill chunk evaluates only the caches, so the chunk's logits (`[1, n, vocab]`)
+/// are never computed, as in the reference's `generate_step`.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mlx_models::cache::Cache;
+/// use mlx_models::generate::{model_stream, GenerationConfig};
+///
+/// let mut loaded = mlx_models::load::load("path/to/checkpoint")?;
+/// let mut cache = loaded.model.make_cache();
+/// let config = GenerationConfig { max_tokens: 32, ..Default::default() };
+/// for step in model_stream(loaded.model.as_mut(), &mut cache, &[1, 2, 3], config)? {
+///     print!("{} ", step?.token);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub fn model_stream<'a>(
+    model: &'a mut dyn crate::model::LanguageModel,
+    cache: &'a mut Vec<crate::cache::Cache>,
+    prompt: &[u32],
+    config: GenerationConfig,
+) -> Result<
+    TokenStream<
+        'a,
+        impl FnMut(&Array) -> std::result::Result<Array, mlx_rs::error::Exception> + 'a,
+    >,
+> {
+    let cache = std::rc::Rc::new(std::cell::RefCell::new(cache));
+    let for_hook = std::rc::Rc::clone(&cache);
+    let forward = move |tokens: &Array| model.forward(tokens, &mut cache.borrow_mut()[..]);
+    let stream = TokenStream::new(prompt, config, forward)?;
+    Ok(stream
+        .with_prefill_hook(move |_, _, _| Ok(crate::cache::Cache::eval_all(&for_hook.borrow())?)))
+}
+
 /// Starts a token stream: `generate_tokens(&prompt, config, |tokens| model.forward(tokens))`.
 pub fn generate_tokens<'a, F, E>(
     prompt: &[u32],

@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mlx_models::cache::Cache;
 use mlx_models::chat_template::ChatMessage;
-use mlx_models::generate::{FinishReason, GenerationConfig, GenerationStats, TokenStream};
+use mlx_models::generate::{model_stream, FinishReason, GenerationConfig, GenerationStats};
 use mlx_models::hub::{self, HubOptions};
 use mlx_models::load::{load_with, LoadOptions, LoadedModel};
 use mlx_models::registry;
 use mlx_models::sampling::{LogitsConfig, SamplerConfig};
 use mlx_models::tokenizer::{ChatOptions, Tokenizer};
-use mlx_rs::{Array, Dtype};
+use mlx_rs::Dtype;
 use serde_json::json;
 
 type CliResult<T> = Result<T, String>;
@@ -349,8 +349,7 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
         model.make_cache(),
         args.sampling.max_kv_size.map(|m| m as usize),
     );
-    let forward = |tokens: &Array| model.forward(tokens, &mut cache);
-    let stream = TokenStream::new(&prompt, config, forward).map_err(|e| e.to_string())?;
+    let stream = model_stream(model, &mut cache, &prompt, config).map_err(|e| e.to_string())?;
 
     let mut detok = tokenizer.as_ref().map(|t| t.detokenizer());
     let mut tokens = Vec::new();
@@ -514,8 +513,8 @@ fn chat(args: ChatArgs) -> CliResult<()> {
             .map_err(|e| e.to_string())?;
         first_turn = false;
 
-        let forward = |tokens: &Array| model.forward(tokens, &mut cache);
-        let stream = TokenStream::new(&ids, config.clone(), forward).map_err(|e| e.to_string())?;
+        let stream = model_stream(&mut *model, &mut cache, &ids, config.clone())
+            .map_err(|e| e.to_string())?;
         let mut detok = tokenizer.detokenizer();
         for step in stream {
             let step = step.map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@
 //! prompt longer than the cache prefilled in chunks.
 
 use mlx_models::cache::Cache;
-use mlx_models::generate::{generate_tokens, GenerationConfig};
+use mlx_models::generate::{generate_tokens, model_stream, GenerationConfig};
 use mlx_models::load::{load_dir, LoadOptions};
 use mlx_models_tests::reference::run_python;
 
@@ -41,7 +41,8 @@ fn bounded_caches_generate_what_the_reference_generates() {
         prefill_step_size: step,
         ..Default::default()
     };
-    let ours: Vec<u32> = generate_tokens(&prompt, config, |t| model.forward(t, &mut cache))
+    // Through `model_stream`: each prefill chunk evaluates only the caches.
+    let ours: Vec<u32> = model_stream(&mut *model, &mut cache, &prompt, config)
         .expect("stream")
         .map(|t| t.expect("token").token)
         .collect();
