@@ -11,13 +11,10 @@ use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::GatedActivation;
-use mlx_models::nn::gemma::{
-    check_kv_heads, scale_embeddings, EmbedScale, GemmaAttention, GemmaMlp,
-};
-use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
+use mlx_models::nn::gemma::{check_kv_heads, EmbedScale, GemmaAttention};
 use mlx_models::nn::norm::RmsNorm;
-use mlx_models::nn::quantized::Embedding;
 use mlx_models::nn::rope::Rope;
+use mlx_models::nn::transformer::{Decoder, DecoderLayer, Mlp};
 
 /// config.json of a gemma checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -64,59 +61,21 @@ fn attention(args: &GemmaArgs) -> Result<GemmaAttention, Exception> {
     )
 }
 
-#[derive(Debug, ModuleParameters)]
-struct TransformerBlock {
-    #[param]
-    self_attn: GemmaAttention,
-    #[param]
-    mlp: GemmaMlp,
-    #[param]
-    input_layernorm: RmsNorm,
-    #[param]
-    post_attention_layernorm: RmsNorm,
-}
+/// gemma's layer: llama's pre-norm layer around gemma's attention, a GeGLU and `1 + weight`
+/// norms.
+type TransformerBlock = DecoderLayer<GemmaAttention>;
 
-impl TransformerBlock {
-    fn new(args: &GemmaArgs) -> Result<Self, Exception> {
-        let (dim, eps) = (args.hidden_size as i32, args.rms_norm_eps);
-        Ok(TransformerBlock {
-            self_attn: attention(args)?,
-            mlp: GemmaMlp::new(
-                dim,
-                args.intermediate_size as i32,
-                GatedActivation::GeGluExact,
-            )?,
-            input_layernorm: RmsNorm::zero_centered(dim, eps)?,
-            post_attention_layernorm: RmsNorm::zero_centered(dim, eps)?,
-        })
-    }
-
-    fn forward(
-        &self,
-        x: &Array,
-        mask: &AttentionMask,
-        cache: Option<&mut Cache>,
-    ) -> Result<Array, Exception> {
-        let r = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
-        let h = x.add(&r)?;
-        let r = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?)?;
-        h.add(&r)
-    }
-}
-
-#[derive(Debug, ModuleParameters)]
-struct GemmaModel {
-    #[param]
-    embed_tokens: Embedding,
-    #[param]
-    layers: Vec<TransformerBlock>,
-    #[param]
-    norm: RmsNorm,
-    hidden_size: usize,
+fn layer(args: &GemmaArgs) -> Result<TransformerBlock, Exception> {
+    let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
+    let mlp = Mlp::new(dim, args.intermediate_size, false)?;
+    let norm = || RmsNorm::zero_centered(dim as i32, eps);
+    let mlp = mlp.with_activation(GatedActivation::GeGluExact);
+    Ok(DecoderLayer::with_norms(
+        attention(args)?,
+        mlp,
+        norm()?,
+        norm()?,
+    ))
 }
 
 /// The gemma model: scaled embeddings, decoder layers, final norm, the embeddings as head.
@@ -124,43 +83,33 @@ struct GemmaModel {
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    model: GemmaModel,
+    model: Decoder<TransformerBlock>,
 }
 
 impl Architecture for Model {
     fn new(args: &GemmaArgs) -> Result<Self, Exception> {
-        let dim = args.hidden_size as i32;
-        let model = GemmaModel {
-            embed_tokens: Embedding::new(args.vocab_size as i32, dim)?,
-            layers: (0..args.num_hidden_layers)
-                .map(|_| TransformerBlock::new(args))
-                .collect::<Result<_, _>>()?,
-            norm: RmsNorm::zero_centered(dim, args.rms_norm_eps)?,
-            hidden_size: args.hidden_size,
-        };
-        Ok(Model { model })
+        let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
+        let layers = (0..args.num_hidden_layers)
+            .map(|_| layer(args))
+            .collect::<Result<_, _>>()?;
+        let norm = RmsNorm::zero_centered(dim as i32, eps)?;
+        let model = Decoder::with_norm(args.vocab_size, dim, layers, norm)?;
+        let scale = EmbedScale::Exact.factor(dim)?;
+        Ok(Model {
+            model: model.embedding_multiplier(scale),
+        })
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
-        let m = &self.model;
-        let mut h = scale_embeddings(
-            &m.embed_tokens.forward(inputs)?,
-            m.hidden_size,
-            EmbedScale::Exact,
-        )?;
-        let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, false)?;
-        let mut caches = cache.iter_mut();
-        for layer in &m.layers {
-            h = layer.forward(&h, &mask, caches.next())?;
-        }
-        m.embed_tokens.as_linear(&m.norm.forward(&h)?)
+        let h = self.model.forward(inputs, cache)?;
+        self.model.logits(&h, None)
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        self.model.layers.iter().map(|_| Cache::kv()).collect()
+        self.model.make_cache()
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }

@@ -15,13 +15,10 @@ use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::GatedActivation;
-use mlx_models::nn::gemma::{
-    check_kv_heads, scale_embeddings, soft_cap, EmbedScale, GemmaAttention, GemmaMlp, SandwichLayer,
-};
-use mlx_models::nn::mask::create_attention_mask;
+use mlx_models::nn::gemma::{check_kv_heads, soft_cap, EmbedScale, GemmaAttention, SandwichLayer};
 use mlx_models::nn::norm::RmsNorm;
-use mlx_models::nn::quantized::Embedding;
 use mlx_models::nn::rope::Rope;
+use mlx_models::nn::transformer::{Decoder, Mlp};
 
 /// config.json of a gemma2 checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -77,71 +74,49 @@ fn attention(args: &Gemma2Args) -> Result<GemmaAttention, Exception> {
 }
 
 fn layer(args: &Gemma2Args) -> Result<SandwichLayer, Exception> {
-    let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
-    let mlp = GemmaMlp::new(dim, hidden, GatedActivation::GeGlu)?;
+    let mlp = Mlp::new(args.hidden_size, args.intermediate_size, false)?;
+    let mlp = mlp.with_activation(GatedActivation::GeGlu);
+    let dim = args.hidden_size as i32;
     SandwichLayer::new(attention(args)?, mlp, dim, args.rms_norm_eps, false)
 }
 
-#[derive(Debug, ModuleParameters)]
-struct Gemma2Model {
-    #[param]
-    embed_tokens: Embedding,
-    #[param]
-    layers: Vec<SandwichLayer>,
-    #[param]
-    norm: RmsNorm,
-    hidden_size: usize,
-}
-
 /// The gemma2 model: scaled embeddings, decoder layers, final norm, the embeddings as head,
-/// soft-capped logits.
+/// soft-capped logits. The soft-capped attention takes its mask as an array
+/// ([`Layer::mask_as_array`](mlx_models::nn::transformer::Layer::mask_as_array)), as the
+/// reference's `return_array`.
 #[mlx_model(model_type = "gemma2", args = Gemma2Args)]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    model: Gemma2Model,
+    model: Decoder<SandwichLayer>,
     final_logit_softcapping: f32,
 }
 
 impl Architecture for Model {
     fn new(args: &Gemma2Args) -> Result<Self, Exception> {
-        let dim = args.hidden_size as i32;
-        let model = Gemma2Model {
-            embed_tokens: Embedding::new(args.vocab_size as i32, dim)?,
-            layers: (0..args.num_hidden_layers)
-                .map(|_| layer(args))
-                .collect::<Result<_, _>>()?,
-            norm: RmsNorm::zero_centered(dim, args.rms_norm_eps)?,
-            hidden_size: args.hidden_size,
-        };
+        let dim = args.hidden_size;
+        let layers = (0..args.num_hidden_layers)
+            .map(|_| layer(args))
+            .collect::<Result<_, _>>()?;
+        let norm = RmsNorm::zero_centered(dim as i32, args.rms_norm_eps)?;
+        let model = Decoder::with_norm(args.vocab_size, dim, layers, norm)?;
+        let scale = EmbedScale::Exact.factor(dim)?;
         Ok(Model {
-            model,
+            model: model.embedding_multiplier(scale),
             final_logit_softcapping: args.final_logit_softcapping,
         })
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
-        let m = &self.model;
-        let mut h = scale_embeddings(
-            &m.embed_tokens.forward(inputs)?,
-            m.hidden_size,
-            EmbedScale::Exact,
-        )?;
-        // An explicit mask (`return_array`): the scores are masked by hand, after the soft-cap.
-        let mask = create_attention_mask(inputs.shape()[1], cache.first(), None, true)?;
-        let mut caches = cache.iter_mut();
-        for layer in &m.layers {
-            h = layer.forward(&h, &mask, caches.next())?;
-        }
-        let logits = m.embed_tokens.as_linear(&m.norm.forward(&h)?)?;
-        soft_cap(&logits, self.final_logit_softcapping)
+        let h = self.model.forward(inputs, cache)?;
+        soft_cap(&self.model.logits(&h, None)?, self.final_logit_softcapping)
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        self.model.layers.iter().map(|_| Cache::kv()).collect()
+        self.model.make_cache()
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }

@@ -15,12 +15,12 @@ use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::GatedActivation;
 use mlx_models::nn::gemma::{
-    check_kv_heads, is_global_layer, resolve_tied_head, scale_embeddings, EmbedScale,
-    GemmaAttention, GemmaMlp, LayerMasks, SandwichLayer,
+    check_kv_heads, is_global_layer, resolve_tied_head, EmbedScale, GemmaAttention, SandwichLayer,
 };
 use mlx_models::nn::norm::RmsNorm;
-use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::{Rope, RopeScaling};
+use mlx_models::nn::transformer::{lm_head, Decoder, Mlp};
 use mlx_models::weights::Weights;
 
 /// config.json of a gemma3 text checkpoint (defaults: the reference's, gemma-3-1b's).
@@ -104,22 +104,11 @@ fn layer(args: &Gemma3TextArgs, is_global: bool) -> Result<SandwichLayer, Except
         rope,
     )?
     .with_qk_norm(args.rms_norm_eps)?;
-    let mlp = GemmaMlp::new(dim, args.intermediate_size as i32, GatedActivation::GeGlu)?;
-    SandwichLayer::new(attention, mlp, dim, args.rms_norm_eps, true)
-}
-
-#[derive(Debug, ModuleParameters)]
-struct Gemma3Model {
-    #[param]
-    embed_tokens: Embedding,
-    #[param]
-    layers: Vec<SandwichLayer>,
-    #[param]
-    norm: RmsNorm,
-    hidden_size: usize,
-    sliding_window: i32,
-    /// Whether each layer is global (else sliding-window).
-    global: Vec<bool>,
+    let mlp = Mlp::new(args.hidden_size, args.intermediate_size, false)?;
+    let mlp = mlp.with_activation(GatedActivation::GeGlu);
+    let layer = SandwichLayer::new(attention, mlp, dim, args.rms_norm_eps, true)?;
+    let window = (!is_global).then_some(args.sliding_window);
+    Ok(layer.sliding_window(window))
 }
 
 /// The gemma3 text model: scaled embeddings, local and global layers, final norm, head (or
@@ -128,7 +117,7 @@ struct Gemma3Model {
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    model: Gemma3Model,
+    model: Decoder<SandwichLayer>,
     /// `None` when tied: the embeddings double as the head.
     #[param]
     lm_head: Option<Linear>,
@@ -147,61 +136,29 @@ impl Model {
 
 impl Architecture for Model {
     fn new(args: &Gemma3TextArgs) -> Result<Self, Exception> {
-        let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
-        let global: Vec<bool> = (0..args.num_hidden_layers)
-            .map(|i| args.is_global(i))
-            .collect();
-        let model = Gemma3Model {
-            embed_tokens: Embedding::new(vocab, dim)?,
-            layers: global
-                .iter()
-                .map(|&g| layer(args, g))
-                .collect::<Result<_, _>>()?,
-            norm: RmsNorm::zero_centered(dim, args.rms_norm_eps)?,
-            hidden_size: args.hidden_size,
-            sliding_window: args.sliding_window as i32,
-            global,
-        };
-        let lm_head = if args.tie_word_embeddings {
-            None
-        } else {
-            Some(Linear::new(dim, vocab, false)?)
-        };
-        Ok(Model { model, lm_head })
+        let (dim, vocab) = (args.hidden_size, args.vocab_size);
+        let layers = (0..args.num_hidden_layers)
+            .map(|i| layer(args, args.is_global(i)))
+            .collect::<Result<_, _>>()?;
+        let norm = RmsNorm::zero_centered(dim as i32, args.rms_norm_eps)?;
+        let model = Decoder::with_norm(vocab, dim, layers, norm)?;
+        let scale = EmbedScale::Bfloat16.factor(dim)?;
+        Ok(Model {
+            model: model.embedding_multiplier(scale),
+            lm_head: lm_head(args.tie_word_embeddings, dim, vocab)?,
+        })
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
-        let m = &self.model;
-        let mut h = scale_embeddings(
-            &m.embed_tokens.forward(inputs)?,
-            m.hidden_size,
-            EmbedScale::Bfloat16,
-        )?;
-        let masks = LayerMasks::new(inputs.shape()[1], cache, &m.global, m.sliding_window)?;
-        let mut caches = cache.iter_mut();
-        for (layer, &is_global) in m.layers.iter().zip(&m.global) {
-            h = layer.forward(&h, masks.get(is_global), caches.next())?;
-        }
-        let h = m.norm.forward(&h)?;
-        match &self.lm_head {
-            Some(head) => head.forward(&h),
-            None => m.embed_tokens.as_linear(&h),
-        }
+        let h = self.model.forward(inputs, cache)?;
+        self.model.logits(&h, self.lm_head.as_ref())
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        let window = self.model.sliding_window;
-        let cache = |&global: &bool| {
-            if global {
-                Cache::kv()
-            } else {
-                Cache::rotating(window, 0)
-            }
-        };
-        self.model.global.iter().map(cache).collect()
+        self.model.make_cache()
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }

@@ -1,11 +1,15 @@
 //! What the gemma family shares, after mlx-lm's `models/gemma.py`, `gemma2.py` and
-//! `gemma3_text.py`: the embedding scale, the GeGLU feed-forward, the attention (with gemma3's
-//! q/k norms or gemma2's soft-capped scores), the gemma2 / gemma3 decoder layer with its four
-//! norms and gemma3's float16 residual clipping, the local/global layer pattern, and gemma3's
-//! head, tied exactly when the checkpoint has none.
+//! `gemma3_text.py`: the embedding scale, the attention (with gemma3's q/k norms or gemma2's
+//! soft-capped scores), the gemma2 / gemma3 decoder layer with its four norms and gemma3's
+//! float16 residual clipping, the local/global layer pattern, and gemma3's head, tied exactly
+//! when the checkpoint has none. The feed-forward is [`transformer::Mlp`] with a GeGLU, and
+//! the stack is [`transformer::Decoder`].
 //!
 //! The norms are [`RmsNorm::zero_centered`](crate::nn::norm::RmsNorm::zero_centered)
 //! (`1 + weight`).
+//!
+//! [`transformer::Mlp`]: crate::nn::transformer::Mlp
+//! [`transformer::Decoder`]: crate::nn::transformer::Decoder
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
@@ -15,14 +19,13 @@ use mlx_rs::{Array, Dtype};
 
 use crate::args::ArgsError;
 use crate::cache::Cache;
-use crate::nn::activations::GatedActivation;
 use crate::nn::attention::attend;
 use crate::nn::blocks::{merge_heads, split_heads};
-use crate::nn::mask::{create_attention_mask, AttentionMask};
+use crate::nn::mask::AttentionMask;
 use crate::nn::norm::RmsNorm;
 use crate::nn::quantized::Linear;
 use crate::nn::rope::Rope;
-use crate::nn::transformer::rope_after;
+use crate::nn::transformer::{rope_after, Layer, Mlp, SelfAttention};
 use crate::weights::Weights;
 
 /// `v` as a scalar of `like`'s dtype (a Python float in an mlx expression).
@@ -50,16 +53,22 @@ pub enum EmbedScale {
     Bfloat16,
 }
 
-/// Multiplies the embeddings `h` by `sqrt(hidden_size)`.
-pub fn scale_embeddings(h: &Array, hidden_size: usize, how: EmbedScale) -> Result<Array> {
-    let s = (hidden_size as f64).sqrt();
-    let s = match how {
-        EmbedScale::Exact => scalar(s, h)?,
-        EmbedScale::Bfloat16 => Array::from_f32(s as f32)
-            .as_dtype(Dtype::Bfloat16)?
-            .as_dtype(h.dtype())?,
-    };
-    h.multiply(&s)
+impl EmbedScale {
+    /// The factor `sqrt(hidden_size)`, as a float32 that casts to the embeddings' dtype
+    /// exactly as the reference's scalar does (for [`Decoder::embedding_multiplier`]).
+    ///
+    /// [`Decoder::embedding_multiplier`]: crate::nn::transformer::Decoder::embedding_multiplier
+    pub fn factor(self, hidden_size: usize) -> Result<f32> {
+        let s = (hidden_size as f64).sqrt() as f32;
+        match self {
+            EmbedScale::Exact => Ok(s),
+            // bfloat16 values are float32 values, so the later cast rounds as the reference's.
+            EmbedScale::Bfloat16 => Ok(Array::from_f32(s)
+                .as_dtype(Dtype::Bfloat16)?
+                .as_dtype(Dtype::Float32)?
+                .item_cast::<f32>()),
+        }
+    }
 }
 
 /// Soft-capping: `tanh(x / cap) * cap`, in `x`'s dtype.
@@ -79,43 +88,6 @@ pub fn clip_residual(x: &Array, y: &Array) -> Result<Array> {
         .as_dtype(Dtype::Float32)?
         .add(y.as_dtype(Dtype::Float32)?)?;
     clip(&sum, (-bound, bound))?.as_dtype(Dtype::Float16)
-}
-
-/// The gemma feed-forward: `down(act(gate(x)) * up(x))`, without biases. gemma uses the exact
-/// gelu ([`GatedActivation::GeGluExact`]), gemma2 and gemma3 the tanh approximation
-/// ([`GatedActivation::GeGlu`]).
-#[derive(Debug, ModuleParameters)]
-pub struct GemmaMlp {
-    /// `[hidden, dim]`.
-    #[param]
-    pub gate_proj: Linear,
-    /// `[dim, hidden]`.
-    #[param]
-    pub down_proj: Linear,
-    /// `[hidden, dim]`.
-    #[param]
-    pub up_proj: Linear,
-    /// The gate's activation.
-    pub activation: GatedActivation,
-}
-
-impl GemmaMlp {
-    /// Zero weights (the loader fills them).
-    pub fn new(dim: i32, hidden: i32, activation: GatedActivation) -> Result<Self> {
-        Ok(GemmaMlp {
-            gate_proj: Linear::new(dim, hidden, false)?,
-            down_proj: Linear::new(hidden, dim, false)?,
-            up_proj: Linear::new(dim, hidden, false)?,
-            activation,
-        })
-    }
-
-    /// Applies it.
-    pub fn forward(&self, x: &Array) -> Result<Array> {
-        let gate = self.gate_proj.forward(x)?;
-        let h = self.activation.apply(&self.up_proj.forward(x)?, &gate)?;
-        self.down_proj.forward(&h)
-    }
 }
 
 /// A gemma attention layer: grouped-query heads of an explicit `head_dim`, no biases, RoPE,
@@ -223,6 +195,17 @@ impl GemmaAttention {
     }
 }
 
+impl SelfAttention for GemmaAttention {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        GemmaAttention::forward(self, x, mask, cache)
+    }
+
+    /// The soft-capped scores are masked by hand.
+    fn mask_as_array(&self) -> bool {
+        self.softcap.is_some()
+    }
+}
+
 /// The gemma2 / gemma3 decoder layer: norms before and after both the attention and the MLP,
 /// `h = x + post_attention_norm(attn(input_norm(x)))`,
 /// `out = h + post_feedforward_norm(mlp(pre_feedforward_norm(h)))`.
@@ -231,9 +214,9 @@ pub struct SandwichLayer {
     /// The attention.
     #[param]
     pub self_attn: GemmaAttention,
-    /// The feed-forward.
+    /// The feed-forward (a GeGLU).
     #[param]
-    pub mlp: GemmaMlp,
+    pub mlp: Mlp,
     /// Before the attention.
     #[param]
     pub input_layernorm: RmsNorm,
@@ -248,13 +231,15 @@ pub struct SandwichLayer {
     pub post_feedforward_layernorm: RmsNorm,
     /// Whether the residual sums go through [`clip_residual`] (gemma3) or are plain (gemma2).
     pub clip_residuals: bool,
+    /// The attention window of a sliding-window (local) layer; `None`: global.
+    pub sliding_window: Option<i32>,
 }
 
 impl SandwichLayer {
-    /// The layer around `self_attn` and `mlp`, with zero-centred norms over `dim`.
+    /// A global layer around `self_attn` and `mlp`, with zero-centred norms over `dim`.
     pub fn new(
         self_attn: GemmaAttention,
-        mlp: GemmaMlp,
+        mlp: Mlp,
         dim: i32,
         eps: f32,
         clip_residuals: bool,
@@ -267,16 +252,19 @@ impl SandwichLayer {
             pre_feedforward_layernorm: RmsNorm::zero_centered(dim, eps)?,
             post_feedforward_layernorm: RmsNorm::zero_centered(dim, eps)?,
             clip_residuals,
+            sliding_window: None,
         })
     }
 
-    /// Applies it.
-    pub fn forward(
-        &self,
-        x: &Array,
-        mask: &AttentionMask,
-        cache: Option<&mut Cache>,
-    ) -> Result<Array> {
+    /// Makes it a local layer attending to the last `window` positions (gemma3).
+    pub fn sliding_window(mut self, window: Option<usize>) -> Self {
+        self.sliding_window = window.map(|w| w as i32);
+        self
+    }
+}
+
+impl Layer for SandwichLayer {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let residual = |a: &Array, b: &Array| {
             if self.clip_residuals {
                 clip_residual(a, b)
@@ -292,6 +280,14 @@ impl SandwichLayer {
             .mlp
             .forward(&self.pre_feedforward_layernorm.forward(&h)?)?;
         residual(&h, &self.post_feedforward_layernorm.forward(&r)?)
+    }
+
+    fn window(&self) -> Option<i32> {
+        self.sliding_window
+    }
+
+    fn mask_as_array(&self) -> bool {
+        self.self_attn.softcap.is_some()
     }
 }
 
@@ -375,45 +371,6 @@ pub fn softcapped_attention(
 /// one makes every layer global).
 pub fn is_global_layer(layer: usize, pattern: usize) -> bool {
     pattern <= 1 || layer % pattern == pattern - 1
-}
-
-/// The two masks of a model that mixes global and sliding-window layers, each made from the
-/// cache of the first layer of its kind (as the reference does).
-#[derive(Debug, Clone)]
-pub struct LayerMasks {
-    /// For the global layers.
-    pub global: AttentionMask,
-    /// For the sliding-window layers.
-    pub sliding: AttentionMask,
-}
-
-impl LayerMasks {
-    /// The masks for `n` new tokens; `global[i]` says whether layer `i` is global, `cache` is
-    /// empty for a forward without cache.
-    pub fn new(n: i32, cache: &[Cache], global: &[bool], window: i32) -> Result<Self> {
-        let first = |want: bool| global.iter().position(|&g| g == want);
-        let global_mask = match first(true) {
-            Some(i) => create_attention_mask(n, cache.get(i), None, false)?,
-            None => AttentionMask::None,
-        };
-        let sliding = match first(false) {
-            Some(i) => create_attention_mask(n, cache.get(i), Some(window), false)?,
-            None => AttentionMask::None,
-        };
-        Ok(LayerMasks {
-            global: global_mask,
-            sliding,
-        })
-    }
-
-    /// The mask of a global (`true`) or sliding-window layer.
-    pub fn get(&self, global: bool) -> &AttentionMask {
-        if global {
-            &self.global
-        } else {
-            &self.sliding
-        }
-    }
 }
 
 /// gemma3's head rule: the reference ties the head exactly when the checkpoint has no

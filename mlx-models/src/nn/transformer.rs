@@ -1,10 +1,9 @@
-//! The llama-style decoder, in pieces an architecture file assembles: a grouped-query
-//! [`Attention`] (biases, per-head q/k RMS norm, RoPE or none, any scale), a gated [`Mlp`], a
-//! pre-norm [`DecoderLayer`] (optionally a sliding-window layer, optionally scaling its
-//! residual branches), and the [`Decoder`] stack (embeddings, layers, final norm) that builds
-//! the masks and the caches. Field names are the checkpoint's (`self_attn.q_proj`,
-//! `mlp.gate_proj`, `input_layernorm`, `model.embed_tokens`, ...), as mlx-rs names parameters
-//! after fields.
+//! The decoder, in pieces an architecture file assembles: a grouped-query [`Attention`]
+//! (biases, per-head q/k RMS norm, RoPE or none, any scale), a gated [`Mlp`], a pre-norm
+//! [`DecoderLayer`] (optionally a sliding-window layer, optionally scaling its residual
+//! branches), and the [`Decoder`] stack (embeddings, layers, final norm) that builds the masks
+//! and the caches. Field names are the checkpoint's (`self_attn.q_proj`, `mlp.gate_proj`,
+//! `input_layernorm`, `model.embed_tokens`, ...), as mlx-rs names parameters after fields.
 //!
 //! The math follows mlx-lm's `models/llama.py`; its variants (`qwen2`, `qwen3`, `granite`,
 //! `smollm3`, ...) differ only in the options chosen here. A variant's file builds one
@@ -20,8 +19,12 @@
 //! // forward: model.logits(&model.forward(inputs, cache)?, lm_head.as_ref())
 //! ```
 //!
-//! Pieces a variant needs differently ([`Attention`], [`Mlp`] with another activation) go
-//! through [`DecoderLayer::new`].
+//! The stack is generic over the layer: any [`Layer`] (an olmo2 post-norm layer, cohere's
+//! parallel one, gemma's four-norm one) gets the same embeddings, masks, caches and head, and
+//! any [`Block`] serves as the final norm (LayerNorm for starcoder2 and cohere). The pre-norm
+//! [`DecoderLayer`] is itself generic over its [`SelfAttention`], its feed-forward and its
+//! norms ([`DecoderLayer::new`], [`DecoderLayer::with_norms`]): phi3's fused projections,
+//! starcoder2's gelu MLP and LayerNorms, gemma's attention and `1 + weight` norms.
 //!
 //! [`lm_head`] builds the head (absent when embeddings are tied). The config helpers
 //! ([`check_heads`], [`check_layer_types`], [`check_per_layer`], [`layer_windows`],
@@ -38,7 +41,7 @@ use crate::cache::Cache;
 use crate::nn::activations::GatedActivation;
 use crate::nn::attention::attend;
 use crate::nn::mask::{create_attention_mask, AttentionMask};
-use crate::nn::norm::RmsNorm;
+use crate::nn::norm::{LayerNorm, RmsNorm};
 use crate::nn::quantized::{Embedding, Linear};
 use crate::nn::rope::{Rope, RopeScaling};
 
@@ -257,41 +260,99 @@ impl Mlp {
     }
 }
 
+/// A decoder layer the [`Decoder`] stacks: `[B, L, dim]` to `[B, L, dim]`, attending under
+/// `mask` to what `cache` holds and the `L` new positions (which it appends to `cache`).
+pub trait Layer: mlx_rs::module::ModuleParameters {
+    /// Applies the layer.
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array>;
+
+    /// The attention window of a sliding-window layer; `None` (the default): full attention.
+    fn window(&self) -> Option<i32> {
+        None
+    }
+
+    /// Whether its attention masks the scores by hand and so needs the mask as an array even
+    /// where the fused kernel's causal flag would do (mlx-lm's `return_array`); default `false`.
+    fn mask_as_array(&self) -> bool {
+        false
+    }
+}
+
+/// The self-attention of a [`DecoderLayer`]: `[B, L, dim]` to `[B, L, dim]`, as
+/// [`Layer::forward`].
+pub trait SelfAttention: mlx_rs::module::ModuleParameters {
+    /// Applies the attention.
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array>;
+
+    /// As [`Layer::mask_as_array`]; default `false`.
+    fn mask_as_array(&self) -> bool {
+        false
+    }
+}
+
+/// A position-wise block of a [`DecoderLayer`] or a [`Decoder`]: a norm or a feed-forward,
+/// `[..., dim]` to `[..., dim]`.
+pub trait Block: mlx_rs::module::ModuleParameters {
+    /// Applies the block.
+    fn forward(&self, x: &Array) -> Result<Array>;
+}
+
+impl SelfAttention for Attention {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        Attention::forward(self, x, mask, cache)
+    }
+}
+
+impl Block for Mlp {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        Mlp::forward(self, x)
+    }
+}
+
+impl Block for RmsNorm {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        RmsNorm::forward(self, x)
+    }
+}
+
+impl Block for LayerNorm {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        LayerNorm::forward(self, x)
+    }
+}
+
 /// A pre-norm decoder layer: `h = x + m * attn(norm(x))`, `out = h + m * mlp(norm(h))`, with
-/// `m` the residual multiplier (granite) or 1.
+/// `m` the residual multiplier (granite) or 1. Llama's by default (its [`Attention`], its
+/// [`Mlp`], RMS norms); other architectures put in their own attention, feed-forward or norms.
 #[derive(Debug, ModuleParameters)]
-pub struct DecoderLayer {
+pub struct DecoderLayer<A: SelfAttention = Attention, M: Block = Mlp, N: Block = RmsNorm> {
     /// The attention.
     #[param]
-    pub self_attn: Attention,
+    pub self_attn: A,
     /// The feed-forward.
     #[param]
-    pub mlp: Mlp,
+    pub mlp: M,
     /// Norm before the attention.
     #[param]
-    pub input_layernorm: RmsNorm,
+    pub input_layernorm: N,
     /// Norm before the feed-forward.
     #[param]
-    pub post_attention_layernorm: RmsNorm,
+    pub post_attention_layernorm: N,
     /// Factor on both residual branches (`None`: 1, skipping the multiplication).
     pub residual_multiplier: Option<f32>,
     /// The attention window of a sliding-window layer (`None`: full attention).
     pub sliding_window: Option<i32>,
 }
 
-impl DecoderLayer {
+impl<A: SelfAttention, M: Block> DecoderLayer<A, M, RmsNorm> {
     /// A full-attention layer with RMS norms of width `dim`.
-    pub fn new(self_attn: Attention, mlp: Mlp, dim: usize, eps: f32) -> Result<Self> {
-        Ok(DecoderLayer {
-            self_attn,
-            mlp,
-            input_layernorm: RmsNorm::new(dim as i32, eps)?,
-            post_attention_layernorm: RmsNorm::new(dim as i32, eps)?,
-            residual_multiplier: None,
-            sliding_window: None,
-        })
+    pub fn new(self_attn: A, mlp: M, dim: usize, eps: f32) -> Result<Self> {
+        let norm = || RmsNorm::new(dim as i32, eps);
+        Ok(Self::with_norms(self_attn, mlp, norm()?, norm()?))
     }
+}
 
+impl DecoderLayer {
     /// Llama's layer: the attention `attention` describes, rotating with `rope` (`None`: no
     /// RoPE), a SwiGLU [`Mlp`] of width `intermediate_size` (biases when `mlp_bias`), and RMS
     /// norms with `eps`.
@@ -307,6 +368,25 @@ impl DecoderLayer {
         let mlp = Mlp::new(dim, intermediate_size, mlp_bias)?;
         Self::new(self_attn, mlp, dim, eps)
     }
+}
+
+impl<A: SelfAttention, M: Block, N: Block> DecoderLayer<A, M, N> {
+    /// A full-attention layer with the norms given (LayerNorms, zero-centred RMS norms, ...).
+    pub fn with_norms(
+        self_attn: A,
+        mlp: M,
+        input_layernorm: N,
+        post_attention_layernorm: N,
+    ) -> Self {
+        DecoderLayer {
+            self_attn,
+            mlp,
+            input_layernorm,
+            post_attention_layernorm,
+            residual_multiplier: None,
+            sliding_window: None,
+        }
+    }
 
     /// Scales both residual branches by `m` (granite's `residual_multiplier`).
     pub fn residual_multiplier(mut self, m: f32) -> Self {
@@ -320,14 +400,10 @@ impl DecoderLayer {
         self.sliding_window = window.map(|w| w as i32);
         self
     }
+}
 
-    /// `x` `[B, L, dim]` to `[B, L, dim]`.
-    pub fn forward(
-        &self,
-        x: &Array,
-        mask: &AttentionMask,
-        cache: Option<&mut Cache>,
-    ) -> Result<Array> {
+impl<A: SelfAttention, M: Block, N: Block> Layer for DecoderLayer<A, M, N> {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let branch = |r: Array| match self.residual_multiplier {
             Some(m) => scaled(&r, m),
             None => Ok(r),
@@ -341,37 +417,54 @@ impl DecoderLayer {
             .forward(&self.post_attention_layernorm.forward(&h)?)?;
         h.add(branch(r)?)
     }
+
+    fn window(&self) -> Option<i32> {
+        self.sliding_window
+    }
+
+    fn mask_as_array(&self) -> bool {
+        self.self_attn.mask_as_array()
+    }
 }
 
-/// The decoder stack of a llama-style model (`model.*` in checkpoints): token embeddings,
-/// the layers, the final norm.
+/// The decoder stack (`model.*` in checkpoints): token embeddings, the layers, the final norm.
+/// It builds the masks and the caches from what each [`Layer`] says of its window, and turns
+/// hidden states into logits through a head or the tied embeddings.
 #[derive(Debug, ModuleParameters)]
-pub struct Decoder {
+pub struct Decoder<L: Layer = DecoderLayer, N: Block = RmsNorm> {
     /// `[vocab, dim]`; also the head of a model with tied embeddings.
     #[param]
     pub embed_tokens: Embedding,
     /// The decoder layers.
     #[param]
-    pub layers: Vec<DecoderLayer>,
+    pub layers: Vec<L>,
     /// The final norm.
     #[param]
-    pub norm: RmsNorm,
-    /// Factor on the embeddings (granite's `embedding_multiplier`; `None`: 1).
+    pub norm: N,
+    /// Factor on the embeddings (granite's `embedding_multiplier`, gemma's
+    /// `sqrt(hidden_size)`; `None`: 1).
     pub embedding_multiplier: Option<f32>,
 }
 
-impl Decoder {
+impl<L: Layer> Decoder<L, RmsNorm> {
     /// Embeddings of `vocab` tokens of width `dim`, `layers`, and a final RMS norm.
-    pub fn new(vocab: usize, dim: usize, eps: f32, layers: Vec<DecoderLayer>) -> Result<Self> {
+    pub fn new(vocab: usize, dim: usize, eps: f32, layers: Vec<L>) -> Result<Self> {
+        Self::with_norm(vocab, dim, layers, RmsNorm::new(dim as i32, eps)?)
+    }
+}
+
+impl<L: Layer, N: Block> Decoder<L, N> {
+    /// Embeddings of `vocab` tokens of width `dim`, `layers`, and the final `norm`.
+    pub fn with_norm(vocab: usize, dim: usize, layers: Vec<L>, norm: N) -> Result<Self> {
         Ok(Decoder {
             embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
             layers,
-            norm: RmsNorm::new(dim as i32, eps)?,
+            norm,
             embedding_multiplier: None,
         })
     }
 
-    /// Scales the embeddings by `m` (granite's `embedding_multiplier`).
+    /// Scales the embeddings by `m`, in their dtype.
     pub fn embedding_multiplier(mut self, m: f32) -> Self {
         self.embedding_multiplier = Some(m);
         self
@@ -380,8 +473,8 @@ impl Decoder {
     /// Token ids `[B, L]` to the normed hidden states `[B, L, dim]`, reading and extending
     /// `cache` (one entry per layer, or empty for no cache).
     ///
-    /// As mlx-lm's llama: one mask from the cache of the first full-attention layer, one per
-    /// window from the cache of the first layer with that window.
+    /// As mlx-lm: one mask per distinct window (full attention being one), each made from the
+    /// cache of the first layer with that window.
     pub fn forward(&self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
         let mut h = self.embed_tokens.forward(inputs)?;
         if let Some(m) = self.embedding_multiplier {
@@ -397,7 +490,7 @@ impl Decoder {
         };
         let mut caches = cache.iter_mut();
         for layer in &self.layers {
-            h = layer.forward(&h, mask_of(layer.sliding_window)?, caches.next())?;
+            h = layer.forward(&h, mask_of(layer.window())?, caches.next())?;
         }
         self.norm.forward(&h)
     }
@@ -406,12 +499,11 @@ impl Decoder {
     fn masks(&self, n: i32, cache: &[Cache]) -> Result<Vec<(Option<i32>, AttentionMask)>> {
         let mut masks: Vec<(Option<i32>, AttentionMask)> = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let window = layer.sliding_window;
+            let window = layer.window();
             if masks.iter().all(|(w, _)| *w != window) {
-                masks.push((
-                    window,
-                    create_attention_mask(n, cache.get(i), window, false)?,
-                ));
+                let as_array = layer.mask_as_array();
+                let mask = create_attention_mask(n, cache.get(i), window, as_array)?;
+                masks.push((window, mask));
             }
         }
         Ok(masks)
@@ -431,11 +523,16 @@ impl Decoder {
     pub fn make_cache(&self) -> Vec<Cache> {
         self.layers
             .iter()
-            .map(|l| match l.sliding_window {
+            .map(|l| match l.window() {
                 Some(window) => Cache::rotating(window, 0),
                 None => Cache::kv(),
             })
             .collect()
+    }
+
+    /// The number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
     }
 }
 
