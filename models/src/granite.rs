@@ -20,31 +20,49 @@ use mlx_models::nn::transformer::{
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct GraniteArgs {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(positive)]
     pub num_attention_heads: usize,
+    /// Epsilon of the RMS norms.
     #[arg(positive)]
     pub rms_norm_eps: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(positive)]
     pub vocab_size: usize,
+    /// Divisor of the logits.
     pub logits_scaling: f32,
+    /// Scale of the attention scores (instead of `head_dim^-0.5`).
     pub attention_multiplier: f32,
+    /// Factor applied to the embeddings.
     pub embedding_multiplier: f32,
+    /// Factor applied to each block's output before it is added to the residual stream.
     pub residual_multiplier: f32,
+    /// Context length of the checkpoint.
     #[arg(positive)]
     pub max_position_embeddings: usize,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(positive)]
     pub num_key_value_heads: usize,
+    /// Whether the attention projections have biases.
     pub attention_bias: bool,
+    /// Whether the MLP projections have biases.
     pub mlp_bias: bool,
+    /// Base frequency of the rotary position embedding.
     pub rope_theta: f32,
+    /// RoPE scaling as config.json writes it (`rope_type` or `type`, and its parameters).
     pub rope_scaling: Option<Value>,
+    /// Whether the head reuses the embedding matrix (the checkpoint then needs no `lm_head`).
     #[arg(default = true)]
     pub tie_word_embeddings: bool,
 }

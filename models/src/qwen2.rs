@@ -19,30 +19,43 @@ use mlx_models::nn::transformer::{
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct Qwen2Args {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(positive)]
     pub num_attention_heads: usize,
+    /// Epsilon of the RMS norms.
     #[arg(positive)]
     pub rms_norm_eps: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(positive)]
     pub vocab_size: usize,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(positive)]
     pub num_key_value_heads: usize,
+    /// Context length of the checkpoint.
     #[arg(default = 32768, positive)]
     pub max_position_embeddings: usize,
+    /// Base frequency of the rotary position embedding.
     #[arg(default = 1000000.0)]
     pub rope_theta: f32,
+    /// Whether RoPE rotates consecutive pairs of features instead of the two halves.
     #[arg(default = false)]
     pub rope_traditional: bool,
+    /// RoPE scaling as config.json writes it (`rope_type` or `type`, and its parameters).
     pub rope_scaling: Option<Value>,
     /// transformers v5 spelling: the scaling and `rope_theta` in one object.
     pub rope_parameters: Option<Value>,
+    /// Whether the head reuses the embedding matrix (the checkpoint then needs no `lm_head`).
     #[arg(default = true)]
     pub tie_word_embeddings: bool,
 }
