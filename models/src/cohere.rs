@@ -24,29 +24,42 @@ use mlx_models::nn::transformer::{check_heads, Mlp};
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct CohereArgs {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(default = 8192, positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(default = 40, positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(default = 22528, positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(default = 64, positive)]
     pub num_attention_heads: usize,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(default = 64, positive)]
     pub num_key_value_heads: usize,
+    /// Base frequency of the rotary position embedding.
     #[arg(default = 8000000.0)]
     pub rope_theta: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(default = 256000, positive)]
     pub vocab_size: usize,
+    /// Epsilon of the layer norms.
     #[arg(default = 1e-5, positive)]
     pub layer_norm_eps: f32,
+    /// Factor applied to the logits.
     #[arg(default = 0.0625)]
     pub logit_scale: f32,
+    /// Whether the attention projections have biases.
     #[arg(default = false)]
     pub attention_bias: bool,
+    /// Whether the layer norms have biases.
     #[arg(default = false)]
     pub layer_norm_bias: bool,
+    /// Whether queries and keys get per-head layer norms.
     #[arg(default = false)]
     pub use_qk_norm: bool,
 }

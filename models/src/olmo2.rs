@@ -21,35 +21,50 @@ use mlx_models::nn::transformer::{check_heads, lm_head, Mlp, RopeArgs};
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::derive_and_check)]
 pub struct Olmo2Args {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(positive)]
     pub num_attention_heads: usize,
+    /// Epsilon of the RMS norms.
     #[arg(positive)]
     pub rms_norm_eps: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(positive)]
     pub vocab_size: usize,
+    /// Width of one attention head; absent: `hidden_size / num_attention_heads`.
     #[arg(positive)]
     pub head_dim: Option<usize>,
+    /// Context length of the checkpoint.
     #[arg(positive)]
     pub max_position_embeddings: Option<usize>,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(positive)]
     pub num_key_value_heads: Option<usize>,
+    /// Whether the attention projections have biases.
     #[arg(default = false)]
     pub attention_bias: bool,
+    /// Whether the MLP projections have biases.
     #[arg(default = false)]
     pub mlp_bias: bool,
+    /// Base frequency of the rotary position embedding.
     #[arg(default = 10000.0)]
     pub rope_theta: f32,
+    /// Whether RoPE rotates consecutive pairs of features instead of the two halves.
     #[arg(default = false)]
     pub rope_traditional: bool,
     /// Any RoPE scaling of the shared RoPE (the reference does not read `rope_parameters`).
     pub rope_scaling: Option<Value>,
+    /// Whether the head reuses the embedding matrix (the checkpoint then needs no `lm_head`).
     #[arg(default = true)]
     pub tie_word_embeddings: bool,
 }

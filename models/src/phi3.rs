@@ -22,34 +22,48 @@ use mlx_models::nn::transformer::{check_heads, lm_head};
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::derive_and_check)]
 pub struct Phi3Args {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(positive)]
     pub num_attention_heads: usize,
+    /// Epsilon of the RMS norms.
     #[arg(positive)]
     pub rms_norm_eps: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(positive)]
     pub vocab_size: usize,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(positive)]
     pub num_key_value_heads: Option<usize>,
+    /// Base frequency of the rotary position embedding.
     #[arg(default = 10000.0)]
     pub rope_theta: f32,
+    /// Whether RoPE rotates consecutive pairs of features instead of the two halves.
     #[arg(default = false)]
     pub rope_traditional: bool,
     /// `linear` (`factor`) or `longrope` / `su` (`long_factor`, `short_factor`); the
     /// reference requires `type` and `long_factor` and ignores other types.
     pub rope_scaling: Option<Value>,
+    /// Fraction of each head's features that RoPE rotates.
     #[arg(default = 1.0, positive)]
     pub partial_rotary_factor: f64,
+    /// Context length of the checkpoint.
     #[arg(default = 131072, positive)]
     pub max_position_embeddings: usize,
+    /// Context length before the long-context extension (LongRoPE switches factors past it).
     #[arg(default = 4096, positive)]
     pub original_max_position_embeddings: usize,
+    /// Whether the head reuses the embedding matrix (the checkpoint then needs no `lm_head`).
     #[arg(default = false)]
     pub tie_word_embeddings: bool,
 }

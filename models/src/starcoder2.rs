@@ -22,23 +22,33 @@ use mlx_models::nn::transformer::{check_heads, lm_head, Attention, AttentionConf
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct Starcoder2Args {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(positive)]
     pub num_attention_heads: usize,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(positive)]
     pub num_key_value_heads: usize,
+    /// Epsilon of the layer norms.
     #[arg(default = 1e-5, positive)]
     pub norm_epsilon: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(default = 49152, positive)]
     pub vocab_size: usize,
+    /// Base frequency of the rotary position embedding.
     #[arg(default = 100000.0)]
     pub rope_theta: f32,
+    /// Whether the head reuses the embedding matrix (the checkpoint then needs no `lm_head`).
     #[arg(default = true)]
     pub tie_word_embeddings: bool,
 }
