@@ -235,7 +235,7 @@ fn quantized_rows_unpermute_like_dense_rows() {
     let heads = 4;
     let un = |a: &Array| unpermute_rows(a, heads).expect("unpermute");
     let from_triplet =
-        mlx_rs::ops::dequantize(&un(&q), &un(&scales), &un(&biases), 32, 4).expect("dequantize");
+        mlx_rs::ops::dequantize(un(&q), un(&scales), &un(&biases), 32, 4).expect("dequantize");
     let dense = un(&mlx_rs::ops::dequantize(&q, &scales, &biases, 32, 4).expect("dequantize"));
     assert_eq!(max_abs_diff(&from_triplet, &dense), 0.0);
 }

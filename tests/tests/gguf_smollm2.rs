@@ -149,7 +149,7 @@ fn real_quantized_rows_unpermute_like_dense_rows() {
         );
         let un = |a: &mlx_rs::Array| unpermute_rows(a, heads).expect("unpermute");
         let from_triplet =
-            mlx_rs::ops::dequantize(&un(&w), &un(&s), &un(&b), 32, 4).expect("dequantize");
+            mlx_rs::ops::dequantize(un(&w), un(&s), &un(&b), 32, 4).expect("dequantize");
         let dense = un(&mlx_rs::ops::dequantize(&w, &s, &b, 32, 4).expect("dequantize"));
         assert_eq!(max_abs_diff(&from_triplet, &dense), 0.0, "{name}");
     }
