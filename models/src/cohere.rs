@@ -14,11 +14,11 @@ use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::blocks::{rope_and_attend, split_heads};
-use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
+use mlx_models::nn::mask::AttentionMask;
 use mlx_models::nn::norm::LayerNorm;
-use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
-use mlx_models::nn::transformer::{check_heads, Mlp};
+use mlx_models::nn::transformer::{check_heads, Decoder, Layer, Mlp};
 
 /// config.json of a cohere checkpoint (every key has the reference's default).
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -180,7 +180,9 @@ impl TransformerBlock {
             input_layernorm: LayerNorm::new(dim, args.layer_norm_eps, args.layer_norm_bias)?,
         })
     }
+}
 
+impl Layer for TransformerBlock {
     /// Attention and MLP both read the one normed input; their sum joins the residual.
     fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let h = self.input_layernorm.forward(x)?;
@@ -190,59 +192,39 @@ impl TransformerBlock {
     }
 }
 
-#[derive(Debug, ModuleParameters)]
-struct CohereModel {
-    #[param]
-    embed_tokens: Embedding,
-    #[param]
-    layers: Vec<TransformerBlock>,
-    #[param]
-    norm: LayerNorm,
-}
-
 /// The cohere model: embeddings, parallel decoder layers, final LayerNorm, and the embeddings
 /// as the head (always tied), scaled by `logit_scale`.
 #[mlx_model(model_type = "cohere", args = CohereArgs)]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    model: CohereModel,
+    model: Decoder<TransformerBlock, LayerNorm>,
     logit_scale: f32,
 }
 
 impl Architecture for Model {
     fn new(args: &CohereArgs) -> Result<Self> {
-        let (dim, vocab) = (args.hidden_size as i32, args.vocab_size as i32);
-        let model = CohereModel {
-            embed_tokens: Embedding::new(vocab, dim)?,
-            layers: (0..args.num_hidden_layers)
-                .map(|_| TransformerBlock::new(args))
-                .collect::<Result<_>>()?,
-            norm: LayerNorm::new(dim, args.layer_norm_eps, args.layer_norm_bias)?,
-        };
+        let (dim, vocab) = (args.hidden_size, args.vocab_size);
+        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args));
+        let norm = LayerNorm::new(dim as i32, args.layer_norm_eps, args.layer_norm_bias)?;
         Ok(Model {
-            model,
+            model: Decoder::with_norm(vocab, dim, layers.collect::<Result<_>>()?, norm)?,
             logit_scale: args.logit_scale,
         })
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
-        let m = &self.model;
-        let mut h = m.embed_tokens.forward(inputs)?;
-        let mask = create_attention_mask(inputs.dim(1), cache.first(), None, false)?;
-        let mut caches = cache.iter_mut();
-        for layer in &m.layers {
-            h = layer.forward(&h, &mask, caches.next())?;
-        }
-        let logits = m.embed_tokens.as_linear(&m.norm.forward(&h)?)?;
+        let logits = self
+            .model
+            .logits(&self.model.forward(inputs, cache)?, None)?;
         logits.multiply(Array::from_f32(self.logit_scale).as_dtype(logits.dtype())?)
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        self.model.layers.iter().map(|_| Cache::kv()).collect()
+        self.model.make_cache()
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }

@@ -11,11 +11,11 @@ use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::blocks::{rope_and_attend, split_heads};
-use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
+use mlx_models::nn::mask::AttentionMask;
 use mlx_models::nn::norm::RmsNorm;
-use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
-use mlx_models::nn::transformer::{check_heads, lm_head, Mlp, RopeArgs};
+use mlx_models::nn::transformer::{check_heads, lm_head, Decoder, Layer, Mlp, RopeArgs};
 
 /// config.json of an olmo2 checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -172,7 +172,10 @@ impl TransformerBlock {
             post_feedforward_layernorm: RmsNorm::new(dim as i32, eps)?,
         })
     }
+}
 
+/// Norms after the attention and after the MLP, inside the residual branches.
+impl Layer for TransformerBlock {
     fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let r = self
             .post_attention_layernorm
@@ -185,16 +188,6 @@ impl TransformerBlock {
     }
 }
 
-#[derive(Debug, ModuleParameters)]
-struct Olmo2Model {
-    #[param]
-    embed_tokens: Embedding,
-    #[param]
-    layers: Vec<TransformerBlock>,
-    #[param]
-    norm: RmsNorm,
-}
-
 /// The olmo2 model: embeddings, decoder layers, final norm, head (or tied embeddings).
 /// Checkpoints from transformers may carry rotary buffers, which are dropped.
 #[mlx_model(
@@ -205,7 +198,7 @@ struct Olmo2Model {
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    model: Olmo2Model,
+    model: Decoder<TransformerBlock>,
     /// `None` with `tie_word_embeddings`: the embedding doubles as the head.
     #[param]
     lm_head: Option<Linear>,
@@ -217,35 +210,23 @@ impl Architecture for Model {
         let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
         let rope = rope.build(args.head_dim())?;
         let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args, rope.clone()));
-        let model = Olmo2Model {
-            embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
-            layers: layers.collect::<Result<_>>()?,
-            norm: RmsNorm::new(dim as i32, args.rms_norm_eps)?,
-        };
-        let lm_head = lm_head(args.tie_word_embeddings, dim, vocab)?;
-        Ok(Model { model, lm_head })
+        let layers = layers.collect::<Result<_>>()?;
+        Ok(Model {
+            model: Decoder::new(vocab, dim, args.rms_norm_eps, layers)?,
+            lm_head: lm_head(args.tie_word_embeddings, dim, vocab)?,
+        })
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
-        let m = &self.model;
-        let mut h = m.embed_tokens.forward(inputs)?;
-        let mask = create_attention_mask(inputs.dim(1), cache.first(), None, false)?;
-        let mut caches = cache.iter_mut();
-        for layer in &m.layers {
-            h = layer.forward(&h, &mask, caches.next())?;
-        }
-        let h = m.norm.forward(&h)?;
-        match &self.lm_head {
-            Some(head) => head.forward(&h),
-            None => m.embed_tokens.as_linear(&h),
-        }
+        let h = self.model.forward(inputs, cache)?;
+        self.model.logits(&h, self.lm_head.as_ref())
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        self.model.layers.iter().map(|_| Cache::kv()).collect()
+        self.model.make_cache()
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }

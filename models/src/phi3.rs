@@ -12,11 +12,12 @@ use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::swiglu;
 use mlx_models::nn::blocks::{rope_and_attend, split_heads};
-use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
-use mlx_models::nn::norm::RmsNorm;
-use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::mask::AttentionMask;
+use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::{Rope, RopeConfigError, RopeScaling};
-use mlx_models::nn::transformer::{check_heads, lm_head};
+use mlx_models::nn::transformer::{
+    check_heads, lm_head, Block, Decoder, DecoderLayer, SelfAttention,
+};
 
 /// config.json of a phi3 checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -165,7 +166,9 @@ impl Attention {
             rope,
         })
     }
+}
 
+impl SelfAttention for Attention {
     fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let query_pos = self.n_heads * self.head_dim;
         let kv_pos = query_pos + self.n_kv_heads * self.head_dim;
@@ -188,59 +191,24 @@ struct Mlp {
     down_proj: Linear,
 }
 
-impl Mlp {
+impl Block for Mlp {
     fn forward(&self, x: &Array) -> Result<Array> {
         let gate_up = self.gate_up_proj.forward(x)?.split_equal(2, -1)?;
         self.down_proj.forward(&swiglu(&gate_up[0], &gate_up[1])?)
     }
 }
 
-#[derive(Debug, ModuleParameters)]
-struct TransformerBlock {
-    #[param]
-    self_attn: Attention,
-    #[param]
-    mlp: Mlp,
-    #[param]
-    input_layernorm: RmsNorm,
-    #[param]
-    post_attention_layernorm: RmsNorm,
-}
+/// llama's pre-norm layer around the fused attention and MLP.
+type TransformerBlock = DecoderLayer<Attention, Mlp>;
 
-impl TransformerBlock {
-    fn new(args: &Phi3Args, rope: Rope) -> Result<Self> {
-        let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
-        Ok(TransformerBlock {
-            self_attn: Attention::new(args, rope)?,
-            mlp: Mlp {
-                gate_up_proj: Linear::new(dim, 2 * hidden, false)?,
-                down_proj: Linear::new(hidden, dim, false)?,
-            },
-            input_layernorm: RmsNorm::new(dim, args.rms_norm_eps)?,
-            post_attention_layernorm: RmsNorm::new(dim, args.rms_norm_eps)?,
-        })
-    }
-
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
-        let r = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
-        let h = x.add(r)?;
-        let r = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?)?;
-        h.add(r)
-    }
-}
-
-#[derive(Debug, ModuleParameters)]
-struct Phi3Model {
-    #[param]
-    embed_tokens: Embedding,
-    #[param]
-    layers: Vec<TransformerBlock>,
-    #[param]
-    norm: RmsNorm,
+fn layer(args: &Phi3Args, rope: Rope) -> Result<TransformerBlock> {
+    let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
+    let mlp = Mlp {
+        gate_up_proj: Linear::new(dim, 2 * hidden, false)?,
+        down_proj: Linear::new(hidden, dim, false)?,
+    };
+    let self_attn = Attention::new(args, rope)?;
+    DecoderLayer::new(self_attn, mlp, args.hidden_size, args.rms_norm_eps)
 }
 
 /// The phi3 model: embeddings, decoder layers, final norm, head (or tied embeddings).
@@ -248,7 +216,7 @@ struct Phi3Model {
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    model: Phi3Model,
+    model: Decoder<TransformerBlock>,
     /// `None` with `tie_word_embeddings`: the embedding doubles as the head.
     #[param]
     lm_head: Option<Linear>,
@@ -258,36 +226,24 @@ impl Architecture for Model {
     fn new(args: &Phi3Args) -> Result<Self> {
         let (dim, vocab) = (args.hidden_size, args.vocab_size);
         let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
-        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args, rope.clone()));
-        let model = Phi3Model {
-            embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
-            layers: layers.collect::<Result<_>>()?,
-            norm: RmsNorm::new(dim as i32, args.rms_norm_eps)?,
-        };
-        let lm_head = lm_head(args.tie_word_embeddings, dim, vocab)?;
-        Ok(Model { model, lm_head })
+        let layers = (0..args.num_hidden_layers).map(|_| layer(args, rope.clone()));
+        let layers = layers.collect::<Result<_>>()?;
+        Ok(Model {
+            model: Decoder::new(vocab, dim, args.rms_norm_eps, layers)?,
+            lm_head: lm_head(args.tie_word_embeddings, dim, vocab)?,
+        })
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
-        let m = &self.model;
-        let mut h = m.embed_tokens.forward(inputs)?;
-        let mask = create_attention_mask(inputs.dim(1), cache.first(), None, false)?;
-        let mut caches = cache.iter_mut();
-        for layer in &m.layers {
-            h = layer.forward(&h, &mask, caches.next())?;
-        }
-        let h = m.norm.forward(&h)?;
-        match &self.lm_head {
-            Some(head) => head.forward(&h),
-            None => m.embed_tokens.as_linear(&h),
-        }
+        let h = self.model.forward(inputs, cache)?;
+        self.model.logits(&h, self.lm_head.as_ref())
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        self.model.layers.iter().map(|_| Cache::kv()).collect()
+        self.model.make_cache()
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }

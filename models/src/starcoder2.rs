@@ -10,11 +10,12 @@ use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::gelu;
-use mlx_models::nn::mask::{create_attention_mask, AttentionMask};
 use mlx_models::nn::norm::LayerNorm;
-use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
-use mlx_models::nn::transformer::{check_heads, lm_head, Attention, AttentionConfig};
+use mlx_models::nn::transformer::{
+    check_heads, lm_head, Attention, AttentionConfig, Block, Decoder, DecoderLayer,
+};
 
 /// config.json of a starcoder2 checkpoint. As in the reference, `use_bias`, `hidden_act` and
 /// `sliding_window` are not read: every projection has a bias, the MLP uses exact gelu, and
@@ -68,63 +69,29 @@ struct Mlp {
     c_proj: Linear,
 }
 
-impl Mlp {
+impl Block for Mlp {
     fn forward(&self, x: &Array) -> Result<Array> {
         self.c_proj.forward(&gelu(&self.c_fc.forward(x)?)?)
     }
 }
 
-#[derive(Debug, ModuleParameters)]
-struct TransformerBlock {
-    #[param]
-    self_attn: Attention,
-    #[param]
-    mlp: Mlp,
-    #[param]
-    input_layernorm: LayerNorm,
-    #[param]
-    post_attention_layernorm: LayerNorm,
-}
+/// llama's pre-norm layer with biased projections, the gelu MLP and LayerNorms.
+type TransformerBlock = DecoderLayer<Attention, Mlp, LayerNorm>;
 
-impl TransformerBlock {
-    fn new(args: &Starcoder2Args) -> Result<Self> {
-        let (dim, hidden, eps) = (args.hidden_size, args.intermediate_size, args.norm_epsilon);
-        let (heads, kv_heads) = (args.num_attention_heads, args.num_key_value_heads);
-        let head_dim = dim / heads;
-        let attention = AttentionConfig::new(dim, heads, kv_heads, head_dim).bias(true, true);
-        let rope = Rope::plain(head_dim as i32, args.rope_theta, false, 1.0);
-        let (dim, hidden) = (dim as i32, hidden as i32);
-        Ok(TransformerBlock {
-            self_attn: Attention::new(&attention, Some(rope))?,
-            mlp: Mlp {
-                c_fc: Linear::new(dim, hidden, true)?,
-                c_proj: Linear::new(hidden, dim, true)?,
-            },
-            input_layernorm: LayerNorm::new(dim, eps, true)?,
-            post_attention_layernorm: LayerNorm::new(dim, eps, true)?,
-        })
-    }
-
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
-        let r = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
-        let h = x.add(r)?;
-        let r = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?)?;
-        h.add(r)
-    }
-}
-
-#[derive(Debug, ModuleParameters)]
-struct Starcoder2Model {
-    #[param]
-    embed_tokens: Embedding,
-    #[param]
-    layers: Vec<TransformerBlock>,
-    #[param]
-    norm: LayerNorm,
+fn layer(args: &Starcoder2Args) -> Result<TransformerBlock> {
+    let (dim, hidden, eps) = (args.hidden_size, args.intermediate_size, args.norm_epsilon);
+    let (heads, kv_heads) = (args.num_attention_heads, args.num_key_value_heads);
+    let head_dim = dim / heads;
+    let attention = AttentionConfig::new(dim, heads, kv_heads, head_dim).bias(true, true);
+    let rope = Rope::plain(head_dim as i32, args.rope_theta, false, 1.0);
+    let (dim, hidden) = (dim as i32, hidden as i32);
+    let mlp = Mlp {
+        c_fc: Linear::new(dim, hidden, true)?,
+        c_proj: Linear::new(hidden, dim, true)?,
+    };
+    let norm = || LayerNorm::new(dim, eps, true);
+    let self_attn = Attention::new(&attention, Some(rope))?;
+    Ok(DecoderLayer::with_norms(self_attn, mlp, norm()?, norm()?))
 }
 
 /// The starcoder2 model: embeddings, decoder layers, final LayerNorm, head (or tied
@@ -133,7 +100,7 @@ struct Starcoder2Model {
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    model: Starcoder2Model,
+    model: Decoder<TransformerBlock, LayerNorm>,
     /// `None` with `tie_word_embeddings`: the embedding doubles as the head.
     #[param]
     lm_head: Option<Linear>,
@@ -142,36 +109,24 @@ pub struct Model {
 impl Architecture for Model {
     fn new(args: &Starcoder2Args) -> Result<Self> {
         let (dim, vocab) = (args.hidden_size, args.vocab_size);
-        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args));
-        let model = Starcoder2Model {
-            embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
-            layers: layers.collect::<Result<_>>()?,
-            norm: LayerNorm::new(dim as i32, args.norm_epsilon, true)?,
-        };
-        let lm_head = lm_head(args.tie_word_embeddings, dim, vocab)?;
-        Ok(Model { model, lm_head })
+        let layers = (0..args.num_hidden_layers).map(|_| layer(args));
+        let norm = LayerNorm::new(dim as i32, args.norm_epsilon, true)?;
+        Ok(Model {
+            model: Decoder::with_norm(vocab, dim, layers.collect::<Result<_>>()?, norm)?,
+            lm_head: lm_head(args.tie_word_embeddings, dim, vocab)?,
+        })
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
-        let m = &self.model;
-        let mut h = m.embed_tokens.forward(inputs)?;
-        let mask = create_attention_mask(inputs.dim(1), cache.first(), None, false)?;
-        let mut caches = cache.iter_mut();
-        for layer in &m.layers {
-            h = layer.forward(&h, &mask, caches.next())?;
-        }
-        let h = m.norm.forward(&h)?;
-        match &self.lm_head {
-            Some(head) => head.forward(&h),
-            None => m.embed_tokens.as_linear(&h),
-        }
+        let h = self.model.forward(inputs, cache)?;
+        self.model.logits(&h, self.lm_head.as_ref())
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        self.model.layers.iter().map(|_| Cache::kv()).collect()
+        self.model.make_cache()
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }
