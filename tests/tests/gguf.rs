@@ -641,3 +641,56 @@ fn cli_binary() -> PathBuf {
     );
     bin
 }
+
+#[test]
+fn rope_scaling_metadata_maps_or_is_refused() {
+    let write = |name: &str, kind: &str| {
+        let path = scratch(name);
+        let mut file = GgufFile::new().expect("gguf");
+        file.insert_metadata("general.architecture", "llama")
+            .expect("meta");
+        for (key, value) in [
+            ("llama.embedding_length", 64),
+            ("llama.block_count", 1),
+            ("llama.feed_forward_length", 128),
+            ("llama.attention.head_count", 4),
+        ] {
+            file.insert_metadata(key, Array::from_int(value))
+                .expect("meta");
+        }
+        file.insert_metadata(
+            "llama.attention.layer_norm_rms_epsilon",
+            Array::from_f32(1e-5),
+        )
+        .expect("meta");
+        file.insert_metadata("llama.rope.scaling.type", kind)
+            .expect("meta");
+        file.insert_metadata("llama.rope.scaling.factor", Array::from_f32(4.0))
+            .expect("meta");
+        file.insert_array(
+            "token_embd.weight",
+            &Array::zeros::<f32>(&[32, 64]).expect("zeros"),
+        )
+        .expect("tensor");
+        file.save(&path).expect("save");
+        GgufCheckpoint::open(&path).expect("open").config()
+    };
+    let config = write("rope-linear.gguf", "linear").expect("linear scaling");
+    assert_eq!(
+        config["rope_scaling"],
+        json!({"type": "linear", "factor": 4.0})
+    );
+    // Without a vocabulary size or token list, the embedding's rows give it.
+    assert_eq!(config["vocab_size"], json!(32));
+    assert!(config.get("quantization").is_none());
+    assert!(write("rope-none.gguf", "none")
+        .expect("no scaling")
+        .get("rope_scaling")
+        .is_none());
+    let err = write("rope-yarn.gguf", "yarn").expect_err("yarn");
+    assert!(
+        err.to_string()
+            .contains("RoPE scaling `yarn` is not supported yet"),
+        "{err}"
+    );
+}
