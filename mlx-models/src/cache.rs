@@ -55,7 +55,27 @@ fn seq_from(x: &Array, start: i32) -> Result<Array> {
     x.try_index((Ellipsis, start.., ..))
 }
 
-/// The cache of one layer.
+/// The cache of one layer. A model makes one per layer (`make_cache`); its `forward` appends the
+/// new keys and values and attends over everything held so far.
+///
+/// ```
+/// use mlx_models::cache::Cache;
+/// use mlx_rs::Array;
+///
+/// // Keys and values are `[batch, kv_heads, tokens, head_dim]`.
+/// let prompt = Array::ones::<f32>(&[1, 2, 5, 8])?;
+/// let mut cache = Cache::kv();
+/// let (keys, _values) = cache.update_and_fetch(&prompt, &prompt)?;
+/// assert_eq!((keys.shape(), cache.offset()), (&[1, 2, 5, 8][..], 5));
+///
+/// // A sliding window of 4 positions keeps only the latest ones.
+/// let mut window = Cache::rotating(4, 0);
+/// window.update_and_fetch(&prompt, &prompt)?;
+/// let step = Array::ones::<f32>(&[1, 2, 1, 8])?;
+/// let (keys, _values) = window.update_and_fetch(&step, &step)?;
+/// assert_eq!((keys.shape()[2], window.offset()), (4, 6));
+/// # Ok::<(), mlx_rs::error::Exception>(())
+/// ```
 #[derive(Debug, Clone)]
 pub enum Cache {
     /// Keys and values of full attention.

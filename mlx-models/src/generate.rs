@@ -437,6 +437,29 @@ pub fn model_stream<'a>(
 }
 
 /// Starts a token stream: `generate_tokens(&prompt, config, |tokens| model.forward(tokens))`.
+///
+/// The closure is the model; here a stand-in whose logits always favour token 3, with token 3
+/// as EOS:
+///
+/// ```
+/// use mlx_models::generate::{generate_tokens, FinishReason, GenerationConfig};
+/// use mlx_rs::{error::Exception, Array};
+///
+/// let logits = Array::from_slice(&[0.0f32, 1.0, 0.0, 4.0], &[1, 1, 4]);
+/// let config = GenerationConfig {
+///     max_tokens: 8,
+///     eos_token_ids: vec![3],
+///     ..Default::default() // greedy
+/// };
+/// let stream = generate_tokens(&[1, 2], config, |_tokens: &Array| {
+///     Ok::<_, Exception>(logits.clone())
+/// })?;
+/// let tokens = stream.collect_all()?;
+/// assert_eq!(tokens.len(), 1);
+/// assert_eq!(tokens[0].token, 3);
+/// assert_eq!(tokens[0].finish_reason, Some(FinishReason::Stop));
+/// # Ok::<(), mlx_models::generate::GenerateError>(())
+/// ```
 pub fn generate_tokens<'a, F, E>(
     prompt: &[u32],
     config: GenerationConfig,

@@ -195,6 +195,18 @@ pub fn parameter_shapes(model: &dyn LanguageModel) -> BTreeMap<String, Vec<i32>>
 }
 
 /// Loads a checkpoint from a folder or a Hugging Face repo id with default options.
+///
+/// The architecture comes from the [`registry`] by config.json's `model_type`, so the crate that
+/// defines it must be linked (`mlx_models_zoo::link()` for the zoo's).
+///
+/// ```no_run
+/// let mut loaded = mlx_models::load::load("path/to/checkpoint")?;
+/// println!("{} with {} layers", loaded.model.model_type(), loaded.model.num_layers());
+/// let tokens = mlx_rs::Array::from_slice(&[1u32, 2, 3], &[1, 3]);
+/// let mut cache = loaded.model.make_cache();
+/// let logits = loaded.model.forward(&tokens, &mut cache)?; // [1, 3, vocab]
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn load(source: &str) -> Result<LoadedModel, LoadError> {
     load_with(source, &LoadOptions::default())
 }

@@ -129,6 +129,21 @@ pub fn entries() -> Vec<&'static Entry> {
 }
 
 /// The entry for `model_type` (or an alias) and the config's `architectures`.
+///
+/// ```
+/// use mlx_models::registry::{self, RegistryError};
+///
+/// // Only the architecture crates linked into this binary are registered (none here;
+/// // `mlx_models_zoo::link()` adds the zoo's).
+/// match registry::find("llama", &["LlamaForCausalLM"]) {
+///     Ok(entry) => println!("{} serves {:?}", entry.rust_type, entry.names().collect::<Vec<_>>()),
+///     Err(RegistryError::Unknown { model_type, suggestion }) => {
+///         println!("`{model_type}` is not linked (closest: {suggestion:?})")
+///     }
+///     Err(other) => return Err(other),
+/// }
+/// # Ok::<(), RegistryError>(())
+/// ```
 pub fn find(model_type: &str, architectures: &[&str]) -> Result<&'static Entry, RegistryError> {
     find_in(entries(), model_type, architectures)
 }
