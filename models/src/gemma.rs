@@ -11,10 +11,10 @@ use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::GatedActivation;
-use mlx_models::nn::gemma::{check_kv_heads, EmbedScale, GemmaAttention};
+use mlx_models::nn::gemma::{check_kv_heads, EmbedScale};
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::rope::Rope;
-use mlx_models::nn::transformer::{Decoder, DecoderLayer, Mlp};
+use mlx_models::nn::transformer::{Attention, AttentionConfig, Decoder, DecoderLayer, Mlp};
 
 /// config.json of a gemma checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -49,23 +49,17 @@ impl GemmaArgs {
     }
 }
 
-fn attention(args: &GemmaArgs) -> Result<GemmaAttention, Exception> {
+fn attention(args: &GemmaArgs) -> Result<Attention, Exception> {
+    let (heads, kv_heads) = (args.num_attention_heads, args.num_key_value_heads);
+    let config = AttentionConfig::new(args.hidden_size, heads, kv_heads, args.head_dim)
+        .scale((args.head_dim as f64).powf(-0.5) as f32);
     let head_dim = args.head_dim as i32;
-    GemmaAttention::new(
-        args.hidden_size as i32,
-        args.num_attention_heads as i32,
-        args.num_key_value_heads as i32,
-        head_dim,
-        (args.head_dim as f64).powf(-0.5) as f32,
-        Rope::plain(head_dim, args.rope_theta, args.rope_traditional, 1.0),
-    )
+    let rope = Rope::plain(head_dim, args.rope_theta, args.rope_traditional, 1.0);
+    Attention::new(&config, Some(rope))
 }
 
-/// gemma's layer: llama's pre-norm layer around gemma's attention, a GeGLU and `1 + weight`
-/// norms.
-type TransformerBlock = DecoderLayer<GemmaAttention>;
-
-fn layer(args: &GemmaArgs) -> Result<TransformerBlock, Exception> {
+/// llama's pre-norm layer, with a GeGLU and `1 + weight` norms.
+fn layer(args: &GemmaArgs) -> Result<DecoderLayer, Exception> {
     let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
     let mlp = Mlp::new(dim, args.intermediate_size, false)?;
     let norm = || RmsNorm::zero_centered(dim as i32, eps);
@@ -83,7 +77,7 @@ fn layer(args: &GemmaArgs) -> Result<TransformerBlock, Exception> {
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    model: Decoder<TransformerBlock>,
+    model: Decoder,
 }
 
 impl Architecture for Model {

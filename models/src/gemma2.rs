@@ -15,10 +15,10 @@ use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::GatedActivation;
-use mlx_models::nn::gemma::{check_kv_heads, soft_cap, EmbedScale, GemmaAttention, SandwichLayer};
+use mlx_models::nn::gemma::{check_kv_heads, soft_cap, EmbedScale, SandwichLayer};
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::rope::Rope;
-use mlx_models::nn::transformer::{Decoder, Mlp};
+use mlx_models::nn::transformer::{Attention, AttentionConfig, Decoder, Mlp};
 
 /// config.json of a gemma2 checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -60,17 +60,14 @@ impl Gemma2Args {
 }
 
 /// Attention scaled by `query_pre_attn_scalar`, scores soft-capped.
-fn attention(args: &Gemma2Args) -> Result<GemmaAttention, Exception> {
+fn attention(args: &Gemma2Args) -> Result<Attention, Exception> {
+    let (heads, kv_heads) = (args.num_attention_heads, args.num_key_value_heads);
+    let config = AttentionConfig::new(args.hidden_size, heads, kv_heads, args.head_dim)
+        .scale((1.0 / (args.query_pre_attn_scalar as f64).sqrt()) as f32)
+        .softcap(args.attn_logit_softcapping);
     let head_dim = args.head_dim as i32;
-    let attention = GemmaAttention::new(
-        args.hidden_size as i32,
-        args.num_attention_heads as i32,
-        args.num_key_value_heads as i32,
-        head_dim,
-        (1.0 / (args.query_pre_attn_scalar as f64).sqrt()) as f32,
-        Rope::plain(head_dim, args.rope_theta, args.rope_traditional, 1.0),
-    )?;
-    Ok(attention.with_softcap(args.attn_logit_softcapping))
+    let rope = Rope::plain(head_dim, args.rope_theta, args.rope_traditional, 1.0);
+    Attention::new(&config, Some(rope))
 }
 
 fn layer(args: &Gemma2Args) -> Result<SandwichLayer, Exception> {

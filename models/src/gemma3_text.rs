@@ -15,12 +15,12 @@ use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::GatedActivation;
 use mlx_models::nn::gemma::{
-    check_kv_heads, is_global_layer, resolve_tied_head, EmbedScale, GemmaAttention, SandwichLayer,
+    check_kv_heads, is_global_layer, resolve_tied_head, EmbedScale, SandwichLayer,
 };
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::{Rope, RopeScaling};
-use mlx_models::nn::transformer::{lm_head, Decoder, Mlp};
+use mlx_models::nn::transformer::{lm_head, Attention, AttentionConfig, Decoder, Mlp};
 use mlx_models::weights::Weights;
 
 /// config.json of a gemma3 text checkpoint (defaults: the reference's, gemma-3-1b's).
@@ -95,15 +95,11 @@ fn layer(args: &Gemma3TextArgs, is_global: bool) -> Result<SandwichLayer, Except
     } else {
         Rope::plain(head_dim, args.rope_local_base_freq, false, 1.0)
     };
-    let attention = GemmaAttention::new(
-        dim,
-        args.num_attention_heads as i32,
-        args.num_key_value_heads as i32,
-        head_dim,
-        (args.query_pre_attn_scalar as f64).powf(-0.5) as f32,
-        rope,
-    )?
-    .with_qk_norm(args.rms_norm_eps)?;
+    let (heads, kv_heads) = (args.num_attention_heads, args.num_key_value_heads);
+    let config = AttentionConfig::new(args.hidden_size, heads, kv_heads, args.head_dim)
+        .scale((args.query_pre_attn_scalar as f64).powf(-0.5) as f32)
+        .zero_centered_qk_norm(args.rms_norm_eps);
+    let attention = Attention::new(&config, Some(rope))?;
     let mlp = Mlp::new(args.hidden_size, args.intermediate_size, false)?;
     let mlp = mlp.with_activation(GatedActivation::GeGlu);
     let layer = SandwichLayer::new(attention, mlp, dim, args.rms_norm_eps, true)?;

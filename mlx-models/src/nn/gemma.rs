@@ -1,13 +1,15 @@
 //! What the gemma family shares, after mlx-lm's `models/gemma.py`, `gemma2.py` and
-//! `gemma3_text.py`: the embedding scale, the attention (with gemma3's q/k norms or gemma2's
-//! soft-capped scores), the gemma2 / gemma3 decoder layer with its four norms and gemma3's
-//! float16 residual clipping, the local/global layer pattern, and gemma3's head, tied exactly
-//! when the checkpoint has none. The feed-forward is [`transformer::Mlp`] with a GeGLU, and
-//! the stack is [`transformer::Decoder`].
+//! `gemma3_text.py`: the embedding scale, gemma2's soft-capped attention, the gemma2 / gemma3
+//! decoder layer with its four norms and gemma3's float16 residual clipping, the local/global
+//! layer pattern, and gemma3's head, tied exactly when the checkpoint has none. The attention
+//! is [`transformer::Attention`] (zero-centred q/k norms for gemma3, soft-capped scores for
+//! gemma2), the feed-forward [`transformer::Mlp`] with a GeGLU, the stack
+//! [`transformer::Decoder`].
 //!
 //! The norms are [`RmsNorm::zero_centered`](crate::nn::norm::RmsNorm::zero_centered)
 //! (`1 + weight`).
 //!
+//! [`transformer::Attention`]: crate::nn::transformer::Attention
 //! [`transformer::Mlp`]: crate::nn::transformer::Mlp
 //! [`transformer::Decoder`]: crate::nn::transformer::Decoder
 
@@ -19,13 +21,9 @@ use mlx_rs::{Array, Dtype};
 
 use crate::args::ArgsError;
 use crate::cache::Cache;
-use crate::nn::attention::attend;
-use crate::nn::blocks::{merge_heads, split_heads};
 use crate::nn::mask::AttentionMask;
 use crate::nn::norm::RmsNorm;
-use crate::nn::quantized::Linear;
-use crate::nn::rope::Rope;
-use crate::nn::transformer::{rope_after, Layer, Mlp, SelfAttention};
+use crate::nn::transformer::{Attention, Layer, Mlp, SelfAttention};
 use crate::weights::Weights;
 
 /// `v` as a scalar of `like`'s dtype (a Python float in an mlx expression).
@@ -90,122 +88,6 @@ pub fn clip_residual(x: &Array, y: &Array) -> Result<Array> {
     clip(&sum, (-bound, bound))?.as_dtype(Dtype::Float16)
 }
 
-/// A gemma attention layer: grouped-query heads of an explicit `head_dim`, no biases, RoPE,
-/// and optionally per-head q/k norms (gemma3, `1 + weight`) and soft-capped scores (gemma2).
-#[derive(Debug, ModuleParameters)]
-pub struct GemmaAttention {
-    /// `[heads * head_dim, dim]`.
-    #[param]
-    pub q_proj: Linear,
-    /// `[kv_heads * head_dim, dim]`.
-    #[param]
-    pub k_proj: Linear,
-    /// `[kv_heads * head_dim, dim]`.
-    #[param]
-    pub v_proj: Linear,
-    /// `[dim, heads * head_dim]`.
-    #[param]
-    pub o_proj: Linear,
-    /// Norm of each query head, before RoPE.
-    #[param]
-    pub q_norm: Option<RmsNorm>,
-    /// Norm of each key head, before RoPE.
-    #[param]
-    pub k_norm: Option<RmsNorm>,
-    /// Query heads.
-    pub n_heads: i32,
-    /// Key/value heads.
-    pub n_kv_heads: i32,
-    /// Features per head.
-    pub head_dim: i32,
-    /// Multiplies the scores.
-    pub scale: f32,
-    /// Soft-cap of the scores ([`softcapped_attention`]), if any.
-    pub softcap: Option<f32>,
-    /// The rotary embedding.
-    pub rope: Rope,
-}
-
-impl GemmaAttention {
-    /// Zero weights (the loader fills them), no q/k norms, no soft-cap.
-    pub fn new(
-        dim: i32,
-        n_heads: i32,
-        n_kv_heads: i32,
-        head_dim: i32,
-        scale: f32,
-        rope: Rope,
-    ) -> Result<Self> {
-        Ok(GemmaAttention {
-            q_proj: Linear::new(dim, n_heads * head_dim, false)?,
-            k_proj: Linear::new(dim, n_kv_heads * head_dim, false)?,
-            v_proj: Linear::new(dim, n_kv_heads * head_dim, false)?,
-            o_proj: Linear::new(n_heads * head_dim, dim, false)?,
-            q_norm: None,
-            k_norm: None,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            scale,
-            softcap: None,
-            rope,
-        })
-    }
-
-    /// Adds zero-centred q/k norms over `head_dim` (gemma3).
-    pub fn with_qk_norm(mut self, eps: f32) -> Result<Self> {
-        self.q_norm = Some(RmsNorm::zero_centered(self.head_dim, eps)?);
-        self.k_norm = Some(RmsNorm::zero_centered(self.head_dim, eps)?);
-        Ok(self)
-    }
-
-    /// Soft-caps the scores at `cap` (gemma2's `attn_logit_softcapping`).
-    pub fn with_softcap(mut self, cap: f32) -> Self {
-        self.softcap = Some(cap);
-        self
-    }
-
-    /// `[B, L, dim]` to `[B, L, dim]`, reading and extending `cache` (RoPE per sequence for a
-    /// batch cache).
-    pub fn forward(
-        &self,
-        x: &Array,
-        mask: &AttentionMask,
-        cache: Option<&mut Cache>,
-    ) -> Result<Array> {
-        let norm = |t: Array, norm: Option<&RmsNorm>| match norm {
-            Some(norm) => norm.forward(&t),
-            None => Ok(t),
-        };
-        let queries = split_heads(&self.q_proj.forward(x)?, self.n_heads)?;
-        let queries = norm(queries, self.q_norm.as_ref())?;
-        let keys = split_heads(&self.k_proj.forward(x)?, self.n_kv_heads)?;
-        let keys = norm(keys, self.k_norm.as_ref())?;
-        let values = split_heads(&self.v_proj.forward(x)?, self.n_kv_heads)?;
-
-        let queries = rope_after(&self.rope, &queries, cache.as_deref())?;
-        let keys = rope_after(&self.rope, &keys, cache.as_deref())?;
-        let output = match self.softcap {
-            Some(cap) => {
-                softcapped_attention(&queries, &keys, &values, cache, self.scale, cap, mask)?
-            }
-            None => attend(&queries, &keys, &values, cache, self.scale, mask, None)?,
-        };
-        self.o_proj.forward(&merge_heads(&output)?)
-    }
-}
-
-impl SelfAttention for GemmaAttention {
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
-        GemmaAttention::forward(self, x, mask, cache)
-    }
-
-    /// The soft-capped scores are masked by hand.
-    fn mask_as_array(&self) -> bool {
-        self.softcap.is_some()
-    }
-}
-
 /// The gemma2 / gemma3 decoder layer: norms before and after both the attention and the MLP,
 /// `h = x + post_attention_norm(attn(input_norm(x)))`,
 /// `out = h + post_feedforward_norm(mlp(pre_feedforward_norm(h)))`.
@@ -213,7 +95,7 @@ impl SelfAttention for GemmaAttention {
 pub struct SandwichLayer {
     /// The attention.
     #[param]
-    pub self_attn: GemmaAttention,
+    pub self_attn: Attention,
     /// The feed-forward (a GeGLU).
     #[param]
     pub mlp: Mlp,
@@ -238,7 +120,7 @@ pub struct SandwichLayer {
 impl SandwichLayer {
     /// A global layer around `self_attn` and `mlp`, with zero-centred norms over `dim`.
     pub fn new(
-        self_attn: GemmaAttention,
+        self_attn: Attention,
         mlp: Mlp,
         dim: i32,
         eps: f32,
@@ -287,7 +169,7 @@ impl Layer for SandwichLayer {
     }
 
     fn mask_as_array(&self) -> bool {
-        self.self_attn.softcap.is_some()
+        SelfAttention::mask_as_array(&self.self_attn)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The decoder, in pieces an architecture file assembles: a grouped-query [`Attention`]
-//! (biases, per-head q/k RMS norm, RoPE or none, any scale), a gated [`Mlp`], a pre-norm
+//! (biases, per-head q/k RMS norm, RoPE or none, any scale, soft-capped scores), a gated [`Mlp`], a pre-norm
 //! [`DecoderLayer`] (optionally a sliding-window layer, optionally scaling its residual
 //! branches), and the [`Decoder`] stack (embeddings, layers, final norm) that builds the masks
 //! and the caches. Field names are the checkpoint's (`self_attn.q_proj`, `mlp.gate_proj`,
@@ -24,7 +24,7 @@
 //! any [`Block`] serves as the final norm (LayerNorm for starcoder2 and cohere). The pre-norm
 //! [`DecoderLayer`] is itself generic over its [`SelfAttention`], its feed-forward and its
 //! norms ([`DecoderLayer::new`], [`DecoderLayer::with_norms`]): phi3's fused projections,
-//! starcoder2's gelu MLP and LayerNorms, gemma's attention and `1 + weight` norms.
+//! starcoder2's gelu MLP and LayerNorms, gemma's `1 + weight` norms.
 //!
 //! [`lm_head`] builds the head (absent when embeddings are tied). The config helpers
 //! ([`check_heads`], [`check_layer_types`], [`check_per_layer`], [`layer_windows`],
@@ -40,6 +40,7 @@ use crate::args::ArgsError;
 use crate::cache::Cache;
 use crate::nn::activations::GatedActivation;
 use crate::nn::attention::attend;
+use crate::nn::gemma::softcapped_attention;
 use crate::nn::mask::{create_attention_mask, AttentionMask};
 use crate::nn::norm::{LayerNorm, RmsNorm};
 use crate::nn::quantized::{Embedding, Linear};
@@ -64,8 +65,8 @@ pub fn rope_after(rope: &Rope, x: &Array, cache: Option<&Cache>) -> Result<Array
 }
 
 /// The shape and options of a grouped-query [`Attention`] layer. [`AttentionConfig::new`]
-/// gives llama's (no biases, no q/k norm, scale `head_dim^-0.5`); the other methods change
-/// one option each.
+/// gives llama's (no biases, no q/k norm, scale `head_dim^-0.5`, no soft-cap); the other
+/// methods change one option each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionConfig {
     /// Model width (input of q/k/v, output of o).
@@ -83,8 +84,12 @@ pub struct AttentionConfig {
     /// The epsilon of per-head RMS norms `q_norm` / `k_norm` on queries and keys (before
     /// RoPE), when the layer has them.
     pub qk_norm_eps: Option<f32>,
+    /// Whether those norms store zero-centred weights (`1 + weight`, gemma3).
+    pub qk_norm_zero_centered: bool,
     /// The factor on `q kᵀ` before the softmax.
     pub scale: f32,
+    /// The soft-cap of the scores (gemma2's `attn_logit_softcapping`), if any.
+    pub softcap: Option<f32>,
 }
 
 impl AttentionConfig {
@@ -98,7 +103,9 @@ impl AttentionConfig {
             qkv_bias: false,
             o_bias: false,
             qk_norm_eps: None,
+            qk_norm_zero_centered: false,
             scale: (head_dim as f32).powf(-0.5),
+            softcap: None,
         }
     }
 
@@ -115,15 +122,29 @@ impl AttentionConfig {
         self
     }
 
+    /// The same norms with zero-centred weights, `1 + weight` (gemma3).
+    pub fn zero_centered_qk_norm(mut self, eps: f32) -> Self {
+        self.qk_norm_eps = Some(eps);
+        self.qk_norm_zero_centered = true;
+        self
+    }
+
     /// Another attention scale (granite's `attention_multiplier`).
     pub fn scale(mut self, scale: f32) -> Self {
         self.scale = scale;
         self
     }
+
+    /// Soft-caps the scores at `cap` ([`softcapped_attention`]; gemma2).
+    pub fn softcap(mut self, cap: f32) -> Self {
+        self.softcap = Some(cap);
+        self
+    }
 }
 
 /// Grouped-query self-attention: projections, optional per-head q/k norm, RoPE (or none, for
-/// no-position layers), the cache, the fused attention, the output projection.
+/// no-position layers), the cache, the fused attention (or the soft-capped one), the output
+/// projection.
 #[derive(Debug, ModuleParameters)]
 pub struct Attention {
     /// `[n_heads * head_dim, hidden]`.
@@ -150,6 +171,8 @@ pub struct Attention {
     pub n_kv_heads: i32,
     /// Factor on the scores.
     pub scale: f32,
+    /// Soft-cap of the scores, if any.
+    pub softcap: Option<f32>,
     /// The positions' rotation; `None` for a layer without positional encoding.
     pub rope: Option<Rope>,
 }
@@ -161,7 +184,10 @@ impl Attention {
         let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
         let norm = || {
             c.qk_norm_eps
-                .map(|eps| RmsNorm::new(c.head_dim, eps))
+                .map(|eps| match c.qk_norm_zero_centered {
+                    true => RmsNorm::zero_centered(c.head_dim, eps),
+                    false => RmsNorm::new(c.head_dim, eps),
+                })
                 .transpose()
         };
         Ok(Attention {
@@ -174,6 +200,7 @@ impl Attention {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             scale: c.scale,
+            softcap: c.softcap,
             rope,
         })
     }
@@ -211,7 +238,12 @@ impl Attention {
             ),
             None => (queries, keys),
         };
-        let output = attend(&queries, &keys, &values, cache, self.scale, mask, None)?;
+        let output = match self.softcap {
+            Some(cap) => {
+                softcapped_attention(&queries, &keys, &values, cache, self.scale, cap, mask)?
+            }
+            None => attend(&queries, &keys, &values, cache, self.scale, mask, None)?,
+        };
         self.o_proj
             .forward(&output.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
     }
@@ -300,6 +332,11 @@ pub trait Block: mlx_rs::module::ModuleParameters {
 impl SelfAttention for Attention {
     fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         Attention::forward(self, x, mask, cache)
+    }
+
+    /// The soft-capped scores are masked by hand.
+    fn mask_as_array(&self) -> bool {
+        self.softcap.is_some()
     }
 }
 
