@@ -19,10 +19,29 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
 use serde_json::{json, Value};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mlx-models-gguf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir.join(name)
+/// A file path in a fresh temporary folder, removed when dropped.
+struct Scratch {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let path = dir.path().join(name);
+    Scratch { _dir: dir, path }
 }
 
 /// llama.cpp's tensor name for a Hugging Face llama tensor, written out independently of the
