@@ -137,7 +137,13 @@ pub struct ArchSpec {
     pub permuted_qk: bool,
 }
 
+/// A [`Rule::Rename`], one line each in the tables below.
+const fn rename(from: &'static str, to: &'static str) -> Rule {
+    Rule::Rename { from, to }
+}
+
 /// llama.cpp's `llama` architecture (llama, mistral, SmolLM, ...).
+#[rustfmt::skip]
 pub const LLAMA: ArchSpec = ArchSpec {
     gguf_name: "llama",
     model_type: "llama",
@@ -145,79 +151,28 @@ pub const LLAMA: ArchSpec = ArchSpec {
         ("embedding_length", "hidden_size", Need::Required),
         ("block_count", "num_hidden_layers", Need::Required),
         ("feed_forward_length", "intermediate_size", Need::Required),
-        (
-            "attention.head_count",
-            "num_attention_heads",
-            Need::Required,
-        ),
-        (
-            "attention.head_count_kv",
-            "num_key_value_heads",
-            Need::Optional,
-        ),
-        (
-            "attention.layer_norm_rms_epsilon",
-            "rms_norm_eps",
-            Need::Required,
-        ),
+        ("attention.head_count", "num_attention_heads", Need::Required),
+        ("attention.head_count_kv", "num_key_value_heads", Need::Optional),
+        ("attention.layer_norm_rms_epsilon", "rms_norm_eps", Need::Required),
         ("attention.key_length", "head_dim", Need::Optional),
         ("rope.freq_base", "rope_theta", Need::Optional),
         ("context_length", "max_position_embeddings", Need::Optional),
         ("vocab_size", "vocab_size", Need::Optional),
     ],
-    present: &[
-        ("blk.0.attn_q.bias", "attention_bias"),
-        ("blk.0.ffn_gate.bias", "mlp_bias"),
-    ],
+    present: &[("blk.0.attn_q.bias", "attention_bias"), ("blk.0.ffn_gate.bias", "mlp_bias")],
     rules: &[
-        Rule::Rename {
-            from: "token_embd",
-            to: "model.embed_tokens",
-        },
-        Rule::Rename {
-            from: "output_norm",
-            to: "model.norm",
-        },
-        Rule::Rename {
-            from: "output",
-            to: "lm_head",
-        },
-        Rule::Rename {
-            from: "blk.{n}.attn_norm",
-            to: "model.layers.{n}.input_layernorm",
-        },
-        Rule::Rename {
-            from: "blk.{n}.ffn_norm",
-            to: "model.layers.{n}.post_attention_layernorm",
-        },
-        Rule::Rename {
-            from: "blk.{n}.attn_q",
-            to: "model.layers.{n}.self_attn.q_proj",
-        },
-        Rule::Rename {
-            from: "blk.{n}.attn_k",
-            to: "model.layers.{n}.self_attn.k_proj",
-        },
-        Rule::Rename {
-            from: "blk.{n}.attn_v",
-            to: "model.layers.{n}.self_attn.v_proj",
-        },
-        Rule::Rename {
-            from: "blk.{n}.attn_output",
-            to: "model.layers.{n}.self_attn.o_proj",
-        },
-        Rule::Rename {
-            from: "blk.{n}.ffn_gate",
-            to: "model.layers.{n}.mlp.gate_proj",
-        },
-        Rule::Rename {
-            from: "blk.{n}.ffn_up",
-            to: "model.layers.{n}.mlp.up_proj",
-        },
-        Rule::Rename {
-            from: "blk.{n}.ffn_down",
-            to: "model.layers.{n}.mlp.down_proj",
-        },
+        rename("token_embd", "model.embed_tokens"),
+        rename("output_norm", "model.norm"),
+        rename("output", "lm_head"),
+        rename("blk.{n}.attn_norm", "model.layers.{n}.input_layernorm"),
+        rename("blk.{n}.ffn_norm", "model.layers.{n}.post_attention_layernorm"),
+        rename("blk.{n}.attn_q", "model.layers.{n}.self_attn.q_proj"),
+        rename("blk.{n}.attn_k", "model.layers.{n}.self_attn.k_proj"),
+        rename("blk.{n}.attn_v", "model.layers.{n}.self_attn.v_proj"),
+        rename("blk.{n}.attn_output", "model.layers.{n}.self_attn.o_proj"),
+        rename("blk.{n}.ffn_gate", "model.layers.{n}.mlp.gate_proj"),
+        rename("blk.{n}.ffn_up", "model.layers.{n}.mlp.up_proj"),
+        rename("blk.{n}.ffn_down", "model.layers.{n}.mlp.down_proj"),
     ],
     permuted_qk: true,
 };
