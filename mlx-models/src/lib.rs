@@ -11,8 +11,9 @@
 //! - [`load::load`]: a checkpoint folder or Hugging Face repo id to a model with every
 //!   parameter set, the architecture picked by config.json's `model_type` through the
 //!   [`registry`].
-//! - [`generate::generate_tokens`]: a stream of tokens from any model, with the reference's
-//!   sampling and stopping rules; [`tokenizer`] and [`chat_template`] turn text into prompts.
+//! - [`generate::model_stream`] (a model and its caches) and [`generate::generate_tokens`] (any
+//!   closure from tokens to logits): a stream of tokens with the reference's sampling and
+//!   stopping rules; [`tokenizer`] and [`chat_template`] turn text into prompts.
 //! - [`cache::Cache`]: the per-layer key/value state a model reads and extends.
 //! - [`model::Architecture`], [`macro@mlx_model`] and [`derive@ModelArgs`]: what an
 //!   architecture file writes, in the zoo or in a crate of yours; [`registry::entries`] lists
@@ -22,7 +23,7 @@
 //! call `mlx_models_zoo::link()` (or use any item of the zoo) before looking one up by name.
 //!
 //! ```no_run
-//! use mlx_models::generate::{generate_tokens, GenerationConfig};
+//! use mlx_models::generate::{model_stream, GenerationConfig};
 //!
 //! // mlx_models_zoo::link();  (in a crate that depends on the zoo)
 //! let mut loaded = mlx_models::load::load("path/to/checkpoint")?;
@@ -31,11 +32,9 @@
 //!     eos_token_ids: loaded.eos_token_ids.clone(),
 //!     ..Default::default()
 //! };
-//! let model = loaded.model.as_mut();
-//! let mut cache = model.make_cache();
-//! let prompt = [1, 2, 3];
-//! for token in generate_tokens(&prompt, config, |t| model.forward(t, &mut cache))? {
-//!     print!("{} ", token?.token);
+//! let mut cache = loaded.model.make_cache();
+//! for step in model_stream(loaded.model.as_mut(), &mut cache, &[1, 2, 3], config)? {
+//!     print!("{} ", step?.token);
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -17,3 +17,9 @@ pub mod starcoder2;
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in
 /// the registry.
 pub fn link() {}
+
+/// The README's "Use it from your crate" section (`docs/use-from-your-crate.md`): its code
+/// compiles as a doctest of this crate, against the API a downstream crate sees.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/use-from-your-crate.md")]
+pub struct UseFromYourCrate;
