@@ -117,6 +117,6 @@ impl Architecture for Model {
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }

@@ -88,7 +88,7 @@ impl SmolLm3Args {
         check_heads(self.hidden_size, heads, kv_heads, self.head_dim)?;
         check_layer_types(&mut self.layer_types, layers, self.sliding_window)?;
         let interval = self.no_rope_layer_interval;
-        let rotates = |i: usize| i64::from((i + 1) % interval != 0);
+        let rotates = |i: usize| i64::from(!(i + 1).is_multiple_of(interval));
         let no_rope = self
             .no_rope_layers
             .get_or_insert_with(|| (0..layers).map(rotates).collect());
@@ -163,6 +163,6 @@ impl Architecture for Model {
     }
 
     fn num_layers(&self) -> usize {
-        self.model.layers.len()
+        self.model.num_layers()
     }
 }
