@@ -15,13 +15,12 @@
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::ops::indexing::{NewAxis, TryIndexOp};
-use mlx_rs::ops::{arange, clip, expand_dims, matmul, select, softmax_axis, tanh};
+use mlx_rs::ops::{clip, expand_dims, matmul, select, softmax_axis, tanh};
 use mlx_rs::{Array, Dtype};
 
 use crate::args::ArgsError;
 use crate::cache::Cache;
-use crate::nn::mask::AttentionMask;
+use crate::nn::mask::{create_causal_mask, AttentionMask};
 use crate::nn::norm::RmsNorm;
 use crate::nn::transformer::{Attention, Layer, Mlp, SelfAttention};
 use crate::weights::Weights;
@@ -214,12 +213,9 @@ pub fn softcapped_attention(
     let mask = match mask {
         AttentionMask::None => None,
         AttentionMask::Causal => {
+            // The new queries sit at the last positions of the keys.
             let (ql, kl) = (scores.dim(-2), scores.dim(-1));
-            let q_idx = arange::<_, i32>(kl - ql, kl, None)?;
-            let k_idx = arange::<_, i32>(0, kl, None)?;
-            causal = q_idx
-                .try_index((.., NewAxis))?
-                .ge(k_idx.try_index(NewAxis)?)?;
+            causal = create_causal_mask(ql, kl - ql, None, None, None)?;
             Some(&causal)
         }
         AttentionMask::Array(m) => Some(m),
@@ -332,7 +328,6 @@ pub fn check_kv_heads(heads: usize, kv_heads: usize) -> std::result::Result<(), 
 mod tests {
     use super::*;
     use crate::nn::attention::scaled_dot_product_attention;
-    use crate::nn::mask::create_causal_mask;
     use mlx_rs::random;
 
     fn max_diff(a: &Array, b: &Array) -> f32 {
