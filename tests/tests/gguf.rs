@@ -354,8 +354,19 @@ fn header_scan_lists_keys_and_tensor_types() {
 }
 
 /// A GGUF file written byte by byte: `general.architecture = "llama"` and the given tensors
-/// `(name, dimensions innermost first, type, data bytes)`.
+/// `(name, dimensions innermost first, type, data bytes)`; the data is zeros.
 fn raw_gguf(path: &Path, tensors: &[(&str, &[u64], u32, usize)]) {
+    let zeros: Vec<Vec<u8>> = tensors.iter().map(|t| vec![0; t.3]).collect();
+    let with_data: Vec<(&str, &[u64], u32, &[u8])> = tensors
+        .iter()
+        .zip(&zeros)
+        .map(|(t, z)| (t.0, t.1, t.2, z.as_slice()))
+        .collect();
+    raw_gguf_with(path, &with_data);
+}
+
+/// As [`raw_gguf`], with the tensors' bytes given.
+fn raw_gguf_with(path: &Path, tensors: &[(&str, &[u64], u32, &[u8])]) {
     fn string(out: &mut Vec<u8>, s: &str) {
         out.extend((s.len() as u64).to_le_bytes());
         out.extend(s.as_bytes());
@@ -368,7 +379,7 @@ fn raw_gguf(path: &Path, tensors: &[(&str, &[u64], u32, usize)]) {
     out.extend(8u32.to_le_bytes());
     string(&mut out, "llama");
     let mut offset = 0u64;
-    for (name, dims, ty, bytes) in tensors {
+    for (name, dims, ty, data) in tensors {
         string(&mut out, name);
         out.extend((dims.len() as u32).to_le_bytes());
         for d in *dims {
@@ -376,13 +387,138 @@ fn raw_gguf(path: &Path, tensors: &[(&str, &[u64], u32, usize)]) {
         }
         out.extend(ty.to_le_bytes());
         out.extend(offset.to_le_bytes());
-        offset += (*bytes as u64).div_ceil(32) * 32;
+        offset += (data.len() as u64).div_ceil(32) * 32;
     }
     out.resize(out.len().div_ceil(32) * 32, 0);
-    for (_, _, _, bytes) in tensors {
-        out.resize(out.len() + bytes.div_ceil(32) * 32, 0);
+    for (_, _, _, data) in tensors {
+        out.extend(*data);
+        out.resize(out.len().div_ceil(32) * 32, 0);
     }
     std::fs::write(path, out).expect("write gguf");
+}
+
+/// Random bytes from a fixed seed (xorshift), for quantized blocks.
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn f16_at(block: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([block[at], block[at + 1]]).to_f32()
+}
+
+/// llama.cpp's `dequantize_row_q6_K` for one block of 256: `ql[128] qh[64] scales[16] d`.
+fn q6_k_block(b: &[u8]) -> Vec<f32> {
+    let d = f16_at(b, 208);
+    let mut y = vec![0f32; 256];
+    for half in 0..2 {
+        let (ql, qh, sc) = (&b[64 * half..], &b[128 + 32 * half..], &b[192 + 8 * half..]);
+        let y = &mut y[128 * half..];
+        for l in 0..32 {
+            let is = l / 16;
+            let q =
+                |low: u8, shift: u32| ((low | (((qh[l] >> shift) & 3) << 4)) as i32 - 32) as f32;
+            let scale = |k: usize| d * (sc[is + k] as i8) as f32;
+            y[l] = scale(0) * q(ql[l] & 0xF, 0);
+            y[l + 32] = scale(2) * q(ql[l + 32] & 0xF, 2);
+            y[l + 64] = scale(4) * q(ql[l] >> 4, 4);
+            y[l + 96] = scale(6) * q(ql[l + 32] >> 4, 6);
+        }
+    }
+    y
+}
+
+/// llama.cpp's `dequantize_row_q2_K` for one block of 256: `scales[16] qs[64] d dmin`.
+fn q2_k_block(b: &[u8]) -> Vec<f32> {
+    let (d, min) = (f16_at(b, 80), f16_at(b, 82));
+    let mut y = Vec::with_capacity(256);
+    let mut is = 0;
+    for half in 0..2 {
+        let q = &b[16 + 32 * half..];
+        for shift in [0, 2, 4, 6] {
+            for part in 0..2 {
+                let sc = b[is];
+                is += 1;
+                let (dl, ml) = (d * (sc & 0xF) as f32, min * (sc >> 4) as f32);
+                y.extend((0..16).map(|l| dl * ((q[l + 16 * part] >> shift) & 3) as f32 - ml));
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn k_quants_load_as_llama_cpp_decodes_them() {
+    // Two rows of 512 values; random blocks with small positive scales.
+    let blocks = |size: usize, scale_at: &[usize], seed: u64| {
+        let mut data = random_bytes(4 * size, seed);
+        for block in data.chunks_mut(size) {
+            for (i, &at) in scale_at.iter().enumerate() {
+                let v =
+                    half::f16::from_f32(0.004 + 0.003 * (block[0] % 8) as f32 + 0.001 * i as f32);
+                block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        data
+    };
+    let q6 = blocks(210, &[208], 7);
+    let q2 = blocks(84, &[80, 82], 11);
+    let path = scratch("k-quants.gguf");
+    raw_gguf_with(
+        &path,
+        &[
+            ("blk.0.ffn_down.weight", &[512, 2], 14, &q6),
+            ("blk.0.ffn_up.weight", &[512, 2], 10, &q2),
+        ],
+    );
+    let weights = GgufCheckpoint::open(&path)
+        .expect("open")
+        .weights()
+        .expect("weights");
+    for (name, data, size, decode) in [
+        (
+            "model.layers.0.mlp.down_proj.weight",
+            &q6,
+            210,
+            q6_k_block as fn(&[u8]) -> Vec<f32>,
+        ),
+        ("model.layers.0.mlp.up_proj.weight", &q2, 84, q2_k_block),
+    ] {
+        let want: Vec<f32> = data.chunks(size).flat_map(decode).collect();
+        let got = &weights[name];
+        assert_eq!(got.shape(), &[2, 512], "{name}");
+        assert_eq!(
+            got.dtype(),
+            Dtype::Float16,
+            "{name}: dequantized to float16"
+        );
+        let want = Array::from_slice(&want, &[2, 512]);
+        let scale = mlx_rs::ops::abs(&want)
+            .expect("abs")
+            .max(None)
+            .expect("max")
+            .item_exact::<f32>();
+        let diff = max_abs_diff(&got.as_dtype(Dtype::Float32).expect("cast"), &want);
+        println!("{name}: {diff:.2e} off llama.cpp's decoding, largest value {scale:.2}");
+        assert!(
+            diff <= scale * 1e-3,
+            "{name}: {diff} off llama.cpp's decoding (largest value {scale})"
+        );
+    }
+
+    // Q4_K, which MLX's loader decodes differently from llama.cpp, is refused.
+    let q4 = blocks(144, &[0, 2], 13);
+    let path = scratch("q4k.gguf");
+    raw_gguf_with(&path, &[("blk.0.ffn_gate.weight", &[512, 2], 12, &q4)]);
+    let err = GgufCheckpoint::open(&path).expect_err("Q4_K");
+    assert!(err.to_string().contains("Q4_K"), "{err}");
 }
 
 #[test]

@@ -27,6 +27,14 @@ impl GgmlType {
     pub const Q4_1: GgmlType = GgmlType(3);
     /// 8-bit blocks of 32 with a scale.
     pub const Q8_0: GgmlType = GgmlType(8);
+    /// 2-bit k-quants (super-blocks of 256).
+    pub const Q2_K: GgmlType = GgmlType(10);
+    /// 4-bit k-quants (super-blocks of 256).
+    pub const Q4_K: GgmlType = GgmlType(12);
+    /// 6-bit k-quants (super-blocks of 256).
+    pub const Q6_K: GgmlType = GgmlType(14);
+    /// bfloat16.
+    pub const BF16: GgmlType = GgmlType(30);
 
     /// GGML's name for the type (`Q4_K`, `BF16`, ...), or `type <n>` for an unknown number.
     pub fn name(self) -> String {
@@ -87,9 +95,17 @@ impl GgmlType {
         }
     }
 
-    /// Whether this loader supports the type: floats as stored, Q4_0 / Q4_1 / Q8_0 quantized.
+    /// Whether this loader supports the type: F32 and F16 as stored, Q4_0 / Q4_1 / Q8_0 as
+    /// quantized triplets, Q2_K and Q6_K dequantized to float16 by MLX's loader.
+    ///
+    /// MLX's loader also turns Q4_K and BF16 into float16, but its Q4_K values disagree with
+    /// llama.cpp's decoding and BF16 does not always fit float16, so both are refused; so are
+    /// the types it cannot read at all (Q5_0, Q5_1, Q3_K, Q5_K, the IQ types, ...).
     pub fn is_supported(self) -> bool {
-        matches!(self, GgmlType::F32 | GgmlType::F16) || self.affine_quantization().is_some()
+        matches!(
+            self,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::Q2_K | GgmlType::Q6_K
+        ) || self.affine_quantization().is_some()
     }
 }
 

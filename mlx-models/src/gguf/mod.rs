@@ -2,8 +2,9 @@
 //! GGUF loader, mapped onto the architectures of the registry.
 //!
 //! MLX returns Q4_0, Q4_1 and Q8_0 tensors as affine-quantized triplets (`<name>`,
-//! `<name>.scales`, `<name>.biases`, group size 32) and F32 / F16 tensors as they are stored.
-//! Every other GGML type is refused by name before MLX reads the data ([`header::scan`]).
+//! `<name>.scales`, `<name>.biases`, group size 32), F32 / F16 tensors as they are stored, and
+//! Q2_K / Q6_K tensors dequantized to float16. Every other GGML type is refused by name before
+//! MLX reads the data ([`header::scan`], [`header::GgmlType::is_supported`]).
 //!
 //! The mapping is data: [`ArchSpec`] lists, per GGUF architecture, which `<arch>.*` metadata keys
 //! become which config.json keys, and the weight [`Rule`]s that rename llama.cpp's tensor names
@@ -56,7 +57,7 @@ pub enum GgufError {
     /// A tensor is stored in a type this loader does not read yet.
     #[error(
         "{path}: tensor `{tensor}` is stored as {type_name}, which is not supported yet \
-         ({count} tensors of unsupported types; supported: F32, F16, Q4_0, Q4_1, Q8_0)"
+         ({count} tensors of unsupported types; supported: F32, F16, Q4_0, Q4_1, Q8_0, Q2_K, Q6_K)"
     )]
     UnsupportedType {
         /// The file.
@@ -439,7 +440,12 @@ impl GgufCheckpoint {
         if !arch.permuted_qk {
             return Ok(weights);
         }
-        let heads = self.qk_heads(arch)?;
+        let is_qk =
+            |name: &str| name.contains(".self_attn.q_proj.") || name.contains(".self_attn.k_proj.");
+        let heads = match weights.keys().any(|k| is_qk(k)) {
+            true => self.qk_heads(arch)?,
+            false => (0, 0),
+        };
         weights
             .into_iter()
             .map(|(name, w)| {
