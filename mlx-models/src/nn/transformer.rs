@@ -40,6 +40,7 @@ use crate::args::ArgsError;
 use crate::cache::Cache;
 use crate::nn::activations::GatedActivation;
 use crate::nn::attention::attend;
+use crate::nn::blocks::{merge_heads, split_heads};
 use crate::nn::gemma::softcapped_attention;
 use crate::nn::mask::{create_attention_mask, AttentionMask};
 use crate::nn::norm::{LayerNorm, RmsNorm};
@@ -221,7 +222,7 @@ impl Attention {
                 Some(norm) => norm.forward(&t)?,
                 None => t,
             };
-            t.transpose_axes(&[0, 2, 1, 3])
+            split_heads(&t, n)
         };
         let queries = heads(self.q_proj.forward(x)?, self.n_heads, self.q_norm.as_ref())?;
         let keys = heads(
@@ -244,8 +245,7 @@ impl Attention {
             }
             None => attend(&queries, &keys, &values, cache, self.scale, mask, None)?,
         };
-        self.o_proj
-            .forward(&output.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?)
+        self.o_proj.forward(&merge_heads(&output)?)
     }
 }
 
