@@ -25,14 +25,59 @@ set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
 set -e
-# One closing line over every test binary (cargo prints one per binary, the doc tests last).
+
+# Two checks besides the tests, each one line in the log and one count in the summary.
+extra_passed=0
+extra_failed=0
+check() { # NAME STATUS SECONDS
+  if [ "$2" -eq 0 ]; then
+    extra_passed=$((extra_passed + 1))
+    echo "check $1 ... ok (${3}s)" | tee -a target/test-output.log
+  else
+    extra_failed=$((extra_failed + 1))
+    status=1
+    echo "check $1 ... FAILED (exit $2, ${3}s)" | tee -a target/test-output.log
+  fi
+}
+
+# The API docs: every public item documented (the crates warn on missing docs), no broken
+# links; warnings are errors. Libraries only: the `mlx-models` binary would collide with the
+# `mlx_models` library's page.
+SECONDS=0
+set +e
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --lib 2>&1 | tee -a target/test-output.log
+doc_status=${PIPESTATUS[0]}
+set -e
+check "docs (cargo doc, warnings denied)" "$doc_status" "$SECONDS"
+
+# examples/downstream: a crate outside the workspace, as a user's would be, built with the
+# workspace's Cargo.lock in the same target folder so that the crates.io dependencies built
+# above are reused (the repository's own crates and mlx-rs are compiled once more: cargo keys a
+# path dependency by its place relative to the workspace root). Run outside cargo, it finds
+# libmlx through its rpath and checks its results itself.
+SECONDS=0
+set +e
+(
+  set -e
+  cp Cargo.lock examples/downstream/Cargo.lock
+  export CARGO_TARGET_DIR="$PWD/target"
+  cargo build --offline --manifest-path examples/downstream/Cargo.toml
+  bash scripts/check-openblas.sh target/debug/mlx-models-downstream
+  target/debug/mlx-models-downstream
+) 2>&1 | tee -a target/test-output.log
+example_status=${PIPESTATUS[0]}
+set -e
+check "examples/downstream (build and run)" "$example_status" "$SECONDS"
+
+# One closing line over every test binary (cargo prints one per binary, the doc tests last)
+# and the checks above.
 python3 -c '
 import re, sys
-passed = failed = ignored = 0
+passed, failed, ignored = int(sys.argv[2]), int(sys.argv[3]), 0
 for line in open(sys.argv[1], errors="replace"):
     m = re.search(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", line)
     if m:
         passed += int(m.group(1)); failed += int(m.group(2)); ignored += int(m.group(3))
 print(f"summary: {passed} passed, {failed} failed, {ignored} skipped")
-' target/test-output.log
+' target/test-output.log "$extra_passed" "$extra_failed"
 exit "$status"

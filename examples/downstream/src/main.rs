@@ -231,7 +231,9 @@ fn run(scratch: &Path) -> Result<()> {
 /// Fills every parameter with seeded noise (the constructors leave zeros for the loader).
 fn randomize(model: &mut impl ModuleParameters, seed: u64) -> Result<()> {
     random::seed(seed)?;
-    for (name, p) in model.parameters_mut().flatten() {
+    let mut params: Vec<_> = model.parameters_mut().flatten().into_iter().collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0)); // the same draws for the same names, run after run
+    for (name, p) in params {
         let noise = random::normal::<f32>(p.shape(), 0.0, 0.3, None)?;
         // Norm scales near one, as trained ones are.
         *p = if name.contains("norm") {
