@@ -20,25 +20,36 @@ use mlx_models::nn::transformer::{Attention, AttentionConfig, Decoder, DecoderLa
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct GemmaArgs {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(positive)]
     pub num_attention_heads: usize,
+    /// Width of one attention head.
     #[arg(positive)]
     pub head_dim: usize,
+    /// Epsilon of the RMS norms.
     #[arg(positive)]
     pub rms_norm_eps: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(positive)]
     pub vocab_size: usize,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(positive)]
     pub num_key_value_heads: usize,
+    /// Base frequency of the rotary position embedding.
     #[arg(default = 10000.0)]
     pub rope_theta: f32,
+    /// Whether RoPE rotates consecutive pairs of features instead of the two halves.
     #[arg(default = false)]
     pub rope_traditional: bool,
 }

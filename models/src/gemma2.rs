@@ -24,31 +24,45 @@ use mlx_models::nn::transformer::{Attention, AttentionConfig, Decoder, Mlp};
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct Gemma2Args {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(positive)]
     pub num_attention_heads: usize,
+    /// Width of one attention head.
     #[arg(positive)]
     pub head_dim: usize,
+    /// Epsilon of the RMS norms.
     #[arg(positive)]
     pub rms_norm_eps: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(positive)]
     pub vocab_size: usize,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(positive)]
     pub num_key_value_heads: usize,
+    /// Base frequency of the rotary position embedding.
     #[arg(default = 10000.0)]
     pub rope_theta: f32,
+    /// Whether RoPE rotates consecutive pairs of features instead of the two halves.
     #[arg(default = false)]
     pub rope_traditional: bool,
+    /// Soft cap of the attention scores: `cap * tanh(scores / cap)`.
     #[arg(default = 50.0, positive)]
     pub attn_logit_softcapping: f32,
+    /// Soft cap of the logits: `cap * tanh(logits / cap)`.
     #[arg(default = 30.0, positive)]
     pub final_logit_softcapping: f32,
+    /// The attention scale is `query_pre_attn_scalar^-0.5`.
     #[arg(default = 144.0, positive)]
     pub query_pre_attn_scalar: f32,
 }

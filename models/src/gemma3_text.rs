@@ -27,33 +27,48 @@ use mlx_models::weights::Weights;
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct Gemma3TextArgs {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,
+    /// Width of the residual stream.
     #[arg(default = 1152, positive)]
     pub hidden_size: usize,
+    /// Number of decoder layers.
     #[arg(default = 26, positive)]
     pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
     #[arg(default = 6912, positive)]
     pub intermediate_size: usize,
+    /// Number of query heads.
     #[arg(default = 4, positive)]
     pub num_attention_heads: usize,
+    /// Width of one attention head.
     #[arg(default = 256, positive)]
     pub head_dim: usize,
+    /// Epsilon of the RMS norms.
     #[arg(default = 1e-6, positive)]
     pub rms_norm_eps: f32,
+    /// Number of tokens in the vocabulary.
     #[arg(default = 262144, positive)]
     pub vocab_size: usize,
+    /// Number of key and value heads (grouped-query attention when fewer than the query heads).
     #[arg(default = 1, positive)]
     pub num_key_value_heads: usize,
+    /// Base frequency of the rotary position embedding.
     #[arg(default = 1_000_000.0)]
     pub rope_theta: f32,
+    /// RoPE base frequency of the sliding-window layers.
     #[arg(default = 10_000.0)]
     pub rope_local_base_freq: f32,
+    /// The attention scale is `query_pre_attn_scalar^-0.5`.
     #[arg(default = 256.0, positive)]
     pub query_pre_attn_scalar: f32,
+    /// Tokens a sliding-window layer attends to.
     #[arg(default = 512, positive)]
     pub sliding_window: usize,
+    /// One layer in this many attends to the whole sequence; the others use the sliding window.
     #[arg(default = 6, positive)]
     pub sliding_window_pattern: usize,
+    /// Context length of the checkpoint.
     #[arg(default = 32768, positive)]
     pub max_position_embeddings: usize,
     /// Applies to the global layers only.
