@@ -98,7 +98,8 @@ impl Gemma3TextArgs {
     }
 }
 
-/// Global layers: base `rope_theta` with `rope_scaling`; local ones: `rope_local_base_freq`.
+/// Global layers: base `rope_theta` with `rope_scaling`; local ones: `rope_local_base_freq`
+/// and a window of `sliding_window` positions.
 fn layer(args: &Gemma3TextArgs, is_global: bool) -> Result<SandwichLayer, Exception> {
     let (dim, head_dim) = (args.hidden_size as i32, args.head_dim as i32);
     let rope = if is_global {
