@@ -4,6 +4,8 @@
 //! - `#[mlx_model(...)]`: registry entry and weight rules of a model struct (see
 //!   `mlx_models::model`).
 
+#![warn(missing_docs)]
+
 mod common;
 mod mlx_model;
 mod model_args;

@@ -1,5 +1,12 @@
 //! The architectures of mlx-models, one file per `model_type`. Each registers itself with
 //! `#[mlx_model]`; linking this crate makes them all available to the loader.
+//!
+//! Each module is one architecture: its config type (`llama::LlamaArgs`, config.json field by
+//! field) and its `Model`, which can be built directly from the args
+//! (`mlx_models::model::Architecture::new`) or found through `mlx_models::registry` and
+//! loaded with `mlx_models::load::load`. See the README's "Use it from your crate".
+
+#![warn(missing_docs)]
 
 pub mod cohere;
 pub mod gemma;
