@@ -751,3 +751,91 @@ impl RopeArgs {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use mlx_rs::ops::zeros;
+
+    use super::*;
+
+    /// A layer that passes its input through and records the kind of mask it was given.
+    #[derive(Debug, ModuleParameters)]
+    struct Probe {
+        window: Option<i32>,
+        as_array: bool,
+        seen: RefCell<Vec<&'static str>>,
+    }
+
+    impl Probe {
+        fn new(window: Option<i32>, as_array: bool) -> Self {
+            Probe {
+                window,
+                as_array,
+                seen: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Layer for Probe {
+        fn forward(&self, x: &Array, mask: &AttentionMask, _: Option<&mut Cache>) -> Result<Array> {
+            let kind = match mask {
+                AttentionMask::None => "none",
+                AttentionMask::Causal => "causal",
+                AttentionMask::Array(_) => "array",
+            };
+            self.seen.borrow_mut().push(kind);
+            Ok(x.clone())
+        }
+
+        fn window(&self) -> Option<i32> {
+            self.window
+        }
+
+        fn mask_as_array(&self) -> bool {
+            self.as_array
+        }
+    }
+
+    fn decoder(layers: Vec<Probe>) -> Decoder<Probe> {
+        Decoder::new(16, 8, 1e-5, layers).expect("decoder")
+    }
+
+    fn seen(decoder: &Decoder<Probe>) -> Vec<Vec<&'static str>> {
+        decoder.layers.iter().map(|l| l.seen.take()).collect()
+    }
+
+    #[test]
+    fn each_layer_gets_the_mask_of_its_window() {
+        let model = decoder(vec![
+            Probe::new(None, false),
+            Probe::new(Some(4), false),
+            Probe::new(None, false),
+            Probe::new(Some(8), false),
+        ]);
+        let inputs = zeros::<i32>(&[1, 6]).expect("inputs");
+        model.forward(&inputs, &mut []).expect("forward");
+        // Six tokens: causal for full attention and the window of 8, explicit for the window of 4.
+        assert_eq!(
+            seen(&model),
+            [["causal"], ["array"], ["causal"], ["causal"]]
+        );
+    }
+
+    #[test]
+    fn a_layer_that_masks_by_hand_gets_an_array() {
+        let model = decoder(vec![Probe::new(None, true), Probe::new(None, true)]);
+        let inputs = zeros::<i32>(&[1, 3]).expect("inputs");
+        model.forward(&inputs, &mut []).expect("forward");
+        assert_eq!(seen(&model), [["array"], ["array"]]);
+    }
+
+    #[test]
+    fn sliding_layers_get_rotating_caches() {
+        let model = decoder(vec![Probe::new(Some(4), false), Probe::new(None, false)]);
+        let caches = model.make_cache();
+        assert!(matches!(caches[..], [Cache::Rotating(_), Cache::Kv(_)]));
+        assert_eq!(model.num_layers(), 2);
+    }
+}
