@@ -24,7 +24,7 @@ use serde_json::json;
 
 use mlx_models::args::ModelArgs;
 use mlx_models::cache::Cache;
-use mlx_models::generate::{generate_tokens, GenerationConfig};
+use mlx_models::generate::{model_stream, GenerationConfig};
 use mlx_models::load::{load, load_dir, LoadOptions};
 use mlx_models::model::Architecture;
 use mlx_models::registry;
@@ -125,15 +125,22 @@ fn run(scratch: &Path) -> Result<()> {
 
     // Greedy generation through the cache equals recomputing the whole sequence each step.
     let n = 8;
-    let model = loaded.model.as_mut();
-    let mut cache = model.make_cache();
+    let mut cache = loaded.model.make_cache();
     let config = GenerationConfig {
         max_tokens: n,
+        prefill_step_size: 4, // the prompt in two chunks
         ..Default::default()
     };
-    let generated = generate_tokens(&PROMPT, config, |t| model.forward(t, &mut cache))?
+    let generated = model_stream(loaded.model.as_mut(), &mut cache, &PROMPT, config)?
         .map(|t| t.map(|t| t.token))
         .collect::<std::result::Result<Vec<u32>, _>>()?;
+    ensure(
+        cache
+            .iter()
+            .all(|c| c.offset() == (PROMPT.len() + n - 1) as i32),
+        "the caches did not keep the conversation",
+    )?;
+    let model = loaded.model.as_mut();
     let mut sequence = PROMPT.to_vec();
     for _ in 0..n {
         let input = Array::from_slice(&sequence, &[1, sequence.len() as i32]);
