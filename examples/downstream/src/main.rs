@@ -50,7 +50,14 @@ fn main() -> ExitCode {
 }
 
 fn run(scratch: &Path) -> Result<()> {
-    // 1. llama from typed args, no registry involved.
+    let (args, model, logits) = typed_llama()?;
+    through_the_registry(scratch, &args, &model, &logits)?;
+    own_architecture(scratch)
+}
+
+/// llama from typed args, no registry involved: the logits of [`PROMPT`], after checking that
+/// token-by-token decoding through the cache ends where the full forward does.
+fn typed_llama() -> Result<(LlamaArgs, llama::Model, Vec<f32>)> {
     let config = json!({
         "model_type": "llama",
         "hidden_size": 64,
@@ -103,27 +110,36 @@ fn run(scratch: &Path) -> Result<()> {
         format!("decode differs from the full forward by {diff}"),
     )?;
     println!("cache: token-by-token decode within {diff:.1e} of the full forward");
+    Ok((args, model, values))
+}
 
-    // 2. The same weights as a checkpoint, loaded through the registry.
+/// The same weights as a checkpoint, loaded through the registry: the same logits, and greedy
+/// generation through the cache equal to recomputing the whole sequence at each step.
+fn through_the_registry(
+    scratch: &Path,
+    args: &LlamaArgs,
+    model: &llama::Model,
+    values: &[f32],
+) -> Result<()> {
     let dir = scratch.join("llama");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("config.json"), args.to_config().to_string())?;
-    save_parameters(&model, &dir.join("model.safetensors"))?;
+    save_parameters(model, &dir.join("model.safetensors"))?;
     let mut loaded = load_dir(&dir, &LoadOptions::default())?;
     ensure(
         loaded.model.model_type() == "llama",
         format!("loaded a `{}`", loaded.model.model_type()),
     )?;
+    let tokens = Array::from_slice(&PROMPT, &[1, PROMPT.len() as i32]);
     let mut cache = loaded.model.make_cache();
     let reloaded = loaded.model.forward(&tokens, &mut cache)?;
-    let diff = max_abs_diff(&host(&reloaded)?, &values);
+    let diff = max_abs_diff(&host(&reloaded)?, values);
     ensure(
         diff == 0.0,
         format!("the loaded checkpoint's logits differ by {diff}"),
     )?;
     println!("registry load: `load_dir` built a llama with the same logits (difference {diff})");
 
-    // Greedy generation through the cache equals recomputing the whole sequence each step.
     let n = 8;
     let mut cache = loaded.model.make_cache();
     let config = GenerationConfig {
@@ -157,8 +173,12 @@ fn run(scratch: &Path) -> Result<()> {
         ),
     )?;
     println!("generation: {n} greedy tokens {generated:?}, as recomputed without a cache");
+    Ok(())
+}
 
-    // 3. Our own architecture, next to the zoo's in the registry.
+/// Our own architecture, next to the zoo's in the registry: found by name, loaded from a
+/// checkpoint with known weights (under a legacy name its rule renames), every logit checked.
+fn own_architecture(scratch: &Path) -> Result<()> {
     let names: Vec<&str> = registry::entries().iter().flat_map(|e| e.names()).collect();
     for name in ["llama", "mistral", "qwen3", "downstream_bigram"] {
         ensure(
