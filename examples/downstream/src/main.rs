@@ -162,7 +162,7 @@ fn through_the_registry(
         let input = Array::from_slice(&sequence, &[1, sequence.len() as i32]);
         let mut fresh = model.make_cache();
         let logits = model.forward(&input, &mut fresh)?;
-        let next = argmax_axis(&last_position(&logits), -1, None)?;
+        let next = argmax_axis(last_position(&logits), -1, None)?;
         sequence.push(next.try_item_cast::<u32>()?);
     }
     ensure(
