@@ -61,7 +61,7 @@ set +e
   set -e
   cp Cargo.lock examples/downstream/Cargo.lock
   export CARGO_TARGET_DIR="$PWD/target"
-  cargo build --offline --manifest-path examples/downstream/Cargo.toml
+  cargo build --manifest-path examples/downstream/Cargo.toml
   bash scripts/check-openblas.sh target/debug/mlx-models-downstream
   target/debug/mlx-models-downstream
 ) 2>&1 | tee -a target/test-output.log
