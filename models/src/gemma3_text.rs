@@ -103,9 +103,7 @@ impl Gemma3TextArgs {
 fn layer(args: &Gemma3TextArgs, is_global: bool) -> Result<SandwichLayer, Exception> {
     let (dim, head_dim) = (args.hidden_size as i32, args.head_dim as i32);
     let rope = if is_global {
-        let scaling = args
-            .rope_scaling()
-            .map_err(|e| Exception::custom(e.to_string()))?;
+        let scaling = args.rope_scaling()?;
         let max_positions = Some(args.max_position_embeddings as i32);
         Rope::new(head_dim, args.rope_theta, false, &scaling, max_positions)?
     } else {

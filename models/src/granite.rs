@@ -116,7 +116,7 @@ impl Architecture for Model {
         let attention = AttentionConfig::new(dim, heads.0, heads.1, head_dim)
             .bias(args.attention_bias, args.attention_bias)
             .scale(args.attention_multiplier);
-        let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
+        let rope = args.rope()?;
         let rope = rope.build(head_dim)?;
         let layers = (0..args.num_hidden_layers)
             .map(|_| {

@@ -1,7 +1,7 @@
 //! `olmo2`, after mlx-lm's `models/olmo2.py`: RMSNorms on the whole query and key projections
 //! (before splitting heads), norms after attention and after the MLP instead of before, SwiGLU.
 
-use mlx_rs::error::{Exception, Result};
+use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::Array;
 use serde_json::Value;
@@ -207,7 +207,7 @@ pub struct Model {
 impl Architecture for Model {
     fn new(args: &Olmo2Args) -> Result<Self> {
         let (dim, vocab) = (args.hidden_size, args.vocab_size);
-        let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
+        let rope = args.rope()?;
         let rope = rope.build(args.head_dim())?;
         let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args, rope.clone()));
         let layers = layers.collect::<Result<_>>()?;

@@ -1,7 +1,7 @@
 //! `phi3`, after mlx-lm's `models/phi3.py`: fused `qkv_proj` and `gate_up_proj`, RoPE on
 //! `partial_rotary_factor` of each head, scaled linearly or with LongRoPE (`longrope` / `su`).
 
-use mlx_rs::error::{Exception, Result};
+use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::Array;
 use serde_json::Value;
@@ -225,7 +225,7 @@ pub struct Model {
 impl Architecture for Model {
     fn new(args: &Phi3Args) -> Result<Self> {
         let (dim, vocab) = (args.hidden_size, args.vocab_size);
-        let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
+        let rope = args.rope()?;
         let layers = (0..args.num_hidden_layers).map(|_| layer(args, rope.clone()));
         let layers = layers.collect::<Result<_>>()?;
         Ok(Model {

@@ -93,7 +93,7 @@ impl Architecture for Model {
         let heads = (args.num_attention_heads, args.num_key_value_heads);
         let attention =
             AttentionConfig::new(dim, heads.0, heads.1, head_dim).qk_norm(args.rms_norm_eps);
-        let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
+        let rope = args.rope()?;
         let rope = rope.build(head_dim)?;
         let layers = (0..args.num_hidden_layers)
             .map(|_| {

@@ -134,7 +134,7 @@ impl Architecture for Model {
         let kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads);
         let attention = AttentionConfig::new(dim, args.num_attention_heads, kv_heads, head_dim)
             .bias(args.attention_bias, args.attention_bias);
-        let rope = args.rope().map_err(|e| Exception::custom(e.to_string()))?;
+        let rope = args.rope()?;
         let rope = rope.build(head_dim)?;
         let types = args.layer_types.as_deref().unwrap_or_default();
         let use_rope = args.no_rope_layers.as_deref().unwrap_or_default();

@@ -166,3 +166,11 @@ pub(crate) fn show(v: &Value) -> String {
         s
     }
 }
+
+/// A config error met while building a model (`Architecture::new` returns MLX's error type), so
+/// that `?` carries its message.
+impl From<ArgsError> for mlx_rs::error::Exception {
+    fn from(e: ArgsError) -> Self {
+        mlx_rs::error::Exception::custom(e.to_string())
+    }
+}

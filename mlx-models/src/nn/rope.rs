@@ -552,3 +552,10 @@ impl Rope {
         }
     }
 }
+
+/// A RoPE config error met while building a model, so that `?` carries its message.
+impl From<RopeConfigError> for mlx_rs::error::Exception {
+    fn from(e: RopeConfigError) -> Self {
+        mlx_rs::error::Exception::custom(e.to_string())
+    }
+}
