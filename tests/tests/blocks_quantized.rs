@@ -302,3 +302,31 @@ fn packing_is_read_back_from_shapes_as_the_reference_does() {
     let err = infer_quantization(100, &packed, &scales).unwrap_err();
     assert!(err.contains("does not fit 100 input columns"), "{err}");
 }
+
+#[test]
+fn split_quantized_products_equal_the_single_product() {
+    use mlx_models::nn::quantized::{quantized_linear, quantized_matmul};
+    // Rows enough to be split across the cores (and an odd count, so the parts differ).
+    for (rows, q) in [
+        (1030, Quantization::affine(64, 4)),
+        (1536, Quantization::affine(32, 8)),
+        (
+            768,
+            Quantization::with_defaults(QuantMode::Mxfp4, None, None),
+        ),
+    ] {
+        let w = mlx_rs::random::normal::<f32>(&[rows, 256], None, None, None).unwrap();
+        let (packed, scales, biases) = mlx_models::nn::quantized::quantize(&w, &q).unwrap();
+        for tokens in [1, 7] {
+            let x = mlx_rs::random::normal::<f32>(&[1, tokens, 256], None, None, None).unwrap();
+            let single = quantized_matmul(&x, &packed, &scales, biases.as_ref(), true, &q).unwrap();
+            let split = quantized_linear(&x, &packed, &scales, biases.as_ref(), &q).unwrap();
+            assert_eq!(split.shape(), single.shape());
+            assert_equal(
+                &format!("{rows} rows, {tokens} tokens, {q:?}"),
+                &split,
+                &single,
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@ use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param, Parameter};
 use mlx_rs::nested::NestedValue;
-use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::ops::indexing::{IndexOp, TryIndexOp};
 use mlx_rs::ops::{addmm, matmul, zeros_dtype};
 use mlx_rs::{Array, Dtype, Stream};
 
@@ -167,13 +167,21 @@ fn opt_ptr(a: Option<&Array>) -> mlx_sys::mlx_array {
     a.map_or_else(null_array, Array::as_ptr)
 }
 
-/// Runs an mlx-c op that writes one array.
+/// Runs an mlx-c op that writes one array, on the default stream.
 fn array_op(
     what: &str,
     f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32,
 ) -> Result<Array> {
+    array_op_on(what, &Stream::thread_local_or_default(), f)
+}
+
+/// Runs an mlx-c op that writes one array, on `stream`.
+fn array_op_on(
+    what: &str,
+    stream: &Stream,
+    f: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32,
+) -> Result<Array> {
     ensure_error_handler();
-    let stream = Stream::thread_local_or_default();
     let mut res = null_array();
     let status = f(&mut res, stream.as_ptr());
     if status != 0 {
@@ -264,8 +272,89 @@ pub fn quantized_matmul(
     transpose: bool,
     q: &Quantization,
 ) -> Result<Array> {
-    array_op(
+    quantized_matmul_on(
+        x,
+        w,
+        scales,
+        biases,
+        transpose,
+        q,
+        &Stream::thread_local_or_default(),
+    )
+}
+
+/// Output rows each part of a split quantized product gets at least.
+const MIN_ROWS_PER_PART: i32 = 256;
+
+thread_local! {
+    /// One CPU stream per core (each MLX stream runs on its own thread), made on first use.
+    static CPU_STREAMS: Vec<Stream> = {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        (0..cores).map(|_| Stream::new_with_device(&mlx_rs::Device::cpu())).collect()
+    };
+}
+
+fn on_cpu() -> bool {
+    mlx_rs::Device::try_default()
+        .and_then(|d| d.get_type())
+        .is_ok_and(|t| matches!(t, mlx_rs::DeviceType::Cpu))
+}
+
+/// `x @ wᵀ` for a quantized `w` of shape `[out, packed]`, using every core on the CPU.
+///
+/// MLX's CPU kernels for quantized products run on one thread (its float32 products go through
+/// a multi-threaded BLAS). On the CPU, with enough rows, the output rows are split into one
+/// part per core, each part computed on its own stream (so on its own thread), and the parts
+/// joined: each output element is computed exactly as in the single product, so the result is
+/// identical, about `cores` times sooner. Elsewhere (GPU) or for small layers it is the single
+/// product.
+pub fn quantized_linear(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    q: &Quantization,
+) -> Result<Array> {
+    let rows = if w.ndim() == 2 { w.dim(0) } else { 0 };
+    let parts = CPU_STREAMS.with(|s| s.len()) as i32;
+    if parts < 2 || rows < MIN_ROWS_PER_PART * 2 || !on_cpu() {
+        return quantized_matmul(x, w, scales, biases, true, q);
+    }
+    let parts = parts.min(rows / MIN_ROWS_PER_PART);
+    let per_part = (rows + parts - 1) / parts;
+    let outputs = CPU_STREAMS.with(|streams| {
+        (0..parts)
+            .map(|k| {
+                let (r0, r1) = (k * per_part, ((k + 1) * per_part).min(rows));
+                let bias_part = biases.map(|b| b.index(r0..r1));
+                quantized_matmul_on(
+                    x,
+                    &w.index(r0..r1),
+                    &scales.index(r0..r1),
+                    bias_part.as_ref(),
+                    true,
+                    q,
+                    &streams[k as usize],
+                )
+            })
+            .collect::<Result<Vec<Array>>>()
+    })?;
+    mlx_rs::ops::concatenate(&outputs, -1)
+}
+
+/// [`quantized_matmul`] on a given stream.
+fn quantized_matmul_on(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    transpose: bool,
+    q: &Quantization,
+    stream: &Stream,
+) -> Result<Array> {
+    array_op_on(
         &format!("quantized_matmul ({})", q.describe()),
+        stream,
         |res, s| unsafe {
             mlx_sys::mlx_quantized_matmul(
                 res,
@@ -424,9 +513,11 @@ pub fn infer_quantization(
         (4, 16) => QuantMode::Nvfp4,
         (4, 32) => QuantMode::Mxfp4,
         (8, 32) => QuantMode::Mxfp8,
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "no quantization mode has {bits} bits with group size {group_size} and uint8 scales"
-        )),
+        ))
+        }
     };
     Ok(Quantization {
         group_size,
@@ -554,7 +645,7 @@ impl Linear {
     pub fn forward(&self, x: &Array) -> Result<Array> {
         match (self.quantization()?, self.scales.get()) {
             (Some(q), Some(scales)) => {
-                let y = quantized_matmul(x, &self.weight, scales, self.biases.get(), true, &q)?;
+                let y = quantized_linear(x, &self.weight, scales, self.biases.get(), &q)?;
                 match self.bias.value.as_ref() {
                     Some(b) => y.add(b),
                     None => Ok(y),
@@ -675,7 +766,7 @@ impl Embedding {
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         match (self.quantization()?, self.scales.get()) {
             (Some(q), Some(scales)) => {
-                quantized_matmul(x, &self.weight, scales, self.biases.get(), true, &q)
+                quantized_linear(x, &self.weight, scales, self.biases.get(), &q)
             }
             _ => matmul(x, self.weight.t()),
         }
