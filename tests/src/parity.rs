@@ -225,3 +225,55 @@ pub fn check_arch(arch: &str) -> Vec<CaseReport> {
         })
         .collect()
 }
+
+/// A batch of a long and a left-padded short sequence through batch caches (prefill, then one
+/// decode step) equals each sequence run alone: the padding masks and each row's positions.
+pub fn check_left_padded_batch(arch: &str, case: &str) {
+    let dir = fixtures(arch).join(case);
+    let mut loaded = load_dir(&dir, &LoadOptions::default()).expect("load");
+    let model = loaded.model.as_mut();
+    let long = [1, 5, 9, 33, 7, 100, 42, 3, 250, 17, 64, 128];
+    let short = [42, 3, 250, 17, 64, 128, 9, 77];
+    let pad = (long.len() - short.len()) as i32;
+    let mut alone = |t: &[i32]| {
+        let ids = Array::from_slice(t, &[1, t.len() as i32]);
+        model.forward(&ids, &mut []).expect("forward alone")
+    };
+    let long_alone = alone(&[&long[..], &[7]].concat());
+    let short_alone = alone(&[&short[..], &[7]].concat());
+
+    let batch = Array::from_slice(&[&long[..], &[0; 4], &short].concat(), &[2, 12]);
+    let mut cache: Vec<Cache> = (0..model.num_layers())
+        .map(|_| Cache::batch(&[0, pad]))
+        .collect();
+    let prefill = model.forward(&batch, &mut cache).expect("batch prefill");
+    let step = model
+        .forward(&Array::from_slice(&[7, 7], &[2, 1]), &mut cache)
+        .expect("batch decode step");
+
+    let what = |s: &str| format!("{arch}/{case}: {s}");
+    assert_close(
+        &what("long prefill"),
+        &prefill.index((0, 11)),
+        &long_alone.index((0, 11)),
+        TOL,
+    );
+    assert_close(
+        &what("long step"),
+        &step.index((0, 0)),
+        &long_alone.index((0, 12)),
+        TOL,
+    );
+    assert_close(
+        &what("short prefill"),
+        &prefill.index((1, 11)),
+        &short_alone.index((0, 7)),
+        TOL,
+    );
+    assert_close(
+        &what("short step"),
+        &step.index((1, 0)),
+        &short_alone.index((0, 8)),
+        TOL,
+    );
+}

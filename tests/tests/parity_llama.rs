@@ -49,57 +49,5 @@ fn smollm3_matches_the_reference_on_every_case() {
 /// row, at prefill and at a decode step, equals its sequence run alone.
 #[test]
 fn left_padded_batch_cache_matches_each_sequence_alone() {
-    use mlx_models::cache::Cache;
-    use mlx_models::load::{load_dir, LoadOptions};
-    use mlx_models_tests::reference::assert_close;
-    use mlx_rs::ops::indexing::IndexOp;
-    use mlx_rs::Array;
-
-    let dir = mlx_models_tests::parity::fixtures("qwen2").join("llama3_rope");
-    let mut loaded = load_dir(&dir, &LoadOptions::default()).expect("load");
-    let model = loaded.model.as_mut();
-    let long = [1, 5, 9, 33, 7, 100, 42, 3, 250, 17, 64, 128];
-    let short = [42, 3, 250, 17, 64, 128, 9, 77];
-    let pad = (long.len() - short.len()) as i32;
-    let row = |t: &[i32]| Array::from_slice(t, &[1, t.len() as i32]);
-    let alone = |m: &mut dyn mlx_models::model::LanguageModel, t: &[i32]| {
-        m.forward(&row(t), &mut []).expect("forward alone")
-    };
-
-    let batch = Array::from_slice(&[&long[..], &[0; 4], &short].concat(), &[2, 12]);
-    let mut cache: Vec<Cache> = (0..model.num_layers())
-        .map(|_| Cache::batch(&[0, pad]))
-        .collect();
-    let prefill = model.forward(&batch, &mut cache).expect("batch prefill");
-    let step = model
-        .forward(&Array::from_slice(&[7, 7], &[2, 1]), &mut cache)
-        .expect("batch decode step");
-
-    let long_alone = alone(model, &[&long[..], &[7]].concat());
-    let short_alone = alone(model, &[&short[..], &[7]].concat());
-    let tol = mlx_models_tests::parity::TOL;
-    assert_close(
-        "long prefill",
-        &prefill.index((0, 11)),
-        &long_alone.index((0, 11)),
-        tol,
-    );
-    assert_close(
-        "long step",
-        &step.index((0, 0)),
-        &long_alone.index((0, 12)),
-        tol,
-    );
-    assert_close(
-        "short prefill",
-        &prefill.index((1, 11)),
-        &short_alone.index((0, 7)),
-        tol,
-    );
-    assert_close(
-        "short step",
-        &step.index((1, 0)),
-        &short_alone.index((0, 8)),
-        tol,
-    );
+    mlx_models_tests::parity::check_left_padded_batch("qwen2", "llama3_rope");
 }
