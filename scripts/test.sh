@@ -6,9 +6,20 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MLX_MODELS_REF_PYTHON="$PWD/.venv-ref/bin/python"
 
-# Build everything (tests, examples, the CLI) and list the executables cargo produced.
+# One build, no incremental caches (they are only worth their gigabytes when rebuilding), and
+# the workspace's debug-info setting (file:line tables) also for the crates trybuild compiles
+# in its own project, which has no profile of ours: with full debug info the UI tests alone
+# wrote 2.6 GB. A CI machine's disk is small.
+export CARGO_INCREMENTAL=0
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+disk() { echo "disk: target $(du -sh target 2>/dev/null | cut -f1), $(df -h --output=avail . | tail -1 | tr -d ' ') free ($1)"; }
+
+# Build what `cargo test` runs (test executables, examples) and the CLI the tests call, and
+# list the executables cargo produced; the test run below builds nothing more.
 mkdir -p target
-cargo build --workspace --all-targets --message-format=json-render-diagnostics > target/build-messages.json
+disk "before the build"
+cargo test --workspace --no-run --message-format=json-render-diagnostics > target/build-messages.json
+cargo build --workspace --bins --message-format=json-render-diagnostics >> target/build-messages.json
 mapfile -t executables < <(python3 -c '
 import json, sys
 for line in open(sys.argv[1]):
@@ -19,6 +30,7 @@ for line in open(sys.argv[1]):
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["executable"])
 ' target/build-messages.json)
+disk "after the build"
 bash scripts/check-openblas.sh "${executables[@]}"
 
 set +e
@@ -68,6 +80,8 @@ set +e
 example_status=${PIPESTATUS[0]}
 set -e
 check "examples/downstream (build and run)" "$example_status" "$SECONDS"
+
+disk "at the end"
 
 # One closing line over every test binary (cargo prints one per binary, the doc tests last)
 # and the checks above.
