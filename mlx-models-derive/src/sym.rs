@@ -6,12 +6,13 @@ pub const ALIAS: &str = "alias";
 pub const RENAME: &str = "rename";
 pub const POSITIVE: &str = "positive";
 pub const SKIP: &str = "skip";
+pub const FLATTEN: &str = "flatten";
 pub const TEXT_CONFIG: &str = "text_config";
 pub const VALIDATE: &str = "validate";
 pub const TAG: &str = "tag";
 
 pub const ARG: &str = "arg";
-pub const FIELD_ARGS: &[&str] = &[DEFAULT, ALIAS, RENAME, POSITIVE, SKIP];
+pub const FIELD_ARGS: &[&str] = &[DEFAULT, ALIAS, RENAME, POSITIVE, SKIP, FLATTEN];
 pub const VARIANT_ARGS: &[&str] = &[RENAME, ALIAS];
 pub const STRUCT_ARGS: &[&str] = &[TEXT_CONFIG, VALIDATE];
 pub const ENUM_ARGS: &[&str] = &[TAG, VALIDATE];

@@ -220,11 +220,5 @@ impl Architecture for Model {
         logits.multiply(Array::from_f32(self.logit_scale).as_dtype(logits.dtype())?)
     }
 
-    fn make_cache(&self) -> Vec<Cache> {
-        self.model.make_cache()
-    }
-
-    fn num_layers(&self) -> usize {
-        self.model.num_layers()
-    }
+    mlx_models::decoder_methods!(cache: model);
 }

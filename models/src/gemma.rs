@@ -4,10 +4,8 @@
 
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::Array;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::GatedActivation;
@@ -105,16 +103,5 @@ impl Architecture for Model {
         })
     }
 
-    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
-        let h = self.model.forward(inputs, cache)?;
-        self.model.logits(&h, None)
-    }
-
-    fn make_cache(&self) -> Vec<Cache> {
-        self.model.make_cache()
-    }
-
-    fn num_layers(&self) -> usize {
-        self.model.num_layers()
-    }
+    mlx_models::decoder_methods!(model);
 }

@@ -123,11 +123,5 @@ impl Architecture for Model {
         soft_cap(&self.model.logits(&h, None)?, self.final_logit_softcapping)
     }
 
-    fn make_cache(&self) -> Vec<Cache> {
-        self.model.make_cache()
-    }
-
-    fn num_layers(&self) -> usize {
-        self.model.num_layers()
-    }
+    mlx_models::decoder_methods!(cache: model);
 }

@@ -140,11 +140,5 @@ impl Architecture for Model {
         logits.divide(Array::from_f32(self.logits_scaling).as_dtype(logits.dtype())?)
     }
 
-    fn make_cache(&self) -> Vec<Cache> {
-        self.model.make_cache()
-    }
-
-    fn num_layers(&self) -> usize {
-        self.model.num_layers()
-    }
+    mlx_models::decoder_methods!(cache: model);
 }

@@ -3,11 +3,9 @@
 
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::quantized::Linear;
@@ -134,40 +132,45 @@ pub struct Model {
     lm_head: Option<Linear>,
 }
 
-impl Architecture for Model {
-    fn new(args: &LlamaArgs) -> Result<Self, Exception> {
-        let (dim, kv_heads) = (args.hidden_size, args.num_key_value_heads);
-        let head_dim = args.head_dim();
-        let kv_heads = kv_heads.unwrap_or(args.num_attention_heads);
+impl Model {
+    /// Llama's model, with RoPE only in the layers `rotates` keeps (all of them for llama;
+    /// smollm3 switches it off in some).
+    pub(crate) fn with_rope_in(
+        args: &LlamaArgs,
+        rotates: impl Fn(usize) -> bool,
+    ) -> Result<Self, Exception> {
+        let (dim, head_dim) = (args.hidden_size, args.head_dim());
+        let kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads);
         let attention = AttentionConfig::new(dim, args.num_attention_heads, kv_heads, head_dim)
             .bias(args.attention_bias, args.attention_bias);
-        let rope = args.rope()?;
-        let rope = rope.build(head_dim)?;
+        let rope = args.rope()?.build(head_dim)?;
         let types = args.layer_types.as_deref().unwrap_or_default();
+        let (hidden, eps) = (args.intermediate_size, args.rms_norm_eps);
         let layers = layer_windows(types, args.sliding_window)
-            .map(|window| {
-                let (hidden, eps) = (args.intermediate_size, args.rms_norm_eps);
-                let layer =
-                    DecoderLayer::llama(&attention, Some(rope.clone()), hidden, args.mlp_bias, eps);
-                Ok(layer?.sliding_window(window))
+            .enumerate()
+            .map(|(i, window)| {
+                let rope = rotates(i).then(|| rope.clone());
+                let layer = DecoderLayer::llama(&attention, rope, hidden, args.mlp_bias, eps)?;
+                Ok(layer.sliding_window(window))
             })
             .collect::<Result<_, Exception>>()?;
         Ok(Model {
-            model: Decoder::new(args.vocab_size, dim, args.rms_norm_eps, layers)?,
+            model: Decoder::new(args.vocab_size, dim, eps, layers)?,
             lm_head: lm_head(args.tie_word_embeddings, dim, args.vocab_size)?,
         })
     }
 
-    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array, Exception> {
-        let h = self.model.forward(inputs, cache)?;
-        self.model.logits(&h, self.lm_head.as_ref())
+    /// The decoder and the head (`None` when tied), for a model that is llama's under
+    /// another name.
+    pub(crate) fn into_parts(self) -> (Decoder, Option<Linear>) {
+        (self.model, self.lm_head)
+    }
+}
+
+impl Architecture for Model {
+    fn new(args: &LlamaArgs) -> Result<Self, Exception> {
+        Self::with_rope_in(args, |_| true)
     }
 
-    fn make_cache(&self) -> Vec<Cache> {
-        self.model.make_cache()
-    }
-
-    fn num_layers(&self) -> usize {
-        self.model.num_layers()
-    }
+    mlx_models::decoder_methods!(model, lm_head);
 }

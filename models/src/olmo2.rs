@@ -217,16 +217,5 @@ impl Architecture for Model {
         })
     }
 
-    fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
-        let h = self.model.forward(inputs, cache)?;
-        self.model.logits(&h, self.lm_head.as_ref())
-    }
-
-    fn make_cache(&self) -> Vec<Cache> {
-        self.model.make_cache()
-    }
-
-    fn num_layers(&self) -> usize {
-        self.model.num_layers()
-    }
+    mlx_models::decoder_methods!(model, lm_head);
 }

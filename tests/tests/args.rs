@@ -495,3 +495,77 @@ fn errors_are_values_for_odd_inputs() {
     let e = Config::<LlamaArgs>::from_file("/nonexistent/config.json").unwrap_err();
     assert_eq!(e.file(), "/nonexistent/config.json");
 }
+
+/// An architecture that extends llama's config, as smollm3 does.
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
+#[arg(validate = Self::check)]
+struct ExtendedArgs {
+    #[arg(flatten)]
+    base: LlamaArgs,
+    #[arg(default = 4, positive)]
+    no_rope_layer_interval: usize,
+    no_rope_layers: Option<Vec<i64>>,
+}
+
+impl ExtendedArgs {
+    fn check(&mut self) -> Result<(), ArgsError> {
+        let layers = self.base.num_hidden_layers;
+        let interval = self.no_rope_layer_interval;
+        let rope = self
+            .no_rope_layers
+            .get_or_insert_with(|| (0..layers).map(|i| i64::from((i + 1) % interval != 0)).collect());
+        if rope.len() != layers {
+            return Err(ArgsError::invalid(
+                &["no_rope_layers"],
+                format!("{} entries for {layers} layers", rope.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn flatten_reads_the_base_from_the_same_object() {
+    let mut config = llama();
+    config["no_rope_layer_interval"] = json!(2);
+    config["no_rope_layerz"] = json!([1, 1]);
+    let parsed = Config::<ExtendedArgs>::parse(&config).unwrap();
+    let args = &parsed.args;
+    // The base's own defaults, aliases and hook ran.
+    assert_eq!(args.base, LlamaArgs::from_config(&llama()).unwrap());
+    assert_eq!(args.base.kv_heads, 2);
+    assert_eq!(args.no_rope_layer_interval, 2);
+    assert_eq!(args.no_rope_layers.as_deref(), Some(&[1, 0][..]));
+    // Keys of the base and of the extension are both known; a misspelling of either is seen.
+    let unknown: Vec<&str> = parsed.unknown_keys().map(|u| u.key.as_str()).collect();
+    assert_eq!(unknown, ["architectures", "no_rope_layerz", "torch_dtype"]);
+    assert_eq!(parsed.typos()[0].suggestion, "no_rope_layers");
+
+    // Written back: one flat object again, which parses to the same args.
+    let written = args.to_config();
+    assert_eq!(written["hidden_size"], json!(64));
+    assert_eq!(written["no_rope_layer_interval"], json!(2));
+    assert!(written.get("base").is_none(), "{written}");
+    assert_eq!(ExtendedArgs::from_config(&written).unwrap(), *args);
+}
+
+#[test]
+fn flatten_errors_name_the_key_and_run_both_hooks() {
+    let mut missing = llama();
+    missing.as_object_mut().unwrap().remove("hidden_size");
+    let err = ExtendedArgs::from_config(&missing).unwrap_err();
+    assert!(
+        matches!(err.kind(), ArgsErrorKind::MissingKey { key, .. } if key == "hidden_size"),
+        "{err}"
+    );
+
+    let mut bad_base = llama();
+    bad_base["num_key_value_heads"] = json!(3);
+    let err = ExtendedArgs::from_config(&bad_base).unwrap_err();
+    assert!(err.to_string().contains("not a multiple"), "{err}");
+
+    let mut bad_extension = llama();
+    bad_extension["no_rope_layers"] = json!([1, 1, 1]);
+    let err = ExtendedArgs::from_config(&bad_extension).unwrap_err();
+    assert!(err.to_string().contains("3 entries for 2 layers"), "{err}");
+}

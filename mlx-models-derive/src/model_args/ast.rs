@@ -41,6 +41,8 @@ pub struct FieldAttrs {
     pub rename: Option<LitStr>,
     pub positive: Option<Ident>,
     pub skip: Option<Ident>,
+    /// `flatten`: the field's type (a `ModelArgs` struct) reads its keys from the same object.
+    pub flatten: Option<Ident>,
 }
 
 pub struct Variant<'a> {

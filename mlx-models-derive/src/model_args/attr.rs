@@ -155,6 +155,7 @@ fn field_attrs(f: &syn::Field, errors: &mut Errors) -> FieldAttrs {
     let mut rename = Once::new(sym::ARG);
     let mut positive = Once::new(sym::ARG);
     let mut skip = Once::new(sym::ARG);
+    let mut flatten = Once::new(sym::ARG);
     let mut aliases = Vec::new();
     for item in attrs_named(&f.attrs, sym::ARG, errors) {
         let name = item.name();
@@ -188,6 +189,11 @@ fn field_attrs(f: &syn::Field, errors: &mut Errors) -> FieldAttrs {
                     skip.set(errors, &item.key, item.key.clone());
                 }
             }
+            sym::FLATTEN => {
+                if errors.ok(item.flag()).is_some() {
+                    flatten.set(errors, &item.key, item.key.clone());
+                }
+            }
             _ if sym::STRUCT_ARGS.contains(&name.as_str()) || name == sym::TAG => errors.at(
                 &item.key,
                 format_args!(
@@ -209,5 +215,6 @@ fn field_attrs(f: &syn::Field, errors: &mut Errors) -> FieldAttrs {
         rename: rename.get(),
         positive: positive.get(),
         skip: skip.get(),
+        flatten: flatten.get(),
     }
 }

@@ -111,7 +111,9 @@ fn reads(fields: &[Field<'_>]) -> TokenStream {
                 }
                 None => quote_spanned! {span=> ::core::default::Default::default() },
             };
-            let read = if f.attrs.skip.is_some() {
+            let read = if f.attrs.flatten.is_some() {
+                quote_spanned! {span=> <#ty as ::mlx_models::__private::ModelArgs>::parse_object(__obj)? }
+            } else if f.attrs.skip.is_some() {
                 quote_spanned! {span=> { let __v: #ty = #default_expr; __v } }
             } else if let Some(inner) = f.option {
                 if positive {
@@ -148,7 +150,11 @@ fn writes(fields: &[Field<'_>], access: impl Fn(&Field<'_>) -> TokenStream) -> T
         .map(|f| {
             let key = f.key();
             let value = access(f);
-            quote! { ::mlx_models::__private::write_field(__out, #key, #value); }
+            if f.attrs.flatten.is_some() {
+                quote! { ::mlx_models::__private::ModelArgs::write_object(#value, __out); }
+            } else {
+                quote! { ::mlx_models::__private::write_field(__out, #key, #value); }
+            }
         })
         .collect()
 }

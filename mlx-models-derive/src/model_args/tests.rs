@@ -137,3 +137,24 @@ fn no_input_panics() {
         let _ = messages(i);
     }
 }
+
+#[test]
+fn flatten_takes_nothing_else() {
+    let m = messages(parse_quote! {
+        struct Args {
+            #[arg(flatten, default, alias = "x")]
+            base: Base,
+            #[arg(flatten)]
+            other: Option<Base>,
+            #[arg(flatten)]
+            plain: Base,
+        }
+    });
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(m[0].starts_with("`default` on a `flatten` field"), "{m:?}");
+    assert!(m[1].starts_with("`alias` on a `flatten` field"), "{m:?}");
+    assert!(
+        m[2].starts_with("`flatten` on the `Option` field `other`"),
+        "{m:?}"
+    );
+}

@@ -91,7 +91,10 @@ fn check_strings(lits: &[LitStr], what: &str, errors: &mut Errors) {
 fn check_fields(fields: &[Field<'_>], errors: &mut Errors) {
     // key -> field that reads it
     let mut keys: HashMap<String, &syn::Ident> = HashMap::new();
-    for f in fields.iter().filter(|f| f.attrs.skip.is_none()) {
+    for f in fields
+        .iter()
+        .filter(|f| f.attrs.skip.is_none() && f.attrs.flatten.is_none())
+    {
         keys.insert(f.key(), f.ident);
     }
     let mut aliases_seen: HashMap<String, &syn::Ident> = HashMap::new();
@@ -128,6 +131,9 @@ fn check_fields(fields: &[Field<'_>], errors: &mut Errors) {
                 }
             }
         }
+        if let Some(flatten) = &a.flatten {
+            check_flatten(f, flatten, errors);
+        }
         for alias in &a.aliases {
             let v = alias.value();
             if let Some(owner) = keys.get(&v) {
@@ -154,5 +160,33 @@ fn check_fields(fields: &[Field<'_>], errors: &mut Errors) {
                 aliases_seen.insert(v, f.ident);
             }
         }
+    }
+}
+
+/// `flatten` reads a whole struct from the keys of this object: nothing else of a field applies.
+fn check_flatten(f: &Field<'_>, flatten: &syn::Ident, errors: &mut Errors) {
+    let a = &f.attrs;
+    for (what, present) in [
+        ("default", a.default.as_ref().map(|(k, _)| k.span())),
+        ("alias", a.aliases.first().map(|l| l.span())),
+        ("rename", a.rename.as_ref().map(|l| l.span())),
+        ("positive", a.positive.as_ref().map(|i| i.span())),
+        ("skip", a.skip.as_ref().map(|i| i.span())),
+    ] {
+        if let Some(span) = present {
+            errors.at_span(
+                span,
+                format_args!("`{what}` on a `flatten` field; its struct's own `#[arg]`s say how each key is read"),
+            );
+        }
+    }
+    if f.option.is_some() {
+        errors.at(
+            flatten,
+            format_args!(
+                "`flatten` on the `Option` field `{}`; a flattened struct reads keys of this object and is always there: remove the `Option`",
+                f.ident
+            ),
+        );
     }
 }

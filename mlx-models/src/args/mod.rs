@@ -51,7 +51,10 @@ pub use value::{ConfigValue, Positive};
 /// - `rename = "json-key"`: the JSON key when it is not a Rust identifier;
 /// - `positive`: the number must be above zero;
 /// - `skip`: not read nor written; takes its `default` (or `Default::default()`), usually set
-///   by the hook.
+///   by the hook;
+/// - `flatten`: the field's `ModelArgs` struct reads its keys from this same object (its own
+///   defaults, aliases and hook apply), as an architecture that extends another's config does:
+///   `#[arg(flatten)] base: LlamaArgs`.
 ///
 /// `Option<T>` fields may be absent or `null`. A field whose type derives `ModelArgs` reads a
 /// nested object. Container attributes: `#[arg(text_config)]` (read `text_config` first, its

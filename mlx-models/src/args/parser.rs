@@ -135,8 +135,12 @@ impl<'v, 'c> Object<'v, 'c> {
         }
     }
 
-    /// Reads `text_config` first: values there win over the top level.
+    /// Reads `text_config` first: values there win over the top level. Once per object (a
+    /// flattened struct may ask again).
     pub fn text_config(&mut self) {
+        if self.layers.len() > 1 {
+            return;
+        }
         let Some(base) = self.layers.last_mut() else {
             return;
         };

@@ -839,3 +839,50 @@ mod tests {
         assert_eq!(model.num_layers(), 2);
     }
 }
+
+/// Writes the [`Architecture`](crate::model::Architecture) methods of a model that is a
+/// [`Decoder`] field and a head field (`Option<Linear>`, `None` when the embeddings are tied):
+/// `forward` runs the decoder, then the head (or the embeddings); `make_cache` and
+/// `num_layers` are the decoder's. With only the decoder field, the embeddings are always the
+/// head; with `cache: model`, only `make_cache` and `num_layers` are written (for a model
+/// whose `forward` does more, such as scaling the logits). Use it inside the `impl`, after
+/// `new`:
+///
+/// ```ignore
+/// impl Architecture for Model {
+///     fn new(args: &LlamaArgs) -> Result<Self, Exception> { /* ... */ }
+///
+///     mlx_models::decoder_methods!(model, lm_head);
+/// }
+/// ```
+#[macro_export]
+macro_rules! decoder_methods {
+    ($decoder:ident, $head:ident) => {
+        $crate::decoder_methods!(@methods $decoder, |this| this.$head.as_ref());
+    };
+    ($decoder:ident) => {
+        $crate::decoder_methods!(@methods $decoder, |_this| ::core::option::Option::None);
+    };
+    (cache: $decoder:ident) => {
+        fn make_cache(&self) -> ::std::vec::Vec<$crate::cache::Cache> {
+            self.$decoder.make_cache()
+        }
+
+        fn num_layers(&self) -> usize {
+            self.$decoder.num_layers()
+        }
+    };
+    (@methods $decoder:ident, |$this:ident| $head:expr) => {
+        $crate::decoder_methods!(cache: $decoder);
+
+        fn forward(
+            &mut self,
+            inputs: &$crate::mlx_rs::Array,
+            cache: &mut [$crate::cache::Cache],
+        ) -> ::core::result::Result<$crate::mlx_rs::Array, $crate::mlx_rs::error::Exception> {
+            let h = self.$decoder.forward(inputs, cache)?;
+            let $this = &*self;
+            $this.$decoder.logits(&h, $head)
+        }
+    };
+}
