@@ -132,7 +132,14 @@ fn run() -> Result<()> {
     let mlx_c = fetch_mlx_c_sources(&out_dir)?;
 
     compile_mlx_c(&mlx_c, &mlx, &compat_header)?;
-    generate_bindings(&mlx_c, &mlx, &compat_header, &target, &out_dir, libclang_hint)?;
+    generate_bindings(
+        &mlx_c,
+        &mlx,
+        &compat_header,
+        &target,
+        &out_dir,
+        libclang_hint,
+    )?;
 
     // A copy of the runtime tree inside the target directory: cargo puts link-search paths that
     // lie inside it on the loader path of `cargo run` and `cargo test`, for every crate that
@@ -140,7 +147,10 @@ fn run() -> Result<()> {
     let runtime_copy = out_dir.join("mlx-runtime");
     mirror_runtime(&mlx, &runtime_copy)?;
     let linked_lib_dir = runtime_copy.join(&mlx.lib_rel);
-    println!("cargo:rustc-link-search=native={}", linked_lib_dir.display());
+    println!(
+        "cargo:rustc-link-search=native={}",
+        linked_lib_dir.display()
+    );
     println!("cargo:rustc-link-lib=dylib=mlx");
     if target.os == Os::MacOs {
         println!("cargo:rustc-link-lib=dylib=c++");
@@ -160,13 +170,21 @@ fn run() -> Result<()> {
             .cargo_metadata(false)
             .warnings(false)
             .try_compile("mlx_sys_openblas_anchor")
-            .map_err(|e| fail(format!("compiling the OpenBLAS anchor failed: {}", first_line(&e.to_string()))))?;
+            .map_err(|e| {
+                fail(format!(
+                    "compiling the OpenBLAS anchor failed: {}",
+                    first_line(&e.to_string())
+                ))
+            })?;
         println!("cargo:rerun-if-changed=compat/link_openblas.c");
         println!("cargo:rustc-link-search=native={}", out_dir.display());
         println!("cargo:rustc-link-lib=static:+whole-archive,-bundle=mlx_sys_openblas_anchor");
         println!("cargo:rustc-link-search=native={}", blas.dir.display());
         println!("cargo:rustc-link-lib=dylib:+verbatim={}", blas.file_name);
-        println!("cargo::metadata=openblas={}", blas.dir.join(&blas.file_name).display());
+        println!(
+            "cargo::metadata=openblas={}",
+            blas.dir.join(&blas.file_name).display()
+        );
     }
 
     // `DEP_MLX_*` for crates that depend on us directly (see README.md).
@@ -174,7 +192,10 @@ fn run() -> Result<()> {
     println!("cargo::metadata=rpath={}", stable_lib_dir.display());
     println!("cargo::metadata=lib_dir={}", linked_lib_dir.display());
     println!("cargo::metadata=runtime_dir={}", runtime_copy.display());
-    println!("cargo::metadata=include={}", mlx.prefix.join("include").display());
+    println!(
+        "cargo::metadata=include={}",
+        mlx.prefix.join("include").display()
+    );
     println!("cargo::metadata=mlx_c_include={}", mlx_c.display());
     println!("cargo::metadata=version={MLX_VERSION}");
     Ok(())
@@ -207,7 +228,10 @@ fn find_openblas() -> Result<OpenBlas> {
     for dir in dirs {
         for name in ["libopenblas.so.0", "libopenblas.so"] {
             if dir.join(name).exists() {
-                return Ok(OpenBlas { dir, file_name: name.to_string() });
+                return Ok(OpenBlas {
+                    dir,
+                    file_name: name.to_string(),
+                });
             }
         }
     }
@@ -254,7 +278,8 @@ fn check_libclang(target: &Target) -> Result<Option<PathBuf>> {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with("libclang") && !name.starts_with("libclang-cpp")
+                if name.starts_with("libclang")
+                    && !name.starts_with("libclang-cpp")
                     && (name.contains(".so") || name.ends_with(".dylib"))
                 {
                     return Ok(None);
@@ -269,7 +294,9 @@ fn check_libclang(target: &Target) -> Result<Option<PathBuf>> {
 }
 
 fn python() -> PathBuf {
-    env::var_os("MLX_SYS_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into())
+    env::var_os("MLX_SYS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into())
 }
 
 fn check_pip() -> Result<()> {
@@ -321,7 +348,13 @@ fn locate_mlx(target: &Target) -> Result<MlxInstall> {
         _ => "mlx-cpu",
     };
     let root = cache_dir()?.join(format!("{package}-{MLX_VERSION}-{}", target.arch));
-    if !root.join("mlx").join("include").join("mlx").join("mlx.h").exists() {
+    if !root
+        .join("mlx")
+        .join("include")
+        .join("mlx")
+        .join("mlx.h")
+        .exists()
+    {
         install_wheel(package, cuda, &root)?;
     }
     let mut parts = vec![PathBuf::from("mlx").join("lib")];
@@ -348,8 +381,9 @@ fn cache_dir() -> Result<PathBuf> {
     if let Some(dir) = env::var_os("XDG_CACHE_HOME") {
         return Ok(PathBuf::from(dir).join("mlx-sys"));
     }
-    let home = env::var_os("HOME")
-        .ok_or_else(|| fail("set HOME, XDG_CACHE_HOME or MLX_SYS_CACHE_DIR for the MLX wheel cache"))?;
+    let home = env::var_os("HOME").ok_or_else(|| {
+        fail("set HOME, XDG_CACHE_HOME or MLX_SYS_CACHE_DIR for the MLX wheel cache")
+    })?;
     let home = PathBuf::from(home);
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("macos") {
         Ok(home.join("Library").join("Caches").join("mlx-sys"))
@@ -377,7 +411,13 @@ fn install_wheel(package: &str, with_deps: bool, root: &Path) -> Result<()> {
 
     let spec = format!("{package}=={MLX_VERSION}");
     let mut pip = Command::new(python());
-    pip.args(["-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:"]);
+    pip.args([
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+    ]);
     if !with_deps {
         pip.arg("--no-deps");
     }
@@ -387,7 +427,12 @@ fn install_wheel(package: &str, with_deps: bool, root: &Path) -> Result<()> {
         .map_err(|e| fail(format!("could not run pip to fetch {spec}: {e}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         let _ = fs::remove_dir_all(&staging);
         return Err(fail(format!(
             "`pip download {spec}` failed ({last}); check network access to PyPI, or \
@@ -410,12 +455,17 @@ fn install_wheel(package: &str, with_deps: bool, root: &Path) -> Result<()> {
         .map_err(|e| fail(format!("could not unpack the MLX wheel: {e}")))?;
     if !status.success() || !tree.join("mlx/include/mlx/mlx.h").exists() {
         let _ = fs::remove_dir_all(&staging);
-        return Err(fail(format!("the {spec} wheel did not contain mlx/include/mlx/mlx.h")));
+        return Err(fail(format!(
+            "the {spec} wheel did not contain mlx/include/mlx/mlx.h"
+        )));
     }
     // Another build may have finished first: theirs is as good as ours.
     if fs::rename(&tree, root).is_err() && !root.join("mlx/include/mlx/mlx.h").exists() {
         let _ = fs::remove_dir_all(&staging);
-        return Err(fail(format!("could not move the MLX wheel into {}", root.display())));
+        return Err(fail(format!(
+            "could not move the MLX wheel into {}",
+            root.display()
+        )));
     }
     let _ = fs::remove_dir_all(&staging);
     Ok(())
@@ -558,20 +608,31 @@ fn compile_mlx_c(mlx_c: &Path, mlx: &MlxInstall, compat_header: &Path) -> Result
         // cc emits its own link-lib for the C++ runtime; we emit ours after libmlx instead.
         .cpp_link_stdlib(None);
     let compiler = build.get_compiler();
-    if Command::new(compiler.path()).arg("--version").output().is_err() {
+    if Command::new(compiler.path())
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return Err(fail(format!(
             "no C++ compiler (`{}`); install it with `apt-get install g++` \
              (Debian/Ubuntu) or `xcode-select --install` (macOS)",
             compiler.path().display()
         )));
     }
-    build
-        .try_compile("mlxc")
-        .map_err(|e| fail(format!("compiling mlx-c failed: {}", first_line(&e.to_string()))))
+    build.try_compile("mlxc").map_err(|e| {
+        fail(format!(
+            "compiling mlx-c failed: {}",
+            first_line(&e.to_string())
+        ))
+    })
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 fn generate_bindings(
@@ -595,7 +656,11 @@ fn generate_bindings(
 
     // The same configuration the published mlx-sys uses, so mlx-rs sees the same API.
     let mut builder = bindgen::Builder::default()
-        .rust_target("1.73.0".parse().map_err(|_| fail("bad bindgen rust target"))?)
+        .rust_target(
+            "1.73.0"
+                .parse()
+                .map_err(|_| fail("bad bindgen rust target"))?,
+        )
         .clang_arg(format!("-I{}", mlx_c.display()))
         .blocklist_function("malloc")
         .blocklist_function("realloc");

@@ -511,9 +511,11 @@ impl ExtendedArgs {
     fn check(&mut self) -> Result<(), ArgsError> {
         let layers = self.base.num_hidden_layers;
         let interval = self.no_rope_layer_interval;
-        let rope = self
-            .no_rope_layers
-            .get_or_insert_with(|| (0..layers).map(|i| i64::from((i + 1) % interval != 0)).collect());
+        let rope = self.no_rope_layers.get_or_insert_with(|| {
+            (0..layers)
+                .map(|i| i64::from((i + 1) % interval != 0))
+                .collect()
+        });
         if rope.len() != layers {
             return Err(ArgsError::invalid(
                 &["no_rope_layers"],
