@@ -41,6 +41,9 @@
 
 #![warn(missing_docs)]
 
+// The derives emit `::mlx_models::...` paths; this makes them resolve inside the crate too.
+extern crate self as mlx_models;
+
 pub use mlx_rs;
 
 // --- config parsing, weight rules, registry (macros issue) ---

@@ -13,33 +13,16 @@ use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::transformer::{
-    check_heads, lm_head, AttentionConfig, Decoder, DecoderLayer, RopeArgs,
+    check_heads, lm_head, AttentionConfig, Decoder, DecoderArgs, DecoderLayer, RopeArgs,
 };
 
 /// config.json of a granite checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct GraniteArgs {
-    /// `model_type` of config.json: this architecture's name or one of its aliases.
-    pub model_type: String,
-    /// Width of the residual stream.
-    #[arg(positive)]
-    pub hidden_size: usize,
-    /// Number of decoder layers.
-    #[arg(positive)]
-    pub num_hidden_layers: usize,
-    /// Hidden width of the MLP.
-    #[arg(positive)]
-    pub intermediate_size: usize,
-    /// Number of query heads.
-    #[arg(positive)]
-    pub num_attention_heads: usize,
-    /// Epsilon of the RMS norms.
-    #[arg(positive)]
-    pub rms_norm_eps: f32,
-    /// Number of tokens in the vocabulary.
-    #[arg(positive)]
-    pub vocab_size: usize,
+    /// Type and sizes.
+    #[arg(flatten)]
+    pub base: DecoderArgs,
     /// Divisor of the logits.
     pub logits_scaling: f32,
     /// Scale of the attention scores (instead of `head_dim^-0.5`).
@@ -70,8 +53,8 @@ pub struct GraniteArgs {
 impl GraniteArgs {
     fn check(&mut self) -> Result<(), ArgsError> {
         check_heads(
-            self.hidden_size,
-            self.num_attention_heads,
+            self.base.hidden_size,
+            self.base.num_attention_heads,
             self.num_key_value_heads,
             None,
         )?;
@@ -86,7 +69,7 @@ impl GraniteArgs {
 
     /// `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.base.hidden_size / self.base.num_attention_heads
     }
 
     /// The RoPE settings.
@@ -111,25 +94,25 @@ pub struct Model {
 
 impl Architecture for Model {
     fn new(args: &GraniteArgs) -> Result<Self, Exception> {
-        let (dim, head_dim) = (args.hidden_size, args.head_dim());
-        let heads = (args.num_attention_heads, args.num_key_value_heads);
+        let (dim, head_dim) = (args.base.hidden_size, args.head_dim());
+        let heads = (args.base.num_attention_heads, args.num_key_value_heads);
         let attention = AttentionConfig::new(dim, heads.0, heads.1, head_dim)
             .bias(args.attention_bias, args.attention_bias)
             .scale(args.attention_multiplier);
         let rope = args.rope()?;
         let rope = rope.build(head_dim)?;
-        let layers = (0..args.num_hidden_layers)
+        let layers = (0..args.base.num_hidden_layers)
             .map(|_| {
-                let (hidden, eps) = (args.intermediate_size, args.rms_norm_eps);
+                let (hidden, eps) = (args.base.intermediate_size, args.base.rms_norm_eps);
                 let layer =
                     DecoderLayer::llama(&attention, Some(rope.clone()), hidden, args.mlp_bias, eps);
                 Ok(layer?.residual_multiplier(args.residual_multiplier))
             })
             .collect::<Result<_, Exception>>()?;
-        let model = Decoder::new(args.vocab_size, dim, args.rms_norm_eps, layers)?;
+        let model = Decoder::new(args.base.vocab_size, dim, args.base.rms_norm_eps, layers)?;
         Ok(Model {
             model: model.embedding_multiplier(args.embedding_multiplier),
-            lm_head: lm_head(args.tie_word_embeddings, dim, args.vocab_size)?,
+            lm_head: lm_head(args.tie_word_embeddings, dim, args.base.vocab_size)?,
             logits_scaling: args.logits_scaling,
         })
     }

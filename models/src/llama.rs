@@ -11,34 +11,17 @@ use mlx_models::model::Architecture;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::{RopeConfigError, RopeScaling};
 use mlx_models::nn::transformer::{
-    check_heads, check_layer_types, layer_windows, lm_head, AttentionConfig, Decoder, DecoderLayer,
-    RopeArgs,
+    check_heads, check_layer_types, layer_windows, lm_head, AttentionConfig, Decoder, DecoderArgs,
+    DecoderLayer, RopeArgs,
 };
 
 /// config.json of a llama-family checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::derive_and_check)]
 pub struct LlamaArgs {
-    /// `model_type` of config.json: this architecture's name or one of its aliases.
-    pub model_type: String,
-    /// Width of the residual stream.
-    #[arg(positive)]
-    pub hidden_size: usize,
-    /// Number of decoder layers.
-    #[arg(positive)]
-    pub num_hidden_layers: usize,
-    /// Hidden width of the MLP.
-    #[arg(positive)]
-    pub intermediate_size: usize,
-    /// Number of query heads.
-    #[arg(positive)]
-    pub num_attention_heads: usize,
-    /// Epsilon of the RMS norms.
-    #[arg(positive)]
-    pub rms_norm_eps: f32,
-    /// Number of tokens in the vocabulary.
-    #[arg(positive)]
-    pub vocab_size: usize,
+    /// Type and sizes.
+    #[arg(flatten)]
+    pub base: DecoderArgs,
     /// Width of one attention head; absent: `hidden_size / num_attention_heads`.
     #[arg(positive)]
     pub head_dim: Option<usize>,
@@ -76,9 +59,9 @@ pub struct LlamaArgs {
 
 impl LlamaArgs {
     fn derive_and_check(&mut self) -> Result<(), ArgsError> {
-        let (heads, layers) = (self.num_attention_heads, self.num_hidden_layers);
+        let (heads, layers) = (self.base.num_attention_heads, self.base.num_hidden_layers);
         let kv_heads = *self.num_key_value_heads.get_or_insert(heads);
-        check_heads(self.hidden_size, heads, kv_heads, self.head_dim)?;
+        check_heads(self.base.hidden_size, heads, kv_heads, self.head_dim)?;
         check_layer_types(&mut self.layer_types, layers, self.sliding_window)?;
         self.rope().map(drop)
     }
@@ -86,7 +69,7 @@ impl LlamaArgs {
     /// `head_dim`, or `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
         self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
+            .unwrap_or(self.base.hidden_size / self.base.num_attention_heads)
     }
 
     fn rope(&self) -> Result<RopeArgs, ArgsError> {
@@ -139,13 +122,16 @@ impl Model {
         args: &LlamaArgs,
         rotates: impl Fn(usize) -> bool,
     ) -> Result<Self, Exception> {
-        let (dim, head_dim) = (args.hidden_size, args.head_dim());
-        let kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads);
-        let attention = AttentionConfig::new(dim, args.num_attention_heads, kv_heads, head_dim)
-            .bias(args.attention_bias, args.attention_bias);
+        let (dim, head_dim) = (args.base.hidden_size, args.head_dim());
+        let kv_heads = args
+            .num_key_value_heads
+            .unwrap_or(args.base.num_attention_heads);
+        let attention =
+            AttentionConfig::new(dim, args.base.num_attention_heads, kv_heads, head_dim)
+                .bias(args.attention_bias, args.attention_bias);
         let rope = args.rope()?.build(head_dim)?;
         let types = args.layer_types.as_deref().unwrap_or_default();
-        let (hidden, eps) = (args.intermediate_size, args.rms_norm_eps);
+        let (hidden, eps) = (args.base.intermediate_size, args.base.rms_norm_eps);
         let layers = layer_windows(types, args.sliding_window)
             .enumerate()
             .map(|(i, window)| {
@@ -155,8 +141,8 @@ impl Model {
             })
             .collect::<Result<_, Exception>>()?;
         Ok(Model {
-            model: Decoder::new(args.vocab_size, dim, eps, layers)?,
-            lm_head: lm_head(args.tie_word_embeddings, dim, args.vocab_size)?,
+            model: Decoder::new(args.base.vocab_size, dim, eps, layers)?,
+            lm_head: lm_head(args.tie_word_embeddings, dim, args.base.vocab_size)?,
         })
     }
 

@@ -573,6 +573,34 @@ impl<L: Layer, N: Block> Decoder<L, N> {
     }
 }
 
+/// The keys that every dense decoder's config.json has and no architecture defaults: its
+/// type and sizes. An architecture's args take them with `#[arg(flatten)] pub base:
+/// DecoderArgs` (architectures whose reference gives them defaults, such as cohere and
+/// gemma3_text, declare their own).
+#[derive(Debug, Clone, PartialEq, crate::args::ModelArgs)]
+pub struct DecoderArgs {
+    /// `model_type` of config.json: this architecture's name or one of its aliases.
+    pub model_type: String,
+    /// Width of the residual stream.
+    #[arg(positive)]
+    pub hidden_size: usize,
+    /// Number of decoder layers.
+    #[arg(positive)]
+    pub num_hidden_layers: usize,
+    /// Hidden width of the MLP.
+    #[arg(positive)]
+    pub intermediate_size: usize,
+    /// Number of query heads.
+    #[arg(positive)]
+    pub num_attention_heads: usize,
+    /// Epsilon of the RMS norms.
+    #[arg(positive)]
+    pub rms_norm_eps: f32,
+    /// Number of tokens in the vocabulary.
+    #[arg(positive)]
+    pub vocab_size: usize,
+}
+
 /// The output head of a llama-style model: `None` when `tie_word_embeddings` (the embeddings
 /// double as the head), else a bias-free `[vocab, dim]` linear layer.
 pub fn lm_head(tie_word_embeddings: bool, dim: usize, vocab: usize) -> Result<Option<Linear>> {
