@@ -151,7 +151,8 @@ fn writes(fields: &[Field<'_>], access: impl Fn(&Field<'_>) -> TokenStream) -> T
             let key = f.key();
             let value = access(f);
             if f.attrs.flatten.is_some() {
-                quote! { ::mlx_models::__private::ModelArgs::write_object(#value, __out); }
+                let ty = f.ty;
+                quote_spanned! {ty.span()=> <#ty as ::mlx_models::__private::ModelArgs>::write_object(#value, __out); }
             } else {
                 quote! { ::mlx_models::__private::write_field(__out, #key, #value); }
             }

@@ -36,7 +36,7 @@ use mlx_rs::macros::ModuleParameters;
 use mlx_rs::Array;
 use serde_json::Value;
 
-use crate::args::ArgsError;
+use crate::args::{ArgsError, ModelArgs};
 use crate::cache::Cache;
 use crate::nn::activations::GatedActivation;
 use crate::nn::attention::attend;
@@ -577,7 +577,7 @@ impl<L: Layer, N: Block> Decoder<L, N> {
 /// type and sizes. An architecture's args take them with `#[arg(flatten)] pub base:
 /// DecoderArgs` (architectures whose reference gives them defaults, such as cohere and
 /// gemma3_text, declare their own).
-#[derive(Debug, Clone, PartialEq, crate::args::ModelArgs)]
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
 pub struct DecoderArgs {
     /// `model_type` of config.json: this architecture's name or one of its aliases.
     pub model_type: String,

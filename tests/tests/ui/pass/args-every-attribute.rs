@@ -23,6 +23,13 @@ struct Vision {
 }
 
 #[derive(Debug, PartialEq, ModelArgs)]
+struct Extra {
+    #[arg(default = 4)]
+    no_rope_layer_interval: usize,
+    head_dim: Option<usize>,
+}
+
+#[derive(Debug, PartialEq, ModelArgs)]
 #[arg(text_config, validate = Self::check)]
 struct Args {
     #[arg(positive, alias = "d_model")]
@@ -42,6 +49,8 @@ struct Args {
     r#type: Option<String>,
     #[arg(skip)]
     kv_heads: usize,
+    #[arg(flatten)]
+    extra: Extra,
 }
 
 impl Args {
@@ -53,7 +62,7 @@ impl Args {
 
 fn main() {
     let config = serde_json::json!({
-        "text_config": {"d_model": 8, "layer_types": ["full"]},
+        "text_config": {"d_model": 8, "layer_types": ["full"], "head_dim": 2},
         "sliding-window": 4,
         "rope_parameters": {"type": "scaled", "factor": 2},
         "vision_config": {}
@@ -64,4 +73,6 @@ fn main() {
     assert_eq!(args.rope_scaling, Some(Rope::Linear { factor: 2.0 }));
     assert_eq!(args.vision_config, Some(Vision { image_size: 224 }));
     assert_eq!(args.kv_heads, 1);
+    let extra = Extra { no_rope_layer_interval: 4, head_dim: Some(2) };
+    assert_eq!(args.extra, extra);
 }
