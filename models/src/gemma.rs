@@ -39,13 +39,13 @@ pub struct GemmaArgs {
 
 impl GemmaArgs {
     fn check(&mut self) -> Result<(), ArgsError> {
-        check_kv_heads(self.base.num_attention_heads, self.num_key_value_heads)
+        check_kv_heads(self.num_attention_heads, self.num_key_value_heads)
     }
 }
 
 fn attention(args: &GemmaArgs) -> Result<Attention, Exception> {
-    let (heads, kv_heads) = (args.base.num_attention_heads, args.num_key_value_heads);
-    let config = AttentionConfig::new(args.base.hidden_size, heads, kv_heads, args.head_dim)
+    let (heads, kv_heads) = (args.num_attention_heads, args.num_key_value_heads);
+    let config = AttentionConfig::new(args.hidden_size, heads, kv_heads, args.head_dim)
         .scale((args.head_dim as f64).powf(-0.5) as f32);
     let head_dim = args.head_dim as i32;
     let rope = Rope::plain(head_dim, args.rope_theta, args.rope_traditional, 1.0);
@@ -54,8 +54,8 @@ fn attention(args: &GemmaArgs) -> Result<Attention, Exception> {
 
 /// llama's pre-norm layer, with a GeGLU and `1 + weight` norms.
 fn layer(args: &GemmaArgs) -> Result<DecoderLayer, Exception> {
-    let (dim, eps) = (args.base.hidden_size, args.base.rms_norm_eps);
-    let mlp = Mlp::new(dim, args.base.intermediate_size, false)?;
+    let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
+    let mlp = Mlp::new(dim, args.intermediate_size, false)?;
     let norm = || RmsNorm::zero_centered(dim as i32, eps);
     let mlp = mlp.with_activation(GatedActivation::GeGluExact);
     Ok(DecoderLayer::with_norms(
@@ -76,12 +76,12 @@ pub struct Model {
 
 impl Architecture for Model {
     fn new(args: &GemmaArgs) -> Result<Self, Exception> {
-        let (dim, eps) = (args.base.hidden_size, args.base.rms_norm_eps);
-        let layers = (0..args.base.num_hidden_layers)
+        let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
+        let layers = (0..args.num_hidden_layers)
             .map(|_| layer(args))
             .collect::<Result<_, _>>()?;
         let norm = RmsNorm::zero_centered(dim as i32, eps)?;
-        let model = Decoder::with_norm(args.base.vocab_size, dim, layers, norm)?;
+        let model = Decoder::with_norm(args.vocab_size, dim, layers, norm)?;
         let scale = EmbedScale::Exact.factor(dim)?;
         Ok(Model {
             model: model.embedding_multiplier(scale),

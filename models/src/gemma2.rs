@@ -52,14 +52,14 @@ pub struct Gemma2Args {
 
 impl Gemma2Args {
     fn check(&mut self) -> Result<(), ArgsError> {
-        check_kv_heads(self.base.num_attention_heads, self.num_key_value_heads)
+        check_kv_heads(self.num_attention_heads, self.num_key_value_heads)
     }
 }
 
 /// Attention scaled by `query_pre_attn_scalar`, scores soft-capped.
 fn attention(args: &Gemma2Args) -> Result<Attention, Exception> {
-    let (heads, kv_heads) = (args.base.num_attention_heads, args.num_key_value_heads);
-    let config = AttentionConfig::new(args.base.hidden_size, heads, kv_heads, args.head_dim)
+    let (heads, kv_heads) = (args.num_attention_heads, args.num_key_value_heads);
+    let config = AttentionConfig::new(args.hidden_size, heads, kv_heads, args.head_dim)
         .scale((1.0 / (args.query_pre_attn_scalar as f64).sqrt()) as f32)
         .softcap(args.attn_logit_softcapping);
     let head_dim = args.head_dim as i32;
@@ -68,10 +68,10 @@ fn attention(args: &Gemma2Args) -> Result<Attention, Exception> {
 }
 
 fn layer(args: &Gemma2Args) -> Result<SandwichLayer, Exception> {
-    let mlp = Mlp::new(args.base.hidden_size, args.base.intermediate_size, false)?;
+    let mlp = Mlp::new(args.hidden_size, args.intermediate_size, false)?;
     let mlp = mlp.with_activation(GatedActivation::GeGlu);
-    let dim = args.base.hidden_size as i32;
-    SandwichLayer::new(attention(args)?, mlp, dim, args.base.rms_norm_eps, false)
+    let dim = args.hidden_size as i32;
+    SandwichLayer::new(attention(args)?, mlp, dim, args.rms_norm_eps, false)
 }
 
 /// The gemma2 model: scaled embeddings, decoder layers, final norm, the embeddings as head,
@@ -88,12 +88,12 @@ pub struct Model {
 
 impl Architecture for Model {
     fn new(args: &Gemma2Args) -> Result<Self, Exception> {
-        let dim = args.base.hidden_size;
-        let layers = (0..args.base.num_hidden_layers)
+        let dim = args.hidden_size;
+        let layers = (0..args.num_hidden_layers)
             .map(|_| layer(args))
             .collect::<Result<_, _>>()?;
-        let norm = RmsNorm::zero_centered(dim as i32, args.base.rms_norm_eps)?;
-        let model = Decoder::with_norm(args.base.vocab_size, dim, layers, norm)?;
+        let norm = RmsNorm::zero_centered(dim as i32, args.rms_norm_eps)?;
+        let model = Decoder::with_norm(args.vocab_size, dim, layers, norm)?;
         let scale = EmbedScale::Exact.factor(dim)?;
         Ok(Model {
             model: model.embedding_multiplier(scale),

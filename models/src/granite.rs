@@ -53,8 +53,8 @@ pub struct GraniteArgs {
 impl GraniteArgs {
     fn check(&mut self) -> Result<(), ArgsError> {
         check_heads(
-            self.base.hidden_size,
-            self.base.num_attention_heads,
+            self.hidden_size,
+            self.num_attention_heads,
             self.num_key_value_heads,
             None,
         )?;
@@ -69,7 +69,7 @@ impl GraniteArgs {
 
     /// `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.base.hidden_size / self.base.num_attention_heads
+        self.hidden_size / self.num_attention_heads
     }
 
     /// The RoPE settings.
@@ -94,25 +94,25 @@ pub struct Model {
 
 impl Architecture for Model {
     fn new(args: &GraniteArgs) -> Result<Self, Exception> {
-        let (dim, head_dim) = (args.base.hidden_size, args.head_dim());
-        let heads = (args.base.num_attention_heads, args.num_key_value_heads);
+        let (dim, head_dim) = (args.hidden_size, args.head_dim());
+        let heads = (args.num_attention_heads, args.num_key_value_heads);
         let attention = AttentionConfig::new(dim, heads.0, heads.1, head_dim)
             .bias(args.attention_bias, args.attention_bias)
             .scale(args.attention_multiplier);
         let rope = args.rope()?;
         let rope = rope.build(head_dim)?;
-        let layers = (0..args.base.num_hidden_layers)
+        let layers = (0..args.num_hidden_layers)
             .map(|_| {
-                let (hidden, eps) = (args.base.intermediate_size, args.base.rms_norm_eps);
+                let (hidden, eps) = (args.intermediate_size, args.rms_norm_eps);
                 let layer =
                     DecoderLayer::llama(&attention, Some(rope.clone()), hidden, args.mlp_bias, eps);
                 Ok(layer?.residual_multiplier(args.residual_multiplier))
             })
             .collect::<Result<_, Exception>>()?;
-        let model = Decoder::new(args.base.vocab_size, dim, args.base.rms_norm_eps, layers)?;
+        let model = Decoder::new(args.vocab_size, dim, args.rms_norm_eps, layers)?;
         Ok(Model {
             model: model.embedding_multiplier(args.embedding_multiplier),
-            lm_head: lm_head(args.tie_word_embeddings, dim, args.base.vocab_size)?,
+            lm_head: lm_head(args.tie_word_embeddings, dim, args.vocab_size)?,
             logits_scaling: args.logits_scaling,
         })
     }

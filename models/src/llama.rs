@@ -59,9 +59,9 @@ pub struct LlamaArgs {
 
 impl LlamaArgs {
     fn derive_and_check(&mut self) -> Result<(), ArgsError> {
-        let (heads, layers) = (self.base.num_attention_heads, self.base.num_hidden_layers);
+        let (heads, layers) = (self.num_attention_heads, self.num_hidden_layers);
         let kv_heads = *self.num_key_value_heads.get_or_insert(heads);
-        check_heads(self.base.hidden_size, heads, kv_heads, self.head_dim)?;
+        check_heads(self.hidden_size, heads, kv_heads, self.head_dim)?;
         check_layer_types(&mut self.layer_types, layers, self.sliding_window)?;
         self.rope().map(drop)
     }
@@ -69,7 +69,7 @@ impl LlamaArgs {
     /// `head_dim`, or `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
         self.head_dim
-            .unwrap_or(self.base.hidden_size / self.base.num_attention_heads)
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     fn rope(&self) -> Result<RopeArgs, ArgsError> {
@@ -122,16 +122,13 @@ impl Model {
         args: &LlamaArgs,
         rotates: impl Fn(usize) -> bool,
     ) -> Result<Self, Exception> {
-        let (dim, head_dim) = (args.base.hidden_size, args.head_dim());
-        let kv_heads = args
-            .num_key_value_heads
-            .unwrap_or(args.base.num_attention_heads);
-        let attention =
-            AttentionConfig::new(dim, args.base.num_attention_heads, kv_heads, head_dim)
-                .bias(args.attention_bias, args.attention_bias);
+        let (dim, head_dim) = (args.hidden_size, args.head_dim());
+        let kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads);
+        let attention = AttentionConfig::new(dim, args.num_attention_heads, kv_heads, head_dim)
+            .bias(args.attention_bias, args.attention_bias);
         let rope = args.rope()?.build(head_dim)?;
         let types = args.layer_types.as_deref().unwrap_or_default();
-        let (hidden, eps) = (args.base.intermediate_size, args.base.rms_norm_eps);
+        let (hidden, eps) = (args.intermediate_size, args.rms_norm_eps);
         let layers = layer_windows(types, args.sliding_window)
             .enumerate()
             .map(|(i, window)| {
@@ -141,8 +138,8 @@ impl Model {
             })
             .collect::<Result<_, Exception>>()?;
         Ok(Model {
-            model: Decoder::new(args.base.vocab_size, dim, eps, layers)?,
-            lm_head: lm_head(args.tie_word_embeddings, dim, args.base.vocab_size)?,
+            model: Decoder::new(args.vocab_size, dim, eps, layers)?,
+            lm_head: lm_head(args.tie_word_embeddings, dim, args.vocab_size)?,
         })
     }
 

@@ -56,16 +56,16 @@ pub struct Olmo2Args {
 
 impl Olmo2Args {
     fn derive_and_check(&mut self) -> std::result::Result<(), ArgsError> {
-        let heads = self.base.num_attention_heads;
+        let heads = self.num_attention_heads;
         let kv_heads = *self.num_key_value_heads.get_or_insert(heads);
-        check_heads(self.base.hidden_size, heads, kv_heads, self.head_dim)?;
+        check_heads(self.hidden_size, heads, kv_heads, self.head_dim)?;
         self.rope().map(drop)
     }
 
     /// `head_dim`, or `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
         self.head_dim
-            .unwrap_or(self.base.hidden_size / self.base.num_attention_heads)
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     /// The RoPE settings.
@@ -102,14 +102,12 @@ struct Attention {
 impl Attention {
     fn new(args: &Olmo2Args, rope: Rope) -> Result<Self> {
         let (dim, bias, eps) = (
-            args.base.hidden_size as i32,
+            args.hidden_size as i32,
             args.attention_bias,
-            args.base.rms_norm_eps,
+            args.rms_norm_eps,
         );
-        let n_heads = args.base.num_attention_heads as i32;
-        let n_kv_heads = args
-            .num_key_value_heads
-            .unwrap_or(args.base.num_attention_heads) as i32;
+        let n_heads = args.num_attention_heads as i32;
+        let n_kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads) as i32;
         let head_dim = args.head_dim() as i32;
         Ok(Attention {
             q_proj: Linear::new(dim, n_heads * head_dim, bias)?,
@@ -151,10 +149,10 @@ struct TransformerBlock {
 
 impl TransformerBlock {
     fn new(args: &Olmo2Args, rope: Rope) -> Result<Self> {
-        let (dim, eps) = (args.base.hidden_size, args.base.rms_norm_eps);
+        let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
         Ok(TransformerBlock {
             self_attn: Attention::new(args, rope)?,
-            mlp: Mlp::new(dim, args.base.intermediate_size, args.mlp_bias)?,
+            mlp: Mlp::new(dim, args.intermediate_size, args.mlp_bias)?,
             post_attention_layernorm: RmsNorm::new(dim as i32, eps)?,
             post_feedforward_layernorm: RmsNorm::new(dim as i32, eps)?,
         })
@@ -193,14 +191,13 @@ pub struct Model {
 
 impl Architecture for Model {
     fn new(args: &Olmo2Args) -> Result<Self> {
-        let (dim, vocab) = (args.base.hidden_size, args.base.vocab_size);
+        let (dim, vocab) = (args.hidden_size, args.vocab_size);
         let rope = args.rope()?;
         let rope = rope.build(args.head_dim())?;
-        let layers =
-            (0..args.base.num_hidden_layers).map(|_| TransformerBlock::new(args, rope.clone()));
+        let layers = (0..args.num_hidden_layers).map(|_| TransformerBlock::new(args, rope.clone()));
         let layers = layers.collect::<Result<_>>()?;
         Ok(Model {
-            model: Decoder::new(vocab, dim, args.base.rms_norm_eps, layers)?,
+            model: Decoder::new(vocab, dim, args.rms_norm_eps, layers)?,
             lm_head: lm_head(args.tie_word_embeddings, dim, vocab)?,
         })
     }

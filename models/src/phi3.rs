@@ -54,15 +54,15 @@ pub struct Phi3Args {
 
 impl Phi3Args {
     fn derive_and_check(&mut self) -> std::result::Result<(), ArgsError> {
-        let heads = self.base.num_attention_heads;
+        let heads = self.num_attention_heads;
         let kv_heads = *self.num_key_value_heads.get_or_insert(heads);
-        check_heads(self.base.hidden_size, heads, kv_heads, None)?;
+        check_heads(self.hidden_size, heads, kv_heads, None)?;
         self.rope().map(drop)
     }
 
     /// `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.base.hidden_size / self.base.num_attention_heads
+        self.hidden_size / self.num_attention_heads
     }
 
     /// The rotated features of each head: `int(head_dim * partial_rotary_factor)`.
@@ -135,11 +135,9 @@ struct Attention {
 
 impl Attention {
     fn new(args: &Phi3Args, rope: Rope) -> Result<Self> {
-        let dim = args.base.hidden_size as i32;
-        let n_heads = args.base.num_attention_heads as i32;
-        let n_kv_heads = args
-            .num_key_value_heads
-            .unwrap_or(args.base.num_attention_heads) as i32;
+        let dim = args.hidden_size as i32;
+        let n_heads = args.num_attention_heads as i32;
+        let n_kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads) as i32;
         let head_dim = args.head_dim() as i32;
         Ok(Attention {
             qkv_proj: Linear::new(dim, (n_heads + 2 * n_kv_heads) * head_dim, false)?,
@@ -187,21 +185,13 @@ impl Block for Mlp {
 type TransformerBlock = DecoderLayer<Attention, Mlp>;
 
 fn layer(args: &Phi3Args, rope: Rope) -> Result<TransformerBlock> {
-    let (dim, hidden) = (
-        args.base.hidden_size as i32,
-        args.base.intermediate_size as i32,
-    );
+    let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
     let mlp = Mlp {
         gate_up_proj: Linear::new(dim, 2 * hidden, false)?,
         down_proj: Linear::new(hidden, dim, false)?,
     };
     let self_attn = Attention::new(args, rope)?;
-    DecoderLayer::new(
-        self_attn,
-        mlp,
-        args.base.hidden_size,
-        args.base.rms_norm_eps,
-    )
+    DecoderLayer::new(self_attn, mlp, args.hidden_size, args.rms_norm_eps)
 }
 
 /// The phi3 model: embeddings, decoder layers, final norm, head (or tied embeddings).
@@ -217,12 +207,12 @@ pub struct Model {
 
 impl Architecture for Model {
     fn new(args: &Phi3Args) -> Result<Self> {
-        let (dim, vocab) = (args.base.hidden_size, args.base.vocab_size);
+        let (dim, vocab) = (args.hidden_size, args.vocab_size);
         let rope = args.rope()?;
-        let layers = (0..args.base.num_hidden_layers).map(|_| layer(args, rope.clone()));
+        let layers = (0..args.num_hidden_layers).map(|_| layer(args, rope.clone()));
         let layers = layers.collect::<Result<_>>()?;
         Ok(Model {
-            model: Decoder::new(vocab, dim, args.base.rms_norm_eps, layers)?,
+            model: Decoder::new(vocab, dim, args.rms_norm_eps, layers)?,
             lm_head: lm_head(args.tie_word_embeddings, dim, vocab)?,
         })
     }

@@ -44,8 +44,8 @@ pub struct Qwen2Args {
 impl Qwen2Args {
     fn check(&mut self) -> Result<(), ArgsError> {
         check_heads(
-            self.base.hidden_size,
-            self.base.num_attention_heads,
+            self.hidden_size,
+            self.num_attention_heads,
             self.num_key_value_heads,
             None,
         )?;
@@ -54,7 +54,7 @@ impl Qwen2Args {
 
     /// `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.base.hidden_size / self.base.num_attention_heads
+        self.hidden_size / self.num_attention_heads
     }
 
     /// The RoPE settings.
@@ -88,20 +88,20 @@ pub struct Model {
 
 impl Architecture for Model {
     fn new(args: &Qwen2Args) -> Result<Self, Exception> {
-        let (dim, head_dim) = (args.base.hidden_size, args.head_dim());
-        let heads = (args.base.num_attention_heads, args.num_key_value_heads);
+        let (dim, head_dim) = (args.hidden_size, args.head_dim());
+        let heads = (args.num_attention_heads, args.num_key_value_heads);
         let attention = AttentionConfig::new(dim, heads.0, heads.1, head_dim).bias(true, false);
         let rope = args.rope()?;
         let rope = rope.build(head_dim)?;
-        let layers = (0..args.base.num_hidden_layers)
+        let layers = (0..args.num_hidden_layers)
             .map(|_| {
-                let (hidden, eps) = (args.base.intermediate_size, args.base.rms_norm_eps);
+                let (hidden, eps) = (args.intermediate_size, args.rms_norm_eps);
                 DecoderLayer::llama(&attention, Some(rope.clone()), hidden, false, eps)
             })
             .collect::<Result<_, _>>()?;
         Ok(Model {
-            model: Decoder::new(args.base.vocab_size, dim, args.base.rms_norm_eps, layers)?,
-            lm_head: lm_head(args.tie_word_embeddings, dim, args.base.vocab_size)?,
+            model: Decoder::new(args.vocab_size, dim, args.rms_norm_eps, layers)?,
+            lm_head: lm_head(args.tie_word_embeddings, dim, args.vocab_size)?,
         })
     }
 

@@ -29,10 +29,7 @@ pub struct SmolLm3Args {
 
 impl SmolLm3Args {
     fn derive_and_check(&mut self) -> Result<(), ArgsError> {
-        let (layers, interval) = (
-            self.llama.base.num_hidden_layers,
-            self.no_rope_layer_interval,
-        );
+        let (layers, interval) = (self.num_hidden_layers, self.no_rope_layer_interval);
         let rotates = |i: usize| i64::from(!(i + 1).is_multiple_of(interval));
         let no_rope = self
             .no_rope_layers

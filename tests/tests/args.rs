@@ -536,6 +536,11 @@ fn flatten_reads_the_base_from_the_same_object() {
     // The base's own defaults, aliases and hook ran.
     assert_eq!(args.base, LlamaArgs::from_config(&llama()).unwrap());
     assert_eq!(args.base.kv_heads, 2);
+    // The one flattened field is reached through `Deref`, as a base class's fields are.
+    assert_eq!((args.hidden_size, args.kv_heads), (64, 2));
+    let mut args = args.clone();
+    args.hidden_size = 128;
+    assert_eq!(args.base.hidden_size, 128);
     assert_eq!(args.no_rope_layer_interval, 2);
     assert_eq!(args.no_rope_layers.as_deref(), Some(&[1, 0][..]));
     // Keys of the base and of the extension are both known; a misspelling of either is seen.
@@ -544,6 +549,7 @@ fn flatten_reads_the_base_from_the_same_object() {
     assert_eq!(parsed.typos()[0].suggestion, "no_rope_layers");
 
     // Written back: one flat object again, which parses to the same args.
+    let args = &parsed.args;
     let written = args.to_config();
     assert_eq!(written["hidden_size"], json!(64));
     assert_eq!(written["no_rope_layer_interval"], json!(2));

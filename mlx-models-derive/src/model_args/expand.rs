@@ -12,7 +12,12 @@ pub fn impls(c: &Container<'_>) -> TokenStream {
         Data::Struct(fields) => struct_bodies(c, fields),
         Data::Enum(_) => enum_bodies(c),
     };
+    let deref = match &c.data {
+        Data::Struct(fields) => deref_to_flattened(ident, fields),
+        Data::Enum(_) => TokenStream::new(),
+    };
     quote! {
+        #deref
         const _: () = {
             #[automatically_derived]
             impl ::mlx_models::__private::ModelArgs for #ident {
@@ -49,6 +54,32 @@ pub fn impls(c: &Container<'_>) -> TokenStream {
                 }
             }
         };
+    }
+}
+
+/// A struct with exactly one `#[arg(flatten)]` field derefs to it, as a subclass has its
+/// base's fields: `smollm3_args.hidden_size` reads the flattened llama args' field.
+fn deref_to_flattened(ident: &syn::Ident, fields: &[Field<'_>]) -> TokenStream {
+    let mut flattened = fields.iter().filter(|f| f.attrs.flatten.is_some());
+    let (Some(f), None) = (flattened.next(), flattened.next()) else {
+        return TokenStream::new();
+    };
+    let (field, ty) = (f.ident, f.ty);
+    quote! {
+        #[automatically_derived]
+        impl ::core::ops::Deref for #ident {
+            type Target = #ty;
+            fn deref(&self) -> &#ty {
+                &self.#field
+            }
+        }
+
+        #[automatically_derived]
+        impl ::core::ops::DerefMut for #ident {
+            fn deref_mut(&mut self) -> &mut #ty {
+                &mut self.#field
+            }
+        }
     }
 }
 

@@ -54,7 +54,8 @@ pub use value::{ConfigValue, Positive};
 ///   by the hook;
 /// - `flatten`: the field's `ModelArgs` struct reads its keys from this same object (its own
 ///   defaults, aliases and hook apply), as an architecture that extends another's config does:
-///   `#[arg(flatten)] base: LlamaArgs`.
+///   `#[arg(flatten)] llama: LlamaArgs`. A struct with exactly one flattened field derefs to it
+///   (`Deref`, `DerefMut`), as a subclass has its base's fields: `args.hidden_size`.
 ///
 /// `Option<T>` fields may be absent or `null`. A field whose type derives `ModelArgs` reads a
 /// nested object. Container attributes: `#[arg(text_config)]` (read `text_config` first, its
