@@ -8,7 +8,9 @@ strict loading), then record what the reference computes:
 - `prompt_logits`: logits of a full forward over the prompt, float32, [L, vocab];
 - `tokens`: a greedy continuation of `steps` tokens decoded with the reference's cache;
 - `step_logits`: the logits of each decode step, [steps, vocab];
-- `margins`: the top-2 logit margin at each greedy step.
+- `margins`: the top-2 logit margin at each greedy step;
+- `float16_prompt_logits`, `bfloat16_prompt_logits`: the prompt logits (as float32) of the same
+  checkpoint cast to float16 / bfloat16, as a half-precision checkpoint runs.
 
 Each architecture has a script in `parity/` that lists its cases and calls `run_cases`; a case
 is {"name", "config", "prompt": [ids] (optional), "steps": 24, "seed": 0,
@@ -87,6 +89,17 @@ def run_case(case: dict, out: Path) -> None:
         logits = model(mx.array([[tok]], dtype=mx.int32), cache=cache)[0, -1].astype(mx.float32)
         step_logits.append(logits)
 
+    # What half-precision runs of the same checkpoint give (as a float16 or bfloat16 checkpoint
+    # would): the logits' type (some quantized layers emit another) and the prompt logits.
+    half = {}
+    for dtype in (mx.float16, mx.bfloat16):
+        model, _ = load_model(out, strict=True)
+        model.set_dtype(dtype)
+        logits = model(prompt)
+        name = str(dtype).rsplit(".", 1)[-1]
+        half[name] = (str(logits.dtype).rsplit(".", 1)[-1], logits[0].astype(mx.float32))
+    half_dtype = half["float16"][0]
+
     mx.save_safetensors(
         str(out / "reference.safetensors"),
         {
@@ -94,13 +107,10 @@ def run_case(case: dict, out: Path) -> None:
             "step_logits": mx.stack(step_logits),
             "tokens": mx.array(tokens, dtype=mx.int32),
             "margins": mx.array(margins, dtype=mx.float32),
+            "float16_prompt_logits": half["float16"][1],
+            "bfloat16_prompt_logits": half["bfloat16"][1],
         },
     )
-    # What a float16 run of the same checkpoint gives (some quantized layers emit another type).
-    model.set_dtype(mx.float16)
-    half_logits = model(prompt)
-    half_dtype = str(half_logits.dtype).rsplit(".", 1)[-1]
-
     (out / "reference.json").write_text(
         json.dumps(
             {
@@ -110,6 +120,7 @@ def run_case(case: dict, out: Path) -> None:
                 "tokens": tokens,
                 "min_margin": min(margins) if margins else None,
                 "float16_logits_dtype": half_dtype,
+                "bfloat16_logits_dtype": half["bfloat16"][0],
             },
             indent=2,
         )

@@ -9,7 +9,8 @@
 //!   logits are within 1e-4;
 //! - a full forward over prompt + continuation equals the token-by-token decode;
 //! - a batch of two sequences equals the two run alone;
-//! - a float16 run stays finite, its logits of the type the reference's float16 run gives.
+//! - float16 and bfloat16 runs: logits of the type the reference's give, finite, and within a
+//!   half-precision tolerance of the reference's half-precision logits.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,14 @@ use crate::reference::{assert_close, run_script, Fixture};
 
 /// Logits tolerance in float32.
 pub const TOL: f32 = 1e-4;
+
+/// Logits tolerance in float16: about one unit in the last place at the logits' size (below
+/// 8 here). Measured: every case equal to the reference's to the bit but mxfp4's (1.0e-6).
+pub const HALF_TOL: f32 = 1e-2;
+
+/// Logits tolerance in bfloat16 (one unit in the last place at 8). Measured: every case equal
+/// to the reference's to the bit.
+pub const BF16_TOL: f32 = 6e-2;
 
 /// The output folder of `scripts/reference/parity/<arch>.py`.
 pub fn fixtures(arch: &str) -> PathBuf {
@@ -39,6 +48,8 @@ pub struct CaseReport {
     pub max_logit_diff: f32,
     /// Largest difference between full forward and incremental decode.
     pub max_decode_diff: f32,
+    /// Largest difference with the reference's float16 and bfloat16 prompt logits.
+    pub max_half_diff: [f32; 2],
 }
 
 fn load(dir: &Path, dtype: Option<Dtype>) -> LoadedModel {
@@ -175,30 +186,47 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
         TOL,
     );
 
-    // float16 stays finite.
-    let mut half = load(&dir, Some(Dtype::Float16));
-    let out = half
-        .model
-        .forward(&ids(&prompt), &mut [])
-        .expect("float16 forward");
-    let want_dtype = meta["float16_logits_dtype"].as_str().unwrap_or("float16");
-    let got_dtype = format!("{:?}", out.dtype()).to_lowercase();
-    assert_eq!(
-        got_dtype, want_dtype,
-        "{case}: a float16 run gives {got_dtype} logits, the reference's {want_dtype}"
-    );
-    let finite = out
-        .is_finite()
-        .expect("isfinite")
-        .all(None)
-        .expect("all")
-        .item_exact::<bool>();
-    assert!(finite, "{case}: float16 logits are not all finite");
+    // Half precision, as a float16 or bfloat16 checkpoint runs: the logits' type is the
+    // reference's, they are finite, and they are the reference's half-precision logits within
+    // a tolerance that scales with the type's precision (same kernels, same order of operations).
+    let mut max_half_diff = [0.0f32; 2];
+    for (i, (dtype, name, tol)) in [
+        (Dtype::Float16, "float16", HALF_TOL),
+        (Dtype::Bfloat16, "bfloat16", BF16_TOL),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut half = load(&dir, Some(dtype));
+        let out = half
+            .model
+            .forward(&ids(&prompt), &mut [])
+            .unwrap_or_else(|e| panic!("{case}: {name} forward: {e}"));
+        let want_dtype = meta[format!("{name}_logits_dtype")]
+            .as_str()
+            .unwrap_or(name);
+        let got_dtype = format!("{:?}", out.dtype()).to_lowercase();
+        assert_eq!(
+            got_dtype, want_dtype,
+            "{case}: a {name} run gives {got_dtype} logits, the reference's {want_dtype}"
+        );
+        let out = out.index(0).as_dtype(Dtype::Float32).expect("cast");
+        let finite = out
+            .is_finite()
+            .expect("isfinite")
+            .all(None)
+            .expect("all")
+            .item_exact::<bool>();
+        assert!(finite, "{case}: {name} logits are not all finite");
+        let want = reference.get(&format!("{name}_prompt_logits"));
+        max_half_diff[i] = assert_close(&format!("{case}: {name} prompt logits"), &out, want, tol);
+    }
 
     CaseReport {
         name: case.to_string(),
         max_logit_diff,
         max_decode_diff,
+        max_half_diff,
     }
 }
 
@@ -218,8 +246,8 @@ pub fn check_arch(arch: &str) -> Vec<CaseReport> {
         .map(|c| {
             let r = check_case(&out, c);
             eprintln!(
-                "parity {arch}/{}: logits {:.2e}, full vs decode {:.2e}",
-                r.name, r.max_logit_diff, r.max_decode_diff
+                "parity {arch}/{}: logits {:.2e}, full vs decode {:.2e}, float16 {:.2e}, bfloat16 {:.2e}",
+                r.name, r.max_logit_diff, r.max_decode_diff, r.max_half_diff[0], r.max_half_diff[1]
             );
             r
         })
