@@ -10,7 +10,8 @@ strict loading), then record what the reference computes:
 - `step_logits`: the logits of each decode step, [steps, vocab];
 - `margins`: the top-2 logit margin at each greedy step;
 - `float16_prompt_logits`, `bfloat16_prompt_logits`: the prompt logits (as float32) of the same
-  checkpoint cast to float16 / bfloat16, as a half-precision checkpoint runs.
+  checkpoint cast to float16 / bfloat16, as a half-precision checkpoint runs, and (in
+  reference.json) the greedy tokens it decodes with the cache.
 
 Each architecture has a script in `parity/` that lists its cases and calls `run_cases`; a case
 is {"name", "config", "prompt": [ids] (optional), "steps": 24, "seed": 0,
@@ -30,6 +31,8 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import _get_classes, load_model, quantize_model, save_config, save_model
 
 SPREAD = 0.08
+# Greedy tokens decoded in float16 and in bfloat16.
+HALF_STEPS = 8
 
 
 def randomize(model: nn.Module, seed: int) -> None:
@@ -91,13 +94,21 @@ def run_case(case: dict, out: Path) -> None:
 
     # What half-precision runs of the same checkpoint give (as a float16 or bfloat16 checkpoint
     # would): the logits' type (some quantized layers emit another) and the prompt logits.
-    half = {}
+    # Then a greedy continuation with the cache in that precision.
+    half, half_tokens = {}, {}
     for dtype in (mx.float16, mx.bfloat16):
         model, _ = load_model(out, strict=True)
         model.set_dtype(dtype)
         logits = model(prompt)
         name = str(dtype).rsplit(".", 1)[-1]
         half[name] = (str(logits.dtype).rsplit(".", 1)[-1], logits[0].astype(mx.float32))
+        cache = make_prompt_cache(model)
+        step = model(prompt, cache=cache)[0, -1]
+        half_tokens[name] = []
+        for _ in range(HALF_STEPS):
+            tok = mx.argmax(step).item()
+            half_tokens[name].append(tok)
+            step = model(mx.array([[tok]], dtype=mx.int32), cache=cache)[0, -1]
     half_dtype = half["float16"][0]
 
     mx.save_safetensors(
@@ -121,6 +132,8 @@ def run_case(case: dict, out: Path) -> None:
                 "min_margin": min(margins) if margins else None,
                 "float16_logits_dtype": half_dtype,
                 "bfloat16_logits_dtype": half["bfloat16"][0],
+                "float16_tokens": half_tokens["float16"],
+                "bfloat16_tokens": half_tokens["bfloat16"],
             },
             indent=2,
         )

@@ -9,8 +9,9 @@
 //!   logits are within 1e-4;
 //! - a full forward over prompt + continuation equals the token-by-token decode;
 //! - a batch of two sequences equals the two run alone;
-//! - float16 and bfloat16 runs: logits of the type the reference's give, finite, and within a
-//!   half-precision tolerance of the reference's half-precision logits.
+//! - float16 and bfloat16 runs: logits of the type the reference's give, finite, within a
+//!   half-precision tolerance of the reference's half-precision logits, and the reference's
+//!   greedy tokens when decoding with the cache.
 
 use std::path::{Path, PathBuf};
 
@@ -220,6 +221,27 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
         assert!(finite, "{case}: {name} logits are not all finite");
         let want = reference.get(&format!("{name}_prompt_logits"));
         max_half_diff[i] = assert_close(&format!("{case}: {name} prompt logits"), &out, want, tol);
+
+        // Greedy decoding with the cache in that precision picks the reference's tokens.
+        let want_tokens: Vec<i64> = meta[format!("{name}_tokens")]
+            .as_array()
+            .unwrap_or_else(|| panic!("{case}: reference.json has no {name}_tokens"))
+            .iter()
+            .map(|v| v.as_i64().expect("token id"))
+            .collect();
+        let model = half.model.as_mut();
+        let mut cache = model.make_cache();
+        let mut step = last_logits(&model.forward(&ids(&prompt), &mut cache).expect("prefill"));
+        let mut got_tokens = Vec::new();
+        for _ in &want_tokens {
+            let tok = argmax_axis(&step, 0, None)
+                .expect("argmax")
+                .item_exact::<u32>() as i32;
+            got_tokens.push(i64::from(tok));
+            let out = model.forward(&ids(&[tok]), &mut cache).expect("decode");
+            step = last_logits(&out);
+        }
+        assert_eq!(got_tokens, want_tokens, "{case}: {name} greedy tokens");
     }
 
     CaseReport {
