@@ -47,6 +47,21 @@ def randomize(model: nn.Module, seed: int) -> None:
     mx.eval(model.parameters())
 
 
+def greedy(model: nn.Module, prompt: mx.array, steps: int) -> tuple:
+    """Greedy decoding with the cache after `prompt`: the logits each token was chosen from, the
+    tokens, and the logits after feeding each (logits as float32, of the last position)."""
+    cache = make_prompt_cache(model)
+    logits = model(prompt, cache=cache)[0, -1].astype(mx.float32)
+    chosen_from, tokens, after = [], [], []
+    for _ in range(steps):
+        tok = mx.argmax(logits).item()
+        chosen_from.append(logits)
+        tokens.append(tok)
+        logits = model(mx.array([[tok]], dtype=mx.int32), cache=cache)[0, -1].astype(mx.float32)
+        after.append(logits)
+    return chosen_from, tokens, after
+
+
 def run_case(case: dict, out: Path) -> None:
     config = dict(case["config"])
     out.mkdir(parents=True, exist_ok=True)
@@ -81,16 +96,11 @@ def run_case(case: dict, out: Path) -> None:
     prompt = mx.array([case["prompt"]], dtype=mx.int32)
     prompt_logits = model(prompt)[0].astype(mx.float32)
 
-    cache = make_prompt_cache(model)
-    logits = model(prompt, cache=cache)[0, -1].astype(mx.float32)
-    tokens, step_logits, margins = [], [], []
-    for _ in range(case.get("steps", 24)):
+    chosen_from, tokens, step_logits = greedy(model, prompt, case.get("steps", 24))
+    margins = []
+    for logits in chosen_from:
         top2 = mx.sort(logits)[-2:]
         margins.append((top2[1] - top2[0]).item())
-        tok = mx.argmax(logits).item()
-        tokens.append(tok)
-        logits = model(mx.array([[tok]], dtype=mx.int32), cache=cache)[0, -1].astype(mx.float32)
-        step_logits.append(logits)
 
     # What half-precision runs of the same checkpoint give (as a float16 or bfloat16 checkpoint
     # would): the logits' type (some quantized layers emit another) and the prompt logits.
@@ -102,13 +112,7 @@ def run_case(case: dict, out: Path) -> None:
         logits = model(prompt)
         name = str(dtype).rsplit(".", 1)[-1]
         half[name] = (str(logits.dtype).rsplit(".", 1)[-1], logits[0].astype(mx.float32))
-        cache = make_prompt_cache(model)
-        step = model(prompt, cache=cache)[0, -1]
-        half_tokens[name] = []
-        for _ in range(HALF_STEPS):
-            tok = mx.argmax(step).item()
-            half_tokens[name].append(tok)
-            step = model(mx.array([[tok]], dtype=mx.int32), cache=cache)[0, -1]
+        half_tokens[name] = greedy(model, prompt, HALF_STEPS)[1]
     half_dtype = half["float16"][0]
 
     mx.save_safetensors(

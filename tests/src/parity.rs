@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use mlx_models::cache::Cache;
 use mlx_models::load::{load_dir, LoadOptions, LoadedModel};
+use mlx_models::model::LanguageModel;
 use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
 use mlx_rs::{Array, Dtype};
 
@@ -76,6 +77,31 @@ fn last_logits(logits: &Array) -> Array {
         .expect("cast")
 }
 
+/// Greedy decoding with the cache after `prompt`: the `steps` tokens chosen, and the last
+/// position's logits (float32) after feeding each.
+fn greedy_decode(
+    model: &mut dyn LanguageModel,
+    prompt: &[i32],
+    steps: usize,
+) -> (Vec<i32>, Vec<Array>) {
+    let mut cache: Vec<Cache> = model.make_cache();
+    let mut step = last_logits(&model.forward(&ids(prompt), &mut cache).expect("prefill"));
+    let (mut tokens, mut logits) = (Vec::new(), Vec::new());
+    for _ in 0..steps {
+        let tok = argmax_axis(&step, 0, None)
+            .expect("argmax")
+            .item_exact::<u32>() as i32;
+        tokens.push(tok);
+        step = last_logits(
+            &model
+                .forward(&ids(&[tok]), &mut cache)
+                .expect("decode step"),
+        );
+        logits.push(step.clone());
+    }
+    (tokens, logits)
+}
+
 /// Runs every check on `<out>/<case>`.
 pub fn check_case(out: &Path, case: &str) -> CaseReport {
     let dir = out.join(case);
@@ -115,33 +141,21 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
     );
 
     // Greedy decode with the cache.
-    let mut cache: Vec<Cache> = model.make_cache();
-    let mut step = last_logits(&model.forward(&ids(&prompt), &mut cache).expect("prefill"));
+    let (got_tokens, decoded) = greedy_decode(model, &prompt, want_tokens.len());
     let step_logits = reference.get("step_logits");
-    let mut got_tokens = Vec::new();
-    let mut decoded = Vec::new();
-    for (i, &want) in want_tokens.iter().enumerate() {
-        let tok = argmax_axis(&step, 0, None)
-            .expect("argmax")
-            .item_exact::<u32>() as i32;
-        got_tokens.push(tok);
+    for (i, (&tok, &want)) in got_tokens.iter().zip(&want_tokens).enumerate() {
+        let so_far = &got_tokens[..=i];
         assert_eq!(
             tok, want,
-            "{case}: greedy token {i} is {tok}, the reference chose {want} (so far {got_tokens:?})"
-        );
-        step = last_logits(
-            &model
-                .forward(&ids(&[tok]), &mut cache)
-                .expect("decode step"),
+            "{case}: greedy token {i} is {tok}, the reference chose {want} (so far {so_far:?})"
         );
         let d = assert_close(
             &format!("{case}: decode step {i} logits"),
-            &step,
+            &decoded[i],
             &step_logits.index(i as i32),
             TOL,
         );
         max_logit_diff = max_logit_diff.max(d);
-        decoded.push(step.clone());
     }
 
     // Full forward over prompt + continuation equals the incremental decode: position
@@ -223,24 +237,13 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
         max_half_diff[i] = assert_close(&format!("{case}: {name} prompt logits"), &out, want, tol);
 
         // Greedy decoding with the cache in that precision picks the reference's tokens.
-        let want_tokens: Vec<i64> = meta[format!("{name}_tokens")]
+        let want_tokens: Vec<i32> = meta[format!("{name}_tokens")]
             .as_array()
             .unwrap_or_else(|| panic!("{case}: reference.json has no {name}_tokens"))
             .iter()
-            .map(|v| v.as_i64().expect("token id"))
+            .map(|v| v.as_i64().expect("token id") as i32)
             .collect();
-        let model = half.model.as_mut();
-        let mut cache = model.make_cache();
-        let mut step = last_logits(&model.forward(&ids(&prompt), &mut cache).expect("prefill"));
-        let mut got_tokens = Vec::new();
-        for _ in &want_tokens {
-            let tok = argmax_axis(&step, 0, None)
-                .expect("argmax")
-                .item_exact::<u32>() as i32;
-            got_tokens.push(i64::from(tok));
-            let out = model.forward(&ids(&[tok]), &mut cache).expect("decode");
-            step = last_logits(&out);
-        }
+        let (got_tokens, _) = greedy_decode(half.model.as_mut(), &prompt, want_tokens.len());
         assert_eq!(got_tokens, want_tokens, "{case}: {name} greedy tokens");
     }
 
