@@ -158,6 +158,30 @@ fn run() -> Result<()> {
         println!("cargo:rustc-link-lib=dylib=stdc++");
     }
 
+    if target.os == Os::Linux {
+        // Waits for MLX's CPU streams at exit, before OpenBLAS's destructor can race a BLAS
+        // call still in flight (see the file). Linked whole into each binary, so that every
+        // program registers it before `main`.
+        let mut drain = cc::Build::new();
+        drain
+            .file(manifest_dir.join("compat").join("exit_drain.cpp"))
+            .cpp(true)
+            .std("c++20")
+            .cpp_link_stdlib(None)
+            .include(mlx.prefix.join("include"))
+            .cargo_metadata(false)
+            .warnings(false);
+        drain.try_compile("mlx_sys_exit_drain").map_err(|e| {
+            fail(format!(
+                "compiling the exit drain failed: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
+        println!("cargo:rerun-if-changed=compat/exit_drain.cpp");
+        println!("cargo:rustc-link-search=native={}", out_dir.display());
+        println!("cargo:rustc-link-lib=static:+whole-archive,-bundle=mlx_sys_exit_drain");
+    }
+
     if let Some(blas) = &blas {
         // OpenBLAS must be a direct dependency of every binary that links MLX: the loader then
         // resolves libmlx's `cblas_*` calls to it (breadth-first, the executable's own

@@ -10,7 +10,11 @@
 //!   token in `eos_token_ids` (yielded last, with [`FinishReason::Stop`]);
 //! - the next step is queued before the current token is read back (when no logits processor
 //!   needs the token's value on the host), as the reference does with `async_eval`; as there,
-//!   the model also sees the EOS token (one step past it) unless `max_tokens` is reached.
+//!   the model also sees the EOS token (one step past it) unless `max_tokens` is reached;
+//! - no work the stream queued outlives it: dropping the stream (after its end, an error, or
+//!   midway) waits for the step still in flight. A process that exits while MLX's stream
+//!   thread is inside a BLAS call can hang in OpenBLAS's exit-time thread shutdown (see
+//!   `mlx-sys`'s exit drain, which guards every binary against that too).
 //!
 //! The closure receives a `[1, n]` `uint32` array of tokens and returns logits `[1, n, vocab]`
 //! (only the last position is used) or `[1, vocab]`; it keeps its own cache between calls.
@@ -352,8 +356,8 @@ where
             None
         };
         if finish_reason.is_some() {
+            // The step queued past the last token is waited for when the stream is dropped.
             self.done = true;
-            self.pending = None;
         } else if !pipelined {
             // The logits processors need this token's value: the next step starts now.
             let next = self.step(&token.reshape(&[1, 1])?)?;
@@ -377,6 +381,23 @@ where
     /// The time since the stream started (zero before the first token is asked for).
     pub fn elapsed(&self) -> Duration {
         self.started.map(|s| s.elapsed()).unwrap_or_default()
+    }
+}
+
+impl<F> TokenStream<'_, F> {
+    /// Waits for the step queued ahead (if any), so that no work of this stream is in flight.
+    fn settle(&mut self) {
+        if let Some((token, logprobs, chosen)) = self.pending.take() {
+            // Its values are not needed: only that MLX is done computing them. An error here
+            // belongs to a step nobody reads, so it is dropped with it.
+            let _ = mlx_rs::transforms::eval([&token, &logprobs, &chosen]);
+        }
+    }
+}
+
+impl<F> Drop for TokenStream<'_, F> {
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 

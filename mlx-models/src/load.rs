@@ -284,6 +284,9 @@ pub fn load_parts(
         .cloned()
         .collect();
     mlx_rs::transforms::eval(params.iter())?;
+    // MLX is in use now: the process's exit waits for MLX's CPU work before MLX's statics
+    // (created by now) are torn down; see mlx-sys.
+    mlx_sys::set_exit_drain(true);
 
     Ok(LoadedModel {
         model,

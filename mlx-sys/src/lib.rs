@@ -21,3 +21,40 @@ pub extern "C" fn mach_approximate_time() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    fn mlx_sys_set_exit_drain(on: std::os::raw::c_int);
+    fn mlx_sys_exit_drain() -> std::os::raw::c_int;
+}
+
+/// Whether the process waits for the work queued on MLX's CPU streams when it exits, before
+/// anything is torn down (on by default on Linux). Turning it on again once MLX is in use
+/// (mlx-models does when it loads a model) makes the wait run before the statics MLX created
+/// so far are destroyed. Turning it off is only for tests of what else keeps exits clean.
+///
+/// Without it, a step still running on MLX's stream thread at exit (queued with `async_eval`
+/// and never waited for) can be inside OpenBLAS when OpenBLAS's destructor shuts its threads
+/// down, and that shutdown can wait forever. Elsewhere than Linux this does nothing.
+pub fn set_exit_drain(on: bool) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: our C++ function: it sets a flag and may register an `atexit` handler.
+    unsafe {
+        mlx_sys_set_exit_drain(std::os::raw::c_int::from(on));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = on;
+}
+
+/// Waits now for the work queued on every MLX CPU stream, as the process does at exit, and
+/// returns how many streams it waited for (`None` when MLX failed; always `Some(0)` elsewhere
+/// than Linux).
+pub fn drain_cpu_streams() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: our C++ function: it reads MLX's stream list and synchronizes each CPU stream,
+    // catching every exception.
+    let waited = unsafe { mlx_sys_exit_drain() };
+    #[cfg(not(target_os = "linux"))]
+    let waited = 0;
+    usize::try_from(waited).ok()
+}
