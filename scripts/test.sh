@@ -75,11 +75,28 @@ set +e
   export CARGO_TARGET_DIR="$PWD/target"
   cargo build --manifest-path examples/downstream/Cargo.toml
   bash scripts/check-openblas.sh target/debug/mlx-models-downstream
-  target/debug/mlx-models-downstream
+  # Five runs, each with a time limit: its last step stops at an end-of-sequence token on a
+  # float32 model and exits right after, which used to hang now and then.
+  for run in 1 2 3 4 5; do
+    timeout -s KILL 300 target/debug/mlx-models-downstream
+  done
 ) 2>&1 | tee -a target/test-output.log
 example_status=${PIPESTATUS[0]}
 set -e
-check "examples/downstream (build and run)" "$example_status" "$SECONDS"
+check "examples/downstream (build and run 5 times)" "$example_status" "$SECONDS"
+
+# A short pass of the exit stress script (500 runs and more are for by hand): the command
+# stopping at an end-of-sequence token, and mlx-rs alone exiting with work in flight.
+SECONDS=0
+set +e
+(
+  set -e
+  bash scripts/stress-exit.sh --no-build -n 30 -t 60
+  bash scripts/stress-exit.sh --no-build -n 30 -t 60 --mode async
+) 2>&1 | tee -a target/test-output.log
+stress_status=${PIPESTATUS[0]}
+set -e
+check "exit stress, short pass (scripts/stress-exit.sh)" "$stress_status" "$SECONDS"
 
 disk "at the end"
 

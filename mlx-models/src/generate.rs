@@ -11,10 +11,11 @@
 //! - the next step is queued before the current token is read back (when no logits processor
 //!   needs the token's value on the host), as the reference does with `async_eval`; as there,
 //!   the model also sees the EOS token (one step past it) unless `max_tokens` is reached;
-//! - no work the stream queued outlives it: dropping the stream (after its end, an error, or
-//!   midway) waits for the step still in flight. A process that exits while MLX's stream
-//!   thread is inside a BLAS call can hang in OpenBLAS's exit-time thread shutdown (see
-//!   `mlx-sys`'s exit drain, which guards every binary against that too).
+//! - no work the stream queued outlives its end: when it ends (at the end token, at the limit,
+//!   or on an error) it waits for the step it had queued ahead before yielding the last item.
+//!   A stream dropped midway waits for it too. A process that exits while MLX's stream thread
+//!   is inside a BLAS call can hang in OpenBLAS's exit-time thread shutdown (mlx-sys's exit
+//!   drain guards every binary against that as well).
 //!
 //! The closure receives a `[1, n]` `uint32` array of tokens and returns logits `[1, n, vocab]`
 //! (only the last position is used) or `[1, vocab]`; it keeps its own cache between calls.
@@ -356,8 +357,8 @@ where
             None
         };
         if finish_reason.is_some() {
-            // The step queued past the last token is waited for when the stream is dropped.
             self.done = true;
+            self.settle();
         } else if !pipelined {
             // The logits processors need this token's value: the next step starts now.
             let next = self.step(&token.reshape(&[1, 1])?)?;
@@ -414,6 +415,7 @@ where
             Ok(None) => None,
             Err(e) => {
                 self.done = true;
+                self.settle();
                 Some(Err(e))
             }
         }

@@ -37,7 +37,30 @@ pub fn run_with_input(args: &[&str], input: Option<&str>) -> Output {
 /// Runs `mlx-models ARGS` with `input` (if any) on its standard input; panics when it runs
 /// longer than `limit`.
 pub fn run_with(args: &[&str], input: Option<&str>, limit: Duration) -> Output {
-    let mut child = Command::new(binary())
+    run_program(&binary(), args, input, limit)
+}
+
+/// An example program of this package (`tests/examples/NAME.rs`), of the same build as the
+/// running test (`cargo test` builds the examples).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo test --no-run` first",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `program ARGS` with `input` (if any) on its standard input and its output piped;
+/// kills it and panics when it runs longer than `limit`.
+pub fn run_program(program: &Path, args: &[&str], input: Option<&str>, limit: Duration) -> Output {
+    let mut child = Command::new(program)
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -60,7 +83,7 @@ pub fn run_with(args: &[&str], input: Option<&str>, limit: Duration) -> Output {
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            panic!("mlx-models {args:?} hung for {limit:?}");
+            panic!("{} {args:?} hung for {limit:?}", program.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -6,7 +6,10 @@
 //!    registry (`mlx_models::load::load_dir`) and generates greedily from it;
 //! 3. registers an architecture of its own (`bigram.rs`, with `#[mlx_model]`), finds it in the
 //!    registry next to the zoo's, loads a checkpoint of it with known weights and checks every
-//!    logit against a computation on the host.
+//!    logit against a computation on the host;
+//! 4. generates from a float32 llama large enough for OpenBLAS's worker threads until its
+//!    end-of-sequence token, and exits right after (the program must then exit promptly:
+//!    `scripts/test.sh` runs it several times with a time limit).
 //!
 //! Every check prints one line; the first failure ends the run with `error: ...` and exit
 //! status 1.
@@ -24,7 +27,7 @@ use serde_json::json;
 
 use mlx_models::args::ModelArgs;
 use mlx_models::cache::Cache;
-use mlx_models::generate::{model_stream, GenerationConfig};
+use mlx_models::generate::{model_stream, FinishReason, GenerationConfig};
 use mlx_models::load::{load, load_dir, LoadOptions};
 use mlx_models::model::Architecture;
 use mlx_models::registry;
@@ -52,7 +55,61 @@ fn main() -> ExitCode {
 fn run(scratch: &Path) -> Result<()> {
     let (args, model, logits) = typed_llama()?;
     through_the_registry(scratch, &args, &model, &logits)?;
-    own_architecture(scratch)
+    own_architecture(scratch)?;
+    stop_at_the_end_token(scratch)
+}
+
+/// Greedy generation that stops at the end-of-sequence token, a few tokens in, on a float32
+/// llama whose products OpenBLAS runs on its threads; the program exits right after it.
+fn stop_at_the_end_token(scratch: &Path) -> Result<()> {
+    let config = json!({
+        "model_type": "llama",
+        "hidden_size": 512,
+        "num_hidden_layers": 4,
+        "intermediate_size": 1408,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": 4096,
+        "tie_word_embeddings": false,
+    });
+    let args = LlamaArgs::from_config(&config)?;
+    let mut model = llama::Model::new(&args)?;
+    randomize(&mut model, 13)?;
+    let dir = scratch.join("llama-f32");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("config.json"), args.to_config().to_string())?;
+    save_parameters(&model, &dir.join("model.safetensors"))?;
+    drop(model);
+    let mut loaded = load_dir(&dir, &LoadOptions::default())?;
+    let greedy = |loaded: &mut mlx_models::load::LoadedModel, eos: Vec<u32>| -> Result<Vec<_>> {
+        let mut cache = loaded.model.make_cache();
+        let config = GenerationConfig {
+            max_tokens: 16,
+            eos_token_ids: eos,
+            ..Default::default()
+        };
+        let tokens = model_stream(loaded.model.as_mut(), &mut cache, &PROMPT, config)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(tokens)
+    };
+    let free: Vec<u32> = greedy(&mut loaded, vec![])?.iter().map(|t| t.token).collect();
+    let at = (3..free.len())
+        .find(|&i| !free[..i].contains(&free[i]))
+        .ok_or_else(|| format!("greedy tokens {free:?} repeat: no end token to pick"))?;
+    let stopped = greedy(&mut loaded, vec![free[at]])?;
+    let tokens: Vec<u32> = stopped.iter().map(|t| t.token).collect();
+    ensure(
+        tokens == free[..=at]
+            && stopped.last().and_then(|t| t.finish_reason) == Some(FinishReason::Stop),
+        format!("stopped at {tokens:?}, expected {:?} ending with Stop", &free[..=at]),
+    )?;
+    println!(
+        "end of sequence: a float32 llama stopped at token {} after {} tokens",
+        free[at],
+        tokens.len()
+    );
+    Ok(())
 }
 
 /// llama from typed args, no registry involved: the logits of [`PROMPT`], after checking that
