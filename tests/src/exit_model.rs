@@ -43,7 +43,7 @@ impl Sizes {
     };
 }
 
-/// The checkpoint written by [`write`].
+/// The checkpoint written by [`write()`].
 #[derive(Debug, Clone)]
 pub struct ExitModel {
     /// Its folder (config.json with `eos_token_id`, model.safetensors).
