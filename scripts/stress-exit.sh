@@ -63,9 +63,11 @@ hung=0
 failed=0
 SECONDS=0
 for i in $(seq 1 "$runs"); do
+  # Standard output and error piped, as a caller reading the output would; the subshell
+  # keeps bash's own "Killed" notices out of the report.
   set +e
-  timeout -s KILL "$limit" "${cmd[@]}" 2>&1 | cat > /dev/null
-  rc=${PIPESTATUS[0]}
+  (timeout -s KILL "$limit" "${cmd[@]}" 2>&1 | cat > /dev/null; exit "${PIPESTATUS[0]}") 2> /dev/null
+  rc=$?
   set -e
   if [ "$rc" -eq 0 ]; then
     exited=$((exited + 1))

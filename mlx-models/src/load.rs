@@ -91,6 +91,77 @@ pub enum LoadError {
     /// A GGUF file could not be read or mapped.
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
+    /// The config declares more layers than the checkpoint holds (checked before anything is
+    /// built, so that an absurd count costs nothing).
+    #[error(
+        "config.json: `{key}` is {declared}, but the checkpoint holds {present} layers \
+         (indices 0 to {last}); a model that large cannot be filled from it"
+    )]
+    LayerCount {
+        /// The config key (`num_hidden_layers`, or the same inside `text_config`).
+        key: String,
+        /// What the config says.
+        declared: u64,
+        /// Layers the checkpoint has tensors for (highest index plus one).
+        present: u64,
+        /// The highest layer index in the checkpoint.
+        last: u64,
+    },
+}
+
+/// The layer count a config declares: `num_hidden_layers` (or `n_layer` / `num_layers`),
+/// `text_config`'s winning over the top level as the args parser reads it.
+fn declared_layers(config: &Value) -> Option<(String, u64)> {
+    let keys = ["num_hidden_layers", "n_layer", "num_layers"];
+    let find = |obj: &Value, prefix: &str| {
+        keys.iter().find_map(|k| {
+            obj.get(*k)
+                .and_then(Value::as_u64)
+                .map(|n| (format!("{prefix}{k}"), n))
+        })
+    };
+    config
+        .get("text_config")
+        .and_then(|t| find(t, "text_config."))
+        .or_else(|| find(config, ""))
+}
+
+/// The highest index after a `layers` segment in the checkpoint's tensor names
+/// (`model.layers.7.mlp...` gives 7), if any name has one.
+fn highest_layer_index<'a>(names: impl Iterator<Item = &'a String>) -> Option<u64> {
+    names
+        .filter_map(|name| {
+            let mut parts = name.split('.');
+            while let Some(part) = parts.next() {
+                if part == "layers" {
+                    return parts.next().and_then(|i| i.parse::<u64>().ok());
+                }
+            }
+            None
+        })
+        .max()
+}
+
+/// Refuses a config that declares more layers than the checkpoint holds, before the model is
+/// built (building a billion layers would take minutes and all memory only to fail later).
+pub fn check_layer_count(
+    config: &Value,
+    weights: &HashMap<String, Array>,
+) -> Result<(), LoadError> {
+    let (Some((key, declared)), Some(last)) =
+        (declared_layers(config), highest_layer_index(weights.keys()))
+    else {
+        return Ok(());
+    };
+    if declared > last + 1 {
+        return Err(LoadError::LayerCount {
+            key,
+            declared,
+            present: last + 1,
+            last,
+        });
+    }
+    Ok(())
 }
 
 /// Every way the checkpoint's tensors and the model's parameters disagree.
@@ -242,6 +313,7 @@ pub fn load_parts(
     dir: &Path,
     options: &LoadOptions,
 ) -> Result<LoadedModel, LoadError> {
+    check_layer_count(&config, &weights)?;
     let built = registry::build(&config).map_err(|e| match e {
         BuildError::Registry(source @ registry::RegistryError::Unknown { .. }) => {
             let mut supported: Vec<&'static str> =
@@ -349,6 +421,15 @@ fn quantization_plan(
     let Some((default, per_layer)) = config_quantization(config) else {
         return QuantizationPlan { expected, problems };
     };
+    // The config's own default, when it spells one out, must be a quantization MLX has.
+    if let Some(Value::Object(q)) = config.get("quantization") {
+        if q.contains_key("bits") || q.contains_key("group_size") || q.contains_key("mode") {
+            if let Err(e) = default.check() {
+                problems.push(("quantization".to_string(), e));
+                return QuantizationPlan { expected, problems };
+            }
+        }
+    }
     let layers = writable
         .iter()
         .filter_map(|k| k.strip_suffix(".scales"))
@@ -391,6 +472,10 @@ fn quantization_plan(
                 }
             }
         };
+        if let Err(e) = q.check() {
+            problems.push((layer.to_string(), e));
+            continue;
+        }
         let shape = &dense[&weight_key];
         let in_dims = shape.last().copied().unwrap_or(0);
         if q.group_size <= 0 || in_dims % q.group_size != 0 || (in_dims * q.bits) % 32 != 0 {

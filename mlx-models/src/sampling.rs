@@ -94,8 +94,11 @@ impl SamplerConfig {
                 self.temperature
             )));
         }
-        if !(self.top_p.is_finite()) {
-            return Err(invalid(format!("top_p must be finite, got {}", self.top_p)));
+        if !(0.0..=1.0).contains(&self.top_p) {
+            return Err(invalid(format!(
+                "top_p must be in [0, 1], got {}",
+                self.top_p
+            )));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
             return Err(invalid(format!(

@@ -326,8 +326,64 @@ fn prompt_ids(
     Ok((ids, Some(tokenizer)))
 }
 
+/// Checks every sampling and generation flag before anything is loaded, naming the flag.
+fn check_flags(args: &SamplingArgs, max_tokens: usize) -> CliResult<()> {
+    let unit = |flag: &str, v: f32| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("{flag}: must be in [0, 1], got {v}"))
+        }
+    };
+    if !(args.temp.is_finite() && args.temp >= 0.0) {
+        return Err(format!("--temp: must be a number >= 0, got {}", args.temp));
+    }
+    unit("--top-p", args.top_p)?;
+    unit("--min-p", args.min_p)?;
+    unit("--xtc-probability", args.xtc_probability)?;
+    if !(0.0..=0.5).contains(&args.xtc_threshold) {
+        return Err(format!(
+            "--xtc-threshold: must be in [0, 0.5], got {}",
+            args.xtc_threshold
+        ));
+    }
+    if let Some(p) = args.repetition_penalty {
+        if !(p.is_finite() && p >= 0.0) {
+            return Err(format!(
+                "--repetition-penalty: must be a number >= 0, got {p}"
+            ));
+        }
+    }
+    for (flag, p) in [
+        ("--presence-penalty", args.presence_penalty),
+        ("--frequency-penalty", args.frequency_penalty),
+    ] {
+        if let Some(p) = p {
+            if !p.is_finite() {
+                return Err(format!("{flag}: must be a finite number, got {p}"));
+            }
+        }
+    }
+    if let Some((id, bias)) = args.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
+        return Err(format!(
+            "--logit-bias: the bias of token {id} must be a finite number, got {bias}"
+        ));
+    }
+    if max_tokens == 0 {
+        return Err("--max-tokens: must be at least 1".into());
+    }
+    if args.prefill_step_size == 0 {
+        return Err("--prefill-step-size: must be at least 1".into());
+    }
+    // Whatever else the library checks, before loading too.
+    generation_config(args, max_tokens, Vec::new())
+        .validate()
+        .map_err(|e| e.to_string())
+}
+
 fn generate(args: GenerateArgs) -> CliResult<()> {
     mlx_models_zoo::link();
+    check_flags(&args.sampling, args.max_tokens)?;
     let load_started = std::time::Instant::now();
     let mut loaded = load(&args.source)?;
     let load_seconds = load_started.elapsed().as_secs_f64();
@@ -449,6 +505,7 @@ fn generation_config(args: &SamplingArgs, max_tokens: usize, eos: Vec<u32>) -> G
 /// the cache of the conversation so far.
 fn chat(args: ChatArgs) -> CliResult<()> {
     mlx_models_zoo::link();
+    check_flags(&args.sampling, args.max_tokens)?;
     let mut loaded = load(&args.source)?;
     let tokenizer = tokenizer_for(&loaded.dir)?;
     if !tokenizer.has_chat_template() {

@@ -215,17 +215,17 @@ fn wrong_type_says_what_was_expected_and_found() {
         LlamaArgs::from_config(&with(llama(), "num_attention_heads", json!("abc"))).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "config.json: `num_attention_heads`: expected a positive integer, found \"abc\""
+        "config.json: `num_attention_heads`: expected a positive integer of at most 2147483647 (MLX's size limit), found \"abc\""
     );
     let e = LlamaArgs::from_config(&with(llama(), "num_attention_heads", json!(0))).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "config.json: `num_attention_heads`: expected a positive integer, found 0"
+        "config.json: `num_attention_heads`: expected a positive integer of at most 2147483647 (MLX's size limit), found 0"
     );
     let e = LlamaArgs::from_config(&with(llama(), "vocab_size", json!(-3))).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "config.json: `vocab_size`: expected a non-negative integer, found -3"
+        "config.json: `vocab_size`: expected a non-negative integer of at most 2147483647 (MLX's size limit), found -3"
     );
     let e =
         LlamaArgs::from_config(&with(llama(), "tie_word_embeddings", json!("yes"))).unwrap_err();
@@ -240,7 +240,7 @@ fn floats_are_rejected_where_integers_are_expected() {
     let e = LlamaArgs::from_config(&with(llama(), "vocab_size", json!(100.5))).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "config.json: `vocab_size`: expected a non-negative integer, found 100.5"
+        "config.json: `vocab_size`: expected a non-negative integer of at most 2147483647 (MLX's size limit), found 100.5"
     );
 }
 
@@ -258,14 +258,34 @@ struct Softcap {
 }
 
 #[test]
-fn transformers_infinity_is_a_float() {
-    let a = Softcap::from_config(&json!({"final_logit_softcapping": {"__float__": "Infinity"}}))
-        .expect("parses");
-    assert_eq!(a.final_logit_softcapping, f64::INFINITY);
+fn non_finite_floats_are_refused_but_written_as_transformers_does() {
+    // transformers' tagged floats are read, and refused: no setting means anything infinite.
+    for tagged in ["Infinity", "-Infinity", "NaN"] {
+        let e = Softcap::from_config(&json!({"final_logit_softcapping": {"__float__": tagged}}))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "config.json: `final_logit_softcapping`: expected a finite number, found {{\"__float__\":\"{tagged}\"}}"
+            )
+        );
+    }
+    // Beyond float32's range is refused too, for an f32 field.
+    let e = Softcap::from_config(
+        &json!({"final_logit_softcapping": 1.0, "attn_logit_softcapping": 1e39}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.json: `attn_logit_softcapping`: expected a finite number (in float32's range), found 1e+39"
+    );
+    // A default may be infinite, and writes back as transformers writes it.
+    let a = Softcap::from_config(&json!({"final_logit_softcapping": 30})).expect("parses");
+    assert_eq!(a.attn_logit_softcapping, f32::INFINITY);
     assert_eq!(
         a.to_config(),
         json!({
-            "final_logit_softcapping": {"__float__": "Infinity"},
+            "final_logit_softcapping": 30.0,
             "attn_logit_softcapping": {"__float__": "Infinity"}
         })
     );
@@ -273,7 +293,7 @@ fn transformers_infinity_is_a_float() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "config.json: `final_logit_softcapping`: expected a number, found {\"__float__\":\"big\"}"
+        "config.json: `final_logit_softcapping`: expected a finite number, found {\"__float__\":\"big\"}"
     );
 }
 

@@ -175,13 +175,12 @@ fn unknown_model_type_lists_the_supported_ones_and_the_closest() {
 }
 
 #[test]
-fn more_layers_than_weights_lists_every_missing_tensor() {
+fn more_layers_than_weights_is_refused_before_building() {
     let dir = scratch_copy("layers");
     edit_config(&dir, |v| v["num_hidden_layers"] = serde_json::json!(3));
-    let err = assert_fails(&dir, "missing: `model.layers.2.self_attn.q_proj.weight`");
-    assert!(
-        err.contains("missing: `model.layers.2.mlp.down_proj.weight`"),
-        "{err}"
+    assert_fails(
+        &dir,
+        "`num_hidden_layers` is 3, but the checkpoint holds 2 layers (indices 0 to 1)",
     );
 }
 
@@ -247,4 +246,132 @@ fn prompt_token_outside_the_vocabulary_is_an_error() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside the vocabulary"));
+}
+
+/// Every hostile config value below is refused with an error naming its key, before any
+/// model is built (each run has a time limit of 30 s; the layer count used to take minutes and
+/// all memory).
+#[track_caller]
+fn assert_config_refused(name: &str, edit: impl FnOnce(&mut serde_json::Value), needles: &[&str]) {
+    let dir = scratch_copy(name);
+    edit_config(&dir, edit);
+    let out = mlx_models_tests::cli::run_with(
+        &[
+            "generate",
+            "--model",
+            dir.to_str().expect("utf-8 path"),
+            "--prompt-tokens",
+            "1,2,3",
+            "--max-tokens",
+            "2",
+        ],
+        None,
+        std::time::Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{name}: panic: {stderr}");
+    assert!(stderr.starts_with("error: "), "{name}: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{name}: not one line: {stderr}"
+    );
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "{name}: `{needle}` not in: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_absurd_layer_count_is_refused_before_building() {
+    assert_config_refused(
+        "layers",
+        |c| c["num_hidden_layers"] = serde_json::json!(1_000_000_000u64),
+        &["`num_hidden_layers` is 1000000000", "holds 2 layers"],
+    );
+}
+
+#[test]
+fn sizes_beyond_mlx_dimensions_are_refused_with_their_key() {
+    assert_config_refused(
+        "vocab",
+        |c| c["vocab_size"] = serde_json::json!(1u64 << 40),
+        &["`vocab_size`", "at most 2147483647", "1099511627776"],
+    );
+    assert_config_refused(
+        "hidden",
+        |c| c["hidden_size"] = serde_json::json!(1u64 << 31),
+        &["`hidden_size`", "at most 2147483647"],
+    );
+}
+
+#[test]
+fn non_finite_and_negative_floats_are_refused_with_their_key() {
+    assert_config_refused(
+        "rope-nan",
+        |c| {
+            c["rope_scaling"] =
+                serde_json::json!({"type": "linear", "factor": {"__float__": "NaN"}})
+        },
+        &["`rope_scaling`", "`factor`", "finite"],
+    );
+    assert_config_refused(
+        "rope-negative",
+        |c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": -2.0}),
+        &[
+            "`rope_scaling`",
+            "`factor` must be a positive number, got -2",
+        ],
+    );
+    assert_config_refused(
+        "theta-inf",
+        |c| c["rope_theta"] = serde_json::json!({"__float__": "Infinity"}),
+        &["`rope_theta`", "finite"],
+    );
+    assert_config_refused(
+        "theta-negative",
+        |c| c["rope_theta"] = serde_json::json!(-10000.0),
+        &["`rope_theta` must be a positive number"],
+    );
+    assert_config_refused(
+        "eps-overflow",
+        |c| c["rms_norm_eps"] = serde_json::json!(1e300),
+        &["`rms_norm_eps`", "finite", "1e+300"],
+    );
+}
+
+#[test]
+fn bad_sampling_flags_are_refused_before_the_model_loads() {
+    // The model does not exist: the flag is checked first.
+    for (flag, value, needle) in [
+        ("--top-p", "2.5", "--top-p: must be in [0, 1], got 2.5"),
+        ("--top-p", "nan", "--top-p: must be in [0, 1], got NaN"),
+        ("--min-p=-1", "", "--min-p: must be in [0, 1]"),
+        ("--temp", "inf", "--temp: must be a number >= 0"),
+        ("--repetition-penalty=-1", "", "--repetition-penalty"),
+        ("--max-tokens", "0", "--max-tokens: must be at least 1"),
+    ] {
+        let mut args = vec![
+            "generate",
+            "--model",
+            "/nonexistent/checkpoint",
+            "--prompt-tokens",
+            "1",
+            flag,
+        ];
+        if !value.is_empty() {
+            args.push(value);
+        }
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{flag} {value}: `{needle}` not in {stderr}"
+        );
+        assert!(!stderr.contains("nonexistent"), "loaded first: {stderr}");
+    }
 }

@@ -120,3 +120,33 @@ fn the_4bit_checkpoint_reports_its_layers_as_quantized() {
     );
     assert!(names.iter().any(|n| n == "lm_head.biases"), "{names:?}");
 }
+
+#[test]
+fn unsupported_bits_or_group_size_in_the_config_are_named() {
+    // The packing of the checkpoint is 4 bits in groups of 64; a config that says otherwise
+    // with values MLX has no kernels for is refused, whatever the shapes would allow.
+    for (key, value, needle) in [
+        ("bits", 1, "`bits` 1 is not supported in mode affine"),
+        (
+            "group_size",
+            0,
+            "`group_size` 0 is not supported in mode affine",
+        ),
+    ] {
+        let dir = broken(|c, _| c["quantization"][key] = serde_json::json!(value));
+        let err = load_error(dir.path());
+        assert!(err.contains("quantization"), "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn a_per_layer_entry_with_absurd_bits_is_named_without_overflow() {
+    let dir = broken(|c, _| {
+        c["quantization"]["model.layers.0.mlp.down_proj"] =
+            serde_json::json!({"group_size": 64, "bits": 4_000_000_000u64});
+    });
+    let err = load_error(dir.path());
+    assert!(err.contains("model.layers.0.mlp.down_proj"), "{err}");
+    assert!(err.contains("is not supported in mode affine"), "{err}");
+}

@@ -125,7 +125,7 @@ fn build_parses_args_and_constructs() {
     let err = registry::build(&json!({"model_type": "reg_llama", "hidden_size": 0})).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "config.json: `hidden_size`: expected a positive integer, found 0"
+        "config.json: `hidden_size`: expected a positive integer of at most 2147483647 (MLX's size limit), found 0"
     );
 }
 

@@ -46,10 +46,54 @@ pub fn fallback(model: &Model, strukt: &syn::ItemStruct) -> TokenStream {
             }
         }
     });
+    let strukt = without_mlx_rs_derives(strukt);
     quote! {
         #strukt
         const _: () = { #spec };
     }
+}
+
+/// A tuple struct without mlx-rs's derives (`ModuleParameters`, `Quantizable`) and their
+/// field attributes: those derives panic on unnamed fields, and the user must see only our
+/// error. Other structs are returned as written.
+fn without_mlx_rs_derives(strukt: &syn::ItemStruct) -> syn::ItemStruct {
+    let mut strukt = strukt.clone();
+    if !matches!(strukt.fields, syn::Fields::Unnamed(_)) {
+        return strukt;
+    }
+    const DERIVES: [&str; 2] = ["ModuleParameters", "Quantizable"];
+    const HELPERS: [&str; 2] = ["param", "quantizable"];
+    for field in strukt.fields.iter_mut() {
+        field
+            .attrs
+            .retain(|a| !HELPERS.iter().any(|h| a.path().is_ident(h)));
+    }
+    let mut attrs = Vec::with_capacity(strukt.attrs.len());
+    for attr in strukt.attrs.drain(..) {
+        if !attr.path().is_ident("derive") {
+            attrs.push(attr);
+            continue;
+        }
+        let Ok(paths) = attr.parse_args_with(
+            syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated,
+        ) else {
+            attrs.push(attr);
+            continue;
+        };
+        let kept: Vec<&syn::Path> = paths
+            .iter()
+            .filter(|p| {
+                p.segments
+                    .last()
+                    .is_none_or(|s| !DERIVES.iter().any(|d| s.ident == d))
+            })
+            .collect();
+        if !kept.is_empty() {
+            attrs.push(syn::parse_quote!(#[derive(#(#kept),*)]));
+        }
+    }
+    strukt.attrs = attrs;
+    strukt
 }
 
 fn spec_impl(model: &Model, strukt: &syn::ItemStruct) -> TokenStream {

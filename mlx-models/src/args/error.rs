@@ -5,7 +5,7 @@ use serde_json::Value;
 /// Why a config could not be turned into typed args.
 ///
 /// It displays as one line that names the file and the key, for instance
-/// ``config.json: `num_attention_heads`: expected a positive integer, found "abc"``.
+/// ``config.json: `num_attention_heads`: expected a positive integer of at most 2147483647 (MLX's size limit), found "abc"``.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{file}: {kind}")]
 pub struct ArgsError {

@@ -393,7 +393,7 @@ fn nearest<'a>(unknown: &str, fields: &[&'a str]) -> Option<&'a str> {
 fn positive_words<T: Positive>(e: ArgsError, found: Option<(&Value, String)>) -> ArgsError {
     match (e.kind(), found) {
         (ArgsErrorKind::WrongType { key, .. }, Some((v, path))) if *key == path => {
-            ArgsError::not_positive(&path, v, T::INTEGER)
+            ArgsError::wrong_type(&path, T::positive_expected(), v)
         }
         _ => e,
     }
@@ -408,8 +408,8 @@ fn check_positive<T: Positive>(
         return Ok(v);
     }
     Err(match found {
-        Some((value, p)) => ArgsError::not_positive(&p, value, T::INTEGER),
-        None => ArgsError::not_positive(&path(), &Value::Null, T::INTEGER),
+        Some((value, p)) => ArgsError::wrong_type(&p, T::positive_expected(), value),
+        None => ArgsError::wrong_type(&path(), T::positive_expected(), &Value::Null),
     })
 }
 

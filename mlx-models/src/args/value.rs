@@ -46,6 +46,14 @@ pub trait Positive {
     fn is_positive(&self) -> bool;
     /// Whether the type is an integer (for the words of the error).
     const INTEGER: bool;
+    /// What a positive value of this type is, in the words of the error.
+    fn positive_expected() -> String {
+        if Self::INTEGER {
+            "a positive integer".to_owned()
+        } else {
+            "a positive finite number".to_owned()
+        }
+    }
 }
 
 macro_rules! ints {
@@ -85,10 +93,43 @@ macro_rules! ints {
 ints!(
     u8 => "a non-negative integer", u16 => "a non-negative integer",
     u32 => "a non-negative integer", u64 => "a non-negative integer",
-    usize => "a non-negative integer",
     i8 => "an integer", i16 => "an integer", i32 => "an integer", i64 => "an integer",
     isize => "an integer"
 );
+
+/// The largest size a config may declare: MLX's dimensions are 32-bit signed integers, so
+/// every `usize` of a config (the type architectures use for sizes, counts and lengths) is
+/// checked here, once, to fit, with the key named; no cast further on can truncate.
+pub const MAX_SIZE: usize = i32::MAX as usize;
+
+impl ConfigValue for usize {
+    fn expected() -> String {
+        format!("a non-negative integer of at most {MAX_SIZE} (MLX's size limit)")
+    }
+    fn from_config_value(value: &Value, _cx: &mut Cx, path: &str) -> Result<Self, ArgsError> {
+        match value {
+            Value::Number(n) => n
+                .as_u64()
+                .filter(|&u| u <= MAX_SIZE as u64)
+                .map(|u| u as usize)
+                .ok_or_else(|| ArgsError::wrong_type(path, Self::expected(), value)),
+            _ => Err(ArgsError::wrong_type(path, Self::expected(), value)),
+        }
+    }
+    fn to_config_value(&self) -> Value {
+        Value::from(*self)
+    }
+}
+
+impl Positive for usize {
+    fn is_positive(&self) -> bool {
+        *self > 0
+    }
+    const INTEGER: bool = true;
+    fn positive_expected() -> String {
+        format!("a positive integer of at most {MAX_SIZE} (MLX's size limit)")
+    }
+}
 
 /// Reads a number, accepting integers and transformers' `{"__float__": "Infinity"}`.
 fn read_f64(value: &Value) -> Option<f64> {
@@ -126,10 +167,14 @@ fn write_f64(v: f64) -> Value {
 
 impl ConfigValue for f64 {
     fn expected() -> String {
-        "a number".to_owned()
+        "a finite number".to_owned()
     }
+    /// NaN and the infinities (transformers' `{"__float__": ...}`) are refused: no setting of
+    /// a model means anything with them, and they would only turn into NaN logits later.
     fn from_config_value(value: &Value, _cx: &mut Cx, path: &str) -> Result<Self, ArgsError> {
-        read_f64(value).ok_or_else(|| ArgsError::wrong_type(path, Self::expected(), value))
+        read_f64(value)
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| ArgsError::wrong_type(path, Self::expected(), value))
     }
     fn to_config_value(&self) -> Value {
         write_f64(*self)
@@ -138,11 +183,13 @@ impl ConfigValue for f64 {
 
 impl ConfigValue for f32 {
     fn expected() -> String {
-        "a number".to_owned()
+        "a finite number (in float32's range)".to_owned()
     }
+    /// NaN, the infinities and numbers beyond float32's range are refused (see `f64`).
     fn from_config_value(value: &Value, _cx: &mut Cx, path: &str) -> Result<Self, ArgsError> {
         read_f64(value)
             .map(|v| v as f32)
+            .filter(|v| v.is_finite())
             .ok_or_else(|| ArgsError::wrong_type(path, Self::expected(), value))
     }
     fn to_config_value(&self) -> Value {
@@ -176,6 +223,9 @@ impl<T: Positive> Positive for Option<T> {
         self.as_ref().is_none_or(T::is_positive)
     }
     const INTEGER: bool = T::INTEGER;
+    fn positive_expected() -> String {
+        T::positive_expected()
+    }
 }
 
 impl ConfigValue for bool {

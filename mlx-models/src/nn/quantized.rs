@@ -117,12 +117,44 @@ impl Quantization {
             Some(serde_json::Value::String(m)) => QuantMode::parse(m)?,
             _ => QuantMode::Affine,
         };
+        // Out-of-range values become -1, which `check` refuses (no silent truncation).
         let int = |k: &str| {
             obj.get(k)
                 .and_then(serde_json::Value::as_i64)
-                .map(|v| v as i32)
+                .map(|v| i32::try_from(v).unwrap_or(-1))
         };
         Some(Self::with_defaults(mode, int("group_size"), int("bits")))
+    }
+
+    /// Whether MLX has kernels for this mode, width and group size (the reference's
+    /// `nn.quantize` accepts no other): affine at 2, 3, 4, 5, 6 or 8 bits in groups of 32, 64
+    /// or 128; mxfp4 at 4 bits in groups of 32; nvfp4 at 4 bits in groups of 16; mxfp8 at 8
+    /// bits in groups of 32. The error says what is supported.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let (bits, groups): (&[i32], &[i32]) = match self.mode {
+            QuantMode::Affine => (&[2, 3, 4, 5, 6, 8], &[32, 64, 128]),
+            QuantMode::Mxfp4 => (&[4], &[32]),
+            QuantMode::Nvfp4 => (&[4], &[16]),
+            QuantMode::Mxfp8 => (&[8], &[32]),
+        };
+        let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+        if !bits.contains(&self.bits) {
+            return Err(format!(
+                "`bits` {} is not supported in mode {} (supported: {})",
+                self.bits,
+                self.mode.as_str(),
+                list(bits)
+            ));
+        }
+        if !groups.contains(&self.group_size) {
+            return Err(format!(
+                "`group_size` {} is not supported in mode {} (supported: {})",
+                self.group_size,
+                self.mode.as_str(),
+                list(groups)
+            ));
+        }
+        Ok(())
     }
 
     fn group(&self) -> mlx_sys::mlx_optional_int {

@@ -112,23 +112,18 @@ fn get_f64(
     obj: &serde_json::Map<String, Value>,
     key: &str,
 ) -> std::result::Result<Option<f64>, RopeConfigError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(Value::Object(o)) if o.contains_key("__float__") => {
-            match o.get("__float__").and_then(Value::as_str) {
-                Some("Infinity") => Ok(Some(f64::INFINITY)),
-                Some("-Infinity") => Ok(Some(f64::NEG_INFINITY)),
-                Some("NaN") => Ok(Some(f64::NAN)),
-                _ => Err(RopeConfigError::WrongType {
-                    key: key.into(),
-                    expected: "a number",
-                }),
-            }
-        }
-        Some(_) => Err(RopeConfigError::WrongType {
+    let v = match obj.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::Object(o)) if o.contains_key("__float__") => None,
+        Some(_) => None,
+    };
+    // NaN and the infinities (transformers' `{"__float__": ...}`) mean nothing here: refused.
+    match v {
+        Some(v) if v.is_finite() => Ok(Some(v)),
+        _ => Err(RopeConfigError::WrongType {
             key: key.into(),
-            expected: "a number",
+            expected: "a finite number",
         }),
     }
 }
@@ -144,13 +139,20 @@ fn get_factors(
             .map(|v| {
                 v.as_f64()
                     .map(|f| f as f32)
+                    .filter(|f| f.is_finite() && *f > 0.0)
                     .ok_or(RopeConfigError::WrongType {
                         key: key.into(),
-                        expected: "a list of numbers",
+                        expected: "a list of positive finite numbers",
                     })
             })
             .collect(),
-        Some(Value::Number(n)) => Ok(vec![n.as_f64().unwrap_or(1.0) as f32]),
+        Some(Value::Number(n)) => match n.as_f64().map(|f| f as f32) {
+            Some(f) if f.is_finite() && f > 0.0 => Ok(vec![f]),
+            _ => Err(RopeConfigError::WrongType {
+                key: key.into(),
+                expected: "a list of positive finite numbers",
+            }),
+        },
         None | Some(Value::Null) => Err(RopeConfigError::Missing {
             rope_type: rope_type.into(),
             key,
@@ -188,7 +190,7 @@ impl RopeScaling {
                 key,
             })
         };
-        Ok(match rope_type {
+        let scaling = match rope_type {
             "default" => RopeScaling::Default,
             "linear" => RopeScaling::Linear {
                 factor: need("factor")? as f32,
@@ -237,7 +239,84 @@ impl RopeScaling {
                 }
             }
             other => return Err(RopeConfigError::UnknownType(other.to_string())),
-        })
+        };
+        scaling.validate()?;
+        Ok(scaling)
+    }
+
+    /// Checks the values the reference would compute nonsense from: every factor and length
+    /// positive (and finite, which reading already ensured), `partial_rotary_factor` in (0, 1].
+    pub fn validate(&self) -> std::result::Result<(), RopeConfigError> {
+        let positive = |key: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(RopeConfigError::Invalid(format!(
+                    "`{key}` must be a positive number, got {v}"
+                )))
+            }
+        };
+        match self {
+            RopeScaling::Default | RopeScaling::Mrope { .. } => Ok(()),
+            RopeScaling::Linear { factor } | RopeScaling::Dynamic { factor } => {
+                positive("factor", f64::from(*factor))
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                positive("factor", f64::from(*factor))?;
+                positive("low_freq_factor", f64::from(*low_freq_factor))?;
+                positive("high_freq_factor", f64::from(*high_freq_factor))?;
+                positive(
+                    "original_max_position_embeddings",
+                    f64::from(*original_max_position_embeddings),
+                )?;
+                if low_freq_factor == high_freq_factor {
+                    return Err(RopeConfigError::Invalid(format!(
+                        "`low_freq_factor` and `high_freq_factor` must differ, both are {low_freq_factor}"
+                    )));
+                }
+                Ok(())
+            }
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                ..
+            } => {
+                positive("factor", f64::from(*factor))?;
+                positive(
+                    "original_max_position_embeddings",
+                    *original_max_position_embeddings,
+                )?;
+                positive("beta_fast", *beta_fast)?;
+                positive("beta_slow", *beta_slow)
+            }
+            RopeScaling::LongRope {
+                original_max_position_embeddings,
+                ..
+            } => positive(
+                "original_max_position_embeddings",
+                *original_max_position_embeddings,
+            ),
+            RopeScaling::Proportional {
+                partial_rotary_factor,
+                factor,
+            } => {
+                positive("factor", f64::from(*factor))?;
+                if *partial_rotary_factor > 0.0 && *partial_rotary_factor <= 1.0 {
+                    Ok(())
+                } else {
+                    Err(RopeConfigError::Invalid(format!(
+                        "`partial_rotary_factor` must be in (0, 1], got {partial_rotary_factor}"
+                    )))
+                }
+            }
+        }
     }
 
     /// Reads the scaling of a whole config: `rope_scaling` when present and not null, else
@@ -321,6 +400,16 @@ impl Rope {
         scaling: &RopeScaling,
         max_position_embeddings: Option<i32>,
     ) -> Result<Self> {
+        if !(base.is_finite() && base > 0.0) {
+            return Err(Exception::custom(format!(
+                "RoPE: `rope_theta` must be a positive number, got {base}"
+            )));
+        }
+        if dims <= 0 {
+            return Err(Exception::custom(format!(
+                "RoPE: the rotated dimensions must be positive, got {dims}"
+            )));
+        }
         let kind = match scaling {
             RopeScaling::Default | RopeScaling::Mrope { .. } => Kind::Base { base, scale: 1.0 },
             RopeScaling::Linear { factor } => Kind::Base {
