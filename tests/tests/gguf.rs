@@ -600,6 +600,45 @@ fn malformed_files_are_errors() {
     assert!(err.to_string().contains("claims"), "{err}");
 }
 
+/// Rewrites the data offset of the tensor record of `name` (the last 8 bytes of its record).
+fn set_offset(path: &Path, name: &str, offset: u64) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .expect("tensor record");
+    // name, u32 dims count, dims (u64 each), u32 type, u64 offset
+    let dims = u32::from_le_bytes(bytes[at + name.len()..at + name.len() + 4].try_into().unwrap());
+    let offset_at = at + name.len() + 4 + 8 * dims as usize + 4;
+    bytes[offset_at..offset_at + 8].copy_from_slice(&offset.to_le_bytes());
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn tensor_data_outside_the_file_is_refused_before_reading() {
+    // Two F32 tensors of 32 values (128 bytes each): the second's offset moved past the end,
+    // to a huge value that would overflow, and off the alignment.
+    for (offset, needle) in [
+        (4096, "claims bytes 4096..4224 of the data section, but the file holds 256 bytes"),
+        (u64::MAX - 31, "claims bytes"),
+        (130, "not a multiple of the alignment 32"),
+    ] {
+        let path = scratch("offsets.gguf");
+        raw_gguf(&path, &[("a.weight", &[32], 0, 128), ("b.weight", &[32], 0, 128)]);
+        GgufCheckpoint::open(&path).expect("the file as written opens");
+        set_offset(&path, "b.weight", offset);
+        let err = GgufCheckpoint::open(&path).expect_err("offset outside the file");
+        assert!(matches!(err, GgufError::Malformed { .. }), "{err}");
+        assert!(err.to_string().contains("`b.weight`"), "{err}");
+        assert!(err.to_string().contains(needle), "{offset}: {err}");
+    }
+    // A shape that is not a whole number of blocks.
+    let path = scratch("blocks.gguf");
+    raw_gguf(&path, &[("a.weight", &[33], 2, 128)]);
+    let err = GgufCheckpoint::open(&path).expect_err("partial block");
+    assert!(err.to_string().contains("not a whole number of Q4_0 blocks of 32"), "{err}");
+}
+
 #[test]
 fn other_architectures_are_refused_by_name() {
     let path = scratch("qwen2.gguf");

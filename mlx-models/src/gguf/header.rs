@@ -86,6 +86,34 @@ impl GgmlType {
         }
     }
 
+    /// `(elements, bytes)` of one storage block, as ggml lays the type out; `None` for a type
+    /// this crate does not know the layout of (which it also refuses to load).
+    pub fn block_layout(self) -> Option<(u64, u64)> {
+        Some(match self.0 {
+            0 => (1, 4),     // F32
+            1 => (1, 2),     // F16
+            2 => (32, 18),   // Q4_0
+            3 => (32, 20),   // Q4_1
+            6 => (32, 22),   // Q5_0
+            7 => (32, 24),   // Q5_1
+            8 => (32, 34),   // Q8_0
+            9 => (32, 36),   // Q8_1
+            10 => (256, 84), // Q2_K
+            11 => (256, 110), // Q3_K
+            12 => (256, 144), // Q4_K
+            13 => (256, 176), // Q5_K
+            14 => (256, 210), // Q6_K
+            15 => (256, 292), // Q8_K
+            24 => (1, 1),    // I8
+            25 => (1, 2),    // I16
+            26 => (1, 4),    // I32
+            27 => (1, 8),    // I64
+            28 => (1, 8),    // F64
+            30 => (1, 2),    // BF16
+            _ => return None,
+        })
+    }
+
     /// For the types MLX turns into affine-quantized triplets: `(bits, group_size)`.
     pub fn affine_quantization(self) -> Option<(i32, i32)> {
         match self {
@@ -118,6 +146,10 @@ pub struct TensorInfo {
     pub shape: Vec<u64>,
     /// The storage type.
     pub ggml_type: GgmlType,
+    /// Where its data starts, from the start of the data section.
+    pub offset: u64,
+    /// Bytes of its data (`None` when the type's layout is unknown).
+    pub bytes: Option<u64>,
 }
 
 /// What the scan found.
@@ -129,6 +161,10 @@ pub struct Header {
     pub keys: Vec<String>,
     /// Every tensor record, in file order.
     pub tensors: Vec<TensorInfo>,
+    /// Where the data section starts in the file (the header's end, aligned).
+    pub data_start: u64,
+    /// The alignment of the data (`general.alignment`, default 32).
+    pub alignment: u64,
 }
 
 struct Reader<R> {
@@ -268,10 +304,20 @@ pub fn scan(path: &Path) -> Result<Header, GgufError> {
     let n_keys = r.u64("the key count").map_err(malformed)?;
 
     let mut keys = Vec::new();
+    let mut alignment = 32u64;
     for _ in 0..n_keys {
         let key = r.string("a metadata key").map_err(malformed)?;
         let ty = r.u32(&key).map_err(malformed)?;
-        r.skip_value(ty, &key, 0).map_err(malformed)?;
+        if key == "general.alignment" && ty == 4 {
+            alignment = u64::from(r.u32(&key).map_err(malformed)?);
+            if alignment == 0 || !alignment.is_power_of_two() {
+                return Err(malformed(format!(
+                    "`general.alignment` is {alignment}, not a power of two"
+                )));
+            }
+        } else {
+            r.skip_value(ty, &key, 0).map_err(malformed)?;
+        }
         keys.push(key);
     }
 
@@ -290,16 +336,60 @@ pub fn scan(path: &Path) -> Result<Header, GgufError> {
             .map_err(malformed)?;
         shape.reverse();
         let ggml_type = GgmlType(r.u32(&name).map_err(malformed)?);
-        r.u64(&name).map_err(malformed)?; // data offset
+        let offset = r.u64(&name).map_err(malformed)?;
+        let elements = shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| malformed(format!("tensor `{name}` has more elements than fit 64 bits")))?;
+        let bytes = match ggml_type.block_layout() {
+            Some((block, size)) => {
+                if elements % block != 0 {
+                    return Err(malformed(format!(
+                        "tensor `{name}` has {elements} elements, not a whole number of {} blocks of {block}",
+                        ggml_type.name()
+                    )));
+                }
+                Some(elements / block * size)
+            }
+            None => None,
+        };
         tensors.push(TensorInfo {
             name,
             shape,
             ggml_type,
+            offset,
+            bytes,
         });
+    }
+    // Every tensor's data must lie inside the file, at an aligned offset, before any reader
+    // (MLX's own GGUF loader is not hardened) touches it.
+    let header_end = left - r.left;
+    let data_start = header_end.div_ceil(alignment) * alignment;
+    let data_bytes = left.saturating_sub(data_start);
+    for t in &tensors {
+        if t.offset % alignment != 0 {
+            return Err(malformed(format!(
+                "tensor `{}` starts at offset {}, not a multiple of the alignment {alignment}",
+                t.name, t.offset
+            )));
+        }
+        if let Some(bytes) = t.bytes {
+            let end = t.offset.checked_add(bytes);
+            if end.is_none_or(|end| end > data_bytes) {
+                return Err(malformed(format!(
+                    "tensor `{}` claims bytes {}..{} of the data section, but the file holds {data_bytes} bytes of data",
+                    t.name,
+                    t.offset,
+                    end.map_or("overflow".to_string(), |e| e.to_string())
+                )));
+            }
+        }
     }
     Ok(Header {
         version,
         keys,
         tensors,
+        data_start,
+        alignment,
     })
 }
