@@ -22,13 +22,23 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# The reference: the Python packages the tests' fixtures are made with, pinned.
+# The reference: the Python packages the tests' fixtures are made with, every one pinned by hash.
+# The stamp is named after the requirements file's hash, so changing a pin rebuilds the venv.
 venv=.venv-ref
-stamp="$venv/.pinned-0.32.2"
+requirements=scripts/reference-requirements.txt
+stamp="$venv/.pinned-$(sha256sum "$requirements" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating the reference environment in $venv (mlx-lm 0.32.2)" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/reference-requirements.txt
+  # --no-deps: the file lists every package, so nothing unhashed comes in; wheels only, since
+  # building an sdist would fetch build dependencies that no hash covers.
+  "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps \
+    --only-binary=:all: -r "$requirements"
+  # A package missing from the file would otherwise only show up as an ImportError in a test.
+  if ! broken=$("$venv/bin/pip" check --disable-pip-version-check); then
+    echo "setup: $requirements is incomplete: $broken" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi

@@ -54,6 +54,10 @@ struct SourceArgs {
     /// Cast floating-point weights: float32, float16 or bfloat16 (default: as stored).
     #[arg(long, value_parser = parse_dtype)]
     dtype: Option<Dtype>,
+    /// No progress bars (downloads, loading a checkpoint over 1 GB, a long prompt); they are
+    /// also off when standard error is not a terminal.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -177,17 +181,56 @@ fn hub_options(source: &SourceArgs) -> HubOptions {
     HubOptions {
         revision: source.revision.clone(),
         offline: source.offline || hub::offline_from_env(|k| std::env::var(k).ok()),
-        progress: true,
+        progress: !source.quiet,
         ..Default::default()
     }
 }
 
+/// Loads the model, warning on standard error about config keys that look misspelt (they
+/// are ignored, so the model may not be the one its author meant).
 fn load(source: &SourceArgs) -> CliResult<LoadedModel> {
     let options = LoadOptions {
         dtype: source.dtype,
         hub: hub_options(source),
+        progress: !source.quiet,
     };
-    load_with(&source.model, &options).map_err(|e| e.to_string())
+    let loaded = load_with(&source.model, &options).map_err(|e| e.to_string())?;
+    warn_typos(&loaded.typos);
+    Ok(loaded)
+}
+
+fn warn_typos(typos: &[mlx_models::args::Typo]) {
+    for typo in typos {
+        eprintln!(
+            "warning: config.json: unknown key `{}` is ignored; did you mean `{}`?",
+            typo.key, typo.suggestion
+        );
+    }
+}
+
+/// A prefill progress bar that appears once the prompt has taken over two seconds (and never
+/// with `--quiet` or when standard error is not a terminal).
+fn prefill_progress(quiet: bool) -> impl FnMut(usize, usize) {
+    let started = std::time::Instant::now();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    move |done, total| {
+        if quiet {
+            return;
+        }
+        if bar.is_none() && started.elapsed() > std::time::Duration::from_secs(2) {
+            let style = indicatif::ProgressStyle::with_template(
+                "prompt {bar:30} {pos}/{len} tokens ({eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar = Some(indicatif::ProgressBar::new(total as u64).with_style(style));
+        }
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+            if done + 1 >= total {
+                b.finish_and_clear();
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -228,37 +271,77 @@ fn list() {
     }
 }
 
+/// Describes a checkpoint from its config and tensor headers: no tensor data is read (a GGUF
+/// is opened once, through MLX's reader, which needs its metadata).
 fn inspect(args: SourceArgs) -> CliResult<()> {
     mlx_models_zoo::link();
-    let loaded = load(&args)?;
-    let params = loaded.model.parameters().flatten();
-    let count: usize = params.values().map(|a| a.size()).sum();
-    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
-    for a in params.values() {
-        *dtypes.entry(format!("{:?}", a.dtype())).or_default() += a.size();
-    }
-    println!("folder:       {}", loaded.dir.display());
+    let source = std::path::Path::new(&args.model);
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let (dir, config, names, count, dtypes, eos) =
+        if mlx_models::gguf::is_gguf_path(source) && source.is_file() {
+            let gguf = mlx_models::gguf::GgufCheckpoint::open(source).map_err(|e| err(&e))?;
+            let mut dtypes: BTreeMap<String, u64> = BTreeMap::new();
+            let mut count = 0u64;
+            for t in &gguf.header().tensors {
+                let n: u64 = t.shape.iter().product();
+                count += n;
+                *dtypes.entry(t.ggml_type.name()).or_default() += n;
+            }
+            let names = gguf
+                .header()
+                .tensors
+                .iter()
+                .map(|t| t.name.clone())
+                .collect();
+            let config = gguf.config().map_err(|e| err(&e))?;
+            let eos = gguf.eos_token_ids().map_err(|e| err(&e))?;
+            (source.to_path_buf(), config, names, count, dtypes, eos)
+        } else {
+            let dir = if source.is_dir() {
+                source.to_path_buf()
+            } else {
+                hub::resolve(&args.model, &hub_options(&args)).map_err(|e| err(&e))?
+            };
+            let config = serde_json::Value::Object(
+                mlx_models::checkpoint::read_config(&dir).map_err(|e| err(&e))?,
+            );
+            let summary = mlx_models::checkpoint::summarize(&dir).map_err(|e| err(&e))?;
+            let eos = mlx_models::checkpoint::eos_token_ids(&dir).map_err(|e| err(&e))?;
+            (
+                dir,
+                config,
+                summary.names,
+                summary.elements,
+                summary.dtypes,
+                eos,
+            )
+        };
+    // The config is checked as loading checks it (layer count first), and the model built
+    // with no parameters read, for its layer count and the config's unknown keys.
+    mlx_models::load::check_layer_count(&config, &names).map_err(|e| err(&e))?;
+    let built = registry::build(&config).map_err(|e| err(&e))?;
+    warn_typos(&built.typos);
+    println!("folder:       {}", dir.display());
     println!(
         "model type:   {} (config: {})",
-        loaded.model.model_type(),
-        loaded.config["model_type"]
+        built.model.model_type(),
+        config["model_type"]
     );
-    println!("layers:       {}", loaded.model.num_layers());
-    println!("parameters:   {count} ({:.1}M)", count as f64 / 1e6);
+    println!("layers:       {}", built.model.num_layers());
+    println!("parameters:   {count} stored ({:.1}M)", count as f64 / 1e6);
     println!("dtypes:       {dtypes:?}");
-    let quant = loaded
-        .config
+    let quant = config
         .get("quantization")
-        .or_else(|| loaded.config.get("quantization_config"));
+        .or_else(|| config.get("quantization_config"));
     println!(
         "quantization: {}",
         quant.map_or("none".to_string(), |q| q.to_string())
     );
-    println!("eos ids:      {:?}", loaded.eos_token_ids);
-    let unknown: Vec<String> = loaded
+    println!("eos ids:      {eos:?}");
+    let unknown: Vec<String> = built
         .unknown_keys
         .iter()
-        .map(|k| format!("{k:?}"))
+        .map(|k| format!("`{}`", k.key))
         .collect();
     println!(
         "unknown keys: {}",
@@ -268,8 +351,11 @@ fn inspect(args: SourceArgs) -> CliResult<()> {
             unknown.join(", ")
         }
     );
-    for typo in &loaded.typos {
-        println!("likely typo:  {typo:?}");
+    for typo in &built.typos {
+        println!(
+            "likely typo:  `{}` (did you mean `{}`?)",
+            typo.key, typo.suggestion
+        );
     }
     Ok(())
 }
@@ -405,7 +491,9 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
         model.make_cache(),
         args.sampling.max_kv_size.map(|m| m as usize),
     );
-    let stream = model_stream(model, &mut cache, &prompt, config).map_err(|e| e.to_string())?;
+    let stream = model_stream(model, &mut cache, &prompt, config)
+        .map_err(|e| e.to_string())?
+        .with_prefill_progress(prefill_progress(args.source.quiet));
 
     let mut detok = tokenizer.as_ref().map(|t| t.detokenizer());
     let mut tokens = Vec::new();
@@ -571,7 +659,8 @@ fn chat(args: ChatArgs) -> CliResult<()> {
         first_turn = false;
 
         let stream = model_stream(&mut *model, &mut cache, &ids, config.clone())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_prefill_progress(prefill_progress(args.source.quiet));
         let mut detok = tokenizer.detokenizer();
         for step in stream {
             let step = step.map_err(|e| e.to_string())?;

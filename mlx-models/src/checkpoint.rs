@@ -853,6 +853,8 @@ pub struct CheckpointSummary {
     pub dtypes: BTreeMap<String, u64>,
     /// Paths of the layers stored quantized (those with a `<path>.scales` tensor), sorted.
     pub quantized_layers: Vec<String>,
+    /// Every tensor name, sorted.
+    pub names: Vec<String>,
 }
 
 /// Summarizes a checkpoint folder from its safetensors headers (each validated).
@@ -873,9 +875,11 @@ pub fn summarize(dir: &Path) -> Result<CheckpointSummary> {
             if let Some(layer) = name.strip_suffix(".scales") {
                 summary.quantized_layers.push(layer.to_string());
             }
+            summary.names.push(name.clone());
         }
     }
     summary.quantized_layers.sort();
+    summary.names.sort();
     Ok(summary)
 }
 

@@ -196,6 +196,7 @@ pub struct TokenStream<'a, F> {
     eos: HashSet<u32>,
     sampler: Sampler,
     prefill_hook: Option<PrefillHook<'a>>,
+    prefill_progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
     prompt: Vec<u32>,
     history: Vec<u32>,
     started: Option<Instant>,
@@ -226,6 +227,7 @@ where
             sampler,
             config,
             prefill_hook: None,
+            prefill_progress: None,
             prompt: prompt.to_vec(),
             history: Vec::new(),
             started: None,
@@ -243,6 +245,14 @@ where
         hook: impl FnMut(&[u32], usize, usize) -> Result<()> + 'a,
     ) -> Self {
         self.prefill_hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Sets a function called after each prefill chunk with the prompt tokens processed so far
+    /// and the prompt's length (all but the last token are prefilled in chunks; the last one
+    /// gives the first generated token), after the prefill hook: the place for a progress bar.
+    pub fn with_prefill_progress(mut self, progress: impl FnMut(usize, usize) + 'a) -> Self {
+        self.prefill_progress = Some(Box::new(progress));
         self
     }
 
@@ -292,6 +302,9 @@ where
             }
             drop(out);
             mlx_rs::memory::clear_cache()?;
+            if let Some(progress) = self.prefill_progress.as_mut() {
+                progress(done, total);
+            }
         }
         let rest = self.prompt[done..].to_vec();
         self.history.extend_from_slice(&rest);

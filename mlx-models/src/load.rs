@@ -30,7 +30,13 @@ pub struct LoadOptions {
     pub dtype: Option<Dtype>,
     /// How a repo id is resolved (revision, offline).
     pub hub: HubOptions,
+    /// Show a progress bar on stderr while the parameters are read, for checkpoints over
+    /// [`PROGRESS_BYTES`] (nothing is drawn when stderr is not a terminal).
+    pub progress: bool,
 }
+
+/// The checkpoint size from which loading shows a progress bar when asked to.
+pub const PROGRESS_BYTES: usize = 1 << 30;
 
 /// A loaded model and what came with it.
 pub struct LoadedModel {
@@ -142,15 +148,17 @@ fn highest_layer_index<'a>(names: impl Iterator<Item = &'a String>) -> Option<u6
         .max()
 }
 
-/// Refuses a config that declares more layers than the checkpoint holds, before the model is
-/// built (building a billion layers would take minutes and all memory only to fail later).
-pub fn check_layer_count(
+/// Refuses a config that declares more layers than the checkpoint's tensor `names` hold,
+/// before the model is built (building a billion layers would take minutes and all memory only
+/// to fail later).
+pub fn check_layer_count<'a>(
     config: &Value,
-    weights: &HashMap<String, Array>,
+    names: impl IntoIterator<Item = &'a String>,
 ) -> Result<(), LoadError> {
-    let (Some((key, declared)), Some(last)) =
-        (declared_layers(config), highest_layer_index(weights.keys()))
-    else {
+    let (Some((key, declared)), Some(last)) = (
+        declared_layers(config),
+        highest_layer_index(names.into_iter()),
+    ) else {
         return Ok(());
     };
     if declared > last + 1 {
@@ -313,7 +321,7 @@ pub fn load_parts(
     dir: &Path,
     options: &LoadOptions,
 ) -> Result<LoadedModel, LoadError> {
-    check_layer_count(&config, &weights)?;
+    check_layer_count(&config, weights.keys())?;
     let built = registry::build(&config).map_err(|e| match e {
         BuildError::Registry(source @ registry::RegistryError::Unknown { .. }) => {
             let mut supported: Vec<&'static str> =
@@ -355,7 +363,31 @@ pub fn load_parts(
         .into_values()
         .cloned()
         .collect();
-    mlx_rs::transforms::eval(params.iter())?;
+    let total: usize = params.iter().map(|p| p.nbytes()).sum();
+    if options.progress && total > PROGRESS_BYTES {
+        // In groups of about 64 MB, so that the bar moves as the bytes are read.
+        let bar = indicatif::ProgressBar::new(total as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "loading {bar:30} {binary_bytes}/{binary_total_bytes} ({eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut group: Vec<&Array> = Vec::new();
+        let mut bytes = 0usize;
+        for p in &params {
+            group.push(p);
+            bytes += p.nbytes();
+            if bytes >= 64 << 20 {
+                mlx_rs::transforms::eval(group.drain(..))?;
+                bar.inc(bytes as u64);
+                bytes = 0;
+            }
+        }
+        mlx_rs::transforms::eval(group)?;
+        bar.finish_and_clear();
+    } else {
+        mlx_rs::transforms::eval(params.iter())?;
+    }
     // MLX is in use now: the process's exit waits for MLX's CPU work before MLX's statics
     // (created by now) are torn down; see mlx-sys.
     mlx_sys::set_exit_drain(true);

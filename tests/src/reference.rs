@@ -2,11 +2,13 @@
 //! (mlx-lm 0.32.2, see `shared/docs/REFERENCE.md`) and hands the tests its output folder.
 //!
 //! - The Python is `$MLX_MODELS_REF_PYTHON`, else `<repo>/.venv-ref/bin/python` (made by
-//!   `scripts/setup.sh`). When it is missing the test fails with a message saying so: a
-//!   comparison that cannot run must not pass.
+//!   `scripts/setup.sh`). When it is missing, or lacks a package at the version pinned in
+//!   `scripts/reference-requirements.txt`, the test fails with a message saying so: a
+//!   comparison that cannot run, or runs against another oracle, must not pass.
 //! - Output lives under `<target>/reference-cache/<script>-<hash>/`, the hash covering the
-//!   script's text, the shared helpers in `scripts/reference/*.py` and the Python path, so an edited script regenerates and nothing is
-//!   committed.
+//!   script's text, the shared helpers in `scripts/reference/*.py` and what the Python has
+//!   installed (its version and every `name==version`, not its path), so an edited script or
+//!   a changed pin regenerates and nothing is committed.
 //! - Each script runs at most once per test process (a memo) and once across processes (an
 //!   exclusive `flock` on a lock file, and the output folder appears by an atomic rename only
 //!   when the script succeeded), so parallel tests and test binaries do not race.
@@ -73,7 +75,7 @@ impl Drop for FileLock {
 }
 
 /// The reference Python, or a panic saying how to get it: a comparison that cannot run must
-/// not pass.
+/// not pass. Its packages are checked against the pins (see [`installed`]).
 pub fn require_python() -> PathBuf {
     let python = reference_python();
     if !python.exists() {
@@ -84,7 +86,65 @@ pub fn require_python() -> PathBuf {
             python.display()
         );
     }
+    installed(&python);
     python
+}
+
+/// What `python` has installed: `python==X.Y.Z`, then one sorted `name==version` line per
+/// distribution, names normalised as pip writes them. Read once per process (every reference
+/// call needs it). Panics when a package pinned in `scripts/reference-requirements.txt` is
+/// missing or at another version: fixtures made with another mlx or mlx-lm would test nothing.
+fn installed(python: &Path) -> &'static str {
+    const CODE: &str = "import importlib.metadata as m, platform, re\n\
+        names = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() + '==' + d.version\n\
+                 for d in m.distributions() if d.metadata['Name']}\n\
+        print('\\n'.join(['python==' + platform.python_version()] + sorted(names)))";
+    static INSTALLED: OnceLock<String> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let output = Command::new(python)
+            .arg("-c")
+            .arg(CODE)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+        if !output.status.success() {
+            panic!(
+                "listing the packages of the reference Python {} failed ({}): {}",
+                python.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+        let found: HashMap<&str, &str> =
+            listing.lines().filter_map(|l| l.split_once("==")).collect();
+
+        let path = repo_root().join("scripts/reference-requirements.txt");
+        let pins =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let wrong: Vec<String> = pins
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_alphanumeric()))
+            .filter_map(|l| l.split_whitespace().next()?.split_once("=="))
+            .filter_map(|(name, pinned)| {
+                let name = name.to_ascii_lowercase().replace(['_', '.'], "-");
+                match found.get(name.as_str()) {
+                    Some(&v) if v == pinned => None,
+                    Some(v) => Some(format!("`{name}` is {v}, pinned {pinned}")),
+                    None => Some(format!("`{name}` is not installed, pinned {pinned}")),
+                }
+            })
+            .collect();
+        if !wrong.is_empty() {
+            panic!(
+                "the reference Python {} does not match scripts/reference-requirements.txt: {}; \
+                 run `bash scripts/setup.sh` (it rebuilds .venv-ref when a pin changes) or unset \
+                 MLX_MODELS_REF_PYTHON",
+                python.display(),
+                wrong.join("; ")
+            );
+        }
+        listing
+    })
 }
 
 /// Runs `python -c CODE ARGS...` with the reference Python and returns its standard output;
@@ -125,7 +185,9 @@ pub fn run_script(script: &str) -> PathBuf {
         fs::read(&script_path).unwrap_or_else(|e| panic!("reading {}: {e}", script_path.display()));
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
-    python.hash(&mut h);
+    // What is installed, not where: a rebuilt venv with other pins regenerates, the same
+    // packages under another path do not.
+    installed(&python).hash(&mut h);
     // The shared helpers a script imports (`scripts/reference/*.py`) are part of its output.
     let mut helpers: Vec<PathBuf> = fs::read_dir(repo_root().join("scripts/reference"))
         .map(|d| {

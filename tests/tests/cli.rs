@@ -375,3 +375,68 @@ fn bad_sampling_flags_are_refused_before_the_model_loads() {
         assert!(!stderr.contains("nonexistent"), "loaded first: {stderr}");
     }
 }
+
+#[test]
+fn a_likely_typo_in_the_config_is_a_warning_of_generate() {
+    let dir = scratch_copy("typo");
+    // A key within two edits of a field the config lacks (here one with a default).
+    edit_config(&dir, |c| {
+        c.as_object_mut()
+            .expect("object")
+            .remove("tie_word_embeddings");
+        c["tie_word_embedding"] = serde_json::json!(false);
+    });
+    let out = run(&[
+        "generate",
+        "--model",
+        dir.to_str().expect("utf-8 path"),
+        "--prompt-tokens",
+        "1,2,3",
+        "--max-tokens",
+        "2",
+        "--format",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: config.json: unknown key `tie_word_embedding` is ignored; did you mean `tie_word_embeddings`?"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn inspect_reads_the_headers_and_checks_the_config() {
+    // The tensor data is overwritten with garbage past the header: inspect never reads it.
+    let dir = scratch_copy("inspect");
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let header = 8 + u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    for b in &mut bytes[header..] {
+        *b = 0xff; // NaN in every float
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    let out = run(&["inspect", "--model", dir.to_str().expect("utf-8 path")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("model type:   llama"), "{stdout}");
+    assert!(stdout.contains("layers:       2"), "{stdout}");
+    assert!(stdout.contains("parameters:"), "{stdout}");
+
+    edit_config(&dir, |c| {
+        c["num_hidden_layers"] = serde_json::json!(1_000_000_000u64)
+    });
+    let out = run(&["inspect", "--model", dir.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`num_hidden_layers` is 1000000000"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -297,3 +297,19 @@ fn prefill_without_a_hook_and_errors_during_prefill() {
     drop(s);
     assert_eq!(calls.into_inner().len(), 2);
 }
+
+#[test]
+fn prefill_progress_follows_each_chunk() {
+    let calls = RefCell::new(Vec::new());
+    let prompt = [3u32, 4, 5, 6, 7, 8, 9];
+    let mut cfg = config(2);
+    cfg.prefill_step_size = 2;
+    let seen = RefCell::new(Vec::new());
+    let stream = generate_tokens(&prompt, cfg, counting_model(&calls))
+        .unwrap()
+        .with_prefill_progress(|done, total| seen.borrow_mut().push((done, total)));
+    let tokens: Vec<u32> = stream.map(|t| t.unwrap().token).collect();
+    assert_eq!(tokens, vec![10, 11]);
+    // All but the last prompt token, in chunks of two.
+    assert_eq!(*seen.borrow(), vec![(2, 7), (4, 7), (6, 7)]);
+}

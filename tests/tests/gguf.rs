@@ -608,7 +608,11 @@ fn set_offset(path: &Path, name: &str, offset: u64) {
         .position(|w| w == name.as_bytes())
         .expect("tensor record");
     // name, u32 dims count, dims (u64 each), u32 type, u64 offset
-    let dims = u32::from_le_bytes(bytes[at + name.len()..at + name.len() + 4].try_into().unwrap());
+    let dims = u32::from_le_bytes(
+        bytes[at + name.len()..at + name.len() + 4]
+            .try_into()
+            .unwrap(),
+    );
     let offset_at = at + name.len() + 4 + 8 * dims as usize + 4;
     bytes[offset_at..offset_at + 8].copy_from_slice(&offset.to_le_bytes());
     std::fs::write(path, bytes).expect("write");
@@ -619,12 +623,18 @@ fn tensor_data_outside_the_file_is_refused_before_reading() {
     // Two F32 tensors of 32 values (128 bytes each): the second's offset moved past the end,
     // to a huge value that would overflow, and off the alignment.
     for (offset, needle) in [
-        (4096, "claims bytes 4096..4224 of the data section, but the file holds 256 bytes"),
+        (
+            4096,
+            "claims bytes 4096..4224 of the data section, but the file holds 256 bytes",
+        ),
         (u64::MAX - 31, "claims bytes"),
         (130, "not a multiple of the alignment 32"),
     ] {
         let path = scratch("offsets.gguf");
-        raw_gguf(&path, &[("a.weight", &[32], 0, 128), ("b.weight", &[32], 0, 128)]);
+        raw_gguf(
+            &path,
+            &[("a.weight", &[32], 0, 128), ("b.weight", &[32], 0, 128)],
+        );
         GgufCheckpoint::open(&path).expect("the file as written opens");
         set_offset(&path, "b.weight", offset);
         let err = GgufCheckpoint::open(&path).expect_err("offset outside the file");
@@ -636,7 +646,11 @@ fn tensor_data_outside_the_file_is_refused_before_reading() {
     let path = scratch("blocks.gguf");
     raw_gguf(&path, &[("a.weight", &[33], 2, 128)]);
     let err = GgufCheckpoint::open(&path).expect_err("partial block");
-    assert!(err.to_string().contains("not a whole number of Q4_0 blocks of 32"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not a whole number of Q4_0 blocks of 32"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -21,7 +21,9 @@ macro_rules! gguf_or_skip {
     () => {
         match mlx_models_tests::cli::smollm2_gguf() {
             Ok(path) => path,
-            Err(reason) => panic!("the SmolLM2 GGUF could not be fetched, so this test cannot run: {reason}"),
+            Err(reason) => {
+                panic!("the SmolLM2 GGUF could not be fetched, so this test cannot run: {reason}")
+            }
         }
     };
 }

@@ -90,26 +90,26 @@ impl GgmlType {
     /// this crate does not know the layout of (which it also refuses to load).
     pub fn block_layout(self) -> Option<(u64, u64)> {
         Some(match self.0 {
-            0 => (1, 4),     // F32
-            1 => (1, 2),     // F16
-            2 => (32, 18),   // Q4_0
-            3 => (32, 20),   // Q4_1
-            6 => (32, 22),   // Q5_0
-            7 => (32, 24),   // Q5_1
-            8 => (32, 34),   // Q8_0
-            9 => (32, 36),   // Q8_1
-            10 => (256, 84), // Q2_K
+            0 => (1, 4),      // F32
+            1 => (1, 2),      // F16
+            2 => (32, 18),    // Q4_0
+            3 => (32, 20),    // Q4_1
+            6 => (32, 22),    // Q5_0
+            7 => (32, 24),    // Q5_1
+            8 => (32, 34),    // Q8_0
+            9 => (32, 36),    // Q8_1
+            10 => (256, 84),  // Q2_K
             11 => (256, 110), // Q3_K
             12 => (256, 144), // Q4_K
             13 => (256, 176), // Q5_K
             14 => (256, 210), // Q6_K
             15 => (256, 292), // Q8_K
-            24 => (1, 1),    // I8
-            25 => (1, 2),    // I16
-            26 => (1, 4),    // I32
-            27 => (1, 8),    // I64
-            28 => (1, 8),    // F64
-            30 => (1, 2),    // BF16
+            24 => (1, 1),     // I8
+            25 => (1, 2),     // I16
+            26 => (1, 4),     // I32
+            27 => (1, 8),     // I64
+            28 => (1, 8),     // F64
+            30 => (1, 2),     // BF16
             _ => return None,
         })
     }
@@ -340,7 +340,11 @@ pub fn scan(path: &Path) -> Result<Header, GgufError> {
         let elements = shape
             .iter()
             .try_fold(1u64, |n, &d| n.checked_mul(d))
-            .ok_or_else(|| malformed(format!("tensor `{name}` has more elements than fit 64 bits")))?;
+            .ok_or_else(|| {
+                malformed(format!(
+                    "tensor `{name}` has more elements than fit 64 bits"
+                ))
+            })?;
         let bytes = match ggml_type.block_layout() {
             Some((block, size)) => {
                 if elements % block != 0 {
