@@ -1,4 +1,6 @@
-//! The gemma family against the reference.
+//! The gemma family's float16 runs against the reference's float16 logits, on top of the
+//! shared parity check that `tests/tests/parity.rs` runs on every case of every architecture.
+//! The cases:
 //!
 //! - `gemma`: grouped-query and multi-query heads with an explicit head_dim, a hidden size whose
 //!   square root (the embedding scale) is inexact, traditional RoPE.
@@ -20,7 +22,7 @@
 use std::path::Path;
 
 use mlx_models::load::{load_dir, LoadOptions};
-use mlx_models_tests::parity::{check_arch, check_left_padded_batch, fixtures};
+use mlx_models_tests::parity::fixtures;
 use mlx_models_tests::reference::{assert_close, Fixture};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
@@ -29,7 +31,7 @@ use mlx_rs::{Array, Dtype};
 const FLOAT16_TOL: f32 = 4e-3;
 
 /// Our float16 prompt logits against the reference's (`float16.safetensors`), every case.
-fn check_float16(arch: &str, cases: usize) -> f32 {
+fn check_float16(arch: &str) -> f32 {
     let out = fixtures(arch);
     let mut dirs: Vec<_> = std::fs::read_dir(&out)
         .expect("fixture folder")
@@ -38,7 +40,7 @@ fn check_float16(arch: &str, cases: usize) -> f32 {
         .filter(|p| p.join("float16.safetensors").exists())
         .collect();
     dirs.sort();
-    assert_eq!(dirs.len(), cases, "float16 fixtures of {arch}: {dirs:?}");
+    assert!(!dirs.is_empty(), "no float16 fixtures of {arch}");
     let mut worst = 0.0f32;
     for dir in &dirs {
         worst = worst.max(check_float16_case(dir));
@@ -80,24 +82,11 @@ fn check_float16_case(dir: &Path) -> f32 {
 }
 
 #[test]
-fn gemma_matches_the_reference_on_every_case() {
-    let reports = check_arch("gemma");
-    assert_eq!(reports.len(), 3, "cases: {reports:?}");
-    check_left_padded_batch("gemma", "gqa_wide_head_dim");
+fn gemma2_float16_logits_match_the_reference() {
+    check_float16("gemma2");
 }
 
 #[test]
-fn gemma2_matches_the_reference_on_every_case() {
-    let reports = check_arch("gemma2");
-    assert_eq!(reports.len(), 4, "cases: {reports:?}");
-    check_float16("gemma2", 4);
-    check_left_padded_batch("gemma2", "tight_softcaps");
-}
-
-#[test]
-fn gemma3_text_matches_the_reference_on_every_case() {
-    let reports = check_arch("gemma3_text");
-    assert_eq!(reports.len(), 6, "cases: {reports:?}");
-    check_float16("gemma3_text", 6);
-    check_left_padded_batch("gemma3_text", "untied_pattern2_window8");
+fn gemma3_text_float16_logits_match_the_reference() {
+    check_float16("gemma3_text");
 }

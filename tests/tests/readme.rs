@@ -63,3 +63,62 @@ fn rust_block_after<'a>(text: &'a str, fence: &str) -> &'a str {
     let end = start + text[start..].find("```").expect("the block's end");
     &text[start..end]
 }
+
+const TABLE_START: &str = "<!-- architectures: generated from the registry by tests/tests/readme.rs; MLX_MODELS_UPDATE_README=1 rewrites it -->\n";
+const TABLE_END: &str = "<!-- architectures: end -->";
+
+/// `COVERS = "..."` of a case script: what its cases cover, in a few words.
+fn covers(script: &str) -> Option<String> {
+    let line = script.lines().find(|l| l.starts_with("COVERS = \""))?;
+    let text = line.strip_prefix("COVERS = \"")?.strip_suffix('"')?;
+    Some(text.replace("\\\"", "\""))
+}
+
+/// The README's architecture table is made from the registry (every `model_type` and its
+/// aliases), the parity fixtures (the number of cases) and each case script's `COVERS`: a new
+/// architecture appears in it without anyone writing a row. Run with
+/// `MLX_MODELS_UPDATE_README=1` to rewrite the table after adding one.
+#[test]
+fn readme_architecture_table_is_the_registry() {
+    mlx_models_zoo::link();
+    let root = mlx_models_tests::reference::repo_root();
+    let mut entries = mlx_models::registry::entries();
+    entries.sort_by_key(|e| e.model_type);
+    let mut table = String::from(
+        "| `model_type` (aliases) | cases | what the cases cover |\n| --- | --- | --- |\n",
+    );
+    for e in &entries {
+        let script_path = root.join(format!("scripts/reference/parity/{}.py", e.model_type));
+        let script = std::fs::read_to_string(&script_path)
+            .unwrap_or_else(|err| panic!("{}: {err}", script_path.display()));
+        let covers = covers(&script)
+            .unwrap_or_else(|| panic!("{} has no `COVERS = \"...\"` line", script_path.display()));
+        let cases = std::fs::read_dir(mlx_models_tests::parity::fixtures(e.model_type))
+            .expect("fixture folder")
+            .flatten()
+            .filter(|d| d.path().join("reference.json").exists())
+            .count();
+        let name = if e.aliases.is_empty() {
+            format!("`{}`", e.model_type)
+        } else {
+            let aliases: Vec<String> = e.aliases.iter().map(|a| format!("`{a}`")).collect();
+            format!("`{}` ({})", e.model_type, aliases.join(", "))
+        };
+        table.push_str(&format!("| {name} | {cases} | {covers} |\n"));
+    }
+    let readme_path = root.join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
+    let start = readme.find(TABLE_START).expect("the table's start marker") + TABLE_START.len();
+    let end = readme.find(TABLE_END).expect("the table's end marker");
+    if readme[start..end] == table {
+        return;
+    }
+    if std::env::var_os("MLX_MODELS_UPDATE_README").is_some() {
+        let updated = format!("{}{table}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&readme_path, updated).expect("write README.md");
+        return;
+    }
+    panic!(
+        "README.md's architecture table is out of date; run the test with MLX_MODELS_UPDATE_README=1, or write:\n{table}"
+    );
+}

@@ -12,6 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "parallel block, per-head q/k LayerNorm, logit scale, 4-bit"
+
 BASE = {
     "model_type": "cohere",
     "hidden_size": 64,

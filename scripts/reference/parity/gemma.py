@@ -11,6 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "(1 + w) norms, GeGLU, embedding scale"
+
 BASE = {
     "model_type": "gemma",
     "hidden_size": 64,

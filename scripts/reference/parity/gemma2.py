@@ -12,6 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "attention and final logit soft-capping, `query_pre_attn_scalar`, four norms"
+
 BASE = {
     "model_type": "gemma2",
     "hidden_size": 64,

@@ -13,6 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "local / global layers by `sliding_window_pattern`, local RoPE base, linear RoPE on global layers, float16 residual clipping, head tied or not by the checkpoint"
+
 BASE = {
     "model_type": "gemma3_text",
     "hidden_size": 64,

@@ -5,6 +5,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "tied / untied, biases, explicit head_dim, llama3 and linear RoPE (traditional), sliding layers, Hugging Face layout"
+
 BASE = {
     "model_type": "llama",
     "hidden_size": 64,

@@ -12,6 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "q/k norms over the whole projection, post-norms, llama3 RoPE, Hugging Face layout"
+
 BASE = {
     "model_type": "olmo2",
     "hidden_size": 64,

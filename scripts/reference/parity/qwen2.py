@@ -5,6 +5,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "tied / untied, llama3 RoPE, Hugging Face layout"
+
 BASE = {
     "model_type": "qwen2",
     "hidden_size": 64,

@@ -6,6 +6,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "per-head q/k norms, explicit head_dim, yarn RoPE with one kv head, Hugging Face layout"
+
 BASE = {
     "model_type": "qwen3",
     "hidden_size": 64,

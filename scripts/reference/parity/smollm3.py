@@ -7,6 +7,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "no-RoPE layers (interval and list), sliding layers"
+
 BASE = {
     "model_type": "smollm3",
     "hidden_size": 64,

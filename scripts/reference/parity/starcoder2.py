@@ -10,6 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
+# What the cases cover, for the README's architecture table (tests/tests/readme.rs).
+COVERS = "LayerNorm with bias, gelu MLP, tied / untied"
+
 BASE = {
     "model_type": "starcoder2",
     "hidden_size": 64,
