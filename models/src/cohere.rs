@@ -42,7 +42,8 @@ pub struct CohereArgs {
     #[arg(default = 64, positive)]
     pub num_key_value_heads: usize,
     /// Base frequency of the rotary position embedding.
-    #[arg(default = 8000000.0)]
+    /// transformers v5 writes it inside `rope_parameters`.
+    #[arg(default = 8000000.0, alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
     /// Number of tokens in the vocabulary.
     #[arg(default = 256000, positive)]

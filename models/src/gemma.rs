@@ -30,7 +30,8 @@ pub struct GemmaArgs {
     #[arg(positive)]
     pub num_key_value_heads: usize,
     /// Base frequency of the rotary position embedding.
-    #[arg(default = 10000.0)]
+    /// transformers v5 writes it inside `rope_parameters`.
+    #[arg(default = 10000.0, alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
     /// Whether RoPE rotates consecutive pairs of features instead of the two halves.
     #[arg(default = false)]

@@ -52,7 +52,8 @@ pub struct Gemma3TextArgs {
     #[arg(default = 1, positive)]
     pub num_key_value_heads: usize,
     /// Base frequency of the rotary position embedding.
-    #[arg(default = 1_000_000.0)]
+    /// transformers v5 writes it inside `rope_parameters`.
+    #[arg(default = 1_000_000.0, alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
     /// RoPE base frequency of the sliding-window layers.
     #[arg(default = 10_000.0)]
@@ -70,6 +71,7 @@ pub struct Gemma3TextArgs {
     #[arg(default = 32768, positive)]
     pub max_position_embeddings: usize,
     /// Applies to the global layers only.
+    #[arg(alias = "rope_parameters")]
     pub rope_scaling: Option<Value>,
     /// Whether the model is built without a head; a checkpoint that disagrees is reconciled
     /// in sanitize ([`resolve_tied_head`]), as the reference decides by the checkpoint.

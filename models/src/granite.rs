@@ -41,9 +41,13 @@ pub struct GraniteArgs {
     pub attention_bias: bool,
     /// Whether the MLP projections have biases.
     pub mlp_bias: bool,
-    /// Base frequency of the rotary position embedding.
+    /// Base frequency of the rotary position embedding (transformers v5 writes it inside
+    /// `rope_parameters`).
+    #[arg(alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
-    /// RoPE scaling as config.json writes it (`rope_type` or `type`, and its parameters).
+    /// RoPE scaling as config.json writes it (`rope_type` or `type`, and its parameters), or
+    /// transformers v5's `rope_parameters`.
+    #[arg(alias = "rope_parameters")]
     pub rope_scaling: Option<Value>,
     /// Whether the head reuses the embedding matrix (the checkpoint then needs no `lm_head`).
     #[arg(default = true)]

@@ -42,12 +42,15 @@ pub struct Olmo2Args {
     #[arg(default = false)]
     pub mlp_bias: bool,
     /// Base frequency of the rotary position embedding.
-    #[arg(default = 10000.0)]
+    /// transformers v5 writes it inside `rope_parameters`.
+    #[arg(default = 10000.0, alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
     /// Whether RoPE rotates consecutive pairs of features instead of the two halves.
     #[arg(default = false)]
     pub rope_traditional: bool,
-    /// Any RoPE scaling of the shared RoPE (the reference does not read `rope_parameters`).
+    /// Any RoPE scaling of the shared RoPE, or transformers v5's `rope_parameters` (which the
+    /// reference does not read).
+    #[arg(alias = "rope_parameters")]
     pub rope_scaling: Option<Value>,
     /// Whether the head reuses the embedding matrix (the checkpoint then needs no `lm_head`).
     #[arg(default = true)]

@@ -30,13 +30,15 @@ pub struct Phi3Args {
     #[arg(positive)]
     pub num_key_value_heads: Option<usize>,
     /// Base frequency of the rotary position embedding.
-    #[arg(default = 10000.0)]
+    /// transformers v5 writes it inside `rope_parameters`.
+    #[arg(default = 10000.0, alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
     /// Whether RoPE rotates consecutive pairs of features instead of the two halves.
     #[arg(default = false)]
     pub rope_traditional: bool,
     /// `linear` (`factor`) or `longrope` / `su` (`long_factor`, `short_factor`); the
     /// reference requires `type` and `long_factor` and ignores other types.
+    #[arg(alias = "rope_parameters")]
     pub rope_scaling: Option<Value>,
     /// Fraction of each head's features that RoPE rotates.
     #[arg(default = 1.0, positive)]
@@ -100,6 +102,20 @@ impl Phi3Args {
         let Some(obj) = scaling.filter(|o| !o.is_empty()) else {
             return Ok(RopeScaling::Default);
         };
+        // transformers v5's `rope_parameters` says `rope_type` (and carries `rope_theta`).
+        let mut obj = obj.clone();
+        if !obj.contains_key("type") {
+            if let Some(t) = obj.get("rope_type").cloned() {
+                obj.insert("type".into(), t);
+            }
+        }
+        let plain = match obj.get("type").and_then(Value::as_str) {
+            Some(t) => t == "default",
+            None => obj.keys().all(|k| k == "rope_theta"),
+        };
+        if plain {
+            return Ok(RopeScaling::Default);
+        }
         if let Some(key) = ["long_factor", "type"]
             .into_iter()
             .find(|k| !obj.contains_key(*k))
@@ -107,7 +123,6 @@ impl Phi3Args {
             let msg = format!("phi3's `rope_scaling` must contain `{key}`");
             return Err(RopeConfigError::Invalid(msg));
         }
-        let mut obj = obj.clone();
         match obj.get("type").and_then(Value::as_str) {
             Some("longrope" | "su") => {
                 let original = Value::from(self.original_max_position_embeddings);

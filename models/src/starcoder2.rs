@@ -46,7 +46,8 @@ pub struct Starcoder2Args {
     #[arg(default = 49152, positive)]
     pub vocab_size: usize,
     /// Base frequency of the rotary position embedding.
-    #[arg(default = 100000.0)]
+    /// transformers v5 writes it inside `rope_parameters`.
+    #[arg(default = 100000.0, alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
     /// Whether the head reuses the embedding matrix (the checkpoint then needs no `lm_head`).
     #[arg(default = true)]

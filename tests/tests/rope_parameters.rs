@@ -1,0 +1,82 @@
+//! transformers v5 writes `rope_theta` (and any scaling) inside `rope_parameters`: every
+//! architecture reads it there, with its own default base otherwise. For each one, a parity
+//! checkpoint whose base is given either way gives the same logits, and a base that differs
+//! from the checkpoint's own changes them (so the key is read, not ignored).
+
+use std::path::Path;
+
+use mlx_models::load::{load_dir, LoadOptions};
+use mlx_models_tests::parity::fixtures;
+use mlx_models_tests::reference::repo_root;
+use mlx_rs::Array;
+use serde_json::{json, Value};
+
+const THETA: f64 = 12345.0;
+
+fn logits(dir: &Path, config: &Value) -> Vec<f32> {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(
+        dir.join("model.safetensors"),
+        scratch.path().join("model.safetensors"),
+    )
+    .expect("copy weights");
+    std::fs::write(scratch.path().join("config.json"), config.to_string()).expect("config");
+    let mut loaded = load_dir(scratch.path(), &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let tokens = Array::from_slice(&[1u32, 5, 9, 33, 7, 100, 42, 3], &[1, 8]);
+    let mut cache = loaded.model.make_cache();
+    let out = loaded.model.forward(&tokens, &mut cache).expect("forward");
+    out.as_dtype(mlx_rs::Dtype::Float32)
+        .expect("float32")
+        .as_slice::<f32>()
+        .to_vec()
+}
+
+#[test]
+fn every_architecture_reads_rope_theta_inside_rope_parameters() {
+    mlx_models_zoo::link();
+    let mut checked = Vec::new();
+    for entry in mlx_models::registry::entries() {
+        let arch = entry.model_type;
+        if !repo_root()
+            .join(format!("scripts/reference/parity/{arch}.py"))
+            .exists()
+        {
+            continue; // every_registered_architecture_has_parity_cases fails for it
+        }
+        let out = fixtures(arch);
+        let mut cases: Vec<_> = std::fs::read_dir(&out)
+            .expect("fixture folder")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("reference.json").exists())
+            .collect();
+        cases.sort();
+        // A case with plain RoPE and float weights: the base alone decides the rotation.
+        let case = cases.iter().find_map(|dir| {
+            let config: Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?)
+                    .ok()?;
+            let plain = config.get("rope_scaling").is_none_or(Value::is_null)
+                && config.get("rope_parameters").is_none()
+                && config.get("quantization").is_none();
+            plain.then(|| (dir.clone(), config))
+        });
+        let Some((dir, config)) = case else {
+            panic!("{arch}: no parity case with plain RoPE to check rope_parameters on");
+        };
+        let mut top = config.clone();
+        top["rope_theta"] = json!(THETA);
+        let mut nested = config.clone();
+        nested.as_object_mut().expect("object").remove("rope_theta");
+        nested["rope_parameters"] = json!({"rope_type": "default", "rope_theta": THETA});
+        let (a, b) = (logits(&dir, &top), logits(&dir, &nested));
+        assert_eq!(
+            a, b,
+            "{arch}: `rope_parameters.rope_theta` is not read as `rope_theta`"
+        );
+        assert_ne!(a, logits(&dir, &config), "{arch}: the base changes nothing");
+        checked.push(arch);
+    }
+    assert!(checked.len() >= 12, "checked only {checked:?}");
+}
