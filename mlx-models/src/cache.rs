@@ -22,7 +22,7 @@ use mlx_rs::ops::indexing::{Ellipsis, NewAxis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::ops::{arange, concatenate, quantize, zeros_dtype};
 use mlx_rs::{Array, Dtype};
 
-use crate::nn::mask::{create_causal_mask, AttentionMask};
+use crate::nn::mask::{create_causal_mask, default_mask, AttentionMask};
 
 /// How many positions a growing cache adds at a time (mlx-lm's `step`).
 pub const STEP: i32 = 256;
@@ -285,7 +285,6 @@ impl Cache {
     /// The mask for `n` new tokens when the cache decides it (the caches with a `make_mask` in
     /// the reference); `None` when it leaves the choice to [`create_attention_mask`].
     ///
-    /// [`create_attention_mask`]: crate::nn::mask::create_attention_mask
     pub fn make_mask(
         &self,
         n: i32,
@@ -502,6 +501,36 @@ impl Cache {
             }
             other => return Err(fmt_err(format!("unknown cache class `{other}`"))),
         })
+    }
+}
+
+// The masks that depend on a layer's cache live with the caches (`nn::mask` knows nothing of
+// them), so that the two modules depend one way.
+
+/// The mask for `n` new tokens given the layer's cache (as mlx-lm's `create_attention_mask`):
+/// the cache decides when it has one; otherwise none for one token, the fused causal mask, or
+/// an explicit one when `return_array` or a window shorter than `n` asks for it.
+pub fn create_attention_mask(
+    n: i32,
+    cache: Option<&Cache>,
+    window_size: Option<i32>,
+    return_array: bool,
+) -> Result<AttentionMask> {
+    if let Some(cache) = cache {
+        if let Some(mask) = cache.make_mask(n, window_size, return_array)? {
+            return Ok(mask);
+        }
+    }
+    default_mask(n, window_size, return_array)
+}
+
+/// The mask of a state-space layer (`create_ssm_mask`): only an [`ArraysCache`] with left
+/// padding or lengths has one.
+///
+pub fn create_ssm_mask(n: i32, cache: Option<&Cache>) -> Result<Option<Array>> {
+    match cache {
+        Some(Cache::Arrays(c)) => c.make_mask(n),
+        _ => Ok(None),
     }
 }
 

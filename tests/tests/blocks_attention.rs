@@ -3,9 +3,10 @@
 //! with and without a cache, `scaled_dot_product_attention` with grouped-query heads, every
 //! mask kind and sinks, and the quantized-cache path.
 
+use mlx_models::cache::create_attention_mask;
 use mlx_models::cache::{Cache, KvCache};
 use mlx_models::nn::attention::attend;
-use mlx_models::nn::mask::{create_attention_mask, create_causal_mask, AttentionMask};
+use mlx_models::nn::mask::{create_causal_mask, AttentionMask};
 use mlx_models_tests::reference::{assert_equal, blocks, DiffLog, Fixture};
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
 use mlx_rs::Array;

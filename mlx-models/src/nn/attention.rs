@@ -7,11 +7,11 @@
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::fast;
 use mlx_rs::ops::indexing::{NewAxis, TryIndexOp};
-use mlx_rs::ops::{arange, expand_dims, select, softmax_axis};
+use mlx_rs::ops::{arange, expand_dims, matmul, select, softmax_axis, tanh};
 use mlx_rs::{Array, Dtype};
 
 use crate::cache::{Cache, QuantizedArray};
-use crate::nn::mask::AttentionMask;
+use crate::nn::mask::{create_causal_mask, AttentionMask};
 use crate::nn::quantized::{quantized_matmul, QuantMode, Quantization};
 
 /// The fused attention: `softmax(q kᵀ · scale + mask) v`, with `keys`/`values` of fewer
@@ -165,5 +165,88 @@ pub fn attend(
             let (k, v) = c.update_and_fetch(keys, values)?;
             scaled_dot_product_attention(queries, &k, &v, scale, mask, sinks)
         }
+    }
+}
+
+/// `v` as a scalar of `like`'s dtype (a Python float in an mlx expression).
+fn scalar(v: f64, like: &Array) -> Result<Array> {
+    Array::from_f32(v as f32).as_dtype(like.dtype())
+}
+
+/// Soft-capping: `tanh(x / cap) * cap`, in `x`'s dtype.
+pub fn soft_cap(x: &Array, cap: f32) -> Result<Array> {
+    let cap = scalar(cap as f64, x)?;
+    tanh(x.divide(&cap)?)?.multiply(&cap)
+}
+
+/// gemma2's attention, written out because the fused kernel cannot soft-cap: scores
+/// `tanh(q kᵀ · scale / cap) · cap`, masked, softmax in float32, times the values. Queries are
+/// `[B, heads, L, D]`, the new keys and values `[B, kv_heads, L, D]` (RoPE applied); they are
+/// stored in `cache` when given. A quantized cache is refused, as the reference cannot use one
+/// here either.
+pub fn softcapped_attention(
+    queries: &Array,
+    keys: &Array,
+    values: &Array,
+    cache: Option<&mut Cache>,
+    scale: f32,
+    softcap: f32,
+    mask: &AttentionMask,
+) -> Result<Array> {
+    let (keys, values) = match cache {
+        None => (keys.clone(), values.clone()),
+        Some(Cache::Quantized(_)) => {
+            return Err(Exception::custom(
+                "soft-capped attention has no quantized-cache path; use an unquantized cache",
+            ))
+        }
+        Some(c) => c.update_and_fetch(keys, values)?,
+    };
+    let shape = queries.shape();
+    let (b, n_heads, l, d) = (shape[0], shape[1], shape[2], shape[3]);
+    let n_kv_heads = keys.dim(1);
+    let repeats = n_heads / n_kv_heads;
+
+    let mut queries = queries.multiply(scalar(scale as f64, queries)?)?;
+    let (keys, values) = if repeats > 1 {
+        queries = queries.reshape(&[b, n_kv_heads, repeats, l, d])?;
+        (expand_dims(&keys, 2)?, expand_dims(&values, 2)?)
+    } else {
+        (keys, values)
+    };
+    let scores = soft_cap(&matmul(&queries, keys.swap_axes(-1, -2)?)?, softcap)?;
+
+    let causal;
+    let mask = match mask {
+        AttentionMask::None => None,
+        AttentionMask::Causal => {
+            // The new queries sit at the last positions of the keys.
+            let (ql, kl) = (scores.dim(-2), scores.dim(-1));
+            causal = create_causal_mask(ql, kl - ql, None, None, None)?;
+            Some(&causal)
+        }
+        AttentionMask::Array(m) => Some(m),
+    };
+    let scores = match mask {
+        None => scores,
+        Some(m) => {
+            // A per-sequence mask `[B, 1, L, K]` gets an axis for the grouped query heads.
+            let m = if repeats > 1 && m.ndim() == 4 {
+                expand_dims(m, 2)?
+            } else {
+                m.clone()
+            };
+            if m.dtype() == Dtype::Bool {
+                select(&m, &scores, finfo_min(scores.dtype()))?
+            } else {
+                scores.add(&m)?
+            }
+        }
+    };
+    let output = matmul(softmax_axis(&scores, -1, true)?, &values)?;
+    if repeats > 1 {
+        output.reshape(&[b, n_heads, l, d])
+    } else {
+        Ok(output)
     }
 }

@@ -12,7 +12,19 @@ use crate::cache::Cache;
 use crate::nn::attention::attend;
 use crate::nn::mask::AttentionMask;
 use crate::nn::rope::Rope;
-use crate::nn::transformer::rope_after;
+
+/// Rotates `x` (`[B, heads, L, head_dim]`) for the positions that follow what `cache` holds:
+/// one offset, or one per sequence for a batch cache (mlx-lm passes `cache.offset`, an array
+/// for its `BatchKVCache`).
+pub fn rope_after(rope: &Rope, x: &Array, cache: Option<&Cache>) -> Result<Array> {
+    match cache {
+        None => rope.forward(x, 0),
+        Some(c) => match c.offsets() {
+            Some(offsets) => rope.forward_with_offsets(x, offsets),
+            None => rope.forward(x, c.offset()),
+        },
+    }
+}
 
 /// `[B, L, heads * head_dim]` (or `[B, L, heads, head_dim]`) to `[B, heads, L, head_dim]`.
 pub fn split_heads(x: &Array, heads: i32) -> Result<Array> {

@@ -15,30 +15,18 @@
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::ops::{clip, expand_dims, matmul, select, softmax_axis, tanh};
+use mlx_rs::ops::clip;
 use mlx_rs::{Array, Dtype};
 
 use crate::args::ArgsError;
 use crate::cache::Cache;
-use crate::nn::mask::{create_causal_mask, AttentionMask};
+use crate::nn::mask::AttentionMask;
 use crate::nn::norm::RmsNorm;
 use crate::nn::transformer::{Attention, Layer, Mlp, SelfAttention};
 use crate::weights::Weights;
 
-/// `v` as a scalar of `like`'s dtype (a Python float in an mlx expression).
-fn scalar(v: f64, like: &Array) -> Result<Array> {
-    Array::from_f32(v as f32).as_dtype(like.dtype())
-}
-
-/// The lowest finite value of a float dtype (`mx.finfo(dtype).min`).
-fn finfo_min(dtype: Dtype) -> Result<Array> {
-    let v = match dtype {
-        Dtype::Float16 => -65504.0,
-        Dtype::Bfloat16 => -3.389_531_4e38,
-        _ => f32::MIN,
-    };
-    Array::from_f32(v).as_dtype(dtype)
-}
+// Soft-capped attention is a shared block; its old home keeps the names.
+pub use crate::nn::attention::{soft_cap, softcapped_attention};
 
 /// How the embeddings are scaled by `sqrt(hidden_size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +54,6 @@ impl EmbedScale {
                 .item_cast::<f32>()),
         }
     }
-}
-
-/// Soft-capping: `tanh(x / cap) * cap`, in `x`'s dtype.
-pub fn soft_cap(x: &Array, cap: f32) -> Result<Array> {
-    let cap = scalar(cap as f64, x)?;
-    tanh(x.divide(&cap)?)?.multiply(&cap)
 }
 
 /// `x + y`; in float16 the sum is taken in float32 and clipped to float16's range, so the
@@ -172,78 +154,6 @@ impl Layer for SandwichLayer {
     }
 }
 
-/// gemma2's attention, written out because the fused kernel cannot soft-cap: scores
-/// `tanh(q kᵀ · scale / cap) · cap`, masked, softmax in float32, times the values. Queries are
-/// `[B, heads, L, D]`, the new keys and values `[B, kv_heads, L, D]` (RoPE applied); they are
-/// stored in `cache` when given. A quantized cache is refused, as the reference cannot use one
-/// here either.
-pub fn softcapped_attention(
-    queries: &Array,
-    keys: &Array,
-    values: &Array,
-    cache: Option<&mut Cache>,
-    scale: f32,
-    softcap: f32,
-    mask: &AttentionMask,
-) -> Result<Array> {
-    let (keys, values) = match cache {
-        None => (keys.clone(), values.clone()),
-        Some(Cache::Quantized(_)) => {
-            return Err(Exception::custom(
-                "soft-capped attention has no quantized-cache path; use an unquantized cache",
-            ))
-        }
-        Some(c) => c.update_and_fetch(keys, values)?,
-    };
-    let shape = queries.shape();
-    let (b, n_heads, l, d) = (shape[0], shape[1], shape[2], shape[3]);
-    let n_kv_heads = keys.dim(1);
-    let repeats = n_heads / n_kv_heads;
-
-    let mut queries = queries.multiply(scalar(scale as f64, queries)?)?;
-    let (keys, values) = if repeats > 1 {
-        queries = queries.reshape(&[b, n_kv_heads, repeats, l, d])?;
-        (expand_dims(&keys, 2)?, expand_dims(&values, 2)?)
-    } else {
-        (keys, values)
-    };
-    let scores = soft_cap(&matmul(&queries, keys.swap_axes(-1, -2)?)?, softcap)?;
-
-    let causal;
-    let mask = match mask {
-        AttentionMask::None => None,
-        AttentionMask::Causal => {
-            // The new queries sit at the last positions of the keys.
-            let (ql, kl) = (scores.dim(-2), scores.dim(-1));
-            causal = create_causal_mask(ql, kl - ql, None, None, None)?;
-            Some(&causal)
-        }
-        AttentionMask::Array(m) => Some(m),
-    };
-    let scores = match mask {
-        None => scores,
-        Some(m) => {
-            // A per-sequence mask `[B, 1, L, K]` gets an axis for the grouped query heads.
-            let m = if repeats > 1 && m.ndim() == 4 {
-                expand_dims(m, 2)?
-            } else {
-                m.clone()
-            };
-            if m.dtype() == Dtype::Bool {
-                select(&m, &scores, finfo_min(scores.dtype())?)?
-            } else {
-                scores.add(&m)?
-            }
-        }
-    };
-    let output = matmul(softmax_axis(&scores, -1, true)?, &values)?;
-    if repeats > 1 {
-        output.reshape(&[b, n_heads, l, d])
-    } else {
-        Ok(output)
-    }
-}
-
 /// Which layers are global (full attention) when every `pattern`-th one is: layer `i` is
 /// global when `i % pattern == pattern - 1` (gemma3's `sliding_window_pattern`; a pattern of
 /// one makes every layer global).
@@ -328,6 +238,7 @@ pub fn check_kv_heads(heads: usize, kv_heads: usize) -> std::result::Result<(), 
 mod tests {
     use super::*;
     use crate::nn::attention::scaled_dot_product_attention;
+    use crate::nn::mask::create_causal_mask;
     use mlx_rs::random;
 
     fn max_diff(a: &Array, b: &Array) -> f32 {

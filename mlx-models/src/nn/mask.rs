@@ -8,8 +8,6 @@ use mlx_rs::ops::indexing::{NewAxis, TryIndexOp};
 use mlx_rs::ops::{arange, expand_dims_axes, logical_and, subtract};
 use mlx_rs::Array;
 
-use crate::cache::Cache;
-
 /// What the attention of one layer masks.
 #[derive(Debug, Clone, Default)]
 pub enum AttentionMask {
@@ -86,23 +84,6 @@ pub fn create_causal_mask(
     Ok(mask)
 }
 
-/// The mask for `n` new tokens given the layer's cache (as mlx-lm's `create_attention_mask`):
-/// the cache decides when it has one; otherwise none for one token, the fused causal mask, or
-/// an explicit one when `return_array` or a window shorter than `n` asks for it.
-pub fn create_attention_mask(
-    n: i32,
-    cache: Option<&Cache>,
-    window_size: Option<i32>,
-    return_array: bool,
-) -> Result<AttentionMask> {
-    if let Some(cache) = cache {
-        if let Some(mask) = cache.make_mask(n, window_size, return_array)? {
-            return Ok(mask);
-        }
-    }
-    default_mask(n, window_size, return_array)
-}
-
 /// The mask without a cache that knows better (mlx-lm's fallback path).
 pub(crate) fn default_mask(
     n: i32,
@@ -122,15 +103,4 @@ pub(crate) fn default_mask(
         )?));
     }
     Ok(AttentionMask::Causal)
-}
-
-/// The mask of a state-space layer (`create_ssm_mask`): only an [`ArraysCache`] with left
-/// padding or lengths has one.
-///
-/// [`ArraysCache`]: crate::cache::ArraysCache
-pub fn create_ssm_mask(n: i32, cache: Option<&Cache>) -> Result<Option<Array>> {
-    match cache {
-        Some(Cache::Arrays(c)) => c.make_mask(n),
-        _ => Ok(None),
-    }
 }

@@ -41,8 +41,11 @@ use crate::cache::Cache;
 use crate::nn::activations::GatedActivation;
 use crate::nn::attention::attend;
 use crate::nn::blocks::{merge_heads, split_heads};
-use crate::nn::gemma::softcapped_attention;
-use crate::nn::mask::{create_attention_mask, AttentionMask};
+// RoPE after a cache's positions is a shared block; its old home keeps the name.
+use crate::cache::create_attention_mask;
+use crate::nn::attention::softcapped_attention;
+pub use crate::nn::blocks::rope_after;
+use crate::nn::mask::AttentionMask;
 use crate::nn::norm::{LayerNorm, RmsNorm};
 use crate::nn::quantized::{Embedding, Linear};
 use crate::nn::rope::{Rope, RopeScaling};
@@ -50,19 +53,6 @@ use crate::nn::rope::{Rope, RopeScaling};
 /// `x * factor`, the factor in `x`'s dtype (as a Python float multiplies an array in mlx).
 fn scaled(x: &Array, factor: f32) -> Result<Array> {
     x.multiply(Array::from_f32(factor).as_dtype(x.dtype())?)
-}
-
-/// Rotates `x` (`[B, heads, L, head_dim]`) for the positions that follow what `cache` holds:
-/// one offset, or one per sequence for a batch cache (mlx-lm passes `cache.offset`, an array
-/// for its `BatchKVCache`).
-pub fn rope_after(rope: &Rope, x: &Array, cache: Option<&Cache>) -> Result<Array> {
-    match cache {
-        None => rope.forward(x, 0),
-        Some(c) => match c.offsets() {
-            Some(offsets) => rope.forward_with_offsets(x, offsets),
-            None => rope.forward(x, c.offset()),
-        },
-    }
 }
 
 /// The shape and options of a grouped-query [`Attention`] layer. [`AttentionConfig::new`]
