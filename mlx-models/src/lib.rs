@@ -136,4 +136,5 @@ pub mod gguf;
 pub mod hub;
 pub mod load;
 pub mod sampling;
+pub mod source;
 pub mod tokenizer;

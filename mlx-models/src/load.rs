@@ -16,11 +16,12 @@ use mlx_rs::{Array, Dtype};
 use serde_json::Value;
 
 use crate::args::{Typo, UnknownKey};
-use crate::checkpoint::{self, CheckpointError};
+use crate::checkpoint::CheckpointError;
 use crate::hub::{self, HubError, HubOptions};
 use crate::model::{BuildError, LanguageModel};
 use crate::nn::quantized::{infer_quantization, QuantMode, Quantization};
 use crate::registry;
+use crate::source::{CheckpointSource, Folder};
 use crate::weights::SanitizeError;
 
 /// Options of [`load_with`].
@@ -293,7 +294,8 @@ pub fn load(source: &str) -> Result<LoadedModel, LoadError> {
 /// Loads a checkpoint from a folder, a `.gguf` file or a Hugging Face repo id.
 pub fn load_with(source: &str, options: &LoadOptions) -> Result<LoadedModel, LoadError> {
     if crate::gguf::is_gguf_path(Path::new(source)) && Path::new(source).is_file() {
-        return crate::gguf::load(Path::new(source), options);
+        let gguf = crate::gguf::GgufCheckpoint::open(Path::new(source))?;
+        return load_source(&gguf, options);
     }
     let dir = if Path::new(source).is_dir() {
         PathBuf::from(source)
@@ -305,10 +307,22 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<LoadedModel, Loa
 
 /// Loads the checkpoint in `dir`.
 pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadError> {
-    let config = Value::Object(checkpoint::read_config(dir)?);
-    let weights = checkpoint::load_weights(dir)?;
-    let eos_token_ids = checkpoint::eos_token_ids(dir)?;
-    load_parts(config, weights, eos_token_ids, dir, options)
+    load_source(&Folder::new(dir), options)
+}
+
+/// Builds the model a checkpoint source describes and loads its tensors strictly: a folder
+/// ([`Folder`]), a GGUF file ([`crate::gguf::GgufCheckpoint`]), or a source of your own.
+pub fn load_source<S: CheckpointSource>(
+    source: &S,
+    options: &LoadOptions,
+) -> Result<LoadedModel, LoadError>
+where
+    LoadError: From<S::Error>,
+{
+    let config = source.config()?;
+    let weights = source.weights()?;
+    let eos_token_ids = source.eos_token_ids()?;
+    load_parts(config, weights, eos_token_ids, source.place(), options)
 }
 
 /// Builds the model `config` describes and loads `weights` (checkpoint names, before sanitize)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mlx_models::gguf::header::{self, GgmlType};
-use mlx_models::gguf::{self, permute_rows, unpermute_rows, GgufCheckpoint, GgufError};
+use mlx_models::gguf::{permute_rows, unpermute_rows, GgufCheckpoint, GgufError};
 use mlx_models::load::{load_dir, load_parts, load_with, LoadError, LoadOptions};
 use mlx_models::tokenizer::ChatOptions;
 use mlx_models_tests::parity;
@@ -544,7 +544,9 @@ fn unsupported_tensor_types_are_named() {
     }
     let path = scratch("bf16.gguf");
     raw_gguf(&path, &[("output_norm.weight", &[64], 30, 128)]);
-    let err = gguf::load(&path, &LoadOptions::default()).expect_err("BF16 is not supported");
+    let err =
+        mlx_models::load::load_with(path.to_str().expect("utf-8 path"), &LoadOptions::default())
+            .expect_err("BF16 is not supported");
     assert!(
         matches!(err, LoadError::Gguf(GgufError::UnsupportedType { ref type_name, .. }) if type_name == "BF16"),
         "{err}"

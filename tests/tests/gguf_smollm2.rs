@@ -17,7 +17,7 @@ use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
 use mlx_rs::{Array, Dtype};
 use serde_json::json;
 
-macro_rules! gguf_or_skip {
+macro_rules! smollm2_gguf {
     () => {
         match mlx_models_tests::cli::smollm2_gguf() {
             Ok(path) => path,
@@ -178,7 +178,7 @@ fn matches_mlx_lm_on_the_same_tensors() {
     let reference = Array::load_safetensors(&out).expect("reference output");
     let _ = std::fs::remove_file(&out);
 
-    let mut loaded = gguf.load(&Default::default()).expect("load");
+    let mut loaded = mlx_models::load::load_source(&gguf, &Default::default()).expect("load");
     let model = loaded.model.as_mut();
     let mut cache: Vec<Cache> = model.make_cache();
     let ids = |t: &[i32]| Array::from_slice(t, &[1, t.len() as i32]);

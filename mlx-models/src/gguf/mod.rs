@@ -9,7 +9,7 @@
 //! The mapping is data: [`ArchSpec`] lists, per GGUF architecture, which `<arch>.*` metadata keys
 //! become which config.json keys, and the weight [`Rule`]s that rename llama.cpp's tensor names
 //! (`blk.{n}.attn_q`) to checkpoint names (`model.layers.{n}.self_attn.q_proj`), run by the same
-//! engine as the `#[mlx_model]` rules. The result goes through [`load_parts`] like any
+//! engine as the `#[mlx_model]` rules. The result goes through `load::load_parts` like any
 //! safetensors checkpoint, so loading stays strict.
 //!
 //! llama.cpp's converter permutes the rows of `attn_q` and `attn_k` of llama-family models so
@@ -28,7 +28,7 @@ use mlx_rs::io::GgufFile;
 use mlx_rs::{Array, Dtype};
 use serde_json::{json, Map, Value};
 
-use crate::load::{load_parts, LoadError, LoadOptions, LoadedModel};
+use crate::source::CheckpointSource;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::{self, Rule, SanitizeError, Weights};
 
@@ -504,13 +504,6 @@ impl GgufCheckpoint {
         tokenizer::from_metadata(self)
     }
 
-    /// Builds the model and loads the tensors strictly (see [`load_parts`]).
-    pub fn load(&self, options: &LoadOptions) -> std::result::Result<LoadedModel, LoadError> {
-        let config = self.config()?;
-        let weights = self.weights()?;
-        let eos = self.eos_token_ids()?;
-        load_parts(config, weights, eos, &self.path, options)
-    }
 }
 
 fn bad_value(key: &str, e: impl std::fmt::Display) -> GgufError {
@@ -520,9 +513,25 @@ fn bad_value(key: &str, e: impl std::fmt::Display) -> GgufError {
     }
 }
 
-/// Loads the GGUF file at `path` (see [`GgufCheckpoint`]).
-pub fn load(path: &Path, options: &LoadOptions) -> std::result::Result<LoadedModel, LoadError> {
-    GgufCheckpoint::open(path)?.load(options)
+/// A GGUF file as a checkpoint for the loader (`mlx_models::load::load_source`).
+impl CheckpointSource for GgufCheckpoint {
+    type Error = GgufError;
+
+    fn place(&self) -> &Path {
+        &self.path
+    }
+
+    fn config(&self) -> Result<Value> {
+        GgufCheckpoint::config(self)
+    }
+
+    fn weights(&self) -> Result<Weights> {
+        GgufCheckpoint::weights(self)
+    }
+
+    fn eos_token_ids(&self) -> Result<Vec<u32>> {
+        GgufCheckpoint::eos_token_ids(self)
+    }
 }
 
 /// Undoes llama.cpp's row permutation of a query or key projection with `heads` heads: within
