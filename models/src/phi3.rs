@@ -59,6 +59,17 @@ impl Phi3Args {
         let heads = self.num_attention_heads;
         let kv_heads = *self.num_key_value_heads.get_or_insert(heads);
         check_heads(self.hidden_size, heads, kv_heads, None)?;
+        // The fused gate/up projection is twice `intermediate_size` wide.
+        if self.intermediate_size > mlx_models::args::MAX_SIZE / 2 {
+            return Err(ArgsError::invalid(
+                &["intermediate_size"],
+                format!(
+                    "`intermediate_size` {} is too large: the fused gate/up projection (twice it) exceeds MLX's size limit {}",
+                    self.intermediate_size,
+                    mlx_models::args::MAX_SIZE
+                ),
+            ));
+        }
         self.rope().map(drop)
     }
 

@@ -306,6 +306,12 @@ fn sizes_beyond_mlx_dimensions_are_refused_with_their_key() {
         |c| c["hidden_size"] = serde_json::json!(1u64 << 31),
         &["`hidden_size`", "at most 2147483647"],
     );
+    // Each factor fits, their product does not.
+    assert_config_refused(
+        "head-dim",
+        |c| c["head_dim"] = serde_json::json!(1u64 << 30),
+        &["attention projections", "exceed MLX's size limit"],
+    );
 }
 
 #[test]

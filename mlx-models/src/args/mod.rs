@@ -41,7 +41,7 @@ pub use mlx_models_derive::ModelArgs;
 #[doc(hidden)]
 pub use parser::{nested, text_config_map, write_field, Cx, Object};
 pub use parser::{Typo, UnknownKey};
-pub use value::{ConfigValue, Positive};
+pub use value::{ConfigValue, Positive, MAX_SIZE};
 
 /// Typed args of a model, read from config.json. Derive it: `#[derive(ModelArgs)]`.
 ///

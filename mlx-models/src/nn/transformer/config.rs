@@ -69,6 +69,23 @@ pub fn check_heads(
             ),
         ));
     }
+    // The projections are `heads * head_dim` wide (a fused one `(heads + 2 * kv_heads) *
+    // head_dim`): each must fit MLX's 32-bit dimensions too, not only each factor.
+    let dim = head_dim.unwrap_or(hidden_size / heads);
+    let widest = kv_heads
+        .checked_mul(2)
+        .and_then(|kv| kv.checked_add(heads))
+        .and_then(|n| n.checked_mul(dim));
+    if widest.is_none_or(|w| w > crate::args::MAX_SIZE) {
+        return Err(ArgsError::invalid(
+            &["num_attention_heads", "num_key_value_heads", "head_dim"],
+            format!(
+                "the attention projections (`num_attention_heads` {heads} and \
+                 `num_key_value_heads` {kv_heads} heads of {dim}) exceed MLX's size limit {}",
+                crate::args::MAX_SIZE
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -179,7 +179,16 @@ impl Attention {
     /// The layer `config` describes, rotating with `rope` (`None`: no RoPE).
     pub fn new(config: &AttentionConfig, rope: Option<Rope>) -> Result<Self> {
         let c = config;
-        let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let width = |heads: i32| {
+            heads.checked_mul(c.head_dim).ok_or_else(|| {
+                Exception::custom(format!(
+                    "attention: {heads} heads of {} exceed MLX's size limit {}",
+                    c.head_dim,
+                    i32::MAX
+                ))
+            })
+        };
+        let (q_dim, kv_dim) = (width(c.n_heads)?, width(c.n_kv_heads)?);
         let norm = || {
             c.qk_norm_eps
                 .map(|eps| match c.qk_norm_zero_centered {
