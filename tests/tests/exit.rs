@@ -120,3 +120,33 @@ fn the_drain_finds_the_cpu_stream_in_use() {
     assert!(waited >= 1, "waited for {waited} streams");
     assert_eq!(b.as_slice::<f32>(), &[1.0, 4.0]);
 }
+
+#[test]
+fn ctrl_c_and_sigterm_end_a_generation_at_once() {
+    let dir = model().dir.to_str().expect("utf-8 path").to_string();
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut child = std::process::Command::new(mlx_models_tests::cli::binary())
+            .args(["generate", "--model", &dir, "--prompt-tokens", "1,2,3"])
+            .args(["--max-tokens", "100000", "--format", "json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mlx-models");
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: a signal to our own child, whose pid we hold.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > LIMIT {
+                let _ = child.kill();
+                panic!("signal {signal} did not end the generation in {LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+    }
+}
