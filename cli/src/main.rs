@@ -360,6 +360,26 @@ fn inspect(args: SourceArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// The tokens of one user message (after a system message, if any) rendered through the chat
+/// template with the generation prompt.
+fn user_turn(tokenizer: &Tokenizer, system: Option<&str>, text: &str) -> CliResult<Vec<u32>> {
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(ChatMessage::new("system", system));
+    }
+    messages.push(ChatMessage::new("user", text));
+    let options = ChatOptions {
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    let rendered = tokenizer
+        .apply_chat_template(&messages, &options)
+        .map_err(|e| e.to_string())?;
+    tokenizer
+        .encode(&rendered, false)
+        .map_err(|e| e.to_string())
+}
+
 /// The tokenizer of a checkpoint folder, or of a GGUF file's metadata.
 fn tokenizer_for(source: &std::path::Path) -> CliResult<Tokenizer> {
     if mlx_models::gguf::is_gguf_path(source) && source.is_file() {
@@ -391,21 +411,7 @@ fn prompt_ids(
         .ok_or("give --prompt or --prompt-tokens")?;
     let tokenizer = tokenizer_for(dir)?;
     let ids = if !args.no_chat_template && tokenizer.has_chat_template() {
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(ChatMessage::new("system", system.clone()));
-        }
-        messages.push(ChatMessage::new("user", text));
-        let options = ChatOptions {
-            add_generation_prompt: true,
-            ..Default::default()
-        };
-        let rendered = tokenizer
-            .apply_chat_template(&messages, &options)
-            .map_err(|e| e.to_string())?;
-        tokenizer
-            .encode(&rendered, false)
-            .map_err(|e| e.to_string())?
+        user_turn(&tokenizer, args.system.as_deref(), text)?
     } else {
         tokenizer.encode_prompt(text).map_err(|e| e.to_string())?
     };
@@ -639,23 +645,12 @@ fn chat(args: ChatArgs) -> CliResult<()> {
             }
             _ => {}
         }
-        let mut messages = Vec::new();
-        if first_turn {
-            if let Some(system) = &args.system {
-                messages.push(ChatMessage::new("system", system.clone()));
-            }
-        }
-        messages.push(ChatMessage::new("user", query));
-        let options = ChatOptions {
-            add_generation_prompt: true,
-            ..Default::default()
+        let system = if first_turn {
+            args.system.as_deref()
+        } else {
+            None
         };
-        let rendered = tokenizer
-            .apply_chat_template(&messages, &options)
-            .map_err(|e| e.to_string())?;
-        let ids = tokenizer
-            .encode(&rendered, false)
-            .map_err(|e| e.to_string())?;
+        let ids = user_turn(&tokenizer, system, query)?;
         first_turn = false;
 
         let stream = model_stream(&mut *model, &mut cache, &ids, config.clone())

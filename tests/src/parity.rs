@@ -256,7 +256,8 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
 }
 
 /// Runs [`check_case`] on every case folder of `arch`'s fixtures and prints a line each.
-pub fn check_arch(arch: &str) -> Vec<CaseReport> {
+/// The case names of `scripts/reference/parity/<arch>.py` (its fixture folders), sorted.
+pub fn cases(arch: &str) -> Vec<String> {
     let out = fixtures(arch);
     let mut cases: Vec<String> = std::fs::read_dir(&out)
         .expect("fixture folder")
@@ -265,6 +266,12 @@ pub fn check_arch(arch: &str) -> Vec<CaseReport> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     cases.sort();
+    cases
+}
+
+pub fn check_arch(arch: &str) -> Vec<CaseReport> {
+    let out = fixtures(arch);
+    let cases = cases(arch);
     assert!(!cases.is_empty(), "no parity cases in {}", out.display());
     cases
         .iter()

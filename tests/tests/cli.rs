@@ -2,6 +2,7 @@
 //! tokens, and every bad input ends with an error and exit status 1, never a panic or a hang.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mlx_models_tests::cli::run;
 
@@ -27,15 +28,26 @@ fn scratch_copy(name: &str) -> PathBuf {
 /// Runs `generate` on `dir` and asserts a clean failure whose message contains `needle`.
 #[track_caller]
 fn assert_fails(dir: &Path, needle: &str) -> String {
-    let out = run(&[
-        "generate",
-        "--model",
-        dir.to_str().expect("utf-8 path"),
-        "--prompt-tokens",
-        "1,2,3",
-        "--max-tokens",
-        "2",
-    ]);
+    generate_fails(dir, &[needle], Duration::from_secs(120))
+}
+
+/// Runs `generate` on `dir` with a time limit and asserts a clean failure: exit status 1, no
+/// panic, one `error: ` line that contains every needle. Returns standard error.
+#[track_caller]
+fn generate_fails(dir: &Path, needles: &[&str], limit: Duration) -> String {
+    let out = mlx_models_tests::cli::run_with(
+        &[
+            "generate",
+            "--model",
+            dir.to_str().expect("utf-8 path"),
+            "--prompt-tokens",
+            "1,2,3",
+            "--max-tokens",
+            "2",
+        ],
+        None,
+        limit,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
@@ -45,7 +57,9 @@ fn assert_fails(dir: &Path, needle: &str) -> String {
     );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     assert!(stderr.starts_with("error: "), "stderr: {stderr}");
-    assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+    }
     stderr
 }
 
@@ -255,34 +269,12 @@ fn prompt_token_outside_the_vocabulary_is_an_error() {
 fn assert_config_refused(name: &str, edit: impl FnOnce(&mut serde_json::Value), needles: &[&str]) {
     let dir = scratch_copy(name);
     edit_config(&dir, edit);
-    let out = mlx_models_tests::cli::run_with(
-        &[
-            "generate",
-            "--model",
-            dir.to_str().expect("utf-8 path"),
-            "--prompt-tokens",
-            "1,2,3",
-            "--max-tokens",
-            "2",
-        ],
-        None,
-        std::time::Duration::from_secs(30),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
-    assert!(!stderr.contains("panicked"), "{name}: panic: {stderr}");
-    assert!(stderr.starts_with("error: "), "{name}: {stderr}");
+    let stderr = generate_fails(&dir, needles, Duration::from_secs(30));
     assert_eq!(
         stderr.trim_end().lines().count(),
         1,
         "{name}: not one line: {stderr}"
     );
-    for needle in needles {
-        assert!(
-            stderr.contains(needle),
-            "{name}: `{needle}` not in: {stderr}"
-        );
-    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use mlx_models_tests::cli::{example, run_program, run_with};
+use mlx_models_tests::cli::{example, run_program};
 use mlx_models_tests::exit_model::{self, ExitModel, Sizes};
 
 /// Runs per case: each hung with a probability of about 0.15 before the fix, so twenty runs
@@ -42,6 +42,21 @@ fn expected() -> Vec<u64> {
     model().tokens.iter().map(|&t| u64::from(t)).collect()
 }
 
+/// Runs `program ARGS` back to back [`RUNS`] times, each with the time limit; every run must
+/// exit with success, and `check` sees each one's standard output.
+fn runs(program: &std::path::Path, args: &[&str], check: impl Fn(usize, &[u8])) {
+    for run in 0..RUNS {
+        let out = run_program(program, args, None, LIMIT);
+        assert!(
+            out.status.success(),
+            "run {run}: {:?}, stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check(run, &out.stdout);
+    }
+}
+
 #[test]
 fn the_model_stops_at_its_end_token_before_the_limit() {
     let m = model();
@@ -52,63 +67,37 @@ fn the_model_stops_at_its_end_token_before_the_limit() {
 #[test]
 fn the_command_exits_after_stopping_at_the_end_token() {
     let dir = model().dir.to_str().expect("utf-8 path").to_string();
-    for run in 0..RUNS {
-        let out = run_with(
-            &[
-                "generate",
-                "--model",
-                &dir,
-                "--prompt-tokens",
-                "1,2,3,4",
-                "--max-tokens",
-                "64",
-                "--format",
-                "json",
-            ],
-            None,
-            LIMIT,
-        );
-        assert!(
-            out.status.success(),
-            "run {run}: {:?}, stderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(tokens_of(&out.stdout), expected(), "run {run}");
-    }
+    let args = ["generate", "--model", &dir, "--prompt-tokens", "1,2,3,4"];
+    let args = [&args[..], &["--max-tokens", "64", "--format", "json"]].concat();
+    runs(&mlx_models_tests::cli::binary(), &args, |run, stdout| {
+        assert_eq!(tokens_of(stdout), expected(), "run {run}");
+    });
 }
 
 #[test]
 fn a_program_on_the_library_exits_without_the_exit_drain() {
-    // Only the token stream's own guarantee (no work in flight once it is dropped) is left.
+    // Only the token stream's own guarantee (no work in flight once it ends) is left.
     let dir = model().dir.to_str().expect("utf-8 path").to_string();
     let program: PathBuf = example("exit_check");
-    for run in 0..RUNS {
-        let out = run_program(&program, &["stream", &dir, "--no-exit-drain"], None, LIMIT);
-        assert!(
-            out.status.success(),
-            "run {run}: {:?}, stderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(tokens_of(&out.stdout), expected(), "run {run}");
-    }
+    runs(
+        &program,
+        &["stream", &dir, "--no-exit-drain"],
+        |run, stdout| {
+            assert_eq!(tokens_of(stdout), expected(), "run {run}");
+        },
+    );
 }
 
 #[test]
 fn the_exit_drain_waits_for_work_left_in_flight() {
     // mlx-rs alone: products queued with async_eval, and an exit without waiting for them.
-    let program = example("exit_check");
-    for run in 0..RUNS {
-        let out = run_program(&program, &["async"], None, LIMIT);
-        assert!(
-            out.status.success(),
-            "run {run}: {:?}, stderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+    runs(&example("exit_check"), &["async"], |run, stdout| {
+        assert_eq!(
+            String::from_utf8_lossy(stdout).trim(),
+            "queued",
+            "run {run}"
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "queued");
-    }
+    });
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use mlx_models_tests::parity::{check_arch, check_left_padded_batch, fixtures};
+use mlx_models_tests::parity::{cases, check_arch, check_left_padded_batch};
 use mlx_models_tests::reference::repo_root;
 
 /// The case scripts, by name (`llama` for `llama.py`), sorted.
@@ -51,15 +51,7 @@ fn every_case_script_matches_the_reference() {
 fn every_case_runs_as_a_left_padded_batch() {
     let names = scripts();
     each(&names, "the left-padded batch", |arch| {
-        let out = fixtures(arch);
-        let mut cases: Vec<String> = std::fs::read_dir(&out)
-            .expect("fixture folder")
-            .flatten()
-            .filter(|e| e.path().join("reference.json").exists())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        cases.sort();
-        for case in cases {
+        for case in cases(arch) {
             check_left_padded_batch(arch, &case);
         }
     });

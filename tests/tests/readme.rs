@@ -93,11 +93,7 @@ fn readme_architecture_table_is_the_registry() {
             .unwrap_or_else(|err| panic!("{}: {err}", script_path.display()));
         let covers = covers(&script)
             .unwrap_or_else(|| panic!("{} has no `COVERS = \"...\"` line", script_path.display()));
-        let cases = std::fs::read_dir(mlx_models_tests::parity::fixtures(e.model_type))
-            .expect("fixture folder")
-            .flatten()
-            .filter(|d| d.path().join("reference.json").exists())
-            .count();
+        let cases = mlx_models_tests::parity::cases(e.model_type).len();
         let name = if e.aliases.is_empty() {
             format!("`{}`", e.model_type)
         } else {

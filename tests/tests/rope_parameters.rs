@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use mlx_models::load::{load_dir, LoadOptions};
-use mlx_models_tests::parity::fixtures;
+use mlx_models_tests::parity::{cases, fixtures};
 use mlx_models_tests::reference::repo_root;
 use mlx_rs::Array;
 use serde_json::{json, Value};
@@ -45,15 +45,8 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
             continue; // every_registered_architecture_has_parity_cases fails for it
         }
         let out = fixtures(arch);
-        let mut cases: Vec<_> = std::fs::read_dir(&out)
-            .expect("fixture folder")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("reference.json").exists())
-            .collect();
-        cases.sort();
         // A case with plain RoPE and float weights: the base alone decides the rotation.
-        let case = cases.iter().find_map(|dir| {
+        let case = cases(arch).iter().map(|c| out.join(c)).find_map(|dir| {
             let config: Value =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?)
                     .ok()?;
