@@ -75,7 +75,7 @@ impl Drop for FileLock {
 }
 
 /// The reference Python, or a panic saying how to get it: a comparison that cannot run must
-/// not pass. Its packages are checked against the pins (see [`installed`]).
+/// not pass. Its packages are checked against the pins (by `installed`).
 pub fn require_python() -> PathBuf {
     let python = reference_python();
     if !python.exists() {
