@@ -4,9 +4,16 @@
 //! Python string and dict methods (`minijinja-contrib`'s pycompat), `raise_exception`,
 //! `strftime_now`, and a `tojson` filter that writes JSON as Python's `json.dumps` does
 //! (`", "` and `": "` separators, non-ASCII kept, optional `indent`).
+//!
+//! A template comes with the checkpoint, so it is held to limits: a number of instructions
+//! ([`FUEL`]), the size of the output ([`MAX_OUTPUT`], `tojson` included), the padding that
+//! `indent` and the format filters may add ([`MAX_WIDTH`]), the size of a `replace`; and a panic of
+//! the template engine on some template is reported as [`TemplateError::Panicked`].
 
-use minijinja::value::{Kwargs, ValueKind};
-use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use minijinja::value::{Kwargs, Rest, ValueKind};
+use minijinja::{Environment, Error as JinjaError, ErrorKind, State, Value};
 use serde::{Deserialize, Serialize};
 
 /// Why a template could not be used.
@@ -30,6 +37,16 @@ pub enum TemplateError {
     /// `chat_template` is neither a string nor a list of `{name, template}`.
     #[error("chat_template must be a string or a list of {{\"name\", \"template\"}} objects")]
     BadShape,
+    /// Rendering wrote more than [`MAX_OUTPUT`] bytes.
+    #[error("the chat template failed: its output is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The template engine panicked on this template (a bug of the engine, reported rather
+    /// than let through).
+    #[error("the chat template failed: the template engine crashed on it ({0})")]
+    Panicked(String),
 }
 
 /// One message of a conversation.
@@ -58,7 +75,15 @@ pub struct ChatTemplate {
 }
 
 /// The most instructions a render may run (a guard against runaway templates).
-const FUEL: u64 = 50_000_000;
+pub const FUEL: u64 = 50_000_000;
+
+/// The most bytes a render may write, `tojson` output included: about four million tokens of
+/// text, far beyond any context window (a guard against templates that print without end).
+pub const MAX_OUTPUT: usize = 16 << 20;
+
+/// The widest padding that `indent`, `format` and `str.format` may produce (real templates
+/// indent by a few spaces).
+pub const MAX_WIDTH: usize = 4096;
 
 impl ChatTemplate {
     /// Parses a template.
@@ -67,13 +92,19 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_fuel(Some(FUEL));
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(python_method);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned("chat", source.to_string())
-            .map_err(TemplateError::Syntax)?;
-        Ok(ChatTemplate { env })
+        env.add_filter("indent", indent);
+        env.add_filter("format", format);
+        env.add_filter("replace", replace);
+        let source = source.to_string();
+        match catch_unwind(AssertUnwindSafe(|| env.add_template_owned("chat", source))) {
+            Ok(Ok(())) => Ok(ChatTemplate { env }),
+            Ok(Err(e)) => Err(TemplateError::Syntax(e)),
+            Err(panic) => Err(TemplateError::Panicked(panic_message(panic.as_ref()))),
+        }
     }
 
     /// Picks the template out of a `chat_template` value of tokenizer_config.json: a string,
@@ -109,14 +140,183 @@ impl ChatTemplate {
 
     /// Renders the template. `context` holds the variables (`messages`, `add_generation_prompt`,
     /// `bos_token`, `eos_token`, `tools`, ... ; see [`crate::tokenizer::Tokenizer::apply_chat_template`]).
+    ///
+    /// Output past [`MAX_OUTPUT`] bytes stops the render ([`TemplateError::TooLarge`]).
     pub fn render(&self, context: &serde_json::Value) -> Result<String, TemplateError> {
         let tmpl = self
             .env
             .get_template("chat")
             .map_err(TemplateError::Render)?;
-        tmpl.render(Value::from_serialize(context))
-            .map_err(TemplateError::Render)
+        let mut out = Bounded {
+            buf: Vec::new(),
+            over: false,
+        };
+        let ctx = Value::from_serialize(context);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            tmpl.render_captured_to(ctx, &mut out).map(drop)
+        }));
+        match result {
+            Err(panic) => Err(TemplateError::Panicked(panic_message(panic.as_ref()))),
+            Ok(Err(_)) if out.over => Err(TemplateError::TooLarge { limit: MAX_OUTPUT }),
+            Ok(Err(e)) => Err(TemplateError::Render(e)),
+            // minijinja writes whole `str`s, so the bytes are UTF-8.
+            Ok(Ok(())) => Ok(String::from_utf8(out.buf)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+        }
     }
+}
+
+/// The render's output, refused past [`MAX_OUTPUT`] bytes.
+struct Bounded {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > MAX_OUTPUT {
+            self.over = true;
+            return Err(std::io::Error::other(
+                "the chat template's output is too large",
+            ));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
+}
+
+fn too_wide(what: &str, width: usize) -> JinjaError {
+    JinjaError::new(
+        ErrorKind::InvalidOperation,
+        format!("{what}: a width of {width} is more than the {MAX_WIDTH} allowed"),
+    )
+}
+
+/// minijinja's `indent`, with the width limited to [`MAX_WIDTH`].
+fn indent(
+    value: minijinja::value::StringInput<'_>,
+    width: Option<usize>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, JinjaError> {
+    let width = match width {
+        Some(w) => Some(w),
+        None => kwargs.peek::<Option<usize>>("width")?,
+    };
+    if let Some(w) = width.filter(|&w| w > MAX_WIDTH) {
+        return Err(too_wide("indent", w));
+    }
+    minijinja::filters::indent(value, width, first, blank, kwargs)
+}
+
+/// The widths and precisions of a printf-style (`%-10s`) or `str.format` (`{:>10}`) format
+/// string, checked against [`MAX_WIDTH`].
+fn check_format_widths(what: &str, format: &str) -> Result<(), JinjaError> {
+    let mut in_spec = false;
+    let mut in_braces = false;
+    let mut number: Option<usize> = None;
+    for c in format.chars() {
+        match c {
+            '0'..='9' if in_spec => {
+                let d = c as usize - '0' as usize;
+                let n = number.unwrap_or(0).saturating_mul(10).saturating_add(d);
+                if n > MAX_WIDTH {
+                    return Err(too_wide(what, n));
+                }
+                number = Some(n);
+                continue;
+            }
+            '%' if !in_braces => in_spec = !in_spec,
+            '{' => in_braces = true,
+            '}' => {
+                in_braces = false;
+                in_spec = false;
+            }
+            ':' if in_braces => in_spec = true,
+            '-' | '+' | ' ' | '#' | '.' | ',' | '_' | '<' | '>' | '^' | '=' | '*' if in_spec => {}
+            _ if in_spec && !in_braces => in_spec = false,
+            _ => {}
+        }
+        number = None;
+    }
+    Ok(())
+}
+
+/// minijinja's `format` filter, with its widths limited to [`MAX_WIDTH`].
+fn format(state: &State, format: &Value, args: Rest<Value>) -> Result<Value, JinjaError> {
+    if let Some(f) = format.as_str() {
+        check_format_widths("format", f)?;
+    }
+    minijinja::filters::format(state, format, args)
+}
+
+/// The size of `s.replace(from, to)` at most, checked against [`MAX_OUTPUT`].
+fn check_replace(s: &str, from: &str, to: &str) -> Result<(), JinjaError> {
+    if to.len() <= from.len() {
+        return Ok(());
+    }
+    let count = if from.is_empty() {
+        s.chars().count() + 1
+    } else {
+        s.matches(from).count()
+    };
+    let size = count
+        .checked_mul(to.len() - from.len())
+        .and_then(|n| n.checked_add(s.len()));
+    match size {
+        Some(n) if n <= MAX_OUTPUT => Ok(()),
+        _ => Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("replace: the result would be larger than {MAX_OUTPUT} bytes"),
+        )),
+    }
+}
+
+/// minijinja's `replace` filter, with the result limited to [`MAX_OUTPUT`] bytes.
+fn replace(state: &State, value: &Value, from: &Value, to: &Value) -> Result<Value, JinjaError> {
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    check_replace(&text(value), &text(from), &text(to))?;
+    let input = |v| minijinja::value::StringInput::new(state, v);
+    minijinja::filters::replace(state, input(value)?, input(from)?, input(to)?)
+}
+
+/// Python's string, dict and list methods (minijinja-contrib's pycompat), with `str.format`
+/// and `str.replace` held to the same limits as the filters.
+fn python_method(
+    state: &State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, JinjaError> {
+    if let Some(s) = value.as_str() {
+        match (method, args) {
+            ("format", _) => check_format_widths("str.format", s)?,
+            ("replace", [from, to, ..]) => {
+                if let (Some(from), Some(to)) = (from.as_str(), to.as_str()) {
+                    check_replace(s, from, to)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }
 
 fn raise_exception(message: String) -> Result<String, JinjaError> {
@@ -147,6 +347,9 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, JinjaError> {
         Some(v) if v.is_none() || v.is_undefined() => None,
         Some(v) => {
             if let Some(s) = v.as_str() {
+                if s.len() > MAX_WIDTH {
+                    return Err(too_wide("tojson", s.len()));
+                }
                 Some(s.to_string())
             } else {
                 let n = i64::try_from(v.clone()).map_err(|_| {
@@ -218,6 +421,12 @@ fn python_json(
     level: usize,
     out: &mut String,
 ) -> Result<(), JinjaError> {
+    if out.len() > MAX_OUTPUT {
+        return Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson: the output is larger than {MAX_OUTPUT} bytes"),
+        ));
+    }
     let newline = |out: &mut String, level: usize| {
         if let Some(ind) = indent {
             out.push('\n');

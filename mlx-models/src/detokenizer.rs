@@ -47,8 +47,10 @@ impl StreamingDetokenizer {
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.tokenizer
-            .decode(ids, false)
+        // `tokenizers` panics on some decoder configurations it does not check (a `Strip`
+        // decoder past a token's length): an error, as `Tokenizer::decode` gives.
+        crate::tokenizer::guarded(|| self.tokenizer.decode(ids, false))
+            .map_err(|what| TokenizerError::Decode(format!("the tokenizers crate failed: {what}")))?
             .map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 

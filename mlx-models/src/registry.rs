@@ -66,6 +66,25 @@ impl Entry {
 /// Builds an `Architecture` from a config: what a registry entry calls.
 #[doc(hidden)]
 pub fn build_entry<T: Architecture>(config: &Value) -> Result<Built, BuildError> {
+    // Before any architecture makes something per layer (a list, a model): an absurd layer
+    // count is refused here, for every architecture.
+    let max = crate::nn::transformer::MAX_LAYERS as u64;
+    for (key, layers) in [
+        ("num_hidden_layers", config.get("num_hidden_layers")),
+        (
+            "text_config.num_hidden_layers",
+            config
+                .get("text_config")
+                .and_then(|t| t.get("num_hidden_layers")),
+        ),
+    ] {
+        if let Some(n) = layers.and_then(Value::as_u64).filter(|&n| n > max) {
+            return Err(BuildError::Args(crate::args::ArgsError::invalid(
+                &[key],
+                format!("`{key}` {n} is absurd (at most {max})"),
+            )));
+        }
+    }
     let config = Config::<T::Args>::parse(config)?;
     let model = T::new(&config.args).map_err(|source| BuildError::Model {
         model_type: T::MODEL_TYPE,

@@ -100,6 +100,140 @@ fn read_json_file(path: &Path) -> Result<Option<Value>> {
         })
 }
 
+/// Runs `f`, turning a panic (of the `tokenizers` crate, on some input it does not check) into
+/// its message.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string())
+    })
+}
+
+/// The longest piece a Unigram vocabulary may have. `tokenizers` keeps the pieces in a trie,
+/// one level per byte, that it frees recursively: a piece of a few hundred thousand bytes
+/// overflows the stack. SentencePiece's own limit is far below (16 by default, 512 at most).
+pub const MAX_UNIGRAM_PIECE: usize = 4096;
+
+/// The longest added token (special tokens and the like) a tokenizer may have: `tokenizers`
+/// matches them with an automaton whose construction grows faster than linearly with one
+/// token's length (a second for 4 KB, 14 s for 16 KB). Real added tokens are a few dozen bytes.
+pub const MAX_ADDED_TOKEN: usize = 1024;
+
+/// Refuses what `tokenizers` would load but choke on: an added token longer than
+/// [`MAX_ADDED_TOKEN`] bytes, a Unigram piece longer than [`MAX_UNIGRAM_PIECE`] bytes. Reads only
+/// `added_tokens[].content`, `model.type` and `model.vocab`, without building them; anything
+/// malformed is left for `tokenizers` to report.
+fn check_tokenizer_sizes(bytes: &[u8], path: &Path) -> Result<()> {
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::Deserialize;
+    use std::borrow::Cow;
+
+    /// The byte length of the longest piece of a vocabulary: the first item of each entry of a
+    /// list (Unigram's `[piece, score]`), or each key of a map (the other models).
+    struct Longest(usize);
+    impl<'de> Deserialize<'de> for Longest {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Vocab;
+            impl<'de> Visitor<'de> for Vocab {
+                type Value = Longest;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a vocabulary")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> std::result::Result<Longest, A::Error> {
+                    let mut longest = 0;
+                    while let Some(entry) = seq.next_element::<Entry>()? {
+                        longest = longest.max(entry.0);
+                    }
+                    Ok(Longest(longest))
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<Longest, A::Error> {
+                    let mut longest = 0;
+                    while let Some((k, _)) = map.next_entry::<Cow<'de, str>, IgnoredAny>()? {
+                        longest = longest.max(k.len());
+                    }
+                    Ok(Longest(longest))
+                }
+            }
+            d.deserialize_any(Vocab)
+        }
+    }
+    /// The byte length of a `[piece, score]` entry's piece.
+    struct Entry(usize);
+    impl<'de> Deserialize<'de> for Entry {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Pair;
+            impl<'de> Visitor<'de> for Pair {
+                type Value = Entry;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("[piece, score]")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> std::result::Result<Entry, A::Error> {
+                    let piece: Cow<'de, str> = seq.next_element()?.unwrap_or_default();
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(Entry(piece.len()))
+                }
+            }
+            d.deserialize_seq(Pair)
+        }
+    }
+    #[derive(Deserialize)]
+    struct Added<'a> {
+        #[serde(borrow)]
+        content: Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Model {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        vocab: Option<Longest>,
+    }
+    #[derive(Deserialize)]
+    struct File<'a> {
+        #[serde(borrow)]
+        added_tokens: Option<Vec<Added<'a>>>,
+        model: Option<Model>,
+    }
+    let Ok(file) = serde_json::from_slice::<File>(bytes) else {
+        return Ok(());
+    };
+    let too_long = |message: String| TokenizerError::Load {
+        path: path.to_path_buf(),
+        message,
+    };
+    let added = file.added_tokens.iter().flatten();
+    if let Some(t) = added.map(|t| t.content.len()).max() {
+        if t > MAX_ADDED_TOKEN {
+            return Err(too_long(format!(
+                "an added token is {t} bytes long (at most {MAX_ADDED_TOKEN})"
+            )));
+        }
+    }
+    if let Some(Model {
+        kind: Some(kind),
+        vocab: Some(Longest(longest)),
+    }) = file.model
+    {
+        if kind == "Unigram" && longest > MAX_UNIGRAM_PIECE {
+            return Err(too_long(format!(
+                "the Unigram vocabulary has a piece of {longest} bytes (at most {MAX_UNIGRAM_PIECE})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A special token as written in tokenizer_config.json: a string or `{"content": ...}`.
 fn token_text(v: &Value) -> Option<String> {
     match v {
@@ -118,10 +252,40 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(TokenizerError::Missing(dir.to_path_buf()));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| TokenizerError::Load {
+        let bytes = std::fs::read(&path).map_err(|source| TokenizerError::Io {
             path: path.clone(),
-            message: e.to_string(),
+            source,
         })?;
+        check_tokenizer_sizes(&bytes, &path)?;
+        // The `tokenizers` crate panics on some malformed files (a `Precompiled` normalizer
+        // whose charsmap is not valid base64 of a charsmap, for one): that is a load error.
+        let inner = match guarded(|| tokenizers::Tokenizer::from_bytes(&bytes)) {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                return Err(TokenizerError::Load {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })
+            }
+            Err(what) => {
+                return Err(TokenizerError::Load {
+                    path: path.clone(),
+                    message: format!("the tokenizers crate failed on it: {what}"),
+                })
+            }
+        };
+        // As transformers encodes a prompt: no truncation and no padding, whatever tokenizer.json
+        // says (its settings are for batches of training text; `tokenizers` even panics at
+        // encode time on a truncation whose stride is not below the length left after the
+        // special tokens).
+        let mut inner = inner;
+        inner
+            .with_truncation(None)
+            .map_err(|e| TokenizerError::Load {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+            .with_padding(None);
         let config = read_json_file(&dir.join("tokenizer_config.json"))?.unwrap_or(json!({}));
 
         let mut special_tokens = BTreeMap::new();
@@ -247,9 +411,10 @@ impl Tokenizer {
 
     /// Encodes text; `add_special_tokens` applies the tokenizer's post-processor (BOS, ...).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
+        // `tokenizers` panics on some tokenizer.json files that it loads (a template
+        // post-processor naming a special token it does not define, for one).
+        let enc = guarded(|| self.inner.encode(text, add_special_tokens))
+            .map_err(|what| TokenizerError::Encode(format!("the tokenizers crate failed: {what}")))?
             .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
@@ -266,8 +431,8 @@ impl Tokenizer {
 
     /// Decodes tokens (special tokens kept unless `skip_special_tokens`).
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
+        guarded(|| self.inner.decode(ids, skip_special_tokens))
+            .map_err(|what| TokenizerError::Decode(format!("the tokenizers crate failed: {what}")))?
             .map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 

@@ -156,9 +156,39 @@ impl ArgsError {
     }
 }
 
-/// Compact JSON of a value, cut to a readable length.
+/// Compact JSON of a value, cut to a readable length. Only the head of the value is written,
+/// so that a wrong value of megabytes costs no more than a small one.
 pub(crate) fn show(v: &Value) -> String {
-    let s = v.to_string();
+    /// Keeps the first `HEAD` bytes written, then refuses more (which stops serde_json).
+    struct Head(Vec<u8>);
+    // 60 characters are at most 240 bytes; one more byte tells that there is more.
+    const HEAD: usize = 241;
+    impl std::io::Write for Head {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = HEAD - self.0.len();
+            if room == 0 {
+                return Err(std::io::Error::other("enough"));
+            }
+            let n = room.min(buf.len());
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut head = Head(Vec::with_capacity(HEAD));
+    let _ = serde_json::to_writer(&mut head, v);
+    let s = match String::from_utf8(head.0) {
+        Ok(s) => s,
+        // Cut inside a character: keep the whole ones.
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let mut bytes = e.into_bytes();
+            bytes.truncate(valid);
+            String::from_utf8(bytes).unwrap_or_default()
+        }
+    };
     if s.chars().count() > 60 {
         let cut: String = s.chars().take(57).collect();
         format!("{cut}...")

@@ -175,6 +175,7 @@ struct Reader<R> {
 
 const STRING: u32 = 8;
 const ARRAY: u32 = 9;
+const FLOAT64: u32 = 12;
 
 impl<R: Read> Reader<R> {
     fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>, String> {
@@ -226,11 +227,15 @@ impl<R: Read> Reader<R> {
         String::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))
     }
 
-    /// Skips one metadata value of type `ty`.
+    /// Skips one metadata value of type `ty`, refusing what MLX's GGUF reader (which does no
+    /// checks of its own) would misread: 64-bit floats (it advances by 4 bytes, not 8, and then
+    /// reads every later value from the wrong place), nested arrays, and strings or arrays whose
+    /// length does not fit its 32-bit `int`.
     fn skip_value(&mut self, ty: u32, key: &str, depth: usize) -> Result<(), String> {
         match ty {
             STRING => {
                 let len = self.u64(key)?;
+                check_mlx_len(len, "bytes", key)?;
                 self.skip(len, key)
             }
             ARRAY => {
@@ -239,6 +244,12 @@ impl<R: Read> Reader<R> {
                 }
                 let item = self.u32(key)?;
                 let len = self.u64(key)?;
+                match item {
+                    ARRAY => return Err(format!("metadata `{key}` nests arrays")),
+                    FLOAT64 => return Err(float64_refused(key)),
+                    _ => {}
+                }
+                check_mlx_len(len, "items", key)?;
                 match scalar_size(item) {
                     Some(size) => {
                         let total = len
@@ -246,15 +257,39 @@ impl<R: Read> Reader<R> {
                             .ok_or_else(|| format!("metadata `{key}` is too long"))?;
                         self.skip(total, key)
                     }
-                    None => (0..len).try_for_each(|_| self.skip_value(item, key, depth + 1)),
+                    None if item == STRING => {
+                        (0..len).try_for_each(|_| self.skip_value(item, key, depth + 1))
+                    }
+                    None => Err(format!(
+                        "metadata `{key}` is an array of unknown value type {item}"
+                    )),
                 }
             }
+            FLOAT64 => Err(float64_refused(key)),
             _ => match scalar_size(ty) {
                 Some(size) => self.skip(size, key),
                 None => Err(format!("metadata `{key}` has unknown value type {ty}")),
             },
         }
     }
+}
+
+fn float64_refused(key: &str) -> String {
+    format!(
+        "metadata `{key}` holds 64-bit floats, which MLX's GGUF reader misreads (it would read \
+         every value after it from the wrong place)"
+    )
+}
+
+/// MLX's GGUF reader casts string and array lengths to a 32-bit `int`.
+fn check_mlx_len(len: u64, what: &str, key: &str) -> Result<(), String> {
+    if len > i32::MAX as u64 {
+        return Err(format!(
+            "metadata `{key}` claims {len} {what}, more than MLX's GGUF reader takes ({})",
+            i32::MAX
+        ));
+    }
+    Ok(())
 }
 
 /// Bytes of one fixed-size metadata value.
@@ -270,23 +305,32 @@ fn scalar_size(ty: u32) -> Option<u64> {
 
 /// Scans the header of the GGUF file at `path`.
 pub fn scan(path: &Path) -> Result<Header, GgufError> {
+    let io = |source: std::io::Error| GgufError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    scan_reader(path, BufReader::new(file), len)
+}
+
+/// Scans the header of a GGUF file held in memory (`bytes` is the whole file, data section
+/// included); `path` only names the file in errors.
+pub fn scan_bytes(path: &Path, bytes: &[u8]) -> Result<Header, GgufError> {
+    scan_reader(path, bytes, bytes.len() as u64)
+}
+
+/// Scans a GGUF header from `reader`, a file of `len` bytes: no length read from the header
+/// may exceed what is left of `len`, so nothing larger than the file is ever allocated. `path`
+/// only names the file in errors.
+pub fn scan_reader<R: Read>(path: &Path, reader: R, len: u64) -> Result<Header, GgufError> {
     let malformed = |reason: String| GgufError::Malformed {
         path: path.to_path_buf(),
         reason,
     };
-    let file = File::open(path).map_err(|source| GgufError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let left = file
-        .metadata()
-        .map_err(|source| GgufError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .len();
+    let left = len;
     let mut r = Reader {
-        inner: BufReader::new(file),
+        inner: reader,
         left,
     };
 
@@ -345,6 +389,13 @@ pub fn scan(path: &Path) -> Result<Header, GgufError> {
                     "tensor `{name}` has more elements than fit 64 bits"
                 ))
             })?;
+        // MLX's shapes are 32-bit: a larger dimension would be cut short.
+        if let Some(d) = shape.iter().find(|&&d| d > i32::MAX as u64) {
+            return Err(malformed(format!(
+                "tensor `{name}` has a dimension of {d}, past MLX's limit of {}",
+                i32::MAX
+            )));
+        }
         let bytes = match ggml_type.block_layout() {
             Some((block, size)) => {
                 if elements % block != 0 {
@@ -353,7 +404,13 @@ pub fn scan(path: &Path) -> Result<Header, GgufError> {
                         ggml_type.name()
                     )));
                 }
-                Some(elements / block * size)
+                let bytes = (elements / block).checked_mul(size).ok_or_else(|| {
+                    malformed(format!(
+                        "tensor `{name}` has {elements} elements of {}: more bytes than fit 64 bits",
+                        ggml_type.name()
+                    ))
+                })?;
+                Some(bytes)
             }
             None => None,
         };

@@ -503,7 +503,6 @@ impl GgufCheckpoint {
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         tokenizer::from_metadata(self)
     }
-
 }
 
 fn bad_value(key: &str, e: impl std::fmt::Display) -> GgufError {

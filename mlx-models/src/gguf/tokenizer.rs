@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde_json::{json, Map, Value};
 
 use super::{GgufCheckpoint, GgufError};
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::tokenizer::{Tokenizer, TokenizerError, MAX_ADDED_TOKEN};
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
 const CONTROL: i32 = 3;
@@ -107,6 +107,21 @@ pub fn from_metadata(gguf: &GgufCheckpoint) -> Result<Tokenizer, GgufError> {
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Control and user-defined tokens become added tokens, which `tokenizers` matches with an
+    // automaton that a very long one makes slow to build.
+    let long = types
+        .iter()
+        .zip(&tokens)
+        .position(|(ty, t)| (*ty == CONTROL || *ty == USER_DEFINED) && t.len() > MAX_ADDED_TOKEN);
+    if let Some(id) = long {
+        return Err(GgufError::BadValue {
+            key: "tokenizer.ggml.tokens".into(),
+            reason: format!(
+                "control token {id} is {} bytes long (at most {MAX_ADDED_TOKEN})",
+                tokens[id].len()
+            ),
+        });
+    }
     let added: Vec<Value> = types
         .iter()
         .enumerate()

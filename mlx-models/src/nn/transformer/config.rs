@@ -89,6 +89,9 @@ pub fn check_heads(
     Ok(())
 }
 
+/// The most layers a config may declare.
+pub const MAX_LAYERS: usize = 1 << 16;
+
 /// Fills `layer_types` (all `"full_attention"` when absent) and checks it: one entry per
 /// layer, each `"full_attention"` or `"sliding_attention"`, at least one full layer, and a
 /// `sliding_window` when any layer slides. For the args' post-parse hooks.
@@ -98,6 +101,14 @@ pub fn check_layer_types(
     sliding_window: Option<usize>,
 ) -> std::result::Result<(), ArgsError> {
     let layers = num_hidden_layers;
+    // Before anything is made per layer (a list of types, a model): the largest models have a
+    // few hundred layers, and the loader compares the count with the checkpoint anyway.
+    if layers > MAX_LAYERS {
+        return Err(ArgsError::invalid(
+            &["num_hidden_layers"],
+            format!("`num_hidden_layers` {layers} is absurd (at most {MAX_LAYERS})"),
+        ));
+    }
     let types = layer_types.get_or_insert_with(|| vec!["full_attention".into(); layers]);
     check_per_layer("layer_types", types.len(), layers)?;
     if let Some(bad) = types

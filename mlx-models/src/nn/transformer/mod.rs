@@ -55,6 +55,7 @@ use crate::nn::quantized::{Embedding, Linear};
 use crate::nn::rope::{Rope, RopeScaling};
 pub use config::{
     check_heads, check_layer_types, check_per_layer, layer_windows, lm_head, DecoderArgs, RopeArgs,
+    MAX_LAYERS,
 };
 
 /// `x * factor`, the factor in `x`'s dtype (as a Python float multiplies an array in mlx).
