@@ -459,6 +459,40 @@ fn huge_layer_count_is_refused() {
     assert!(err.to_string().contains("num_hidden_layers"), "{err}");
 }
 
+/// Found as a broken round trip (`Config::to_json` must parse again to the same args):
+/// `"rope_scaling": null` beside its alias `"rope_parameters": "cohere"` read as no scaling, but
+/// written back (the `null` left out) read `"cohere"` and failed. In one object, a `null` now
+/// gives way to an alias with a value, so both read the same.
+#[test]
+fn null_key_gives_way_to_an_alias_with_a_value() {
+    use mlx_models_zoo::gemma3_text::Gemma3TextArgs;
+    let config = |rope_parameters: Value| {
+        json!({
+            "model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 5,
+            "head_dim": 32, "vocab_size": 256, "rms_norm_eps": 1e-6,
+            "rope_scaling": null, "rope_parameters": rope_parameters,
+        })
+    };
+    let err = Config::<Gemma3TextArgs>::parse(&config(json!("cohere"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.json: RoPE config key `rope_scaling` must be an object"
+    );
+    let linear = json!({"rope_type": "linear", "factor": 8.0});
+    let c = Config::<Gemma3TextArgs>::parse(&config(linear.clone())).unwrap();
+    assert_eq!(c.args.rope_scaling, Some(linear));
+    // The `null` it passed over is not an unknown key.
+    assert_eq!(c.unknown_keys().count(), 0);
+    let again = Config::<Gemma3TextArgs>::parse(&c.to_json()).unwrap();
+    assert_eq!(again.args, c.args);
+    // A `null` with no alias beside it still reads as absent.
+    let mut alone = config(json!(null));
+    alone.as_object_mut().unwrap().remove("rope_parameters");
+    let c = Config::<Gemma3TextArgs>::parse(&alone).unwrap();
+    assert_eq!(c.args.rope_scaling, None);
+}
+
 // --- a short fuzz pass -----------------------------------------------------------------------
 
 /// A short pass of every fuzz target (the CI's; `scripts/fuzz.sh` runs a million inputs each):

@@ -111,6 +111,35 @@ fn join(segments: &[String], key: &str) -> String {
     }
 }
 
+/// The value at `key` of `map`; a dotted key (`rope_parameters.rope_theta`) walks into nested
+/// objects.
+fn value_at<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    let mut segments = key.split('.');
+    let mut cur = map.get(segments.next()?)?;
+    for seg in segments {
+        cur = cur.get(seg)?;
+    }
+    Some(cur)
+}
+
+/// Which key of a group (the field key, then its aliases) a field reads in one object: the
+/// first present with a value other than `null`, else the first present. A `null` gives way to
+/// an alias with a value (`"rope_scaling": null` beside `"rope_parameters": {...}` reads the
+/// latter), so that writing the config back (which leaves the `null` out) reads the same.
+fn pick<'k, 'v>(map: &'v Map<String, Value>, keys: &[&'k str]) -> Option<(&'k str, &'v Value)> {
+    let mut null = None;
+    for key in keys {
+        match value_at(map, key) {
+            Some(v) if !v.is_null() => return Some((key, v)),
+            Some(v) => {
+                null.get_or_insert((*key, v));
+            }
+            None => {}
+        }
+    }
+    null
+}
+
 /// One JSON object being read into a struct or an enum variant.
 #[doc(hidden)]
 pub struct Object<'v, 'c> {
@@ -164,38 +193,29 @@ impl<'v, 'c> Object<'v, 'c> {
             .map_or_else(|| key.to_owned(), |l| l.path_of(key))
     }
 
-    /// Finds the first of `keys` present, in the highest layer that has one.
+    /// Finds the key of the group `keys` that a field reads (see [`pick`]), in the highest layer
+    /// that has one.
     fn lookup(&mut self, keys: &'static [&'static str]) -> Option<(&'v Value, String)> {
         let mut hit = None;
-        'layers: for (i, layer) in self.layers.iter_mut().enumerate() {
-            for key in keys {
-                if key.contains('.') {
-                    let mut cur: &'v Value = match layer.map.get(key.split('.').next()?) {
-                        Some(v) => v,
-                        None => continue,
-                    };
-                    let mut ok = true;
-                    for seg in key.split('.').skip(1) {
-                        match cur.get(seg) {
-                            Some(v) => cur = v,
-                            None => {
-                                ok = false;
-                                break;
-                            }
-                        }
-                    }
-                    if ok {
-                        let path = layer.path_of(key);
-                        self.cx.consumed.insert(path.clone());
-                        hit = Some((i, cur, path));
-                        break 'layers;
-                    }
-                } else if let Some((k, v)) = layer.map.get_key_value(*key) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let Some((key, value)) = pick(layer.map, keys) else {
+                continue;
+            };
+            // The null keys of the group passed over for this one are read, and hidden.
+            for skipped in keys.iter().take_while(|k| **k != key) {
+                if let Some((k, _)) = layer.map.get_key_value(*skipped) {
                     layer.used.insert(k.as_str());
-                    hit = Some((i, v, layer.path_of(key)));
-                    break 'layers;
+                    layer.shadowed.insert(k.as_str());
                 }
             }
+            let path = layer.path_of(key);
+            if key.contains('.') {
+                self.cx.consumed.insert(path.clone());
+            } else {
+                layer.used.insert(key);
+            }
+            hit = Some((i, value, path));
+            break;
         }
         self.asked.push((keys, hit.is_some()));
         let (i, value, path) = hit?;
@@ -265,19 +285,9 @@ impl<'v, 'c> Object<'v, 'c> {
     }
 
     fn peek(&self, keys: &[&str]) -> Option<(&'v Value, String)> {
-        for layer in &self.layers {
-            for key in keys {
-                let mut segs = key.split('.');
-                let mut cur = segs.next().and_then(|k| layer.map.get(k));
-                for s in segs {
-                    cur = cur.and_then(|c| c.get(s));
-                }
-                if let Some(v) = cur {
-                    return Some((v, layer.path_of(key)));
-                }
-            }
-        }
-        None
+        self.layers
+            .iter()
+            .find_map(|layer| pick(layer.map, keys).map(|(key, v)| (v, layer.path_of(key))))
     }
 
     /// Reads the tag of a tagged enum: the first of `tags` present; all present are consumed.
