@@ -385,3 +385,76 @@ mod tests {
         assert!(Pattern::new("vision_tower.*").matches_whole("vision_tower.a.b"));
     }
 }
+
+/// How [`split_fused`] divides a fused tensor in two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fused {
+    /// The first half, then the second (granitemoe's `input_linear`).
+    Halves,
+    /// Even entries, then odd ones (gpt_oss's `gate_up_proj`).
+    Interleaved,
+}
+
+/// Splits every tensor `<prefix>.<fused>.<leaf>` in two along `axis` (see [`Fused`]), into
+/// `<prefix>.<first>.<leaf>` and `<prefix>.<second>.<leaf>`. Weights already split have no
+/// `fused` key and pass unchanged, so a hook using it stays idempotent.
+pub fn split_fused(
+    weights: &mut Weights,
+    fused: &str,
+    [first, second]: [&str; 2],
+    axis: i32,
+    how: Fused,
+) -> Result<(), SanitizeError> {
+    let infix = format!(".{fused}.");
+    let keys: Vec<String> = weights
+        .keys()
+        .filter(|k| k.contains(&infix))
+        .cloned()
+        .collect();
+    for key in keys {
+        let Some(value) = weights.remove(&key) else {
+            continue;
+        };
+        let at = key.find(&infix).unwrap_or_default();
+        let (head, leaf) = (&key[..at], &key[at + infix.len()..]);
+        let ax = if axis < 0 {
+            value.ndim() as i32 + axis
+        } else {
+            axis
+        };
+        let n = if ax >= 0 && (ax as usize) < value.ndim() {
+            value.dim(ax)
+        } else {
+            0
+        };
+        if n == 0 || n % 2 != 0 {
+            return Err(SanitizeError::Stack {
+                key: key.clone(),
+                reason: format!(
+                    "cannot split axis {axis} of shape {:?} in two",
+                    value.shape()
+                ),
+            });
+        }
+        let pick = |start: i32, step: i32| -> Result<Array, Exception> {
+            let idx: Vec<i32> = (0..n / 2).map(|i| start + i * step).collect();
+            value.take_axis(Array::from_slice(&idx, &[n / 2]), ax)
+        };
+        let (a, b) = match how {
+            Fused::Halves => (pick(0, 1)?, pick(n / 2, 1)?),
+            Fused::Interleaved => (pick(0, 2)?, pick(1, 2)?),
+        };
+        for (part, v) in [(first, a), (second, b)] {
+            let target = format!("{head}.{part}.{leaf}");
+            if weights.contains_key(&target) {
+                return Err(SanitizeError::Collision {
+                    rule: format!("split {fused:?}"),
+                    from: key.clone(),
+                    to: target,
+                });
+            }
+            weights.insert(target, v);
+        }
+    }
+    Ok(())
+}

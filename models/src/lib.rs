@@ -12,12 +12,18 @@ pub mod cohere;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;
+pub mod glm4_moe;
 pub mod granite;
+pub mod granitemoe;
 pub mod llama;
+pub mod mixtral;
 pub mod olmo2;
+pub mod olmoe;
 pub mod phi3;
 pub mod qwen2;
+pub mod qwen2_moe;
 pub mod qwen3;
+pub mod qwen3_moe;
 pub mod smollm3;
 pub mod starcoder2;
 

@@ -27,18 +27,7 @@ from mlx_lm.models.gemma import RMSNorm as GemmaRMSNorm
 from mlx_lm.models.rope_utils import SuScaledRoPE, apply_yarn_mscale, initialize_rope
 from mlx_lm.models.switch_layers import SwitchGLU, SwitchLinear, SwitchMLP
 
-# mlx-lm 0.32.2's QuantizedSwitchLinear passes `global_scale=` to `mx.gather_qmm`, which MLX
-# 0.32.2 does not take (a TypeError: quantized MoE layers fail in the pinned reference). The
-# argument is always None for the layers built here, so drop it and keep everything else.
-_gather_qmm = mx.gather_qmm
-
-
-def _gather_qmm_compat(*args, global_scale=None, **kwargs):
-    assert global_scale is None
-    return _gather_qmm(*args, **kwargs)
-
-
-mx.gather_qmm = _gather_qmm_compat
+import compat  # noqa: E402,F401  (quantized switch layers on the pinned MLX)
 
 OUT = sys.argv[1]
 os.makedirs(OUT, exist_ok=True)
@@ -615,6 +604,113 @@ def layers_group():
     save("layers", arrays)
 
 
+
+# ---------------------------------------------------------------- mixture-of-experts routers
+class _Spy(nn.Module):
+    """Stands in for a block's experts: records the experts chosen and returns row j of the
+    identity for the j-th of them, so that the block's output holds the weights it applied."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = None
+
+    def __call__(self, x, inds):
+        self.seen = inds
+        eye = mx.eye(inds.shape[-1], x.shape[-1], dtype=x.dtype)
+        return mx.broadcast_to(eye, tuple(inds.shape) + (x.shape[-1],))
+
+
+def _route_block(block, logits, experts_attr="switch_mlp"):
+    """Runs a reference MoE block on `logits` as its input, its gate the identity: the experts
+    it picks and their weights."""
+    spy = _Spy()
+    setattr(block, experts_attr, spy)
+    k = None
+    out = block(logits)
+    k = spy.seen.shape[-1]
+    return spy.seen.reshape(*logits.shape[:-1], k), out[..., :k]
+
+
+def router_group():
+    from mlx_lm.models import glm4_moe, gpt_oss, granitemoe, mixtral, olmoe, phimoe, qwen2_moe, qwen3_moe
+
+    E, K = 8, 2
+    arrays = {}
+    logits = mx.random.normal((2, 6, E))
+    # Ties: a row of equal logits, rows rounded to one decimal, a tie at the top-k boundary.
+    logits[0, 0] = 0.5
+    logits[0, 1:4] = mx.round(logits[0, 1:4] * 2) / 2
+    logits[1, 0] = mx.array([3.0, 1.0, 1.0, 1.0, 0.0, -1.0, 1.0, 2.0])
+    logits[1, 1] = mx.array([2.0, 2.0, 2.0, 0.0, 0.0, 2.0, -3.0, 1.0])
+    arrays["logits"] = logits
+    identity = mx.eye(E)
+
+    def common(extra):
+        base = dict(model_type="x", hidden_size=E, num_hidden_layers=1, intermediate_size=4,
+                    num_attention_heads=1, rms_norm_eps=1e-5, vocab_size=16)
+        base.update(extra)
+        return base
+
+    # qwen3_moe: softmax, argpartition(x, -k)[-k:], renormalised or not.
+    for renorm in (True, False):
+        args = qwen3_moe.ModelArgs(**common(dict(
+            num_experts=E, num_experts_per_tok=K, decoder_sparse_step=1, mlp_only_layers=[],
+            moe_intermediate_size=4, num_key_value_heads=1, head_dim=8, rope_theta=1e4,
+            tie_word_embeddings=True, max_position_embeddings=64, norm_topk_prob=renorm)))
+        block = qwen3_moe.Qwen3MoeSparseMoeBlock(args)
+        block.gate.weight = identity
+        name = f"qwen3_moe_{'renorm' if renorm else 'plain'}"
+        arrays[f"{name}.inds"], arrays[f"{name}.scores"] = _route_block(block, logits)
+
+    # qwen2_moe: softmax, argpartition(-x, k-1)[:k]; its shared expert zeroed.
+    args = qwen2_moe.ModelArgs(**common(dict(
+        num_experts=E, num_experts_per_tok=3, moe_intermediate_size=4,
+        shared_expert_intermediate_size=4)))
+    block = qwen2_moe.Qwen2MoeSparseMoeBlock(args)
+    block.gate.weight = identity
+    block.shared_expert_gate.weight = mx.zeros_like(block.shared_expert_gate.weight)
+    block.shared_expert.down_proj.weight = mx.zeros_like(block.shared_expert.down_proj.weight)
+    arrays["qwen2_moe.inds"], arrays["qwen2_moe.scores"] = _route_block(block, logits)
+
+    # olmoe: as qwen2_moe, over flattened tokens, renormalised.
+    args = olmoe.ModelArgs(**common(dict(num_experts=E, num_experts_per_tok=K, norm_topk_prob=True)))
+    block = olmoe.OlmoeSparseMoeBlock(args)
+    block.gate.weight = identity
+    arrays["olmoe.inds"], arrays["olmoe.scores"] = _route_block(block, logits)
+
+    # mixtral: top-k logits (argpartition(-x, k-1)[:k]), then softmax.
+    args = mixtral.ModelArgs(**common(dict(num_local_experts=E, num_experts_per_tok=K)))
+    block = mixtral.MixtralSparseMoeBlock(args)
+    block.gate.weight = identity
+    arrays["mixtral.inds"], arrays["mixtral.scores"] = _route_block(block, logits)
+
+    # granitemoe: top-k logits (argpartition(x, -k)[-k:]), softmax in float32.
+    gating = granitemoe.GraniteMoeTopKGating(E, E, K)
+    gating.layer.weight = identity
+    arrays["granitemoe.inds"], arrays["granitemoe.scores"] = gating(logits)
+
+    # gpt_oss: mlx_topk, then softmax; the router's bias zeroed.
+    args = gpt_oss.ModelArgs(num_hidden_layers=1, num_local_experts=E, num_experts_per_tok=4,
+                             vocab_size=16, hidden_size=E, intermediate_size=4, head_dim=8,
+                             num_attention_heads=1, num_key_value_heads=1)
+    block = gpt_oss.MLPBlock(args)
+    block.router.weight = identity
+    block.router.bias = mx.zeros((E,))
+    arrays["gpt_oss.inds"], arrays["gpt_oss.scores"] = _route_block(block, logits, "experts")
+
+    # phimoe: sparsemixer.
+    inds, scores = phimoe.sparsemixer(logits, top_k=K, jitter_eps=0.01)
+    arrays["phimoe.inds"], arrays["phimoe.scores"] = inds, scores
+
+    # glm4_moe: sigmoid, correction bias, group-limited top-k, renormalised, scaled.
+    bias = mx.random.normal((E,)) * 0.1
+    arrays["glm4_moe.bias"] = bias
+    for name, n_group, topk_group, renorm in (("glm4_moe_groups", 4, 2, True),
+                                              ("glm4_moe_one_group", 1, 1, False)):
+        inds, scores = glm4_moe.group_expert_select(logits, bias, K, n_group, topk_group, 2.5, renorm)
+        arrays[f"{name}.inds"], arrays[f"{name}.scores"] = inds, scores
+    save("router", arrays)
+
 rope_group()
 attention_group()
 cache_group()
@@ -622,3 +718,4 @@ quantized_group()
 switch_group()
 layers_group()
 print("blocks reference written to", OUT)
+router_group()

@@ -30,6 +30,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import _get_classes, load_model, quantize_model, save_config, save_model
 
+import compat  # noqa: E402,F401  (quantized switch layers on the pinned MLX)
+
 SPREAD = 0.08
 # Greedy tokens decoded in float16 and in bfloat16.
 HALF_STEPS = 8
@@ -148,3 +150,17 @@ def run_cases(cases: list, out_dir: Path, default_prompt: list) -> None:
     for case in cases:
         case = {"prompt": default_prompt, **case}
         run_case(case, out_dir / case["name"])
+
+
+def unstack_experts(weights, stacked, per_expert):
+    """The Hugging Face layout of stacked experts: every `...{stacked}<proj>.<leaf>` tensor
+    `[E, ...]` becomes E tensors `...{per_expert with {e}}<proj>.<leaf>`."""
+    out = {}
+    for key, value in weights.items():
+        if stacked in key:
+            head, tail = key.split(stacked, 1)
+            for e in range(value.shape[0]):
+                out[head + per_expert.format(e=e) + tail] = value[e]
+        else:
+            out[key] = value
+    return out

@@ -41,6 +41,43 @@ pub fn fixtures(arch: &str) -> PathBuf {
     run_script(&format!("scripts/reference/parity/{arch}.py"))
 }
 
+/// The checkpoint's tensors as saved, through the model's `sanitize` once and then again:
+/// the second pass changes nothing (an already converted checkpoint passes unchanged).
+fn check_sanitize_is_idempotent(model: &dyn LanguageModel, dir: &Path, case: &str) {
+    let mut raw = mlx_models::weights::Weights::new();
+    for entry in std::fs::read_dir(dir).expect("case folder").flatten() {
+        let path = entry.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(".safetensors") && name != "reference.safetensors" {
+            raw.extend(Array::load_safetensors(&path).expect("checkpoint tensors"));
+        }
+    }
+    assert!(
+        !raw.is_empty(),
+        "{case}: no checkpoint tensors in {}",
+        dir.display()
+    );
+    let once = model.sanitize(raw).expect("sanitize");
+    let twice = model.sanitize(once.clone()).expect("sanitize again");
+    let mut keys: Vec<&String> = once.keys().collect();
+    keys.sort();
+    let mut again: Vec<&String> = twice.keys().collect();
+    again.sort();
+    assert_eq!(
+        keys, again,
+        "{case}: sanitize renames converted weights again"
+    );
+    for (k, v) in &once {
+        assert!(
+            v.array_eq(&twice[k], None).expect("compare").item::<bool>(),
+            "{case}: sanitize changes `{k}` again"
+        );
+    }
+}
+
 /// What one case measured.
 #[derive(Debug)]
 pub struct CaseReport {
@@ -129,6 +166,8 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
         meta["num_layers"].as_u64().expect("num_layers"),
         "{case}: layer count"
     );
+
+    check_sanitize_is_idempotent(model, &dir, case);
 
     // Prompt logits, no cache.
     let logits = model.forward(&ids(&prompt), &mut []).expect("forward");

@@ -6,6 +6,8 @@
 //! - [`rope`]: every RoPE variant, built from a `rope_scaling` / `rope_parameters` config;
 //! - [`quantized`]: linear and embedding layers loading mlx-community's quantized layout;
 //! - [`switch`]: mixture-of-experts layers over `gather_mm` / `gather_qmm`;
+//! - [`moe`]: the routers of the mixture-of-experts families, the sparse block with its shared
+//!   expert, and a feed-forward that is dense in some layers and sparse in others;
 //! - [`gemma`]: what the gemma family shares (embedding scale, GeGLU MLP, soft-capping,
 //!   local/global layers);
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
@@ -19,6 +21,7 @@ pub mod attention;
 pub mod blocks;
 pub mod gemma;
 pub mod mask;
+pub mod moe;
 pub mod norm;
 pub mod quantized;
 pub mod rope;

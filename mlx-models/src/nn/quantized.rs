@@ -326,7 +326,8 @@ thread_local! {
     };
 }
 
-fn on_cpu() -> bool {
+/// Whether MLX's default device is the CPU.
+pub(crate) fn on_cpu() -> bool {
     mlx_rs::Device::try_default()
         .and_then(|d| d.get_type())
         .is_ok_and(|t| matches!(t, mlx_rs::DeviceType::Cpu))

@@ -111,19 +111,37 @@ impl SwitchLinear {
                 &q,
                 sorted_indices,
             )?,
-            _ => gather_mm(
-                x,
-                self.weight.swap_axes(-1, -2)?,
-                None,
-                indices,
-                sorted_indices,
-            )?,
+            _ => dense_gather_mm(x, &self.weight, indices, sorted_indices)?,
         };
         match self.bias.value.as_ref() {
             Some(b) => y.add(expand_dims(b.try_index(indices)?, -2)?),
             None => Ok(y),
         }
     }
+}
+
+/// `x @ w[indices]ᵀ` for dense experts `w` (`[experts, out, in]`): `gather_mm`.
+///
+/// MLX's CPU `gather_mm` has float32 kernels only, so on the CPU a float16 or bfloat16
+/// product is computed in float32 and cast back: with fewer (token, expert) pairs than experts
+/// (decoding) the chosen experts' matrices are taken first and only they are converted;
+/// otherwise the whole stack is converted once. GPU kernels take half inputs as they are.
+fn dense_gather_mm(x: &Array, w: &Array, indices: &Array, sorted: bool) -> Result<Array> {
+    let dtype = w.dtype();
+    let half = matches!(dtype, Dtype::Float16 | Dtype::Bfloat16);
+    if !half || !crate::nn::quantized::on_cpu() {
+        return gather_mm(x, w.swap_axes(-1, -2)?, None, indices, sorted);
+    }
+    let x32 = x.as_dtype(Dtype::Float32)?;
+    let y = if (indices.size() as i32) < w.dim(0) {
+        // [..., k, out, in]: the chosen experts only; x broadcasts over k.
+        let chosen = w.take_axis(indices, 0)?.as_dtype(Dtype::Float32)?;
+        mlx_rs::ops::matmul(&x32, chosen.swap_axes(-1, -2)?)?
+    } else {
+        let w32 = w.as_dtype(Dtype::Float32)?;
+        gather_mm(&x32, w32.swap_axes(-1, -2)?, None, indices, sorted)?
+    };
+    y.as_dtype(x.dtype())
 }
 
 /// Sorts the (token, expert) pairs by expert: the tokens' rows in that order, the sorted

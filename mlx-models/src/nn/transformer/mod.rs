@@ -85,6 +85,9 @@ pub struct AttentionConfig {
     pub qk_norm_eps: Option<f32>,
     /// Whether those norms store zero-centred weights (`1 + weight`, gemma3).
     pub qk_norm_zero_centered: bool,
+    /// Whether those norms run over all heads at once (weights `[n_heads * head_dim]` and
+    /// `[n_kv_heads * head_dim]`, before the heads are split: olmo2, olmoe) rather than per head.
+    pub qk_norm_full: bool,
     /// The factor on `q kᵀ` before the softmax.
     pub scale: f32,
     /// The soft-cap of the scores (gemma2's `attn_logit_softcapping`), if any.
@@ -103,6 +106,7 @@ impl AttentionConfig {
             o_bias: false,
             qk_norm_eps: None,
             qk_norm_zero_centered: false,
+            qk_norm_full: false,
             scale: (head_dim as f32).powf(-0.5),
             softcap: None,
         }
@@ -118,6 +122,14 @@ impl AttentionConfig {
     /// Per-head RMS norms `q_norm` and `k_norm` (weights `[head_dim]`) before RoPE.
     pub fn qk_norm(mut self, eps: f32) -> Self {
         self.qk_norm_eps = Some(eps);
+        self
+    }
+
+    /// RMS norms `q_norm` and `k_norm` over the whole query and key projections, before the
+    /// heads are split (olmo2, olmoe).
+    pub fn full_qk_norm(mut self, eps: f32) -> Self {
+        self.qk_norm_eps = Some(eps);
+        self.qk_norm_full = true;
         self
     }
 
@@ -158,12 +170,14 @@ pub struct Attention {
     /// `[hidden, n_heads * head_dim]`.
     #[param]
     pub o_proj: Linear,
-    /// Per-head norm of the queries, when configured.
+    /// Norm of the queries (per head, or over all heads), when configured.
     #[param]
     pub q_norm: Option<RmsNorm>,
-    /// Per-head norm of the keys, when configured.
+    /// Norm of the keys (per head, or over all heads), when configured.
     #[param]
     pub k_norm: Option<RmsNorm>,
+    /// Whether `q_norm` and `k_norm` run over all heads at once.
+    pub qk_norm_full: bool,
     /// Query heads.
     pub n_heads: i32,
     /// Key/value heads.
@@ -190,11 +204,16 @@ impl Attention {
             })
         };
         let (q_dim, kv_dim) = (width(c.n_heads)?, width(c.n_kv_heads)?);
-        let norm = || {
+        let norm = |full_width: i32| {
+            let width = if c.qk_norm_full {
+                full_width
+            } else {
+                c.head_dim
+            };
             c.qk_norm_eps
                 .map(|eps| match c.qk_norm_zero_centered {
-                    true => RmsNorm::zero_centered(c.head_dim, eps),
-                    false => RmsNorm::new(c.head_dim, eps),
+                    true => RmsNorm::zero_centered(width, eps),
+                    false => RmsNorm::new(width, eps),
                 })
                 .transpose()
         };
@@ -203,8 +222,9 @@ impl Attention {
             k_proj: Linear::new(c.hidden_size, kv_dim, c.qkv_bias)?,
             v_proj: Linear::new(c.hidden_size, kv_dim, c.qkv_bias)?,
             o_proj: Linear::new(q_dim, c.hidden_size, c.o_bias)?,
-            q_norm: norm()?,
-            k_norm: norm()?,
+            q_norm: norm(q_dim)?,
+            k_norm: norm(kv_dim)?,
+            qk_norm_full: c.qk_norm_full,
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             scale: c.scale,
@@ -223,11 +243,12 @@ impl Attention {
     ) -> Result<Array> {
         let (b, l) = (x.dim(0), x.dim(1));
         // [B, L, n * head_dim] -> [B, n, L, head_dim], normed per head on the way.
+        let full = self.qk_norm_full;
         let heads = |t: Array, n: i32, norm: Option<&RmsNorm>| -> Result<Array> {
-            let t = t.reshape(&[b, l, n, -1])?;
             let t = match norm {
-                Some(norm) => norm.forward(&t)?,
-                None => t,
+                Some(norm) if full => norm.forward(&t)?.reshape(&[b, l, n, -1])?,
+                Some(norm) => norm.forward(&t.reshape(&[b, l, n, -1])?)?,
+                None => t.reshape(&[b, l, n, -1])?,
             };
             split_heads(&t, n)
         };
