@@ -164,3 +164,16 @@ def unstack_experts(weights, stacked, per_expert):
         else:
             out[key] = value
     return out
+
+
+def w123_layout(weights, config):
+    """The Hugging Face layout of mixtral-style experts: `block_sparse_moe.experts.{e}.w1/w2/w3`
+    (gate, down, up), one tensor per expert."""
+    names = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}
+    out = {}
+    for key, value in unstack_experts(weights, ".switch_mlp.", ".experts.{e}.").items():
+        if ".experts." in key:
+            for ours, theirs in names.items():
+                key = key.replace(f".{ours}.", f".{theirs}.")
+        out[key] = value
+    return out

@@ -515,23 +515,8 @@ impl Rope {
             } => {
                 let mpe = max_position_embeddings
                     .ok_or_else(|| Exception::custom("longrope needs max_position_embeddings"))?;
-                let freqs = base_pow(base, &even_exponents(dims, dims)?)?;
-                let lf = Array::from_slice(long_factor, &[long_factor.len() as i32]);
-                let freqs = lf.multiply(&freqs)?;
-                let factor = mpe as f64 / original_max_position_embeddings;
-                let scale = if factor <= 1.0 {
-                    1.0
-                } else {
-                    (1.0 + factor.ln() / original_max_position_embeddings.ln()).sqrt()
-                };
-                return Ok(Rope {
-                    dims,
-                    traditional: false,
-                    kind: Kind::Freqs {
-                        freqs,
-                        input_scale: Some(scale as f32),
-                    },
-                });
+                let original = *original_max_position_embeddings;
+                return Rope::su_scaled(dims, base, mpe as f64, original, long_factor, None);
             }
             RopeScaling::Proportional {
                 partial_rotary_factor,
@@ -556,6 +541,44 @@ impl Rope {
             dims,
             traditional,
             kind,
+        })
+    }
+
+    /// mlx-lm's `SuScaledRoPE` (LongRoPE, phi3 / phimoe): frequencies times `long_factor`
+    /// (one per rotated pair) and the rotated features scaled by `long_mscale`, or when that
+    /// is absent or 0 by `sqrt(1 + ln(factor) / ln(original))` with `factor = max_positions /
+    /// original` (1 when the context is not extended).
+    pub fn su_scaled(
+        dims: i32,
+        base: f32,
+        max_positions: f64,
+        original: f64,
+        long_factor: &[f32],
+        long_mscale: Option<f32>,
+    ) -> Result<Rope> {
+        if long_factor.len() as i32 * 2 != dims {
+            return Err(Exception::custom(format!(
+                "longrope: {} factors for {dims} rotated features (one per pair expected)",
+                long_factor.len()
+            )));
+        }
+        let freqs = base_pow(base, &even_exponents(dims, dims)?)?;
+        let lf = Array::from_slice(long_factor, &[long_factor.len() as i32]);
+        let freqs = lf.multiply(&freqs)?;
+        let factor = max_positions / original;
+        let default = if factor <= 1.0 {
+            1.0
+        } else {
+            (1.0 + factor.ln() / original.ln()).sqrt() as f32
+        };
+        let scale = long_mscale.filter(|m| *m != 0.0).unwrap_or(default);
+        Ok(Rope {
+            dims,
+            traditional: false,
+            kind: Kind::Freqs {
+                freqs,
+                input_scale: Some(scale),
+            },
         })
     }
 
