@@ -558,6 +558,15 @@ def switch_group():
             arrays[f"qglu{bits}.param.{k}"] = v
         for case, x, idx in (("small", small_x, small_idx), ("large", large_x, large_idx)):
             arrays[f"{case}.qglu{bits}"] = qglu(x, idx)
+    # Wide experts (1024 rows in the gate and up projections): products that mlx-models splits
+    # across the CPU's cores must equal MLX's single product.
+    wide = SwitchGLU(D, 1024, E)
+    wide.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.08, wide.parameters()))
+    nn.quantize(wide, group_size=32, bits=4)
+    for k, v in tree_flatten(wide.parameters()):
+        arrays[f"qglu_wide.param.{k}"] = v
+    for case, x, idx in (("small", small_x, small_idx), ("large", large_x, large_idx)):
+        arrays[f"{case}.qglu_wide"] = wide(x, idx)
     qmlp = SwitchMLP(D, Hd, E, bias=True)
     qmlp.update(mlp.parameters())
     nn.quantize(qmlp, group_size=32, bits=4, mode="mxfp4")

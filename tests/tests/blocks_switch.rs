@@ -122,6 +122,19 @@ fn quantized_switch_layers_match_reference() {
             );
         }
     }
+    // 1024 rows: on the CPU the gate and up products are split across cores.
+    let mut wide = SwitchGlu::new(64, 1024, 4, GatedActivation::SwiGlu, false).unwrap();
+    for l in [&mut wide.gate_proj, &mut wide.up_proj, &mut wide.down_proj] {
+        l.quantize(Quantization::affine(32, 4)).unwrap();
+    }
+    load(&fx, "qglu_wide", &mut wide);
+    for case in ["small", "large"] {
+        let y = wide
+            .forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx")))
+            .unwrap();
+        let want = fx.get(&format!("{case}.qglu_wide"));
+        log.close(&format!("{case} wide SwitchGLU 4-bit"), &y, want, TOL);
+    }
     let mut mlp = SwitchMlp::new(64, 128, 4, Activation::GeluApprox, true).unwrap();
     for l in [&mut mlp.fc1, &mut mlp.fc2] {
         l.quantize(Quantization::with_defaults(QuantMode::Mxfp4, None, None))

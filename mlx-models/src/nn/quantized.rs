@@ -406,6 +406,10 @@ fn quantized_matmul_on(
 }
 
 /// `mx.gather_qmm` in any mode: `x` times the quantized matrices picked by `rhs_indices`.
+///
+/// On the CPU, as [`quantized_linear`] does for one matrix, a transposed product with enough
+/// output rows (`w`: `[experts, out, packed]`) is split by rows into one part per core, each
+/// on its own stream, and the parts joined: the same values, computed on every core.
 #[allow(clippy::too_many_arguments)]
 pub fn gather_qmm(
     x: &Array,
@@ -418,23 +422,88 @@ pub fn gather_qmm(
     q: &Quantization,
     sorted_indices: bool,
 ) -> Result<Array> {
-    array_op(&format!("gather_qmm ({})", q.describe()), |res, s| unsafe {
-        mlx_sys::mlx_gather_qmm(
-            res,
-            x.as_ptr(),
-            w.as_ptr(),
-            scales.as_ptr(),
-            opt_ptr(biases),
-            opt_ptr(lhs_indices),
-            opt_ptr(rhs_indices),
+    let rows = if transpose && w.ndim() == 3 {
+        w.dim(1)
+    } else {
+        0
+    };
+    let parts = CPU_STREAMS.with(|s| s.len()) as i32;
+    if parts < 2 || rows < MIN_ROWS_PER_PART * 2 || !on_cpu() {
+        let stream = Stream::thread_local_or_default();
+        return gather_qmm_on(
+            x,
+            w,
+            scales,
+            biases,
+            lhs_indices,
+            rhs_indices,
             transpose,
-            q.group(),
-            q.bits_opt(),
-            q.mode.as_cstr().as_ptr(),
+            q,
             sorted_indices,
-            s,
-        )
-    })
+            &stream,
+        );
+    }
+    let parts = parts.min(rows / MIN_ROWS_PER_PART);
+    let per_part = (rows + parts - 1) / parts;
+    let outputs = CPU_STREAMS.with(|streams| {
+        (0..parts)
+            .map(|k| {
+                let (r0, r1) = (k * per_part, ((k + 1) * per_part).min(rows));
+                let rows_of = |a: &Array| a.index((.., r0..r1));
+                let bias_part = biases.map(rows_of);
+                gather_qmm_on(
+                    x,
+                    &rows_of(w),
+                    &rows_of(scales),
+                    bias_part.as_ref(),
+                    lhs_indices,
+                    rhs_indices,
+                    transpose,
+                    q,
+                    sorted_indices,
+                    &streams[k as usize],
+                )
+            })
+            .collect::<Result<Vec<Array>>>()
+    })?;
+    mlx_rs::ops::concatenate(&outputs, -1)
+}
+
+/// [`gather_qmm`] as one product on a given stream.
+#[allow(clippy::too_many_arguments)]
+fn gather_qmm_on(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    lhs_indices: Option<&Array>,
+    rhs_indices: Option<&Array>,
+    transpose: bool,
+    q: &Quantization,
+    sorted_indices: bool,
+    stream: &Stream,
+) -> Result<Array> {
+    array_op_on(
+        &format!("gather_qmm ({})", q.describe()),
+        stream,
+        |res, s| unsafe {
+            mlx_sys::mlx_gather_qmm(
+                res,
+                x.as_ptr(),
+                w.as_ptr(),
+                scales.as_ptr(),
+                opt_ptr(biases),
+                opt_ptr(lhs_indices),
+                opt_ptr(rhs_indices),
+                transpose,
+                q.group(),
+                q.bits_opt(),
+                q.mode.as_cstr().as_ptr(),
+                sorted_indices,
+                s,
+            )
+        },
+    )
 }
 
 /// A parameter slot that only exists once it holds an array: hidden from `parameters()` while
