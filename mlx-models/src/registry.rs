@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use crate::args::{Config, Typo, UnknownKey};
+use crate::args::{ArgsError, Config, ModelArgs, Typo, UnknownKey};
 use crate::model::{Architecture, BuildError, LanguageModel};
 
 /// One registered architecture. Made by `#[mlx_model]`; build one by hand only in tests.
@@ -27,6 +27,35 @@ pub struct Entry {
     pub rust_type: &'static str,
     #[doc(hidden)]
     pub build: fn(&Value) -> Result<Built, BuildError>,
+    /// Reads config.json with this architecture's args, building nothing (for tools that
+    /// check configs, and the fuzzer).
+    #[doc(hidden)]
+    pub parse: fn(&Value) -> Result<ParsedArgs, ArgsError>,
+}
+
+/// What one architecture's args make of a config.json, without building the model.
+#[derive(Debug, Clone)]
+pub struct ParsedArgs {
+    /// The args as config.json spells them (`ModelArgs::to_config`).
+    pub args: Value,
+    /// The whole config written back (`Config::to_json`): the args and every key no field read.
+    pub written: Value,
+    /// Keys that no field read.
+    pub unknown_keys: Vec<UnknownKey>,
+    /// Unknown keys that look like misspelt fields.
+    pub typos: Vec<Typo>,
+}
+
+/// [`Entry::parse`] for `T`.
+#[doc(hidden)]
+pub fn parse_entry<T: Architecture>(config: &Value) -> Result<ParsedArgs, ArgsError> {
+    let config = Config::<T::Args>::parse(config)?;
+    Ok(ParsedArgs {
+        args: config.args.to_config(),
+        written: config.to_json(),
+        unknown_keys: config.unknown_keys().cloned().collect(),
+        typos: config.typos().to_vec(),
+    })
 }
 
 inventory::collect!(Entry);
@@ -279,5 +308,6 @@ pub const fn entry<T: Architecture>(rust_type: &'static str) -> Entry {
         architectures: T::ARCHITECTURES,
         rust_type,
         build: build_entry::<T>,
+        parse: parse_entry::<T>,
     }
 }

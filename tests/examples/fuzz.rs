@@ -46,11 +46,9 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mlx_models::args::{Config, ModelArgs};
 use mlx_models::chat_template::{ChatMessage, ChatTemplate};
 use mlx_models::checkpoint::{self, LoadStrategy};
 use mlx_models::gguf::{header, GgufCheckpoint};
-use mlx_models::model::ModelSpec;
 use mlx_models::registry;
 use mlx_models::tokenizer::{ChatOptions, Tokenizer};
 use serde_json::{json, Map, Number, Value};
@@ -1160,14 +1158,14 @@ fn scratch_dir(target: &str) -> PathBuf {
 struct Arch {
     model_type: &'static str,
     architectures: &'static [&'static str],
-    /// Parses; with `true`, checks the round trip too.
-    parse: fn(&Value, bool) -> Result<String, String>,
+    /// Its registry entry, which parses the args.
+    entry: &'static registry::Entry,
 }
 
 /// The unknown keys of a config as the paths of their leaves: `{"a": {"b": 1}}` unknown as a
 /// whole or as `a.b` is the same unknown content (a dotted alias that consumed part of an object
 /// splits it; once written back without that part, it is whole again).
-fn unknown_leaves<A: ModelArgs>(c: &Config<A>) -> Vec<String> {
+fn unknown_leaves(c: &registry::ParsedArgs) -> Vec<String> {
     fn walk(key: &str, v: &Value, out: &mut Vec<String>) {
         match v {
             Value::Object(m) if !m.is_empty() => {
@@ -1179,7 +1177,7 @@ fn unknown_leaves<A: ModelArgs>(c: &Config<A>) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    for u in c.unknown_keys() {
+    for u in &c.unknown_keys {
         walk(&u.key, &u.value, &mut out);
     }
     out.sort();
@@ -1188,42 +1186,28 @@ fn unknown_leaves<A: ModelArgs>(c: &Config<A>) -> Vec<String> {
 
 /// Parses with one architecture's args; when it parses, the documented round trip must hold:
 /// `to_json` parses again to the same args and the same unknown keys.
-fn parse_args<A: ModelArgs>(v: &Value, round_trip: bool) -> Result<String, String> {
-    match Config::<A>::parse(v) {
-        Ok(c) if !round_trip => Ok(format!("ok {}", c.unknown_keys().count().min(3))),
+fn parse_args(arch: &Arch, v: &Value, round_trip: bool) -> Result<String, String> {
+    let parse = arch.entry.parse;
+    match parse(v) {
+        Ok(c) if !round_trip => Ok(format!("ok {}", c.unknown_keys.len().min(3))),
         Ok(c) => {
             // As a value: through text, serde_json's default float parsing may move a raw
             // `Value` float by one ulp, which is not the parser's doing.
-            let again = c.to_json();
-            let text = serde_json::to_string(&again).expect("to_json writes JSON");
-            let c2 = Config::<A>::parse(&again).unwrap_or_else(|e| {
+            let text = serde_json::to_string(&c.written).expect("to_json writes JSON");
+            let c2 = parse(&c.written).unwrap_or_else(|e| {
                 panic!("round trip: to_json does not parse again: {e}\n{text}")
             });
-            assert_eq!(
-                c2.args.to_config(),
-                c.args.to_config(),
-                "round trip: other args after to_json"
-            );
+            assert_eq!(c2.args, c.args, "round trip: other args after to_json");
             assert_eq!(
                 unknown_leaves(&c2),
                 unknown_leaves(&c),
                 "round trip: other unknown keys after to_json"
             );
-            let _ = c.typos().iter().map(|t| t.to_string()).count();
-            Ok(format!("ok {}", c.unknown_keys().count().min(3)))
+            let _ = c.typos.iter().map(|t| t.to_string()).count();
+            Ok(format!("ok {}", c.unknown_keys.len().min(3)))
         }
         Err(e) => Err(e.to_string()),
     }
-}
-
-macro_rules! archs {
-    ($($m:ident),* $(,)?) => {
-        vec![$(Arch {
-            model_type: <mlx_models_zoo::$m::Model as ModelSpec>::MODEL_TYPE,
-            architectures: <mlx_models_zoo::$m::Model as ModelSpec>::ARCHITECTURES,
-            parse: parse_args::<<mlx_models_zoo::$m::Model as ModelSpec>::Args>,
-        }),*]
-    };
 }
 
 struct ConfigTarget {
@@ -1238,33 +1222,16 @@ struct ConfigTarget {
 impl ConfigTarget {
     fn new() -> Result<Self, String> {
         mlx_models_zoo::link();
-        let archs = archs!(
-            cohere,
-            gemma,
-            gemma2,
-            gemma3_text,
-            granite,
-            llama,
-            olmo2,
-            phi3,
-            qwen2,
-            qwen3,
-            smollm3,
-            starcoder2,
-        );
-        // Every registered architecture must be fuzzed: a new one needs a line above.
+        // Every registered architecture, through its registry entry's parser.
+        let mut archs = Vec::new();
         let mut names = Vec::new();
-        for e in registry::entries() {
-            if !archs
-                .iter()
-                .any(|a| a.model_type == e.model_type && a.architectures == e.architectures)
-            {
-                return Err(format!(
-                    "registry entry `{}` ({}) has no args parser in tests/examples/fuzz.rs: add its module to `archs!`",
-                    e.model_type, e.rust_type
-                ));
-            }
-            names.extend(e.names());
+        for entry in registry::entries() {
+            archs.push(Arch {
+                model_type: entry.model_type,
+                architectures: entry.architectures,
+                entry,
+            });
+            names.extend(entry.names());
         }
         Ok(ConfigTarget {
             archs,
@@ -1557,7 +1524,7 @@ impl Target for ConfigTarget {
             let chosen = selected.is_some_and(|e| {
                 e.model_type == arch.model_type && e.architectures == arch.architectures
             });
-            let r = (arch.parse)(&value, chosen || k == other);
+            let r = parse_args(arch, &value, chosen || k == other);
             if chosen {
                 if r.is_ok() {
                     self.stats.bump("parsed by it");
@@ -2633,7 +2600,7 @@ impl Target for GgufTarget {
                 if let Ok(e) = registry::for_config(&config) {
                     for a in &self.archs {
                         if a.model_type == e.model_type && a.architectures == e.architectures {
-                            let r = (a.parse)(&config, true);
+                            let r = parse_args(a, &config, true);
                             out.push_str(&format!(" {}", outcome(&r.unwrap_or_else(|e| e))));
                         }
                     }

@@ -72,7 +72,7 @@ fn check_sanitize_is_idempotent(model: &dyn LanguageModel, dir: &Path, case: &st
     );
     for (k, v) in &once {
         assert!(
-            v.array_eq(&twice[k], None).expect("compare").item::<bool>(),
+            v.eq_values(&twice[k]).expect("compare"),
             "{case}: sanitize changes `{k}` again"
         );
     }

@@ -141,6 +141,7 @@ fn fake(
         architectures,
         rust_type,
         build: |_| unreachable!("never built"),
+        parse: |_| unreachable!("never parsed"),
     }
 }
 
