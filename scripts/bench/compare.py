@@ -2,10 +2,11 @@
 same prompt tokens, same number of generated tokens, OpenBLAS serving float32 matmuls in both.
 
     .venv-ref/bin/python scripts/bench/compare.py [--tokens 128] [--prompt 512] [--repeat 3]
-        [--model DIR ...]
+        [--suite dense|moe] [--model DIR ...]
 
-Without --model it makes (once, cached in target/bench/) a float32 Llama of about 200M
-parameters with random weights and its 4-bit version. For each checkpoint and each side it runs
+Without --model it makes (once, cached in target/bench/) the checkpoints of a suite, with random
+weights: `dense` (the default), a float32 Llama of about 200M parameters and its 4-bit version;
+`moe`, a qwen3_moe of about 300M parameters (16 experts, 2 per token) in float32 and 4-bit. For each checkpoint and each side it runs
 `--repeat` fresh processes and keeps each figure's best run, then prints a table and the ratios
 ours / reference: prompt tokens/s, generation tokens/s (higher is better), load time and peak
 memory (lower is better). Not a test: timings depend on the machine.
@@ -40,10 +41,35 @@ LLAMA_200M = {
     "max_position_embeddings": 4096,
 }
 
+QWEN3_MOE_300M = {
+    "model_type": "qwen3_moe",
+    "hidden_size": 1024,
+    "num_hidden_layers": 6,
+    "intermediate_size": 2816,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "num_experts": 16,
+    "num_experts_per_tok": 2,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "moe_intermediate_size": 768,
+    "norm_topk_prob": True,
+    "rms_norm_eps": 1e-6,
+    "vocab_size": 32000,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": False,
+    "max_position_embeddings": 4096,
+}
+
+SUITES = {"dense": ("llama-200m", LLAMA_200M), "moe": ("qwen3-moe-300m", QWEN3_MOE_300M)}
+
 REFERENCE = r"""
 import json, sys, time
 from pathlib import Path
 import mlx.core as mx
+sys.path.insert(0, sys.argv[4])
+import compat  # quantized experts on the pinned MLX
 from mlx_lm.utils import load_model
 from mlx_lm.generate import generate_step
 
@@ -68,24 +94,25 @@ print(json.dumps({"load_seconds": load_seconds, "prompt_tps": prompt_tps, "gener
 """
 
 
-def make_checkpoints(out: Path) -> list:
+def make_checkpoints(out: Path, suite: str) -> list:
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_unflatten
     from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
 
-    dense, q4 = out / "llama-200m-f32", out / "llama-200m-4bit"
+    name, config = SUITES[suite]
+    dense, q4 = out / f"{name}-f32", out / f"{name}-4bit"
     if not (dense / "config.json").exists() or not (q4 / "config.json").exists():
-        model_class, args_class = _get_classes(LLAMA_200M)
-        model = model_class(args_class.from_dict(LLAMA_200M))
+        model_class, args_class = _get_classes(config)
+        model = model_class(args_class.from_dict(config))
         mx.random.seed(0)
         params = [(k, mx.random.normal(v.shape) * 0.02 if v.ndim > 1 else v) for k, v in tree_flatten(model.parameters())]
         model.update(tree_unflatten(params))
         mx.eval(model.parameters())
         save_model(dense, model)
-        save_config(dict(LLAMA_200M), dense / "config.json")
-        model, config = quantize_model(model, dict(LLAMA_200M), 64, 4)
+        save_config(dict(config), dense / "config.json")
+        model, qconfig = quantize_model(model, dict(config), 64, 4)
         save_model(q4, model)
-        save_config(config, q4 / "config.json")
+        save_config(qconfig, q4 / "config.json")
     return [dense, q4]
 
 
@@ -114,7 +141,8 @@ def run_ours(binary: Path, model: Path, prompt_len: int, n: int) -> dict:
 
 def run_reference(model: Path, prompt_len: int, n: int) -> dict:
     env = dict(os.environ, LD_PRELOAD=openblas())
-    out = subprocess.run([sys.executable, "-c", REFERENCE, str(model), str(prompt_len), str(n)],
+    helpers = str(ROOT / "scripts/reference")
+    out = subprocess.run([sys.executable, "-c", REFERENCE, str(model), str(prompt_len), str(n), helpers],
                          check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -137,12 +165,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per side")
     parser.add_argument("--binary", type=Path, default=ROOT / "target/release/mlx-models")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="dense",
+                        help="checkpoints to make when no --model is given")
     args = parser.parse_args()
 
     if args.binary == ROOT / "target/release/mlx-models":
-        subprocess.run(["cargo", "build", "--release", "-p", "mlx-models-zoo", "--bin", "mlx-models"],
+        subprocess.run(["cargo", "build", "--release", "-p", "mlx-models-cli", "--bin", "mlx-models"],
                        check=True, cwd=ROOT)
-    models = args.model or make_checkpoints(ROOT / "target/bench")
+    models = args.model or make_checkpoints(ROOT / "target/bench", args.suite)
     results = []
     for model in models:
         ours, ref = [], []
