@@ -5,7 +5,10 @@
 //! a softmax over them, biased experts with the clamped SwiGLU. The head is never tied.
 //! Hugging Face checkpoints fuse each layer's gate and up projections (`gate_up_proj`, rows
 //! interleaved) and the original ones store the experts in OpenAI's mxfp4 layout
-//! (`*_blocks`, `*_scales`).
+//! (`*_blocks`, `*_scales`). As in the reference, an unquantized fused projection is read as
+//! `gate_up_proj.weight` `[experts, 2 * intermediate, hidden]`; transformers' own unquantized
+//! layout (`gate_up_proj`, no leaf, `[experts, hidden, 2 * intermediate]`) is not converted
+//! (nor by the reference) and fails the strict load.
 
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
@@ -84,7 +87,7 @@ impl GptOssArgs {
         if self.layer_types.is_none() {
             // The reference repeats the pair `num_hidden_layers / 2` times: with an odd count
             // its last layer would never run.
-            if layers % 2 != 0 {
+            if !layers.is_multiple_of(2) {
                 return Err(ArgsError::invalid(
                     &["layer_types", "num_hidden_layers"],
                     format!(

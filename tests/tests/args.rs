@@ -597,3 +597,58 @@ fn flatten_errors_name_the_key_and_run_both_hooks() {
     let err = ExtendedArgs::from_config(&bad_extension).unwrap_err();
     assert!(err.to_string().contains("3 entries for 2 layers"), "{err}");
 }
+
+/// An architecture's own check (gpt_oss): the reference's defaults, its default layer types
+/// (sliding and full alternating), and errors that name the keys.
+#[test]
+fn gpt_oss_defaults_and_checks() {
+    use mlx_models_zoo::gpt_oss::GptOssArgs;
+    let args = GptOssArgs::from_config(&json!({"model_type": "gpt_oss"})).expect("defaults");
+    assert_eq!(
+        (
+            args.hidden_size,
+            args.num_hidden_layers,
+            args.num_local_experts
+        ),
+        (2880, 36, 128)
+    );
+    let types = args.layer_types.expect("filled in");
+    assert_eq!(types.len(), 36);
+    assert_eq!(types[..2], ["sliding_attention", "full_attention"]);
+
+    let small = |extra: serde_json::Value| {
+        let mut c = json!({"model_type": "gpt_oss", "num_hidden_layers": 3});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        GptOssArgs::from_config(&c).map_err(|e| {
+            let keys: Vec<String> = e.keys().iter().map(|k| k.to_string()).collect();
+            (e.to_string(), keys)
+        })
+    };
+    let (msg, keys) = small(json!({})).unwrap_err();
+    assert!(msg.contains("must be even"), "{msg}");
+    assert_eq!(keys, ["layer_types", "num_hidden_layers"]);
+    let types = json!(["sliding_attention", "full_attention", "sliding_attention"]);
+    assert!(small(json!({"layer_types": types})).is_ok());
+    let (msg, _) = small(json!({"layer_types": ["full_attention"]})).unwrap_err();
+    assert!(msg.contains("1 entries for 3 layers"), "{msg}");
+    let (msg, _) =
+        small(json!({"layer_types": ["full_attention", "full_attention", "full_attention"]}))
+            .unwrap_err();
+    assert!(msg.contains("no `sliding_attention` layer"), "{msg}");
+    let (msg, _) =
+        small(json!({"layer_types": ["linear_attention", "full_attention", "full_attention"]}))
+            .unwrap_err();
+    assert!(msg.contains("unknown layer type"), "{msg}");
+    let (_, keys) = small(json!({"num_experts_per_tok": 200, "layer_types": types})).unwrap_err();
+    assert_eq!(keys, ["num_local_experts", "num_experts_per_tok"]);
+    let (_, keys) = small(json!({"num_key_value_heads": 5, "layer_types": types})).unwrap_err();
+    assert_eq!(keys, ["num_attention_heads", "num_key_value_heads"]);
+    let yarn =
+        json!({"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096});
+    assert!(small(json!({"rope_scaling": yarn, "layer_types": types})).is_ok());
+    let (_, keys) =
+        small(json!({"rope_scaling": {"rope_type": "nope"}, "layer_types": types})).unwrap_err();
+    assert_eq!(keys, ["rope_scaling"]);
+}

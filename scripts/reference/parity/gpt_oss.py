@@ -8,7 +8,14 @@ clamped SwiGLU. The Hugging Face layout fuses each layer's gate and up projectio
 `gate_up_proj` (rows interleaved: even rows the gate, odd rows the up projection) with a fused
 `gate_up_proj_bias`, and writes the down projection's bias as `down_proj_bias`; the original
 mxfp4 checkpoints store the experts as `*_blocks` (uint8, sixteen bytes per group of 32
-values) and `*_scales`, which the mxfp4 Hugging Face case writes.
+values) and `*_scales`, which the mxfp4 Hugging Face case writes (only the experts quantized,
+as there). The yarn case leaves `layer_types` out, so the reference's default (sliding and full
+alternating) applies.
+
+Every case runs in the reference on the CPU. Not covered: transformers' unquantized layout
+(`gate_up_proj` `[experts, hidden, 2 * intermediate]`, no `.weight` leaf), which the
+reference's sanitize does not convert either (its names come out without a leaf and fail its
+strict load).
 """
 import sys
 from pathlib import Path
@@ -18,7 +25,7 @@ import mlx.core as mx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import run_cases  # noqa: E402
 
-COVERS = "sliding / full layers by `layer_types` with rotating caches, attention sinks, biased router and experts, top-k then softmax routing, clamped SwiGLU, yarn RoPE, Hugging Face fused interleaved gate_up_proj layout, mxfp4 experts (converted, and as the original `_blocks` / `_scales`) with the reference's 8-bit router"
+COVERS = "sliding / full layers by `layer_types` (given, and the default alternation) with rotating caches, attention sinks, biased router and experts, top-k then softmax routing, clamped SwiGLU, yarn RoPE, Hugging Face fused interleaved gate_up_proj layout, mxfp4 with the reference's 8-bit router, mxfp4 experts as the original `_blocks` / `_scales`"
 
 BASE = {
     "model_type": "gpt_oss",
