@@ -23,7 +23,7 @@ use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
 use mlx_models::nn::transformer::{
     check_heads, check_layer_types, layer_windows, Attention, AttentionConfig, Decoder,
-    DecoderLayer, RopeArgs,
+    DecoderLayer, RopeArgs, MAX_LAYERS,
 };
 use mlx_models::weights::{mxfp4_blocks, split_fused, Fused, SanitizeError, Weights};
 
@@ -84,7 +84,8 @@ impl GptOssArgs {
         let keys = ["num_local_experts", "num_experts_per_tok"];
         check_experts(self.num_local_experts, self.num_experts_per_tok, keys)?;
         let layers = self.num_hidden_layers;
-        if self.layer_types.is_none() {
+        // An absurd count is left to `check_layer_types` to refuse before any list is made.
+        if self.layer_types.is_none() && layers <= MAX_LAYERS {
             // The reference repeats the pair `num_hidden_layers / 2` times: with an odd count
             // its last layer would never run.
             if !layers.is_multiple_of(2) {

@@ -612,9 +612,27 @@ fn gpt_oss_defaults_and_checks() {
         ),
         (2880, 36, 128)
     );
-    let types = args.layer_types.expect("filled in");
+    let types = args.layer_types.clone().expect("filled in");
     assert_eq!(types.len(), 36);
     assert_eq!(types[..2], ["sliding_attention", "full_attention"]);
+
+    // gpt-oss-20b's config.json (yarn with a `truncate` the reference does not read).
+    let released = json!({
+        "model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"], "num_hidden_layers": 24,
+        "num_local_experts": 32, "num_experts_per_tok": 4, "experts_per_token": 4,
+        "hidden_size": 2880, "intermediate_size": 2880, "head_dim": 64,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "sliding_window": 128,
+        "rope_theta": 150000, "max_position_embeddings": 131072, "swiglu_limit": 7.0,
+        "tie_word_embeddings": false, "attention_bias": true, "hidden_act": "silu",
+        "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                         "beta_slow": 1.0, "original_max_position_embeddings": 4096,
+                         "truncate": false},
+        "quantization_config": {"quant_method": "mxfp4",
+                                "modules_to_not_convert": ["model.layers.*.self_attn"]},
+    });
+    let args = GptOssArgs::from_config(&released).expect("parses");
+    assert!(args.rope().is_ok());
+    assert_eq!(args.layer_types.map(|t| t.len()), Some(24));
 
     let small = |extra: serde_json::Value| {
         let mut c = json!({"model_type": "gpt_oss", "num_hidden_layers": 3});
@@ -626,6 +644,8 @@ fn gpt_oss_defaults_and_checks() {
             (e.to_string(), keys)
         })
     };
+    let (msg, _) = small(json!({"num_hidden_layers": 2147483646})).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
     let (msg, keys) = small(json!({})).unwrap_err();
     assert!(msg.contains("must be even"), "{msg}");
     assert_eq!(keys, ["layer_types", "num_hidden_layers"]);
