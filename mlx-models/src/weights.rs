@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use mlx_rs::error::Exception;
 use mlx_rs::module::ModuleParameters;
-use mlx_rs::Array;
+use mlx_rs::{Array, Dtype};
 
 /// A checkpoint's tensors by key.
 pub type Weights = HashMap<String, Array>;
@@ -70,6 +70,14 @@ pub enum SanitizeError {
         /// The stacked key.
         key: String,
         /// What is wrong with the experts found.
+        reason: String,
+    },
+    /// A tensor is not in the layout a conversion expects.
+    #[error("cannot convert `{key}`: {reason}")]
+    Layout {
+        /// The key.
+        key: String,
+        /// What is wrong with its shape or type.
         reason: String,
     },
     /// An MLX operation (stacking, a hook's tensor work) failed.
@@ -455,6 +463,58 @@ pub fn split_fused(
             }
             weights.insert(target, v);
         }
+    }
+    Ok(())
+}
+
+/// OpenAI's mxfp4 layout (gpt_oss's original checkpoints) as MLX's: every
+/// `<prefix>.<name>_blocks` tensor, uint8 `[..., groups, 16]` (sixteen bytes for each group of
+/// 32 four-bit values), becomes `<prefix>.<name>.weight`, the same bytes read as MLX's packed
+/// uint32 words `[..., groups * 4]`; every `<prefix>.<name>_scales` becomes
+/// `<prefix>.<name>.scales`, unchanged (uint8 exponents, MLX's mxfp4 scales). For each `name`
+/// in `names`; weights already converted have neither suffix and pass unchanged.
+pub fn mxfp4_blocks(weights: &mut Weights, names: &[&str]) -> Result<(), SanitizeError> {
+    let suffixes: Vec<(String, String)> = names
+        .iter()
+        .flat_map(|n| {
+            [
+                (format!(".{n}_blocks"), format!(".{n}.weight")),
+                (format!(".{n}_scales"), format!(".{n}.scales")),
+            ]
+        })
+        .collect();
+    let keys: Vec<String> = weights.keys().cloned().collect();
+    for key in keys {
+        let Some((suffix, leaf)) = suffixes.iter().find(|(s, _)| key.ends_with(s.as_str())) else {
+            continue;
+        };
+        let Some(value) = weights.remove(&key) else {
+            continue;
+        };
+        let value = if suffix.ends_with("_blocks") {
+            let shape = value.shape();
+            if value.dtype() != Dtype::Uint8 || value.ndim() < 2 || shape[shape.len() - 1] != 16 {
+                return Err(SanitizeError::Layout {
+                    key,
+                    reason: format!(
+                        "mxfp4 blocks are uint8 [..., groups, 16], not {:?} {shape:?}",
+                        value.dtype()
+                    ),
+                });
+            }
+            value.view_dtype(Dtype::Uint32)?.flatten(-2, -1)?
+        } else {
+            value
+        };
+        let target = format!("{}{leaf}", &key[..key.len() - suffix.len()]);
+        if weights.contains_key(&target) {
+            return Err(SanitizeError::Collision {
+                rule: "mxfp4 blocks".to_string(),
+                from: key,
+                to: target,
+            });
+        }
+        weights.insert(target, value);
     }
     Ok(())
 }

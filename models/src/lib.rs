@@ -13,6 +13,7 @@ pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;
 pub mod glm4_moe;
+pub mod gpt_oss;
 pub mod granite;
 pub mod granitemoe;
 pub mod llama;

@@ -597,3 +597,78 @@ fn flatten_errors_name_the_key_and_run_both_hooks() {
     let err = ExtendedArgs::from_config(&bad_extension).unwrap_err();
     assert!(err.to_string().contains("3 entries for 2 layers"), "{err}");
 }
+
+/// An architecture's own check (gpt_oss): the reference's defaults, its default layer types
+/// (sliding and full alternating), and errors that name the keys.
+#[test]
+fn gpt_oss_defaults_and_checks() {
+    use mlx_models_zoo::gpt_oss::GptOssArgs;
+    let args = GptOssArgs::from_config(&json!({"model_type": "gpt_oss"})).expect("defaults");
+    assert_eq!(
+        (
+            args.hidden_size,
+            args.num_hidden_layers,
+            args.num_local_experts
+        ),
+        (2880, 36, 128)
+    );
+    let types = args.layer_types.clone().expect("filled in");
+    assert_eq!(types.len(), 36);
+    assert_eq!(types[..2], ["sliding_attention", "full_attention"]);
+
+    // gpt-oss-20b's config.json (yarn with a `truncate` the reference does not read).
+    let released = json!({
+        "model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"], "num_hidden_layers": 24,
+        "num_local_experts": 32, "num_experts_per_tok": 4, "experts_per_token": 4,
+        "hidden_size": 2880, "intermediate_size": 2880, "head_dim": 64,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "sliding_window": 128,
+        "rope_theta": 150000, "max_position_embeddings": 131072, "swiglu_limit": 7.0,
+        "tie_word_embeddings": false, "attention_bias": true, "hidden_act": "silu",
+        "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                         "beta_slow": 1.0, "original_max_position_embeddings": 4096,
+                         "truncate": false},
+        "quantization_config": {"quant_method": "mxfp4",
+                                "modules_to_not_convert": ["model.layers.*.self_attn"]},
+    });
+    let args = GptOssArgs::from_config(&released).expect("parses");
+    assert!(args.rope().is_ok());
+    assert_eq!(args.layer_types.map(|t| t.len()), Some(24));
+
+    let small = |extra: serde_json::Value| {
+        let mut c = json!({"model_type": "gpt_oss", "num_hidden_layers": 3});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        GptOssArgs::from_config(&c).map_err(|e| {
+            let keys: Vec<String> = e.keys().iter().map(|k| k.to_string()).collect();
+            (e.to_string(), keys)
+        })
+    };
+    let (msg, _) = small(json!({"num_hidden_layers": 2147483646})).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, keys) = small(json!({})).unwrap_err();
+    assert!(msg.contains("must be even"), "{msg}");
+    assert_eq!(keys, ["layer_types", "num_hidden_layers"]);
+    let types = json!(["sliding_attention", "full_attention", "sliding_attention"]);
+    assert!(small(json!({"layer_types": types})).is_ok());
+    let (msg, _) = small(json!({"layer_types": ["full_attention"]})).unwrap_err();
+    assert!(msg.contains("1 entries for 3 layers"), "{msg}");
+    let (msg, _) =
+        small(json!({"layer_types": ["full_attention", "full_attention", "full_attention"]}))
+            .unwrap_err();
+    assert!(msg.contains("no `sliding_attention` layer"), "{msg}");
+    let (msg, _) =
+        small(json!({"layer_types": ["linear_attention", "full_attention", "full_attention"]}))
+            .unwrap_err();
+    assert!(msg.contains("unknown layer type"), "{msg}");
+    let (_, keys) = small(json!({"num_experts_per_tok": 200, "layer_types": types})).unwrap_err();
+    assert_eq!(keys, ["num_local_experts", "num_experts_per_tok"]);
+    let (_, keys) = small(json!({"num_key_value_heads": 5, "layer_types": types})).unwrap_err();
+    assert_eq!(keys, ["num_attention_heads", "num_key_value_heads"]);
+    let yarn =
+        json!({"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096});
+    assert!(small(json!({"rope_scaling": yarn, "layer_types": types})).is_ok());
+    let (_, keys) =
+        small(json!({"rope_scaling": {"rope_type": "nope"}, "layer_types": types})).unwrap_err();
+    assert_eq!(keys, ["rope_scaling"]);
+}

@@ -1,10 +1,11 @@
 //! The weight rule engine on synthetic weights: what each kind of rule does, and that each is
-//! idempotent (already converted weights come back unchanged).
+//! idempotent (already converted weights come back unchanged); likewise the helpers that
+//! sanitize hooks share (fused projections split, mxfp4 blocks repacked).
 
 use std::collections::BTreeSet;
 
-use mlx_models::weights::{apply, Rule, SanitizeError, Weights};
-use mlx_rs::Array;
+use mlx_models::weights::{apply, mxfp4_blocks, split_fused, Fused, Rule, SanitizeError, Weights};
+use mlx_rs::{Array, Dtype};
 
 fn weights(keys: &[&str]) -> Weights {
     keys.iter()
@@ -245,5 +246,78 @@ fn rules_compose_in_order_and_stay_idempotent() {
             "vision_tower.patch.weight",
         ],
         &["model.layers.0.mlp.switch_mlp.gate_proj.weight"],
+    );
+}
+
+#[test]
+fn fused_tensors_split_in_halves_or_interleaved() {
+    let fused = || Array::from_slice(&[0f32, 1., 2., 3., 4., 5., 6., 7.], &[1, 4, 2]);
+    for (how, gate, up) in [
+        (Fused::Halves, [0f32, 1., 2., 3.], [4f32, 5., 6., 7.]),
+        (Fused::Interleaved, [0., 1., 4., 5.], [2., 3., 6., 7.]),
+    ] {
+        let mut w: Weights = [("l.0.gate_up.weight".to_string(), fused())].into();
+        split_fused(&mut w, "gate_up", ["gate", "up"], 1, how).expect("splits");
+        assert_eq!(keys(&w), ["l.0.gate.weight", "l.0.up.weight"].into());
+        assert_eq!(w["l.0.gate.weight"].shape(), &[1, 2, 2]);
+        assert_eq!(w["l.0.gate.weight"].as_slice::<f32>(), gate, "{how:?}");
+        assert_eq!(w["l.0.up.weight"].as_slice::<f32>(), up, "{how:?}");
+        let again = w.clone();
+        split_fused(&mut w, "gate_up", ["gate", "up"], 1, how).expect("splits again");
+        assert_eq!(keys(&w), keys(&again), "splitting is idempotent");
+    }
+}
+
+#[test]
+fn mxfp4_blocks_become_mlx_packed_words() {
+    // Two rows of one group: 16 bytes each, read as four little-endian uint32 words.
+    let bytes: Vec<u8> = (0..32).collect();
+    let mut w: Weights = [
+        (
+            "e.down_proj_blocks".to_string(),
+            Array::from_slice(&bytes, &[2, 1, 16]),
+        ),
+        (
+            "e.down_proj_scales".to_string(),
+            Array::from_slice(&[127u8, 128], &[2, 1]),
+        ),
+        (
+            "e.down_proj_bias".to_string(),
+            Array::from_slice(&[0f32; 2], &[2]),
+        ),
+    ]
+    .into();
+    mxfp4_blocks(&mut w, &["down_proj"]).expect("converts");
+    assert_eq!(
+        keys(&w),
+        [
+            "e.down_proj.scales",
+            "e.down_proj.weight",
+            "e.down_proj_bias"
+        ]
+        .into()
+    );
+    let words = &w["e.down_proj.weight"];
+    assert_eq!((words.dtype(), words.shape()), (Dtype::Uint32, &[2, 4][..]));
+    assert_eq!(words.as_slice::<u32>()[0], u32::from_le_bytes([0, 1, 2, 3]));
+    assert_eq!(
+        words.as_slice::<u32>()[7],
+        u32::from_le_bytes([28, 29, 30, 31])
+    );
+    assert_eq!(w["e.down_proj.scales"].as_slice::<u8>(), [127, 128]);
+    let again = w.clone();
+    mxfp4_blocks(&mut w, &["down_proj"]).expect("converts again");
+    assert_eq!(keys(&w), keys(&again), "converting is idempotent");
+
+    let mut bad: Weights = [(
+        "e.down_proj_blocks".to_string(),
+        Array::from_slice(&[0f32; 16], &[1, 16]),
+    )]
+    .into();
+    let e = mxfp4_blocks(&mut bad, &["down_proj"]).unwrap_err();
+    assert!(matches!(e, SanitizeError::Layout { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "cannot convert `e.down_proj_blocks`: mxfp4 blocks are uint8 [..., groups, 16], not Float32 [1, 16]"
     );
 }

@@ -1,5 +1,6 @@
 //! The decoder, in pieces an architecture file assembles: a grouped-query [`Attention`]
-//! (biases, per-head q/k RMS norm, RoPE or none, any scale, soft-capped scores), a gated [`Mlp`], a pre-norm
+//! (biases, per-head q/k RMS norm, RoPE or none, any scale, soft-capped scores, learned
+//! attention sinks), a gated [`Mlp`], a pre-norm
 //! [`DecoderLayer`] (optionally a sliding-window layer, optionally scaling its residual
 //! branches), and the [`Decoder`] stack (embeddings, layers, final norm) that builds the masks
 //! and the caches. Field names are the checkpoint's (`self_attn.q_proj`, `mlp.gate_proj`,
@@ -33,7 +34,9 @@
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::Array;
+use mlx_rs::module::Param;
+use mlx_rs::ops::zeros_dtype;
+use mlx_rs::{Array, Dtype};
 use serde_json::Value;
 
 use crate::args::{ArgsError, ModelArgs};
@@ -92,6 +95,10 @@ pub struct AttentionConfig {
     pub scale: f32,
     /// The soft-cap of the scores (gemma2's `attn_logit_softcapping`), if any.
     pub softcap: Option<f32>,
+    /// Whether each query head has a learned attention sink (`sinks`, `[n_heads]`: a logit
+    /// that joins every query's softmax and takes its share of the weight without adding to
+    /// the output; gpt_oss).
+    pub sinks: bool,
 }
 
 impl AttentionConfig {
@@ -109,6 +116,7 @@ impl AttentionConfig {
             qk_norm_full: false,
             scale: (head_dim as f32).powf(-0.5),
             softcap: None,
+            sinks: false,
         }
     }
 
@@ -151,11 +159,17 @@ impl AttentionConfig {
         self.softcap = Some(cap);
         self
     }
+
+    /// A learned attention sink per query head, passed to the fused attention (gpt_oss).
+    pub fn sinks(mut self) -> Self {
+        self.sinks = true;
+        self
+    }
 }
 
 /// Grouped-query self-attention: projections, optional per-head q/k norm, RoPE (or none, for
-/// no-position layers), the cache, the fused attention (or the soft-capped one), the output
-/// projection.
+/// no-position layers), the cache, the fused attention (with or without sinks; or the
+/// soft-capped one), the output projection.
 #[derive(Debug, ModuleParameters)]
 pub struct Attention {
     /// `[n_heads * head_dim, hidden]`.
@@ -176,6 +190,9 @@ pub struct Attention {
     /// Norm of the keys (per head, or over all heads), when configured.
     #[param]
     pub k_norm: Option<RmsNorm>,
+    /// `[n_heads]`: the learned attention sinks, when configured.
+    #[param]
+    pub sinks: Param<Option<Array>>,
     /// Whether `q_norm` and `k_norm` run over all heads at once.
     pub qk_norm_full: bool,
     /// Query heads.
@@ -204,6 +221,15 @@ impl Attention {
             })
         };
         let (q_dim, kv_dim) = (width(c.n_heads)?, width(c.n_kv_heads)?);
+        if c.sinks && c.softcap.is_some() {
+            return Err(Exception::custom(
+                "attention: the soft-capped attention has no sinks",
+            ));
+        }
+        let sinks = match c.sinks {
+            true => Some(zeros_dtype(&[c.n_heads], Dtype::Float32)?),
+            false => None,
+        };
         let norm = |full_width: i32| {
             let width = if c.qk_norm_full {
                 full_width
@@ -224,6 +250,7 @@ impl Attention {
             o_proj: Linear::new(q_dim, c.hidden_size, c.o_bias)?,
             q_norm: norm(q_dim)?,
             k_norm: norm(kv_dim)?,
+            sinks: Param::new(sinks),
             qk_norm_full: c.qk_norm_full,
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
@@ -271,7 +298,10 @@ impl Attention {
             Some(cap) => {
                 softcapped_attention(&queries, &keys, &values, cache, self.scale, cap, mask)?
             }
-            None => attend(&queries, &keys, &values, cache, self.scale, mask, None)?,
+            None => {
+                let sinks = self.sinks.value.as_ref();
+                attend(&queries, &keys, &values, cache, self.scale, mask, sinks)?
+            }
         };
         self.o_proj.forward(&merge_heads(&output)?)
     }
