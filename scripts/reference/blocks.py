@@ -567,6 +567,15 @@ def switch_group():
         arrays[f"qglu_wide.param.{k}"] = v
     for case, x, idx in (("small", small_x, small_idx), ("large", large_x, large_idx)):
         arrays[f"{case}.qglu_wide"] = wide(x, idx)
+    # mxfp4 experts with biases, as gpt_oss has them (the large case is grouped by expert on
+    # the CPU, its experts dequantized).
+    qglu_fp4 = SwitchGLU(D, Hd, E, bias=True)
+    qglu_fp4.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.08, qglu_fp4.parameters()))
+    nn.quantize(qglu_fp4, group_size=32, bits=4, mode="mxfp4")
+    for k, v in tree_flatten(qglu_fp4.parameters()):
+        arrays[f"qglu_mxfp4.param.{k}"] = v
+    for case, x, idx in (("small", small_x, small_idx), ("large", large_x, large_idx)):
+        arrays[f"{case}.qglu_mxfp4"] = qglu_fp4(x, idx)
     qmlp = SwitchMLP(D, Hd, E, bias=True)
     qmlp.update(mlp.parameters())
     nn.quantize(qmlp, group_size=32, bits=4, mode="mxfp4")

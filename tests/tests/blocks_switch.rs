@@ -135,6 +135,19 @@ fn quantized_switch_layers_match_reference() {
         let want = fx.get(&format!("{case}.qglu_wide"));
         log.close(&format!("{case} wide SwitchGLU 4-bit"), &y, want, TOL);
     }
+    let mut fp4 = SwitchGlu::new(64, 128, 4, GatedActivation::SwiGlu, true).unwrap();
+    for l in [&mut fp4.gate_proj, &mut fp4.up_proj, &mut fp4.down_proj] {
+        l.quantize(Quantization::with_defaults(QuantMode::Mxfp4, None, None))
+            .unwrap();
+    }
+    load(&fx, "qglu_mxfp4", &mut fp4);
+    for case in ["small", "large"] {
+        let y = fp4
+            .forward(fx.get(&format!("{case}.x")), fx.get(&format!("{case}.idx")))
+            .unwrap();
+        let want = fx.get(&format!("{case}.qglu_mxfp4"));
+        log.close(&format!("{case} SwitchGLU mxfp4"), &y, want, TOL);
+    }
     let mut mlp = SwitchMlp::new(64, 128, 4, Activation::GeluApprox, true).unwrap();
     for l in [&mut mlp.fc1, &mut mlp.fc2] {
         l.quantize(Quantization::with_defaults(QuantMode::Mxfp4, None, None))

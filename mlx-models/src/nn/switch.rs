@@ -3,18 +3,19 @@
 //! [`SwitchMlp`]. With 64 or more (token, expert) pairs the tokens are sorted by expert first,
 //! as mlx-lm's `switch_layers.py` does.
 
-use mlx_rs::error::Result;
+use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Param;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{
-    argsort, expand_dims, expand_dims_axes, floor_divide, gather_mm, unflatten, zeros_dtype,
+    argsort, expand_dims, expand_dims_axes, floor_divide, gather_mm, matmul, unflatten, zeros_dtype,
 };
 use mlx_rs::{Array, Dtype};
 
 use crate::nn::activations::{Activation, GatedActivation};
 use crate::nn::quantized::{
-    gather_qmm, packed_quantization, quantize_in_place, Quantization, Slot,
+    dequantize, gather_qmm, packed_quantization, quantize_in_place, quantized_linear, Quantization,
+    Slot,
 };
 
 /// From this many (token, expert) pairs on, tokens are sorted by expert.
@@ -120,6 +121,86 @@ impl SwitchLinear {
     }
 }
 
+impl SwitchLinear {
+    /// Rows `x` (`[n, in]`, float32), all routed to expert `e`, through that expert: `[n, out]`
+    /// in float32. Quantized experts are dequantized once for many rows (then one BLAS
+    /// product), and multiplied packed for a few.
+    fn expert_forward(&self, x: &Array, e: i32) -> Result<Array> {
+        let w = self.weight.try_index(e)?;
+        let y = match (self.quantization()?, self.scales.get()) {
+            (Some(q), Some(scales)) => {
+                let scales = scales.try_index(e)?;
+                let biases = self.biases.get().map(|b| b.try_index(e)).transpose()?;
+                if x.dim(0) >= DEQUANTIZE_ROWS {
+                    let w =
+                        dequantize(&w, &scales, biases.as_ref(), &q)?.as_dtype(Dtype::Float32)?;
+                    matmul(x, w.t())?
+                } else {
+                    // Affine scales carry the layer's float type; microscaling ones are bytes.
+                    let float_scales = matches!(
+                        scales.dtype(),
+                        Dtype::Float16 | Dtype::Bfloat16 | Dtype::Float32
+                    );
+                    let x = match float_scales {
+                        true => x.as_dtype(scales.dtype())?,
+                        false => x.clone(),
+                    };
+                    quantized_linear(&x, &w, &scales, biases.as_ref(), &q)?
+                        .as_dtype(Dtype::Float32)?
+                }
+            }
+            _ => matmul(x, w.as_dtype(Dtype::Float32)?.t())?,
+        };
+        match self.bias.value.as_ref() {
+            Some(b) => y.add(b.try_index(e)?.as_dtype(Dtype::Float32)?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// From this many rows of one expert on, quantized experts are dequantized for the product.
+const DEQUANTIZE_ROWS: i32 = 16;
+
+/// Whether `indices` route enough (token, expert) pairs that, on the CPU, each expert's rows
+/// go through one BLAS product ([`grouped`]): MLX's CPU `gather_mm` / `gather_qmm` compute
+/// row by row, about ten times slower for a prompt (measured: 1024 rows over 16 experts of
+/// 768 x 1024, 400 ms against 33 ms).
+fn groups_on_cpu(indices: &Array) -> bool {
+    indices.size() >= SORT_THRESHOLD && crate::nn::quantized::on_cpu()
+}
+
+/// `x` (`[..., dims]`) through its experts (`indices`, `[..., k]`) one expert at a time: the
+/// (token, expert) pairs sorted by expert, each expert's rows through `f` (float32 in and
+/// out), the results put back in order: `[..., k, out]` in `x`'s type.
+fn grouped(x: &Array, indices: &Array, f: impl Fn(&Array, i32) -> Result<Array>) -> Result<Array> {
+    let k = indices.dim(-1);
+    let flat = indices.flatten(None, None)?;
+    let order = argsort(&flat)?;
+    let inv_order = argsort(&order)?;
+    let rows = floor_divide(&order, Array::from_int(k).as_dtype(order.dtype())?)?;
+    let xs = x
+        .flatten(0, -2)?
+        .take_axis(&rows, 0)?
+        .as_dtype(Dtype::Float32)?;
+    let experts = flat.take_axis(&order, 0)?.as_dtype(Dtype::Int32)?;
+    experts.eval()?;
+    let experts: &[i32] = experts
+        .try_as_slice()
+        .map_err(|e| Exception::custom(format!("routed experts: {e}")))?;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < experts.len() {
+        let e = experts[start];
+        let end = start + experts[start..].iter().take_while(|&&x| x == e).count();
+        parts.push(f(&xs.try_index(start as i32..end as i32)?, e)?);
+        start = end;
+    }
+    let y = mlx_rs::ops::concatenate(&parts, 0)?.take_axis(&inv_order, 0)?;
+    let mut shape = indices.shape().to_vec();
+    shape.push(y.dim(-1));
+    y.reshape(&shape)?.as_dtype(x.dtype())
+}
+
 /// `x @ w[indices]ᵀ` for dense experts `w` (`[experts, out, in]`): `gather_mm`.
 ///
 /// MLX's CPU `gather_mm` has float32 kernels only, so on the CPU a float16 or bfloat16
@@ -215,7 +296,19 @@ impl SwitchGlu {
     }
 
     /// `x` (`[..., dims]`) through its `k` experts (`indices`, `[..., k]`): `[..., k, dims]`.
+    /// On the CPU, with many (token, expert) pairs, one expert at a time through BLAS
+    /// ([`grouped`]), rounding to `x`'s type where the gathered products would.
     pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
+        if groups_on_cpu(indices) {
+            // The activation in `x`'s type, as after the gathered products.
+            let dtype = x.dtype();
+            return grouped(x, indices, |x, e| {
+                let up = self.up_proj.expert_forward(x, e)?.as_dtype(dtype)?;
+                let gate = self.gate_proj.expert_forward(x, e)?.as_dtype(dtype)?;
+                let h = self.activation.apply(&up, &gate)?.as_dtype(Dtype::Float32)?;
+                self.down_proj.expert_forward(&h, e)
+            });
+        }
         routed(x, indices, |x, idx, sorted| {
             let up = self.up_proj.forward(x, idx, sorted)?;
             let gate = self.gate_proj.forward(x, idx, sorted)?;
