@@ -192,7 +192,11 @@ fn grouped(x: &Array, indices: &Array, f: impl Fn(&Array, i32) -> Result<Array>)
     while start < experts.len() {
         let e = experts[start];
         let end = start + experts[start..].iter().take_while(|&&x| x == e).count();
-        parts.push(f(&xs.try_index(start as i32..end as i32)?, e)?);
+        // Computed now, so that an expert's temporaries (its dequantized matrices) are freed
+        // before the next one's: the transient memory is one expert's, not the layer's.
+        let part = f(&xs.try_index(start as i32..end as i32)?, e)?;
+        part.eval()?;
+        parts.push(part);
         start = end;
     }
     let y = mlx_rs::ops::concatenate(&parts, 0)?.take_axis(&inv_order, 0)?;
