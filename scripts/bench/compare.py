@@ -6,7 +6,9 @@ same prompt tokens, same number of generated tokens, OpenBLAS serving float32 ma
 
 Without --model it makes (once, cached in target/bench/) the checkpoints of a suite, with random
 weights: `dense` (the default), a float32 Llama of about 200M parameters and its 4-bit version;
-`moe`, a qwen3_moe of about 300M parameters (16 experts, 2 per token) in float32 and 4-bit. For each checkpoint and each side it runs
+`moe`, a qwen3_moe of about 300M parameters (16 experts, 2 per token) in float32 and 4-bit;
+`gpt_oss`, a gpt_oss of about 300M (16 experts, 2 per token, sliding and full layers) in
+float32 and with mxfp4 experts (its router at 8 bits, as the reference quantizes it). For each checkpoint and each side it runs
 `--repeat` fresh processes and keeps each figure's best run, then prints a table and the ratios
 ours / reference: prompt tokens/s, generation tokens/s (higher is better), load time and peak
 memory (lower is better). Not a test: timings depend on the machine.
@@ -62,7 +64,28 @@ QWEN3_MOE_300M = {
     "max_position_embeddings": 4096,
 }
 
-SUITES = {"dense": ("llama-200m", LLAMA_200M), "moe": ("qwen3-moe-300m", QWEN3_MOE_300M)}
+GPT_OSS_300M = {
+    "model_type": "gpt_oss",
+    "hidden_size": 1024,
+    "num_hidden_layers": 6,
+    "intermediate_size": 768,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "num_local_experts": 16,
+    "num_experts_per_tok": 2,
+    "sliding_window": 128,
+    "rms_norm_eps": 1e-5,
+    "vocab_size": 32000,
+    "rope_theta": 150000.0,
+}
+
+# name, config, and the quantized variant's (mode, group size, bits).
+SUITES = {
+    "dense": ("llama-200m", LLAMA_200M, ("affine", 64, 4)),
+    "moe": ("qwen3-moe-300m", QWEN3_MOE_300M, ("affine", 64, 4)),
+    "gpt_oss": ("gpt-oss-300m", GPT_OSS_300M, ("mxfp4", 32, 4)),
+}
 
 REFERENCE = r"""
 import json, sys, time
@@ -99,8 +122,8 @@ def make_checkpoints(out: Path, suite: str) -> list:
     from mlx.utils import tree_flatten, tree_unflatten
     from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
 
-    name, config = SUITES[suite]
-    dense, q4 = out / f"{name}-f32", out / f"{name}-4bit"
+    name, config, (mode, group_size, bits) = SUITES[suite]
+    dense, q4 = out / f"{name}-f32", out / f"{name}-{mode if mode != 'affine' else 'q'}{bits}"
     if not (dense / "config.json").exists() or not (q4 / "config.json").exists():
         model_class, args_class = _get_classes(config)
         model = model_class(args_class.from_dict(config))
@@ -110,7 +133,7 @@ def make_checkpoints(out: Path, suite: str) -> list:
         mx.eval(model.parameters())
         save_model(dense, model)
         save_config(dict(config), dense / "config.json")
-        model, qconfig = quantize_model(model, dict(config), 64, 4)
+        model, qconfig = quantize_model(model, dict(config), group_size, bits, mode=mode)
         save_model(q4, model)
         save_config(qconfig, q4 / "config.json")
     return [dense, q4]

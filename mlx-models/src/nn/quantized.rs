@@ -349,24 +349,32 @@ pub fn quantized_linear(
     q: &Quantization,
 ) -> Result<Array> {
     let rows = if w.ndim() == 2 { w.dim(0) } else { 0 };
+    split_rows(rows, |range, stream| {
+        let rows_of = |a: &Array| a.index(range.clone());
+        let bias_part = biases.map(rows_of);
+        let (w, scales) = (rows_of(w), rows_of(scales));
+        quantized_matmul_on(x, &w, &scales, bias_part.as_ref(), true, q, stream)
+    })
+}
+
+/// Runs a product whose output has `rows` rows (its last axis): as one product (`f` over all
+/// rows) on the default stream, or on the CPU with enough rows as one part per core, each on
+/// its own stream (`f` over a range of rows), the parts joined along the last axis.
+fn split_rows(
+    rows: i32,
+    f: impl Fn(std::ops::Range<i32>, &Stream) -> Result<Array>,
+) -> Result<Array> {
     let parts = CPU_STREAMS.with(|s| s.len()) as i32;
     if parts < 2 || rows < MIN_ROWS_PER_PART * 2 || !on_cpu() {
-        return quantized_matmul(x, w, scales, biases, true, q);
+        return f(0..rows, &Stream::thread_local_or_default());
     }
     let parts = parts.min(rows / MIN_ROWS_PER_PART);
     let per_part = (rows + parts - 1) / parts;
     let outputs = CPU_STREAMS.with(|streams| {
         (0..parts)
             .map(|k| {
-                let (r0, r1) = (k * per_part, ((k + 1) * per_part).min(rows));
-                let bias_part = biases.map(|b| b.index(r0..r1));
-                quantized_matmul_on(
-                    x,
-                    &w.index(r0..r1),
-                    &scales.index(r0..r1),
-                    bias_part.as_ref(),
-                    true,
-                    q,
+                f(
+                    k * per_part..((k + 1) * per_part).min(rows),
                     &streams[k as usize],
                 )
             })
@@ -422,51 +430,31 @@ pub fn gather_qmm(
     q: &Quantization,
     sorted_indices: bool,
 ) -> Result<Array> {
-    let rows = if transpose && w.ndim() == 3 {
-        w.dim(1)
-    } else {
-        0
-    };
-    let parts = CPU_STREAMS.with(|s| s.len()) as i32;
-    if parts < 2 || rows < MIN_ROWS_PER_PART * 2 || !on_cpu() {
+    if !(transpose && w.ndim() == 3) {
         let stream = Stream::thread_local_or_default();
+        let (lhs, rhs, sorted) = (lhs_indices, rhs_indices, sorted_indices);
         return gather_qmm_on(
-            x,
-            w,
-            scales,
-            biases,
-            lhs_indices,
-            rhs_indices,
-            transpose,
-            q,
-            sorted_indices,
-            &stream,
+            x, w, scales, biases, lhs, rhs, transpose, q, sorted, &stream,
         );
     }
-    let parts = parts.min(rows / MIN_ROWS_PER_PART);
-    let per_part = (rows + parts - 1) / parts;
-    let outputs = CPU_STREAMS.with(|streams| {
-        (0..parts)
-            .map(|k| {
-                let (r0, r1) = (k * per_part, ((k + 1) * per_part).min(rows));
-                let rows_of = |a: &Array| a.index((.., r0..r1));
-                let bias_part = biases.map(rows_of);
-                gather_qmm_on(
-                    x,
-                    &rows_of(w),
-                    &rows_of(scales),
-                    bias_part.as_ref(),
-                    lhs_indices,
-                    rhs_indices,
-                    transpose,
-                    q,
-                    sorted_indices,
-                    &streams[k as usize],
-                )
-            })
-            .collect::<Result<Vec<Array>>>()
-    })?;
-    mlx_rs::ops::concatenate(&outputs, -1)
+    split_rows(w.dim(1), |range, stream| {
+        let rows_of = |a: &Array| a.index((.., range.clone()));
+        let bias_part = biases.map(rows_of);
+        let (w, scales) = (rows_of(w), rows_of(scales));
+        let (lhs, rhs, sorted) = (lhs_indices, rhs_indices, sorted_indices);
+        gather_qmm_on(
+            x,
+            &w,
+            &scales,
+            bias_part.as_ref(),
+            lhs,
+            rhs,
+            transpose,
+            q,
+            sorted,
+            stream,
+        )
+    })
 }
 
 /// [`gather_qmm`] as one product on a given stream.

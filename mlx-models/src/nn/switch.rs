@@ -309,7 +309,10 @@ impl SwitchGlu {
             return grouped(x, indices, |x, e| {
                 let up = self.up_proj.expert_forward(x, e)?.as_dtype(dtype)?;
                 let gate = self.gate_proj.expert_forward(x, e)?.as_dtype(dtype)?;
-                let h = self.activation.apply(&up, &gate)?.as_dtype(Dtype::Float32)?;
+                let h = self
+                    .activation
+                    .apply(&up, &gate)?
+                    .as_dtype(Dtype::Float32)?;
                 self.down_proj.expert_forward(&h, e)
             });
         }
