@@ -114,6 +114,15 @@ pub enum LoadError {
         /// The highest layer index in the checkpoint.
         last: u64,
     },
+    /// An entry of the config's `quantization` is not a quantization MLX has (reported before
+    /// any tensor is compared, since every quantized tensor would then look wrong).
+    #[error("config.json: `{key}`: {message}")]
+    Quantization {
+        /// `quantization`, or `quantization.<layer>`.
+        key: String,
+        /// What is wrong, with what is supported.
+        message: String,
+    },
 }
 
 /// The layer count a config declares: `num_hidden_layers` (or `n_layer` / `num_layers`),
@@ -357,6 +366,9 @@ pub fn load_parts(
         .map(|k| k.to_string())
         .collect();
     let plan = quantization_plan(&config, &dense, &writable, &weights);
+    if let Some((key, message)) = plan.config_error {
+        return Err(LoadError::Quantization { key, message });
+    }
     let mut mismatch = check_weights(&plan.expected, &weights);
     mismatch.quantization = plan.problems;
     if !mismatch.is_empty() {
@@ -430,6 +442,9 @@ struct QuantizationPlan {
     expected: BTreeMap<String, Vec<i32>>,
     /// Layers whose packing cannot be worked out or does not fit.
     problems: Vec<(String, String)>,
+    /// The first entry of the config's `quantization` that is not a quantization MLX has
+    /// (its key, what is wrong): reported alone, before any tensor is compared.
+    config_error: Option<(String, String)>,
 }
 
 /// The config's quantization, as the reference reads it: `quantization` (a default plus
@@ -464,15 +479,39 @@ fn quantization_plan(
 ) -> QuantizationPlan {
     let mut expected = dense.clone();
     let mut problems = Vec::new();
-    let Some((default, per_layer)) = config_quantization(config) else {
-        return QuantizationPlan { expected, problems };
+    let plain = |expected, problems| QuantizationPlan {
+        expected,
+        problems,
+        config_error: None,
     };
-    // The config's own default, when it spells one out, must be a quantization MLX has.
+    let Some((default, per_layer)) = config_quantization(config) else {
+        return plain(expected, problems);
+    };
+    // The config's own default, when it spells one out, and every per-layer entry must be a
+    // quantization MLX has.
     if let Some(Value::Object(q)) = config.get("quantization") {
-        if q.contains_key("bits") || q.contains_key("group_size") || q.contains_key("mode") {
-            if let Err(e) = default.check() {
-                problems.push(("quantization".to_string(), e));
-                return QuantizationPlan { expected, problems };
+        let spelt = ["bits", "group_size", "mode"]
+            .iter()
+            .any(|k| q.contains_key(*k));
+        let defaults: serde_json::Map<String, Value> = q
+            .iter()
+            .filter(|(k, _)| ["bits", "group_size", "mode"].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut entries = vec![];
+        if spelt {
+            entries.push(("quantization".to_string(), Value::Object(defaults)));
+        }
+        for (k, v) in q.iter().filter(|(_, v)| v.is_object()) {
+            entries.push((format!("quantization.{k}"), v.clone()));
+        }
+        for (key, entry) in entries {
+            if let Err(e) = Quantization::from_config_entry(&entry) {
+                return QuantizationPlan {
+                    expected,
+                    problems,
+                    config_error: Some((key, e)),
+                };
             }
         }
     }
@@ -495,11 +534,12 @@ fn quantization_plan(
                 }
             },
             Some(other) if !other.is_boolean() => {
-                problems.push((
-                    layer.to_string(),
-                    format!("the config's entry {other} is not a quantization"),
-                ));
-                continue;
+                let e = format!("{other} is not a quantization (an object, or false)");
+                return QuantizationPlan {
+                    expected,
+                    problems,
+                    config_error: Some((format!("quantization.{layer}"), e)),
+                };
             }
             _ => {
                 let Some(scales) = weights.get(&format!("{layer}.scales")) else {
@@ -523,6 +563,7 @@ fn quantization_plan(
             continue;
         }
         let shape = &dense[&weight_key];
+
         let in_dims = shape.last().copied().unwrap_or(0);
         if q.group_size <= 0 || in_dims % q.group_size != 0 || (in_dims * q.bits) % 32 != 0 {
             problems.push((
@@ -560,5 +601,5 @@ fn quantization_plan(
             }
         }
     }
-    QuantizationPlan { expected, problems }
+    plain(expected, problems)
 }

@@ -72,6 +72,28 @@ impl QuantMode {
         }
     }
 
+    /// The bit widths and group sizes MLX has kernels for in this mode.
+    fn supported(self) -> (&'static [i32], &'static [i32]) {
+        match self {
+            QuantMode::Affine => (&[2, 3, 4, 5, 6, 8], &[32, 64, 128]),
+            QuantMode::Mxfp4 => (&[4], &[32]),
+            QuantMode::Nvfp4 => (&[4], &[16]),
+            QuantMode::Mxfp8 => (&[8], &[32]),
+        }
+    }
+
+    /// "`key` value is not supported in mode m (supported: ...)" for `bits` or `group_size`.
+    fn unsupported(self, key: &str, value: &str) -> String {
+        let (bits, groups) = self.supported();
+        let list = if key == "bits" { bits } else { groups };
+        let list: Vec<String> = list.iter().map(i32::to_string).collect();
+        format!(
+            "`{key}` {value} is not supported in mode {} (supported: {})",
+            self.as_str(),
+            list.join(", ")
+        )
+    }
+
     /// Whether the mode stores `biases` next to `scales`.
     pub fn has_biases(self) -> bool {
         self == QuantMode::Affine
@@ -131,30 +153,48 @@ impl Quantization {
     /// or 128; mxfp4 at 4 bits in groups of 32; nvfp4 at 4 bits in groups of 16; mxfp8 at 8
     /// bits in groups of 32. The error says what is supported.
     pub fn check(&self) -> std::result::Result<(), String> {
-        let (bits, groups): (&[i32], &[i32]) = match self.mode {
-            QuantMode::Affine => (&[2, 3, 4, 5, 6, 8], &[32, 64, 128]),
-            QuantMode::Mxfp4 => (&[4], &[32]),
-            QuantMode::Nvfp4 => (&[4], &[16]),
-            QuantMode::Mxfp8 => (&[8], &[32]),
-        };
-        let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+        let (bits, groups) = self.mode.supported();
         if !bits.contains(&self.bits) {
-            return Err(format!(
-                "`bits` {} is not supported in mode {} (supported: {})",
-                self.bits,
-                self.mode.as_str(),
-                list(bits)
-            ));
+            return Err(self.mode.unsupported("bits", &self.bits.to_string()));
         }
         if !groups.contains(&self.group_size) {
-            return Err(format!(
-                "`group_size` {} is not supported in mode {} (supported: {})",
-                self.group_size,
-                self.mode.as_str(),
-                list(groups)
-            ));
+            return Err(self
+                .mode
+                .unsupported("group_size", &self.group_size.to_string()));
         }
         Ok(())
+    }
+
+    /// Reads and checks one entry of a config's `quantization` (the default or a layer's):
+    /// an object with optional `mode`, `bits` and `group_size`, the last two defaulting to the
+    /// mode's. The error names the key and the value as written.
+    pub fn from_config_entry(value: &serde_json::Value) -> std::result::Result<Self, String> {
+        use serde_json::Value;
+        let obj = value.as_object().ok_or_else(|| {
+            format!("{value} is not a quantization (an object with `bits`, `group_size`, `mode`)")
+        })?;
+        let mode = match obj.get("mode") {
+            None | Some(Value::Null) => QuantMode::Affine,
+            Some(Value::String(m)) => QuantMode::parse(m).ok_or_else(|| {
+                format!("unknown `mode` `{m}` (supported: affine, mxfp4, nvfp4, mxfp8)")
+            })?,
+            Some(other) => return Err(format!("`mode` {other} is not a mode name")),
+        };
+        let (group_default, bits_default) = mode.defaults();
+        let int = |key: &str, default: i32| match obj.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_i64()
+                .and_then(|x| i32::try_from(x).ok())
+                .ok_or_else(|| mode.unsupported(key, &v.to_string())),
+        };
+        let q = Self {
+            group_size: int("group_size", group_default)?,
+            bits: int("bits", bits_default)?,
+            mode,
+        };
+        q.check()?;
+        Ok(q)
     }
 
     fn group(&self) -> mlx_sys::mlx_optional_int {
