@@ -29,9 +29,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate a continuation of a prompt.
+    // `--temp -1` is a value to refuse with its own message, not an unknown flag.
+    #[command(allow_negative_numbers = true)]
     Generate(GenerateArgs),
     /// Chat interactively (one message a line; `q` quits, `r` starts over); the cache is
     /// kept between turns, so each turn only processes its new tokens.
+    #[command(allow_negative_numbers = true)]
     Chat(ChatArgs),
     /// List the registered architectures and their aliases.
     List,
@@ -234,7 +237,10 @@ fn prefill_progress(quiet: bool) -> impl FnMut(usize, usize) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return flag_error(e),
+    };
     let result = match cli.command {
         Command::Generate(args) => generate(args),
         Command::Chat(args) => chat(args),
@@ -252,6 +258,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version go out as clap writes them; a bad flag or value is one `error:` line
+/// (clap's first) and exit status 2.
+fn flag_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("error: bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("error: {first} (see --help)");
+    ExitCode::from(2)
 }
 
 fn list() {

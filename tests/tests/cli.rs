@@ -438,3 +438,41 @@ fn inspect_reads_the_headers_and_checks_the_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Bad flags and values are one `error:` line each: ours (a value out of range, exit 1) and
+/// clap's (an unknown flag, a value that is not a number, exit 2), with no usage block.
+#[test]
+fn bad_flags_are_one_line() {
+    let model = untied_fixture();
+    let model = model.to_str().expect("path");
+    for (flags, code, needle) in [
+        (
+            &["--temp", "-1"][..],
+            1,
+            "error: --temp: must be a number >= 0, got -1",
+        ),
+        (
+            &["--top-p", "nan"][..],
+            1,
+            "error: --top-p: must be in [0, 1], got NaN",
+        ),
+        (
+            &["--max-tokens", "-5"][..],
+            2,
+            "error: invalid value '-5' for '--max-tokens",
+        ),
+        (
+            &["--bogus"][..],
+            2,
+            "error: unexpected argument '--bogus' found (see --help)",
+        ),
+    ] {
+        let mut args = vec!["generate", "--model", model, "--prompt-tokens", "1,2"];
+        args.extend_from_slice(flags);
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{flags:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{flags:?}: {stderr}");
+        assert!(stderr.starts_with(needle), "{flags:?}: {stderr}");
+    }
+}
