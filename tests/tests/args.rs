@@ -266,7 +266,7 @@ fn non_finite_floats_are_refused_but_written_as_transformers_does() {
         assert_eq!(
             e.to_string(),
             format!(
-                "config.json: `final_logit_softcapping`: expected a finite number, found {{\"__float__\":\"{tagged}\"}}"
+                "config.json: `final_logit_softcapping`: expected a finite number, found {tagged}"
             )
         );
     }

@@ -159,6 +159,17 @@ impl ArgsError {
 /// Compact JSON of a value, cut to a readable length. Only the head of the value is written,
 /// so that a wrong value of megabytes costs no more than a small one.
 pub(crate) fn show(v: &Value) -> String {
+    // A tagged float (`{"__float__": "Infinity"}`, as transformers writes NaN and the
+    // infinities, and as config.json's bare `Infinity` is read) shows as the number it is.
+    if let Some(tag) = v
+        .as_object()
+        .filter(|m| m.len() == 1)
+        .and_then(|m| m.get("__float__"))
+    {
+        if let Some(tag @ ("Infinity" | "-Infinity" | "NaN")) = tag.as_str() {
+            return tag.to_owned();
+        }
+    }
     /// Keeps the first `HEAD` bytes written, then refuses more (which stops serde_json).
     struct Head(Vec<u8>);
     // 60 characters are at most 240 bytes; one more byte tells that there is more.
