@@ -81,6 +81,42 @@ pub const FUEL: u64 = 50_000_000;
 /// text, far beyond any context window (a guard against templates that print without end).
 pub const MAX_OUTPUT: usize = 16 << 20;
 
+/// The most bytes a render may format anywhere, output captured by macros and `set` blocks
+/// included (each nesting level formats its inner output again): the output limit's work
+/// bound. Without it a macro writing a 100 MB string and calling itself ran for 23 s before
+/// minijinja's recursion limit, the output it would give never reaching the writer.
+pub const MAX_FORMATTED: usize = 4 * MAX_OUTPUT;
+
+thread_local! {
+    /// What the render on this thread has formatted so far, and whether it went past
+    /// [`MAX_FORMATTED`].
+    static FORMATTED: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
+/// minijinja's formatter, counting what it formats (strings by their bytes, other values by
+/// their items) against [`MAX_FORMATTED`].
+fn counting_formatter(
+    out: &mut minijinja::Output,
+    state: &State,
+    value: &Value,
+) -> Result<(), JinjaError> {
+    let n = match value.as_str() {
+        Some(s) => s.len(),
+        None => value.len().unwrap_or(1),
+    };
+    let (done, _) = FORMATTED.with(|c| c.get());
+    let total = done.saturating_add(n);
+    if total > MAX_FORMATTED {
+        FORMATTED.with(|c| c.set((total, true)));
+        return Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            "the chat template formats too much",
+        ));
+    }
+    FORMATTED.with(|c| c.set((total, false)));
+    minijinja::escape_formatter(out, state, value)
+}
+
 /// The widest padding that `indent`, `format` and `str.format` may produce (real templates
 /// indent by a few spaces).
 pub const MAX_WIDTH: usize = 4096;
@@ -92,6 +128,7 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_fuel(Some(FUEL));
+        env.set_formatter(counting_formatter);
         env.set_unknown_method_callback(python_method);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -152,12 +189,15 @@ impl ChatTemplate {
             over: false,
         };
         let ctx = Value::from_serialize(context);
+        FORMATTED.with(|c| c.set((0, false)));
         let result = catch_unwind(AssertUnwindSafe(|| {
             tmpl.render_captured_to(ctx, &mut out).map(drop)
         }));
+        let (_, formatted_too_much) = FORMATTED.with(|c| c.get());
         match result {
             Err(panic) => Err(TemplateError::Panicked(panic_message(panic.as_ref()))),
             Ok(Err(_)) if out.over => Err(TemplateError::TooLarge { limit: MAX_OUTPUT }),
+            Ok(Err(_)) if formatted_too_much => Err(TemplateError::TooLarge { limit: MAX_OUTPUT }),
             Ok(Err(e)) => Err(TemplateError::Render(e)),
             // minijinja writes whole `str`s, so the bytes are UTF-8.
             Ok(Ok(())) => Ok(String::from_utf8(out.buf)

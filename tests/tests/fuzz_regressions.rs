@@ -199,6 +199,28 @@ fn reversed_slice_of_an_empty_list_is_an_error() {
     assert_eq!(out, "assistantuser");
 }
 
+/// Found as a hang by the million-input run (23 s on a 645-byte template): a macro that
+/// writes a 100 MB string (the most minijinja repeats) and calls itself until minijinja's
+/// recursion limit, the output it builds never reaching the bounded writer. What a render
+/// formats anywhere, captured output included, is now bounded too.
+#[test]
+fn output_captured_by_macros_is_bounded() {
+    let src = "{% macro m(x) %}{{ 'a' * 99999999 }}{{ m(x) }}{% endmacro %}{{ m(1) }}";
+    let err = render(src, json!({})).unwrap_err();
+    assert!(matches!(err, TemplateError::TooLarge { .. }), "{err:?}");
+    let src = "{% set big %}{% for i in range(100) %}{{ 'a' * 9999999 }}{% endfor %}{% endset %}x";
+    let err = render(src, json!({})).unwrap_err();
+    assert!(matches!(err, TemplateError::TooLarge { .. }), "{err:?}");
+    // Recursion over a nested schema, as tool templates do, renders as before.
+    let nested = (0..20).fold(
+        json!({"type": "string"}),
+        |inner, _| json!({"items": inner}),
+    );
+    let walk = "{% macro walk(s) %}[{% if s.items %}{{ walk(s.items) }}{% else %}{{ s.type }}{% endif %}]{% endmacro %}{{ walk(schema) }}";
+    let out = render(walk, json!({"schema": nested})).unwrap();
+    assert_eq!(out, format!("{}string{}", "[".repeat(21), "]".repeat(21)));
+}
+
 /// Found as a hang (and a climb towards 1 GB): a sequence repeated 10^8 times, printed. Fuel
 /// counts instructions, not what one instruction writes; the output is now bounded.
 #[test]
