@@ -301,7 +301,7 @@ impl SwitchGlu {
 
     /// `x` (`[..., dims]`) through its `k` experts (`indices`, `[..., k]`): `[..., k, dims]`.
     /// On the CPU, with many (token, expert) pairs, one expert at a time through BLAS
-    /// ([`grouped`]), rounding to `x`'s type where the gathered products would.
+    /// (grouped by expert), rounding to `x`'s type where the gathered products would.
     pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
         if groups_on_cpu(indices) {
             // The activation in `x`'s type, as after the gathered products.
