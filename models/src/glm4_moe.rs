@@ -105,7 +105,7 @@ impl Glm4MoeArgs {
         }
         let prf = self.partial_rotary_factor;
         let dims = self.rope_dims();
-        if !(prf > 0.0 && prf <= 1.0) || dims < 2 || dims % 2 != 0 {
+        if !(prf > 0.0 && prf <= 1.0) || dims < 2 || !dims.is_multiple_of(2) {
             return Err(ArgsError::invalid(
                 &["partial_rotary_factor"],
                 format!(

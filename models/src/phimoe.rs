@@ -72,7 +72,7 @@ impl PhiMoeArgs {
         check_heads(self.hidden_size, heads, kv_heads, None)?;
         let keys = ["num_local_experts", "num_experts_per_tok"];
         check_experts(self.num_local_experts, self.num_experts_per_tok, keys)?;
-        if !(self.router_jitter_noise >= 0.0) {
+        if self.router_jitter_noise.is_nan() || self.router_jitter_noise < 0.0 {
             let msg = format!(
                 "`router_jitter_noise` must be >= 0, got {}",
                 self.router_jitter_noise

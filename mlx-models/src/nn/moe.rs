@@ -457,7 +457,7 @@ pub fn qwen_sparse_layer(
     !mlp_only_layers.contains(&i)
         && num_experts > 0
         && decoder_sparse_step > 0
-        && (i + 1) % decoder_sparse_step == 0
+        && (i + 1).is_multiple_of(decoder_sparse_step)
 }
 
 /// Checks an expert count and the experts per token, for the args' post-parse hooks; errors
