@@ -108,7 +108,7 @@ pub enum BuildError {
     #[error(transparent)]
     Args(#[from] ArgsError),
     /// The constructor failed.
-    #[error("cannot build `{model_type}`: {source}")]
+    #[error("cannot build `{model_type}`: {}", source.what())]
     Model {
         /// The architecture.
         model_type: &'static str,

@@ -99,9 +99,10 @@ impl Glm4MoeArgs {
         if let Some(experts) = self.n_routed_experts {
             let keys = ["n_routed_experts", "num_experts_per_tok"];
             check_experts(experts, self.num_experts_per_tok, keys)?;
+            let keys = ["n_routed_experts", "n_group", "topk_group"];
             self.routing()
                 .check(experts as i32)
-                .map_err(|e| ArgsError::invalid(&["n_group", "topk_group"], e.to_string()))?;
+                .map_err(|e| ArgsError::invalid(&keys, e))?;
         }
         let prf = self.partial_rotary_factor;
         let dims = self.rope_dims();

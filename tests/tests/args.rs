@@ -672,3 +672,74 @@ fn gpt_oss_defaults_and_checks() {
         small(json!({"rope_scaling": {"rope_type": "nope"}, "layer_types": types})).unwrap_err();
     assert_eq!(keys, ["rope_scaling"]);
 }
+
+/// Mixture-of-experts configs: experts per token beyond the experts, groups that do not split
+/// them, a routing the reference does not have, a rotated share that leaves no pair, each an
+/// error naming its keys, before anything is built.
+#[test]
+fn hostile_expert_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::glm4_moe::Glm4MoeArgs;
+    use mlx_models_zoo::mixtral::MixtralArgs;
+    use mlx_models_zoo::qwen3_moe::Qwen3MoeArgs;
+    let qwen3 = json!({
+        "model_type": "qwen3_moe", "hidden_size": 64, "num_hidden_layers": 2,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "num_experts": 8, "num_experts_per_tok": 9, "decoder_sparse_step": 1,
+        "mlp_only_layers": [], "moe_intermediate_size": 32, "norm_topk_prob": true,
+        "rms_norm_eps": 1e-6, "vocab_size": 256, "max_position_embeddings": 64,
+        "rope_theta": 1e6, "tie_word_embeddings": false,
+    });
+    let err = Config::<Qwen3MoeArgs>::parse(&qwen3).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.json: `num_experts_per_tok` (9) must be between 1 and `num_experts` (8)"
+    );
+    // Every layer dense: the per-token count is not checked against no experts.
+    let dense = with(
+        with(qwen3.clone(), "num_experts", json!(0)),
+        "mlp_only_layers",
+        json!([0, 1]),
+    );
+    assert!(Config::<Qwen3MoeArgs>::parse(&dense).is_ok());
+    let huge = with(qwen3, "num_experts", json!(1u64 << 40));
+    let err = Config::<Qwen3MoeArgs>::parse(&huge)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`num_experts`") && err.contains("at most 2147483647"),
+        "{err}"
+    );
+
+    let mixtral =
+        json!({"model_type": "mixtral", "num_local_experts": 2, "num_experts_per_tok": 0});
+    let err = Config::<MixtralArgs>::parse(&mixtral)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`num_experts_per_tok`"), "{err}");
+
+    let glm = json!({
+        "model_type": "glm4_moe", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
+        "max_position_embeddings": 64, "moe_intermediate_size": 32, "norm_topk_prob": true,
+        "num_attention_heads": 4, "n_group": 3, "head_dim": 16, "topk_group": 1,
+        "n_shared_experts": 1, "n_routed_experts": 8, "routed_scaling_factor": 1.0,
+        "num_experts_per_tok": 2, "first_k_dense_replace": 0, "num_hidden_layers": 2,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 1e4, "rope_scaling": null,
+        "use_qk_norm": false, "tie_word_embeddings": false, "attention_bias": false,
+        "partial_rotary_factor": 0.5,
+    });
+    let err = Config::<Glm4MoeArgs>::parse(&glm).unwrap_err().to_string();
+    assert_eq!(err, "config.json: 8 experts do not split into 3 groups");
+    let glm = with(glm, "n_group", json!(4));
+    assert!(Config::<Glm4MoeArgs>::parse(&glm).is_ok());
+    let err = Config::<Glm4MoeArgs>::parse(&with(glm.clone(), "topk_method", json!("greedy")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`greedy`") && err.contains("noaux_tc"),
+        "{err}"
+    );
+    let err = Config::<Glm4MoeArgs>::parse(&with(glm, "partial_rotary_factor", json!(0.01)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`partial_rotary_factor`"), "{err}");
+}

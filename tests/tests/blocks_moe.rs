@@ -192,7 +192,10 @@ fn bad_routing_is_refused() {
         scaling: 1.0,
         renormalize: true,
     };
-    assert!(g.check(8).unwrap_err().to_string().contains("groups"));
+    assert_eq!(
+        g.check(8).unwrap_err(),
+        "8 experts do not split into 3 groups"
+    );
     let g = Routing::GroupLimited {
         k: 2,
         n_group: 4,

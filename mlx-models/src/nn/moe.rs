@@ -119,13 +119,13 @@ impl Routing {
         }
     }
 
-    /// Checks the routing against the number of experts, for a clear error at build time.
-    pub fn check(&self, experts: i32) -> Result<()> {
+    /// Checks the routing against the number of experts (the args' hooks name the keys).
+    pub fn check(&self, experts: i32) -> std::result::Result<(), String> {
         let k = self.k();
         if k < 1 || k > experts {
-            return Err(Exception::custom(format!(
+            return Err(format!(
                 "{k} experts per token out of {experts}: must be between 1 and the expert count"
-            )));
+            ));
         }
         if let Routing::GroupLimited {
             n_group,
@@ -134,19 +134,19 @@ impl Routing {
         } = *self
         {
             if n_group < 1 || experts % n_group != 0 {
-                return Err(Exception::custom(format!(
+                return Err(format!(
                     "{experts} experts do not split into {n_group} groups"
-                )));
+                ));
             }
             if n_group > 1 && experts / n_group < 2 {
-                return Err(Exception::custom(format!(
+                return Err(format!(
                     "{n_group} groups of {experts} experts: a group needs at least two"
-                )));
+                ));
             }
             if topk_group < 1 || topk_group > n_group {
-                return Err(Exception::custom(format!(
+                return Err(format!(
                     "topk_group {topk_group} must be between 1 and n_group {n_group}"
-                )));
+                ));
             }
         }
         Ok(())
@@ -284,7 +284,7 @@ impl SparseMoe {
     /// `experts` SwiGLU experts of `dim` to `hidden` and back, no biases, routed by `routing`.
     pub fn new(dim: usize, hidden: usize, experts: usize, routing: Routing) -> Result<Self> {
         let (d, h, e) = (dim as i32, hidden as i32, experts as i32);
-        routing.check(e)?;
+        routing.check(e).map_err(Exception::custom)?;
         let bias = match routing {
             Routing::GroupLimited { .. } => Some(zeros_dtype(&[e], Dtype::Float32)?),
             _ => None,
