@@ -136,6 +136,7 @@ impl ChatTemplate {
         env.add_filter("indent", indent);
         env.add_filter("format", format);
         env.add_filter("replace", replace);
+        env.add_filter("join", join);
         let source = source.to_string();
         match catch_unwind(AssertUnwindSafe(|| env.add_template_owned("chat", source))) {
             Ok(Ok(())) => Ok(ChatTemplate { env }),
@@ -242,6 +243,34 @@ fn too_wide(what: &str, width: usize) -> JinjaError {
         ErrorKind::InvalidOperation,
         format!("{what}: a width of {width} is more than the {MAX_WIDTH} allowed"),
     )
+}
+
+/// minijinja's `join` (items as text, the joiner between them), stopped once the result
+/// passes [`MAX_OUTPUT`] bytes: a sequence repeated without limit (`['a' * 1000] * 10**8`)
+/// would otherwise be joined into gigabytes before anything is printed.
+fn join(value: &Value, joiner: Option<String>) -> Result<String, JinjaError> {
+    use std::fmt::Write as _;
+    let joiner = joiner.unwrap_or_default();
+    let mut out = String::new();
+    for (i, item) in value.try_iter()?.enumerate() {
+        if i > 0 {
+            out.push_str(&joiner);
+        }
+        match item.as_str() {
+            Some(s) => out.push_str(s),
+            None => {
+                let _ = write!(out, "{item}");
+            }
+        }
+        if out.len() > MAX_OUTPUT {
+            FORMATTED.with(|c| c.set((c.get().0, true)));
+            return Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                "join: the result is too large",
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// minijinja's `indent`, with the width limited to [`MAX_WIDTH`].

@@ -211,6 +211,18 @@ fn output_captured_by_macros_is_bounded() {
     let src = "{% set big %}{% for i in range(100) %}{{ 'a' * 9999999 }}{% endfor %}{% endset %}x";
     let err = render(src, json!({})).unwrap_err();
     assert!(matches!(err, TemplateError::TooLarge { .. }), "{err:?}");
+    // A sequence repeated without limit, joined: stopped while it is built.
+    let src = "{{ (['a' * 1000] * 99999999) | join(', ') }}";
+    let err = render(src, json!({})).unwrap_err();
+    assert!(matches!(err, TemplateError::TooLarge { .. }), "{err:?}");
+    assert_eq!(
+        render(
+            "{{ ['a', 1, 'b'] | join('-') }}{{ 'xyz' | join }}",
+            json!({})
+        )
+        .unwrap(),
+        "a-1-bxyz"
+    );
     // Recursion over a nested schema, as tool templates do, renders as before.
     let nested = (0..20).fold(
         json!({"type": "string"}),
