@@ -123,7 +123,8 @@ def make_checkpoints(out: Path, suite: str) -> list:
     from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
 
     name, config, (mode, group_size, bits) = SUITES[suite]
-    dense, q4 = out / f"{name}-f32", out / f"{name}-{mode if mode != 'affine' else 'q'}{bits}"
+    variant = f"q{bits}" if mode == "affine" else mode
+    dense, q4 = out / f"{name}-f32", out / f"{name}-{variant}"
     if not (dense / "config.json").exists() or not (q4 / "config.json").exists():
         model_class, args_class = _get_classes(config)
         model = model_class(args_class.from_dict(config))
