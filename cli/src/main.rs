@@ -371,6 +371,7 @@ fn inspect(args: SourceArgs) -> CliResult<()> {
     let unknown: Vec<String> = built
         .unknown_keys
         .iter()
+        .filter(|k| !mlx_models::checkpoint::LOADER_KEYS.contains(&k.key.as_str()))
         .map(|k| format!("`{}`", k.key))
         .collect();
     println!(

@@ -64,6 +64,11 @@ pub fn tag_bare_non_finite(text: &str) -> Option<String> {
     changed.then_some(out)
 }
 
+/// Keys of config.json that the loader reads itself, not an architecture's args: the
+/// quantization (`quantization`, or `quantization_config` naming an MLX mode) and the end
+/// tokens. They are not unknown keys.
+pub const LOADER_KEYS: &[&str] = &["quantization", "quantization_config", "eos_token_id"];
+
 /// Reads `config.json` of a checkpoint folder, as the raw JSON object.
 ///
 /// When `generation_config.json` exists and has a truthy `eos_token_id`, it replaces the

@@ -31,6 +31,7 @@ mod validate;
 use config::read_json;
 pub use config::{
     eos_token_ids, generation_config_eos, parse_eos_ids, read_config, tag_bare_non_finite,
+    LOADER_KEYS,
 };
 pub use files::{read_index, weight_files, ShardIndex};
 use read::map_file;
