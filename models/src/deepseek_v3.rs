@@ -129,7 +129,11 @@ impl DeepseekV3Args {
             .filter(|w| *w <= mlx_models::args::MAX_SIZE);
         if width.is_none() {
             return Err(ArgsError::invalid(
-                &["num_attention_heads", "qk_nope_head_dim", "qk_rope_head_dim"],
+                &[
+                    "num_attention_heads",
+                    "qk_nope_head_dim",
+                    "qk_rope_head_dim",
+                ],
                 "the query heads exceed MLX's size limit",
             ));
         }

@@ -75,7 +75,13 @@ impl MultiLinear {
     /// Quantizes the weight in place (`to_quantized`).
     pub fn quantize(&mut self, q: Quantization) -> Result<()> {
         let what = "the per-head linear layer";
-        quantize_in_place(&mut self.weight, &mut self.scales, &mut self.biases, q, what)
+        quantize_in_place(
+            &mut self.weight,
+            &mut self.scales,
+            &mut self.biases,
+            q,
+            what,
+        )
     }
 
     /// How the weight is quantized (`None`: dense).
@@ -186,7 +192,12 @@ impl MultiLatentAttention {
             Exception::custom("attention: the query heads exceed MLX's size limit")
         })?;
         let (q_proj, q_a_proj, q_a_layernorm, q_b_proj) = match c.q_lora_rank {
-            None => (Some(Linear::new(c.hidden_size, q_width, false)?), None, None, None),
+            None => (
+                Some(Linear::new(c.hidden_size, q_width, false)?),
+                None,
+                None,
+                None,
+            ),
             Some(rank) => (
                 None,
                 Some(Linear::new(c.hidden_size, rank, c.bias)?),
@@ -219,11 +230,16 @@ impl MultiLatentAttention {
         &self,
         x: &Array,
         mask: &AttentionMask,
-        mut cache: Option<&mut Cache>,
+        cache: Option<&mut Cache>,
     ) -> Result<Array> {
         let c = &self.config;
         let (b, l) = (x.dim(0), x.dim(1));
-        let q = match (&self.q_proj, &self.q_a_proj, &self.q_a_layernorm, &self.q_b_proj) {
+        let q = match (
+            &self.q_proj,
+            &self.q_a_proj,
+            &self.q_a_layernorm,
+            &self.q_b_proj,
+        ) {
             (Some(q_proj), ..) => q_proj.forward(x)?,
             (None, Some(a), Some(norm), Some(b_proj)) => {
                 b_proj.forward(&norm.forward(&a.forward(x)?)?)?
@@ -246,7 +262,7 @@ impl MultiLatentAttention {
         let k_pe = rope_after(&self.rope, &k_pe, cache.as_deref())?;
         let kv_latent = expand_dims(&kv_latent, 1)?;
 
-        let (kv_latent, k_pe) = match cache.as_deref_mut() {
+        let (kv_latent, k_pe) = match cache {
             None => (kv_latent, k_pe),
             Some(Cache::Quantized(_)) => {
                 return Err(Exception::custom(
