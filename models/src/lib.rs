@@ -9,6 +9,8 @@
 #![warn(missing_docs)]
 
 pub mod cohere;
+pub mod deepseek_v2;
+pub mod deepseek_v3;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;

@@ -28,7 +28,7 @@ pub fn scaled_dot_product_attention(
 }
 
 /// The lowest finite value of a float dtype (`mx.finfo(dtype).min`).
-fn finfo_min(dtype: Dtype) -> Array {
+pub(crate) fn finfo_min(dtype: Dtype) -> Array {
     let v = match dtype {
         Dtype::Float16 => -65504.0,
         Dtype::Bfloat16 => -3.389_531_4e38,

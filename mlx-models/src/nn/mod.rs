@@ -3,6 +3,8 @@
 //! - [`mask`]: causal, sliding-window and padding masks ([`mask::AttentionMask`]);
 //! - [`attention`]: the one attention entry over the fused kernel, with grouped-query heads,
 //!   sinks and the quantized-cache path;
+//! - [`mla`]: multi-head latent attention (deepseek_v3's), with its per-head projections and
+//!   the split of a fused `kv_b_proj`;
 //! - [`rope`]: every RoPE variant, built from a `rope_scaling` / `rope_parameters` config;
 //! - [`quantized`]: linear and embedding layers loading mlx-community's quantized layout;
 //! - [`switch`]: mixture-of-experts layers over `gather_mm` / `gather_qmm`;
@@ -21,6 +23,7 @@ pub mod attention;
 pub mod blocks;
 pub mod gemma;
 pub mod mask;
+pub mod mla;
 pub mod moe;
 pub mod norm;
 pub mod quantized;

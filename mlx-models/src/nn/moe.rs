@@ -106,6 +106,20 @@ pub enum Routing {
         /// `norm_topk_prob` (applied when `k > 1`).
         renormalize: bool,
     },
+    /// A softmax over all experts in the logits' type, optionally limited to the `topk_group`
+    /// best of `n_group` groups (a group's score: its best probability; `n_group` 1: no
+    /// limit), the top `k` probabilities times `scaling`, not renormalised (deepseek_v2's
+    /// `greedy` and `group_limited_greedy`).
+    SoftmaxGroupLimited {
+        /// Experts per token.
+        k: i32,
+        /// Groups of experts (1: plain greedy).
+        n_group: i32,
+        /// Groups kept per token.
+        topk_group: i32,
+        /// `routed_scaling_factor`.
+        scaling: f32,
+    },
 }
 
 impl Routing {
@@ -115,7 +129,8 @@ impl Routing {
             Routing::SoftmaxTopK { k, .. }
             | Routing::TopKSoftmax { k, .. }
             | Routing::SparseMixer { k, .. }
-            | Routing::GroupLimited { k, .. } => k,
+            | Routing::GroupLimited { k, .. }
+            | Routing::SoftmaxGroupLimited { k, .. } => k,
         }
     }
 
@@ -131,6 +146,11 @@ impl Routing {
             n_group,
             topk_group,
             ..
+        }
+        | Routing::SoftmaxGroupLimited {
+            n_group,
+            topk_group,
+            ..
         } = *self
         {
             if n_group < 1 || experts % n_group != 0 {
@@ -138,7 +158,8 @@ impl Routing {
                     "{experts} experts do not split into {n_group} groups"
                 ));
             }
-            if n_group > 1 && experts / n_group < 2 {
+            let sigmoid = matches!(self, Routing::GroupLimited { .. });
+            if sigmoid && n_group > 1 && experts / n_group < 2 {
                 return Err(format!(
                     "{n_group} groups of {experts} experts: a group needs at least two"
                 ));
@@ -196,6 +217,12 @@ impl Routing {
                 })?;
                 group_limited(gates, bias, k, n_group, topk_group, scaling, renormalize)
             }
+            Routing::SoftmaxGroupLimited {
+                k,
+                n_group,
+                topk_group,
+                scaling,
+            } => softmax_group_limited(gates, k, n_group, topk_group, scaling),
         }
     }
 }
@@ -249,6 +276,34 @@ fn group_limited(
         weights = weights.divide(weights.sum_axis(-1, true)?)?;
     }
     Ok((inds, weights.multiply(Array::from_f32(scaling))?))
+}
+
+fn softmax_group_limited(
+    gates: &Array,
+    k: i32,
+    n_group: i32,
+    topk_group: i32,
+    scaling: f32,
+) -> Result<(Array, Array)> {
+    let mut scores = softmax_axis(gates, -1, true)?;
+    if n_group > 1 {
+        let grouped = unflatten(&scores, -1, &[n_group, -1])?;
+        let group_scores = grouped.max_axis(-1, true)?;
+        let drop = n_group - topk_group;
+        let grouped = if drop > 0 {
+            let part = argpartition_axis(&group_scores, drop - 1, -2)?;
+            let worst = mlx_rs::stop_gradient(&part.try_index((Ellipsis, ..drop, ..))?)?;
+            let zero = Array::from_f32(0.0).as_dtype(scores.dtype())?;
+            put_along_axis(&grouped, &worst, zero, -2)?
+        } else {
+            grouped
+        };
+        scores = grouped.flatten(-2, -1)?;
+    }
+    let inds = TopK::Negated.indices(&scores, k)?;
+    let weights = take_along_axis(&scores, &inds, -1)?;
+    let scaling = Array::from_f32(scaling).as_dtype(weights.dtype())?;
+    Ok((inds, weights.multiply(scaling)?))
 }
 
 /// A sparse mixture-of-experts feed-forward: the gate's logits routed ([`Routing`]), the

@@ -1,0 +1,380 @@
+//! Multi-head latent attention (MLA), after the attention of mlx-lm's `models/deepseek_v3.py`
+//! and its `models/mla.py`: queries through a low-rank pair (`q_a_proj`, `q_a_layernorm`,
+//! `q_b_proj`) or one `q_proj`; keys and values from one compressed latent per position
+//! (`kv_a_proj_with_mqa`, then `kv_a_layernorm`) beside a single shared RoPE key; every head
+//! split into a part without position (`qk_nope_head_dim`) and a rotated part
+//! (`qk_rope_head_dim`).
+//!
+//! The cache holds what the reference's holds: the normed latent (`[B, 1, L, kv_lora_rank]`) as
+//! the keys and the rotated shared key (`[B, 1, L, qk_rope_head_dim]`) as the values. The
+//! per-head up-projections are two [`MultiLinear`]s, `embed_q` (`[heads, kv_lora_rank,
+//! qk_nope_head_dim]`) and `unembed_out` (`[heads, v_head_dim, kv_lora_rank]`), which the
+//! checkpoint's fused `kv_b_proj` splits into ([`split_kv_b_proj`]). Over several new positions
+//! the latent is expanded into per-head keys and values; for one position (decoding) the query
+//! is absorbed into the latent space instead and the output projected out of it, as the
+//! reference does. The rotated part enters as an additive mask of scores
+//! `(q_pe · scale) k_peᵀ`, the padding or causal mask applied to it with the dtype's lowest
+//! value. The softmax scale is `(qk_nope_head_dim + qk_rope_head_dim)^-0.5`, times the square
+//! of yarn's `0.1 · mscale_all_dim · ln(factor) + 1` when `rope_scaling` has a non-zero
+//! `mscale_all_dim` and a `factor` above one ([`mla_scale`]).
+//!
+//! A quantized key/value cache is refused: the reference's path cannot use one here either.
+
+use mlx_rs::error::{Exception, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::Param;
+use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::ops::{expand_dims, matmul, select, split_at_indices, zeros_dtype};
+use mlx_rs::{Array, Dtype};
+use serde_json::Value;
+
+use crate::cache::Cache;
+use crate::nn::attention::{finfo_min, scaled_dot_product_attention};
+use crate::nn::blocks::{merge_heads, rope_after};
+use crate::nn::mask::{create_causal_mask, AttentionMask};
+use crate::nn::norm::RmsNorm;
+use crate::nn::quantized::{
+    dequantize, infer_quantization, packed_quantization, quantize, quantize_in_place,
+    quantized_matmul, Linear, Quantization, Slot,
+};
+use crate::nn::rope::Rope;
+use crate::nn::transformer::SelfAttention;
+use crate::weights::Weights;
+
+/// One linear map per head (`mla.py`'s `MultiLinear` and `QuantizedMultiLinear`): `weight`
+/// `[heads, out, in]` (packed along `in` when quantized), applied to `[..., heads, L, in]` as
+/// `x @ weightᵀ`, or as `x @ weight` (`[..., L, out]` to `[..., heads, L, in]`) with
+/// `transpose = false`. The quantization is read back from the shapes, as for
+/// [`Linear`].
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct MultiLinear {
+    /// `[heads, out, in]`.
+    #[param]
+    pub weight: Param<Array>,
+    /// Quantization scales (empty when dense).
+    #[param]
+    pub scales: Slot,
+    /// Quantization biases (affine; empty otherwise).
+    #[param]
+    pub biases: Slot,
+    input_dims: i32,
+}
+
+impl MultiLinear {
+    /// Zero weights (the loader fills them).
+    pub fn new(input_dims: i32, output_dims: i32, num_heads: i32) -> Result<Self> {
+        let weight = zeros_dtype(&[num_heads, output_dims, input_dims], Dtype::Float32)?;
+        Ok(MultiLinear {
+            weight: Param::new(weight),
+            scales: Slot::empty(),
+            biases: Slot::empty(),
+            input_dims,
+        })
+    }
+
+    /// Quantizes the weight in place (`to_quantized`).
+    pub fn quantize(&mut self, q: Quantization) -> Result<()> {
+        let what = "the per-head linear layer";
+        quantize_in_place(
+            &mut self.weight,
+            &mut self.scales,
+            &mut self.biases,
+            q,
+            what,
+        )
+    }
+
+    /// How the weight is quantized (`None`: dense).
+    pub fn quantization(&self) -> Result<Option<Quantization>> {
+        let what = "per-head linear layer";
+        packed_quantization(self.input_dims, &self.weight, &self.scales, what)
+    }
+
+    /// `x @ weightᵀ` (`transpose`) or `x @ weight`.
+    pub fn forward(&self, x: &Array, transpose: bool) -> Result<Array> {
+        match (self.quantization()?, self.scales.get()) {
+            (Some(q), Some(scales)) => {
+                quantized_matmul(x, &self.weight, scales, self.biases.get(), transpose, &q)
+            }
+            _ if transpose => matmul(x, self.weight.swap_axes(-1, -2)?),
+            _ => matmul(x, &*self.weight),
+        }
+    }
+}
+
+/// The softmax scale of MLA: `q_head_dim^-0.5`, times `s²` with
+/// `s = 0.1 · mscale_all_dim · ln(factor) + 1` when `rope_scaling` has a non-zero
+/// `mscale_all_dim` and a `factor` above one (whatever its type, as the reference reads it).
+pub fn mla_scale(q_head_dim: usize, rope_scaling: Option<&Value>) -> f32 {
+    let mut scale = (q_head_dim as f64).powf(-0.5);
+    if let Some(scaling) = rope_scaling.filter(|v| v.is_object()) {
+        let num = |k: &str| scaling.get(k).and_then(Value::as_f64);
+        let mscale_all_dim = num("mscale_all_dim").unwrap_or(0.0);
+        if mscale_all_dim != 0.0 {
+            let factor = num("factor").unwrap_or(1.0);
+            if factor > 1.0 {
+                let s = 0.1 * mscale_all_dim * factor.ln() + 1.0;
+                scale *= s * s;
+            }
+        }
+    }
+    scale as f32
+}
+
+/// The shape of a [`MultiLatentAttention`] layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlaConfig {
+    /// Model width.
+    pub hidden_size: i32,
+    /// Attention heads.
+    pub n_heads: i32,
+    /// Rank of the query's low-rank pair; `None`: one `q_proj`.
+    pub q_lora_rank: Option<i32>,
+    /// Width of the compressed key/value latent.
+    pub kv_lora_rank: i32,
+    /// Features of each query/key head without position.
+    pub qk_nope_head_dim: i32,
+    /// Rotated features of each query head and of the shared key.
+    pub qk_rope_head_dim: i32,
+    /// Features of each value head.
+    pub v_head_dim: i32,
+    /// Biases on `q_a_proj`, `kv_a_proj_with_mqa` and `o_proj`.
+    pub bias: bool,
+    /// The epsilon of `q_a_layernorm` and `kv_a_layernorm`.
+    pub norm_eps: f32,
+    /// The factor on the scores ([`mla_scale`]).
+    pub scale: f32,
+}
+
+/// Multi-head latent attention (see the module's documentation). Field names are the
+/// checkpoint's (`self_attn.q_a_proj`, `self_attn.embed_q`, ...).
+#[derive(Debug, ModuleParameters)]
+pub struct MultiLatentAttention {
+    /// `[heads * q_head_dim, hidden]`, without a query rank.
+    #[param]
+    pub q_proj: Option<Linear>,
+    /// `[q_lora_rank, hidden]`.
+    #[param]
+    pub q_a_proj: Option<Linear>,
+    /// `[q_lora_rank]`.
+    #[param]
+    pub q_a_layernorm: Option<RmsNorm>,
+    /// `[heads * q_head_dim, q_lora_rank]`.
+    #[param]
+    pub q_b_proj: Option<Linear>,
+    /// `[kv_lora_rank + qk_rope_head_dim, hidden]`.
+    #[param]
+    pub kv_a_proj_with_mqa: Linear,
+    /// `[kv_lora_rank]`.
+    #[param]
+    pub kv_a_layernorm: RmsNorm,
+    /// `[heads, kv_lora_rank, qk_nope_head_dim]`: latent to keys (and queries into the latent).
+    #[param]
+    pub embed_q: MultiLinear,
+    /// `[heads, v_head_dim, kv_lora_rank]`: latent to values.
+    #[param]
+    pub unembed_out: MultiLinear,
+    /// `[hidden, heads * v_head_dim]`.
+    #[param]
+    pub o_proj: Linear,
+    /// The shape.
+    pub config: MlaConfig,
+    /// The rotation of the rotated parts.
+    pub rope: Rope,
+}
+
+impl MultiLatentAttention {
+    /// The layer `config` describes, rotating with `rope` (over `qk_rope_head_dim` features).
+    pub fn new(config: MlaConfig, rope: Rope) -> Result<Self> {
+        let c = &config;
+        let q_head_dim = c.qk_nope_head_dim + c.qk_rope_head_dim;
+        let q_width = c.n_heads.checked_mul(q_head_dim).ok_or_else(|| {
+            Exception::custom("attention: the query heads exceed MLX's size limit")
+        })?;
+        let (q_proj, q_a_proj, q_a_layernorm, q_b_proj) = match c.q_lora_rank {
+            None => (
+                Some(Linear::new(c.hidden_size, q_width, false)?),
+                None,
+                None,
+                None,
+            ),
+            Some(rank) => (
+                None,
+                Some(Linear::new(c.hidden_size, rank, c.bias)?),
+                Some(RmsNorm::new(rank, c.norm_eps)?),
+                Some(Linear::new(rank, q_width, false)?),
+            ),
+        };
+        Ok(MultiLatentAttention {
+            q_proj,
+            q_a_proj,
+            q_a_layernorm,
+            q_b_proj,
+            kv_a_proj_with_mqa: Linear::new(
+                c.hidden_size,
+                c.kv_lora_rank + c.qk_rope_head_dim,
+                c.bias,
+            )?,
+            kv_a_layernorm: RmsNorm::new(c.kv_lora_rank, c.norm_eps)?,
+            embed_q: MultiLinear::new(c.qk_nope_head_dim, c.kv_lora_rank, c.n_heads)?,
+            unembed_out: MultiLinear::new(c.kv_lora_rank, c.v_head_dim, c.n_heads)?,
+            o_proj: Linear::new(c.n_heads * c.v_head_dim, c.hidden_size, c.bias)?,
+            config,
+            rope,
+        })
+    }
+
+    /// `x` `[B, L, hidden]` to `[B, L, hidden]`, attending to what `cache` holds and the `L`
+    /// new positions (whose latents and rotated keys it appends to `cache`).
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut Cache>,
+    ) -> Result<Array> {
+        let c = &self.config;
+        let (b, l) = (x.dim(0), x.dim(1));
+        let q = match (
+            &self.q_proj,
+            &self.q_a_proj,
+            &self.q_a_layernorm,
+            &self.q_b_proj,
+        ) {
+            (Some(q_proj), ..) => q_proj.forward(x)?,
+            (None, Some(a), Some(norm), Some(b_proj)) => {
+                b_proj.forward(&norm.forward(&a.forward(x)?)?)?
+            }
+            _ => return Err(Exception::custom("attention: no query projection")),
+        };
+        let q = q
+            .reshape(&[b, l, c.n_heads, c.qk_nope_head_dim + c.qk_rope_head_dim])?
+            .transpose_axes(&[0, 2, 1, 3])?;
+        let parts = split_at_indices(&q, &[c.qk_nope_head_dim], -1)?;
+        let (q_nope, q_pe) = (&parts[0], &parts[1]);
+        let compressed = self.kv_a_proj_with_mqa.forward(x)?;
+        let parts = split_at_indices(&compressed, &[c.kv_lora_rank], -1)?;
+        let k_pe = parts[1]
+            .reshape(&[b, l, 1, c.qk_rope_head_dim])?
+            .transpose_axes(&[0, 2, 1, 3])?;
+        let kv_latent = self.kv_a_layernorm.forward(&parts[0])?;
+
+        let q_pe = rope_after(&self.rope, q_pe, cache.as_deref())?;
+        let k_pe = rope_after(&self.rope, &k_pe, cache.as_deref())?;
+        let kv_latent = expand_dims(&kv_latent, 1)?;
+
+        let (kv_latent, k_pe) = match cache {
+            None => (kv_latent, k_pe),
+            Some(Cache::Quantized(_)) => {
+                return Err(Exception::custom(
+                    "multi-head latent attention has no quantized-cache path; use an \
+                     unquantized cache",
+                ))
+            }
+            Some(cache) => cache.update_and_fetch(&kv_latent, &k_pe)?,
+        };
+
+        let scale = Array::from_f32(self.scale()).as_dtype(q_pe.dtype())?;
+        let mut pe_scores = matmul(q_pe.multiply(&scale)?, k_pe.swap_axes(-1, -2)?)?;
+        let causal;
+        let mask = match mask {
+            AttentionMask::None => None,
+            AttentionMask::Causal => {
+                let (ql, kl) = (pe_scores.dim(-2), pe_scores.dim(-1));
+                causal = create_causal_mask(ql, kl - ql, None, None, None)?;
+                Some(&causal)
+            }
+            AttentionMask::Array(m) => Some(m),
+        };
+        if let Some(m) = mask {
+            pe_scores = if m.dtype() == Dtype::Bool {
+                select(m, &pe_scores, finfo_min(pe_scores.dtype()))?
+            } else {
+                pe_scores.add(m)?
+            };
+        }
+        let scores_mask = AttentionMask::Array(pe_scores);
+
+        let output = if l == 1 {
+            let q_latent = self.embed_q.forward(q_nope, true)?;
+            let out = scaled_dot_product_attention(
+                &q_latent,
+                &kv_latent,
+                &kv_latent,
+                self.scale(),
+                &scores_mask,
+                None,
+            )?;
+            self.unembed_out.forward(&out, true)?
+        } else {
+            let k = self.embed_q.forward(&kv_latent, false)?;
+            let v = self.unembed_out.forward(&kv_latent, true)?;
+            scaled_dot_product_attention(q_nope, &k, &v, self.scale(), &scores_mask, None)?
+        };
+        self.o_proj.forward(&merge_heads(&output)?)
+    }
+
+    fn scale(&self) -> f32 {
+        self.config.scale
+    }
+}
+
+impl SelfAttention for MultiLatentAttention {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        MultiLatentAttention::forward(self, x, mask, cache)
+    }
+
+    /// The rotated scores are masked by hand.
+    fn mask_as_array(&self) -> bool {
+        true
+    }
+}
+
+/// Splits a checkpoint's fused `{prefix}.kv_b_proj` (`[heads * (qk_nope_head_dim +
+/// v_head_dim), kv_lora_rank]`, dense or quantized) into `{prefix}.embed_q` (the key part,
+/// transposed per head: `[heads, kv_lora_rank, qk_nope_head_dim]`) and `{prefix}.unembed_out`
+/// (`[heads, v_head_dim, kv_lora_rank]`), as the reference's sanitize does: a quantized one is
+/// dequantized, split and quantized again with the same bits and group size. Without a
+/// `kv_b_proj` it does nothing, so running it twice changes nothing.
+pub fn split_kv_b_proj(
+    weights: &mut Weights,
+    prefix: &str,
+    n_heads: i32,
+    kv_lora_rank: i32,
+    qk_nope_head_dim: i32,
+) -> Result<()> {
+    let key = |leaf: &str| format!("{prefix}.kv_b_proj.{leaf}");
+    let Some(mut w) = weights.remove(&key("weight")) else {
+        return Ok(());
+    };
+    let quantization = match weights.remove(&key("scales")) {
+        None => None,
+        Some(scales) => {
+            let biases = weights.remove(&key("biases"));
+            let q = infer_quantization(kv_lora_rank, &w, &scales)
+                .map_err(|e| Exception::custom(format!("{prefix}.kv_b_proj: {e}")))?;
+            w = dequantize(&w, &scales, biases.as_ref(), &q)?;
+            Some(q)
+        }
+    };
+    let w = w.reshape(&[n_heads, -1, kv_lora_rank])?;
+    let nope = qk_nope_head_dim;
+    let wk = w.try_index((.., ..nope, ..))?.swap_axes(-1, -2)?;
+    let wv = w.try_index((.., nope.., ..))?;
+    for (name, t) in [("embed_q", wk), ("unembed_out", wv)] {
+        let t = t.contiguous()?;
+        match quantization {
+            None => {
+                weights.insert(format!("{prefix}.{name}.weight"), t);
+            }
+            Some(q) => {
+                let (qw, scales, biases) = quantize(&t, &q)?;
+                weights.insert(format!("{prefix}.{name}.weight"), qw);
+                weights.insert(format!("{prefix}.{name}.scales"), scales);
+                if let Some(biases) = biases {
+                    weights.insert(format!("{prefix}.{name}.biases"), biases);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! `deepseek_v2`, after mlx-lm's `models/deepseek_v2.py`: DeepSeek-V2's multi-head latent
+//! attention in its plain form (no absorption: the normed latent goes through the fused
+//! `kv_b_proj` into per-head keys and values, the shared rotated key is repeated over the
+//! heads, and the cache holds full keys and values), low-rank or plain queries, yarn RoPE on
+//! the rotated parts (always yarn, from `rope_scaling`, which the reference requires) with
+//! `mscale_all_dim` folded into the softmax scale, dense layers before
+//! `first_k_dense_replace` (and off the `moe_layer_freq` grid), then mixtures of experts
+//! routed by a softmax in the logits' type, greedy or limited to the `topk_group` best of
+//! `n_group` groups (`group_limited_greedy`), the chosen probabilities times
+//! `routed_scaling_factor` (not renormalised: the reference reads no `norm_topk_prob`), plus
+//! `n_shared_experts` shared experts in one MLP. Hugging Face per-expert tensors are stacked.
+
+use mlx_rs::error::{Exception, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::ops::{concatenate, repeat_axis, split_at_indices};
+use mlx_rs::Array;
+use serde_json::Value;
+
+use mlx_models::args::{ArgsError, ModelArgs};
+use mlx_models::cache::Cache;
+use mlx_models::mlx_model;
+use mlx_models::model::Architecture;
+use mlx_models::nn::attention::attend;
+use mlx_models::nn::blocks::{merge_heads, rope_after};
+use mlx_models::nn::mask::AttentionMask;
+use mlx_models::nn::mla::mla_scale;
+use mlx_models::nn::moe::{check_experts, FeedForward, Routing, SparseMoe};
+use mlx_models::nn::norm::RmsNorm;
+use mlx_models::nn::quantized::Linear;
+use mlx_models::nn::rope::{Rope, RopeScaling};
+use mlx_models::nn::transformer::{Decoder, DecoderArgs, DecoderLayer, Mlp, SelfAttention};
+
+/// config.json of a deepseek_v2 checkpoint.
+#[derive(Debug, Clone, PartialEq, ModelArgs)]
+#[arg(validate = Self::check)]
+pub struct DeepseekV2Args {
+    /// Type and sizes (`intermediate_size`: the dense layers' MLP).
+    #[arg(flatten)]
+    pub base: DecoderArgs,
+    /// Hidden width of one routed expert (and of each shared one).
+    #[arg(positive, default = 1407)]
+    pub moe_intermediate_size: usize,
+    /// Read and unused (every head has its own keys and values, from the latent).
+    #[arg(positive)]
+    pub num_key_value_heads: Option<usize>,
+    /// Shared experts (one MLP of `n_shared_experts * moe_intermediate_size`); `null`: none.
+    #[arg(positive)]
+    pub n_shared_experts: Option<usize>,
+    /// Routed experts per sparse layer; `null`: every layer dense.
+    #[arg(positive)]
+    pub n_routed_experts: Option<usize>,
+    /// Factor on the routed experts' weights.
+    #[arg(default = 1.0)]
+    pub routed_scaling_factor: f32,
+    /// Width of the compressed key/value latent.
+    #[arg(positive, default = 512)]
+    pub kv_lora_rank: usize,
+    /// Rank of the queries' low-rank pair; `null` (or absent): one `q_proj`. (The reference
+    /// defaults an absent key to 1536; checkpoints write it.)
+    #[arg(positive)]
+    pub q_lora_rank: Option<usize>,
+    /// Rotated features of each query head and of the shared key.
+    #[arg(positive, default = 64)]
+    pub qk_rope_head_dim: usize,
+    /// Features of each value head.
+    #[arg(positive, default = 128)]
+    pub v_head_dim: usize,
+    /// Features of each query/key head without position.
+    #[arg(positive, default = 128)]
+    pub qk_nope_head_dim: usize,
+    /// `greedy` (also the reference's default spelling `gready`) or `group_limited_greedy`.
+    #[arg(default = "gready".to_owned())]
+    pub topk_method: String,
+    /// Groups the routed experts are split into (`group_limited_greedy`).
+    #[arg(positive)]
+    pub n_group: Option<usize>,
+    /// Groups each token may pick its experts from (`group_limited_greedy`).
+    #[arg(positive)]
+    pub topk_group: Option<usize>,
+    /// Experts each token goes through.
+    #[arg(positive)]
+    pub num_experts_per_tok: Option<usize>,
+    /// Only every `moe_layer_freq`-th layer (from index 0) is sparse.
+    #[arg(positive, default = 1)]
+    pub moe_layer_freq: usize,
+    /// Layers before this one are dense.
+    #[arg(default = 0)]
+    pub first_k_dense_replace: usize,
+    /// Context length of the checkpoint.
+    #[arg(positive, default = 2048)]
+    pub max_position_embeddings: usize,
+    /// Base frequency of the rotary position embedding.
+    #[arg(positive, default = 10000.0)]
+    pub rope_theta: f32,
+    /// The yarn settings (`factor`, and optionally `original_max_position_embeddings`,
+    /// `beta_fast`, `beta_slow`, `mscale`, `mscale_all_dim`); required, as in the reference.
+    pub rope_scaling: Option<Value>,
+    /// Biases on `q_a_proj`, `kv_a_proj_with_mqa` and `o_proj`.
+    #[arg(default = false)]
+    pub attention_bias: bool,
+}
+
+impl DeepseekV2Args {
+    fn check(&mut self) -> std::result::Result<(), ArgsError> {
+        if self.n_routed_experts.is_some() {
+            let Some(k) = self.num_experts_per_tok else {
+                return Err(ArgsError::invalid(
+                    &["num_experts_per_tok"],
+                    "`num_experts_per_tok` is required with `n_routed_experts`",
+                ));
+            };
+            let routing = self.routing()?;
+            let experts = self.n_routed_experts.unwrap_or(0);
+            check_experts(experts, k, ["n_routed_experts", "num_experts_per_tok"])?;
+            let keys = ["n_routed_experts", "n_group", "topk_group"];
+            routing
+                .check(experts as i32)
+                .map_err(|e| ArgsError::invalid(&keys, e))?;
+        }
+        let width = (self.qk_nope_head_dim + self.qk_rope_head_dim)
+            .checked_mul(self.num_attention_heads)
+            .filter(|w| *w <= mlx_models::args::MAX_SIZE);
+        if width.is_none() {
+            return Err(ArgsError::invalid(
+                &[
+                    "num_attention_heads",
+                    "qk_nope_head_dim",
+                    "qk_rope_head_dim",
+                ],
+                "the query heads exceed MLX's size limit",
+            ));
+        }
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
+            return Err(ArgsError::invalid(
+                &["qk_rope_head_dim"],
+                format!("`qk_rope_head_dim` {} must be even", self.qk_rope_head_dim),
+            ));
+        }
+        self.yarn().map(drop)
+    }
+
+    /// The yarn scaling the reference builds from `rope_scaling` whatever its type.
+    pub fn yarn(&self) -> std::result::Result<RopeScaling, ArgsError> {
+        let bad = |why: String| ArgsError::invalid(&["rope_scaling"], why);
+        let mut scaling = match &self.rope_scaling {
+            Some(Value::Object(m)) if m.get("factor").is_some_and(Value::is_number) => m.clone(),
+            _ => {
+                return Err(bad(
+                    "deepseek_v2 needs `rope_scaling` with a numeric `factor` (its RoPE is yarn)"
+                        .into(),
+                ))
+            }
+        };
+        scaling.remove("rope_type");
+        scaling.insert("type".into(), Value::from("yarn"));
+        RopeScaling::from_json(&Value::Object(scaling)).map_err(|e| bad(format!("{e}")))
+    }
+
+    fn routing(&self) -> std::result::Result<Routing, ArgsError> {
+        let k = self.num_experts_per_tok.unwrap_or(1) as i32;
+        let scaling = self.routed_scaling_factor;
+        match self.topk_method.as_str() {
+            "greedy" | "gready" => Ok(Routing::SoftmaxGroupLimited {
+                k,
+                n_group: 1,
+                topk_group: 1,
+                scaling,
+            }),
+            "group_limited_greedy" => match (self.n_group, self.topk_group) {
+                (Some(n_group), Some(topk_group)) => Ok(Routing::SoftmaxGroupLimited {
+                    k,
+                    n_group: n_group as i32,
+                    topk_group: topk_group as i32,
+                    scaling,
+                }),
+                _ => Err(ArgsError::invalid(
+                    &["n_group", "topk_group"],
+                    "`group_limited_greedy` needs `n_group` and `topk_group`",
+                )),
+            },
+            other => Err(ArgsError::invalid(
+                &["topk_method"],
+                format!(
+                    "routing `{other}` is not supported (the reference has `greedy` and \
+                     `group_limited_greedy`)"
+                ),
+            )),
+        }
+    }
+
+    /// Whether layer `i` is sparse.
+    pub fn is_sparse(&self, i: usize) -> bool {
+        self.n_routed_experts.is_some()
+            && i >= self.first_k_dense_replace
+            && i.is_multiple_of(self.moe_layer_freq)
+    }
+}
+
+/// DeepSeek-V2's attention: latent keys and values expanded by `kv_b_proj`, the shared
+/// rotated key repeated over the heads, a plain cache of full keys and values.
+#[derive(Debug, ModuleParameters)]
+pub struct Attention {
+    #[param]
+    q_proj: Option<Linear>,
+    #[param]
+    q_a_proj: Option<Linear>,
+    #[param]
+    q_a_layernorm: Option<RmsNorm>,
+    #[param]
+    q_b_proj: Option<Linear>,
+    #[param]
+    kv_a_proj_with_mqa: Linear,
+    #[param]
+    kv_a_layernorm: RmsNorm,
+    #[param]
+    kv_b_proj: Linear,
+    #[param]
+    o_proj: Linear,
+    n_heads: i32,
+    kv_lora_rank: i32,
+    qk_nope_head_dim: i32,
+    qk_rope_head_dim: i32,
+    scale: f32,
+    rope: Rope,
+}
+
+impl Attention {
+    fn new(args: &DeepseekV2Args) -> Result<Self> {
+        let (dim, heads, bias) = (
+            args.hidden_size as i32,
+            args.num_attention_heads as i32,
+            args.attention_bias,
+        );
+        let (nope, rope_dim, v) = (
+            args.qk_nope_head_dim as i32,
+            args.qk_rope_head_dim as i32,
+            args.v_head_dim as i32,
+        );
+        let rank = args.kv_lora_rank as i32;
+        let q_width = heads * (nope + rope_dim);
+        let (q_proj, q_a_proj, q_a_layernorm, q_b_proj) = match args.q_lora_rank {
+            None => (Some(Linear::new(dim, q_width, false)?), None, None, None),
+            Some(r) => (
+                None,
+                Some(Linear::new(dim, r as i32, bias)?),
+                Some(RmsNorm::new(r as i32, 1e-6)?),
+                Some(Linear::new(r as i32, q_width, false)?),
+            ),
+        };
+        let scaling = args.yarn()?;
+        let rope = Rope::new(
+            rope_dim,
+            args.rope_theta,
+            true,
+            &scaling,
+            Some(args.max_position_embeddings as i32),
+        )?;
+        Ok(Attention {
+            q_proj,
+            q_a_proj,
+            q_a_layernorm,
+            q_b_proj,
+            kv_a_proj_with_mqa: Linear::new(dim, rank + rope_dim, bias)?,
+            kv_a_layernorm: RmsNorm::new(rank, 1e-6)?,
+            kv_b_proj: Linear::new(rank, heads * (nope + v), false)?,
+            o_proj: Linear::new(heads * v, dim, bias)?,
+            n_heads: heads,
+            kv_lora_rank: rank,
+            qk_nope_head_dim: nope,
+            qk_rope_head_dim: rope_dim,
+            scale: mla_scale(
+                args.qk_nope_head_dim + args.qk_rope_head_dim,
+                args.rope_scaling.as_ref(),
+            ),
+            rope,
+        })
+    }
+}
+
+impl SelfAttention for Attention {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        let (b, l) = (x.dim(0), x.dim(1));
+        let q = match (
+            &self.q_proj,
+            &self.q_a_proj,
+            &self.q_a_layernorm,
+            &self.q_b_proj,
+        ) {
+            (Some(q_proj), ..) => q_proj.forward(x)?,
+            (None, Some(a), Some(norm), Some(b_proj)) => {
+                b_proj.forward(&norm.forward(&a.forward(x)?)?)?
+            }
+            _ => return Err(Exception::custom("attention: no query projection")),
+        };
+        let q = q
+            .reshape(&[b, l, self.n_heads, -1])?
+            .transpose_axes(&[0, 2, 1, 3])?;
+        let parts = split_at_indices(&q, &[self.qk_nope_head_dim], -1)?;
+        let compressed = self.kv_a_proj_with_mqa.forward(x)?;
+        let kv_parts = split_at_indices(&compressed, &[self.kv_lora_rank], -1)?;
+        let k_pe = kv_parts[1]
+            .reshape(&[b, l, 1, self.qk_rope_head_dim])?
+            .transpose_axes(&[0, 2, 1, 3])?;
+        let kv = self
+            .kv_b_proj
+            .forward(&self.kv_a_layernorm.forward(&kv_parts[0])?)?;
+        let kv = kv
+            .reshape(&[b, l, self.n_heads, -1])?
+            .transpose_axes(&[0, 2, 1, 3])?;
+        let kv = split_at_indices(&kv, &[self.qk_nope_head_dim], -1)?;
+        let (k_nope, values) = (&kv[0], &kv[1]);
+
+        let q_pe = rope_after(&self.rope, &parts[1], cache.as_deref())?;
+        let k_pe = rope_after(&self.rope, &k_pe, cache.as_deref())?;
+        let k_pe = repeat_axis::<f32>(k_pe, self.n_heads, 1)?;
+        let keys = concatenate(&[k_nope.clone(), k_pe], -1)?;
+        let queries = concatenate(&[parts[0].clone(), q_pe], -1)?;
+        let output = attend(&queries, &keys, values, cache, self.scale, mask, None)?;
+        self.o_proj.forward(&merge_heads(&output)?)
+    }
+}
+
+type Layer = DecoderLayer<Attention, FeedForward>;
+
+fn layer(args: &DeepseekV2Args, i: usize) -> Result<Layer> {
+    let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
+    let attention = Attention::new(args)?;
+    let mlp = match args.n_routed_experts {
+        Some(experts) if args.is_sparse(i) => {
+            let hidden = args.moe_intermediate_size;
+            let mut moe = SparseMoe::new(dim, hidden, experts, args.routing()?)?;
+            if let Some(shared) = args.n_shared_experts {
+                moe = moe.shared_expert(hidden * shared, false)?;
+            }
+            FeedForward::Sparse(moe)
+        }
+        _ => FeedForward::Dense(Mlp::new(dim, args.intermediate_size, false)?),
+    };
+    DecoderLayer::new(attention, mlp, dim, eps)
+}
+
+/// The deepseek_v2 model: embeddings, dense then sparse decoder layers, final norm, head. The
+/// reference's `shared_experts` is this crate's `shared_expert`; Hugging Face checkpoints'
+/// per-expert tensors are stacked into the switch layers.
+#[mlx_model(
+    model_type = "deepseek_v2",
+    args = DeepseekV2Args,
+    rename("model.layers.{n}.mlp.shared_experts" => "model.layers.{n}.mlp.shared_expert"),
+    stack_experts("model.layers.{n}.mlp.experts.{e}" => "model.layers.{n}.mlp.switch_mlp"),
+)]
+#[derive(Debug, ModuleParameters)]
+pub struct Model {
+    #[param]
+    model: Decoder<Layer>,
+    #[param]
+    lm_head: Option<Linear>,
+}
+
+impl Architecture for Model {
+    fn new(args: &DeepseekV2Args) -> Result<Self> {
+        let (dim, vocab) = (args.hidden_size, args.vocab_size);
+        let layers = (0..args.num_hidden_layers)
+            .map(|i| layer(args, i))
+            .collect::<Result<_>>()?;
+        Ok(Model {
+            model: Decoder::new(vocab, dim, args.rms_norm_eps, layers)?,
+            lm_head: Some(Linear::new(dim as i32, vocab as i32, false)?),
+        })
+    }
+
+    mlx_models::decoder_methods!(model, lm_head);
+}
