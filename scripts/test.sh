@@ -109,6 +109,10 @@ for line in open(sys.argv[1], errors="replace"):
     m = re.search(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", line)
     if m:
         passed += int(m.group(1)); failed += int(m.group(2)); ignored += int(m.group(3))
-print(f"summary: {passed} passed, {failed} failed, {ignored} skipped")
-' target/test-output.log "$extra_passed" "$extra_failed"
+line = f"summary: {passed} passed, {failed} failed, {ignored} skipped"
+if int(sys.argv[4]) != 0 and failed == 0:
+    # A target that did not build (a doc test, say) prints no result line of its own.
+    line += f"; but the run failed (exit {sys.argv[4]}): see the errors above"
+print(line)
+' target/test-output.log "$extra_passed" "$extra_failed" "$status"
 exit "$status"
