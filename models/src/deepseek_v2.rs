@@ -89,8 +89,9 @@ pub struct DeepseekV2Args {
     /// Context length of the checkpoint.
     #[arg(positive, default = 2048)]
     pub max_position_embeddings: usize,
-    /// Base frequency of the rotary position embedding.
-    #[arg(positive, default = 10000.0)]
+    /// Base frequency of the rotary position embedding (transformers v5 writes it inside
+    /// `rope_parameters`).
+    #[arg(positive, default = 10000.0, alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
     /// The yarn settings (`factor`, and optionally `original_max_position_embeddings`,
     /// `beta_fast`, `beta_slow`, `mscale`, `mscale_all_dim`); required, as in the reference.

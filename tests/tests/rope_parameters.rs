@@ -45,24 +45,40 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
             continue; // every_registered_architecture_has_parity_cases fails for it
         }
         let out = fixtures(arch);
-        // A case with plain RoPE and float weights: the base alone decides the rotation.
-        let case = cases(arch).iter().map(|c| out.join(c)).find_map(|dir| {
-            let config: Value =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?)
-                    .ok()?;
-            let plain = config.get("rope_scaling").is_none_or(Value::is_null)
-                && config.get("rope_parameters").is_none()
-                && config.get("quantization").is_none();
-            plain.then(|| (dir.clone(), config))
-        });
-        let Some((dir, config)) = case else {
-            panic!("{arch}: no parity case with plain RoPE to check rope_parameters on");
+        // A case with plain RoPE and float weights: the base alone decides the rotation. An
+        // architecture whose RoPE always has a scaling (deepseek_v2's is always yarn) is
+        // checked on a case with its `rope_scaling` kept, the base alone moved.
+        let configs: Vec<(std::path::PathBuf, Value)> = cases(arch)
+            .iter()
+            .map(|c| out.join(c))
+            .filter_map(|dir| {
+                let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+                let config: Value = serde_json::from_str(&text).ok()?;
+                let float =
+                    config.get("quantization").is_none() && config.get("rope_parameters").is_none();
+                float.then_some((dir, config))
+            })
+            .collect();
+        let plain = configs
+            .iter()
+            .find(|(_, c)| c.get("rope_scaling").is_none_or(Value::is_null));
+        let (case, scaled) = match plain {
+            Some(case) => (case, false),
+            None => match configs.first() {
+                Some(case) => (case, true),
+                None => panic!("{arch}: no float parity case to check rope_parameters on"),
+            },
         };
+        let (dir, config) = (case.0.clone(), case.1.clone());
         let mut top = config.clone();
         top["rope_theta"] = json!(THETA);
         let mut nested = config.clone();
         nested.as_object_mut().expect("object").remove("rope_theta");
-        nested["rope_parameters"] = json!({"rope_type": "default", "rope_theta": THETA});
+        nested["rope_parameters"] = if scaled {
+            json!({"rope_theta": THETA})
+        } else {
+            json!({"rope_type": "default", "rope_theta": THETA})
+        };
         let (a, b) = (logits(&dir, &top), logits(&dir, &nested));
         assert_eq!(
             a, b,
