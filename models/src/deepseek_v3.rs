@@ -180,6 +180,7 @@ impl DeepseekV3Args {
             topk_group: self.topk_group as i32,
             scaling: self.routed_scaling_factor,
             renormalize: self.norm_topk_prob,
+            epsilon: 0.0,
         }
     }
 

@@ -131,6 +131,7 @@ impl Glm4MoeArgs {
             topk_group: self.topk_group as i32,
             scaling: self.routed_scaling_factor,
             renormalize: self.norm_topk_prob,
+            epsilon: 0.0,
         }
     }
 }

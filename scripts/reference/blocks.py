@@ -14,7 +14,7 @@ import sys
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 from mlx_lm.models import cache as C
 from mlx_lm.models.activations import swiglu, swiglu_oai
 from mlx_lm.models.base import (
@@ -729,6 +729,69 @@ def router_group():
         arrays[f"{name}.inds"], arrays[f"{name}.scores"] = inds, scores
     save("router", arrays)
 
+
+# ---------------------------------------------------------------- multi-head latent attention
+def mla_group():
+    """deepseek_v3's attention alone, random weights, through a KV cache: a prefill of 37
+    positions then one (absorbed decode at offset 37), one position at offset 0, and a chunk of
+    5 after 37 (expanded keys at an offset). Two shapes: low-rank queries with yarn's
+    `mscale_all_dim` in the scale, and one `q_proj` with biases and plain RoPE."""
+    from mlx_lm.models import deepseek_v3
+
+    arrays, meta = {}, {}
+    configs = {
+        "lora": dict(q_lora_rank=24, attention_bias=False, rope_theta=10000.0,
+                     max_position_embeddings=256,
+                     rope_scaling={"type": "yarn", "factor": 4.0, "mscale": 1.0,
+                                   "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1,
+                                   "original_max_position_embeddings": 64}),
+        "plain": dict(q_lora_rank=None, attention_bias=True, rope_theta=500.0,
+                      max_position_embeddings=256, rope_scaling=None),
+    }
+    for name, extra in configs.items():
+        config = dict(model_type="deepseek_v3", vocab_size=16, hidden_size=64,
+                      intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=4, kv_lora_rank=32, qk_nope_head_dim=16,
+                      qk_rope_head_dim=8, v_head_dim=12, rms_norm_eps=1e-6)
+        config.update(extra)
+        meta[f"{name}.config"] = config
+        attn = deepseek_v3.DeepseekV3Attention(deepseek_v3.ModelArgs(**config))
+
+        def spread(path, p):
+            if "layernorm" in path:
+                return 1.0 + normal(*p.shape, scale=0.2)
+            if path.endswith("bias"):
+                return normal(*p.shape, scale=0.1)
+            return normal(*p.shape, scale=p.shape[-1] ** -0.5)
+
+        attn.update(tree_map_with_path(spread, attn.parameters()))
+        for k, v in tree_flatten(attn.parameters()):
+            arrays[f"{name}.param.{k}"] = v
+
+        B = 2
+        x_pre = normal(B, 37, 64)
+        x_one = normal(B, 1, 64)
+        x_chunk = normal(B, 5, 64)
+        arrays.update({f"{name}.x_pre": x_pre, f"{name}.x_one": x_one,
+                       f"{name}.x_chunk": x_chunk})
+
+        def run(x, cache):
+            mask = create_attention_mask(x, cache, return_array=True)
+            return attn(x, mask, cache)
+
+        cache = C.KVCache()
+        arrays[f"{name}.prefill"] = run(x_pre, cache)
+        n = cache.offset
+        arrays[f"{name}.prefill.keys"] = cache.keys[..., :n, :]
+        arrays[f"{name}.prefill.values"] = cache.values[..., :n, :]
+        arrays[f"{name}.step"] = run(x_one, cache)  # offset 37, one position
+        arrays[f"{name}.first"] = run(x_one, C.KVCache())  # offset 0, one position
+        cache = C.KVCache()
+        run(x_pre, cache)
+        arrays[f"{name}.chunk"] = run(x_chunk, cache)  # offset 37, five positions
+    save("mla", arrays, meta)
+
+
 rope_group()
 attention_group()
 cache_group()
@@ -737,3 +800,4 @@ switch_group()
 layers_group()
 print("blocks reference written to", OUT)
 router_group()
+mla_group()

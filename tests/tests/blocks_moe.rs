@@ -138,6 +138,7 @@ fn group_limited_routing_matches_the_reference() {
         topk_group: 2,
         scaling: 2.5,
         renormalize: true,
+        epsilon: 0.0,
     };
     check(&fx, "glm4_moe_groups", grouped, Some(bias));
     let flat = Routing::GroupLimited {
@@ -146,6 +147,7 @@ fn group_limited_routing_matches_the_reference() {
         topk_group: 1,
         scaling: 2.5,
         renormalize: false,
+        epsilon: 0.0,
     };
     check(&fx, "glm4_moe_one_group", flat, Some(bias));
 }
@@ -191,6 +193,7 @@ fn bad_routing_is_refused() {
         topk_group: 1,
         scaling: 1.0,
         renormalize: true,
+        epsilon: 0.0,
     };
     assert_eq!(
         g.check(8).unwrap_err(),
@@ -202,6 +205,7 @@ fn bad_routing_is_refused() {
         topk_group: 1,
         scaling: 1.0,
         renormalize: true,
+        epsilon: 0.0,
     };
     assert!(
         g.route(&logits, None).is_err(),

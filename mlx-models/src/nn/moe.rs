@@ -93,7 +93,7 @@ pub enum Routing {
     /// Sigmoid scores plus a per-expert correction bias for the choice, the experts limited to
     /// the `topk_group` best of `n_group` groups (a group's score: its two best), the weights
     /// the uncorrected scores, renormalised with `renormalize`, times `scaling`
-    /// (`noaux_tc`: glm4_moe, deepseek_v3).
+    /// (`noaux_tc`: glm4_moe, deepseek_v3, glm4_moe_lite).
     GroupLimited {
         /// Experts per token.
         k: i32,
@@ -105,6 +105,9 @@ pub enum Routing {
         scaling: f32,
         /// `norm_topk_prob` (applied when `k > 1`).
         renormalize: bool,
+        /// Added to the sum the weights are divided by when renormalised (glm4_moe_lite's
+        /// `1e-20`; 0: none).
+        epsilon: f32,
     },
     /// A softmax over all experts in the logits' type, optionally limited to the `topk_group`
     /// best of `n_group` groups (a group's score: its best probability; `n_group` 1: no
@@ -211,10 +214,12 @@ impl Routing {
                 topk_group,
                 scaling,
                 renormalize,
+                epsilon,
             } => {
                 let bias = bias.ok_or_else(|| {
                     Exception::custom("group-limited routing needs its score correction bias")
                 })?;
+                let renormalize = renormalize.then_some(epsilon);
                 group_limited(gates, bias, k, n_group, topk_group, scaling, renormalize)
             }
             Routing::SoftmaxGroupLimited {
@@ -253,7 +258,7 @@ fn group_limited(
     n_group: i32,
     topk_group: i32,
     scaling: f32,
-    renormalize: bool,
+    renormalize: Option<f32>,
 ) -> Result<(Array, Array)> {
     let orig = sigmoid(gates.as_dtype(Dtype::Float32)?)?;
     let mut scores = orig.add(bias)?;
@@ -272,8 +277,12 @@ fn group_limited(
     }
     let inds = TopK::Negated.indices(&scores, k)?;
     let mut weights = take_along_axis(&orig, &inds, -1)?;
-    if k > 1 && renormalize {
-        weights = weights.divide(weights.sum_axis(-1, true)?)?;
+    if let Some(epsilon) = renormalize.filter(|_| k > 1) {
+        let mut sum = weights.sum_axis(-1, true)?;
+        if epsilon != 0.0 {
+            sum = sum.add(Array::from_f32(epsilon))?;
+        }
+        weights = weights.divide(&sum)?;
     }
     Ok((inds, weights.multiply(Array::from_f32(scaling))?))
 }
