@@ -23,8 +23,8 @@ use mlx_models::model::Architecture;
 use mlx_models::nn::attention::attend;
 use mlx_models::nn::blocks::{merge_heads, rope_after};
 use mlx_models::nn::mask::AttentionMask;
-use mlx_models::nn::mla::mla_scale;
-use mlx_models::nn::moe::{check_experts, FeedForward, Routing, SparseMoe};
+use mlx_models::nn::mla::{check_mla_heads, mla_scale};
+use mlx_models::nn::moe::{check_routed_experts, FeedForward, Routing, SparseMoe};
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::{Rope, RopeScaling};
@@ -110,33 +110,11 @@ impl DeepseekV2Args {
                     "`num_experts_per_tok` is required with `n_routed_experts`",
                 ));
             };
-            let routing = self.routing()?;
             let experts = self.n_routed_experts.unwrap_or(0);
-            check_experts(experts, k, ["n_routed_experts", "num_experts_per_tok"])?;
-            let keys = ["n_routed_experts", "n_group", "topk_group"];
-            routing
-                .check(experts as i32)
-                .map_err(|e| ArgsError::invalid(&keys, e))?;
+            check_routed_experts(experts, k, &self.routing()?)?;
         }
-        let width = (self.qk_nope_head_dim + self.qk_rope_head_dim)
-            .checked_mul(self.num_attention_heads)
-            .filter(|w| *w <= mlx_models::args::MAX_SIZE);
-        if width.is_none() {
-            return Err(ArgsError::invalid(
-                &[
-                    "num_attention_heads",
-                    "qk_nope_head_dim",
-                    "qk_rope_head_dim",
-                ],
-                "the query heads exceed MLX's size limit",
-            ));
-        }
-        if !self.qk_rope_head_dim.is_multiple_of(2) {
-            return Err(ArgsError::invalid(
-                &["qk_rope_head_dim"],
-                format!("`qk_rope_head_dim` {} must be even", self.qk_rope_head_dim),
-            ));
-        }
+        let heads = self.num_attention_heads;
+        check_mla_heads(heads, self.qk_nope_head_dim, self.qk_rope_head_dim)?;
         self.yarn().map(drop)
     }
 

@@ -23,8 +23,10 @@ use serde_json::Value;
 use mlx_models::args::{ArgsError, ModelArgs};
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::mla::{mla_scale, split_kv_b_proj, MlaConfig, MultiLatentAttention};
-use mlx_models::nn::moe::{check_experts, FeedForward, Routing, SparseMoe};
+use mlx_models::nn::mla::{
+    check_mla_heads, mla_scale, split_kv_b_proj, MlaConfig, MultiLatentAttention,
+};
+use mlx_models::nn::moe::{check_noaux_tc, check_routed_experts, FeedForward, Routing, SparseMoe};
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::transformer::{Decoder, DecoderArgs, DecoderLayer, Mlp, RopeArgs};
 use mlx_models::weights::Weights;
@@ -106,43 +108,12 @@ pub struct DeepseekV3Args {
 
 impl DeepseekV3Args {
     fn check(&mut self) -> Result<(), ArgsError> {
-        if self.topk_method != "noaux_tc" || self.scoring_func != "sigmoid" {
-            return Err(ArgsError::invalid(
-                &["topk_method", "scoring_func"],
-                format!(
-                    "routing `{}` with `{}` scores is not supported (the reference has \
-                     `noaux_tc` with `sigmoid` only)",
-                    self.topk_method, self.scoring_func
-                ),
-            ));
-        }
+        check_noaux_tc(&self.topk_method, &self.scoring_func)?;
         if let Some(experts) = self.n_routed_experts {
-            let keys = ["n_routed_experts", "num_experts_per_tok"];
-            check_experts(experts, self.num_experts_per_tok, keys)?;
-            let keys = ["n_routed_experts", "n_group", "topk_group"];
-            self.routing()
-                .check(experts as i32)
-                .map_err(|e| ArgsError::invalid(&keys, e))?;
+            check_routed_experts(experts, self.num_experts_per_tok, &self.routing())?;
         }
-        let width = (self.qk_nope_head_dim + self.qk_rope_head_dim)
-            .checked_mul(self.num_attention_heads)
-            .filter(|w| *w <= mlx_models::args::MAX_SIZE);
-        if width.is_none() {
-            return Err(ArgsError::invalid(
-                &[
-                    "num_attention_heads",
-                    "qk_nope_head_dim",
-                    "qk_rope_head_dim",
-                ],
-                "the query heads exceed MLX's size limit",
-            ));
-        }
-        if !self.qk_rope_head_dim.is_multiple_of(2) {
-            return Err(ArgsError::invalid(
-                &["qk_rope_head_dim"],
-                format!("`qk_rope_head_dim` {} must be even", self.qk_rope_head_dim),
-            ));
-        }
+        let heads = self.num_attention_heads;
+        check_mla_heads(heads, self.qk_nope_head_dim, self.qk_rope_head_dim)?;
         self.rope().map(drop)
     }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use mlx_models::args::{ArgsError, ModelArgs};
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::moe::{check_experts, FeedForward, Routing, SparseMoe};
+use mlx_models::nn::moe::{check_noaux_tc, check_routed_experts, FeedForward, Routing, SparseMoe};
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
 use mlx_models::nn::transformer::{
@@ -86,23 +86,9 @@ impl Glm4MoeArgs {
     fn check(&mut self) -> Result<(), ArgsError> {
         let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
         check_heads(self.hidden_size, heads, kv_heads, Some(self.head_dim))?;
-        if self.topk_method != "noaux_tc" || self.scoring_func != "sigmoid" {
-            return Err(ArgsError::invalid(
-                &["topk_method", "scoring_func"],
-                format!(
-                    "routing `{}` with `{}` scores is not supported (the reference has \
-                     `noaux_tc` with `sigmoid` only)",
-                    self.topk_method, self.scoring_func
-                ),
-            ));
-        }
+        check_noaux_tc(&self.topk_method, &self.scoring_func)?;
         if let Some(experts) = self.n_routed_experts {
-            let keys = ["n_routed_experts", "num_experts_per_tok"];
-            check_experts(experts, self.num_experts_per_tok, keys)?;
-            let keys = ["n_routed_experts", "n_group", "topk_group"];
-            self.routing()
-                .check(experts as i32)
-                .map_err(|e| ArgsError::invalid(&keys, e))?;
+            check_routed_experts(experts, self.num_experts_per_tok, &self.routing())?;
         }
         let prf = self.partial_rotary_factor;
         let dims = self.rope_dims();

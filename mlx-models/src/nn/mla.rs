@@ -378,3 +378,35 @@ pub fn split_kv_b_proj(
     }
     Ok(())
 }
+
+/// Checks a latent attention's head sizes, for the args' hooks: the query heads
+/// (`num_attention_heads * (qk_nope_head_dim + qk_rope_head_dim)`) fit MLX's sizes, and the
+/// rotated part has whole pairs. Errors name the keys.
+pub fn check_mla_heads(
+    num_attention_heads: usize,
+    qk_nope_head_dim: usize,
+    qk_rope_head_dim: usize,
+) -> std::result::Result<(), crate::args::ArgsError> {
+    use crate::args::ArgsError;
+    let width = qk_nope_head_dim
+        .checked_add(qk_rope_head_dim)
+        .and_then(|d| d.checked_mul(num_attention_heads))
+        .filter(|w| *w <= crate::args::MAX_SIZE);
+    if width.is_none() {
+        return Err(ArgsError::invalid(
+            &[
+                "num_attention_heads",
+                "qk_nope_head_dim",
+                "qk_rope_head_dim",
+            ],
+            "the query heads exceed MLX's size limit",
+        ));
+    }
+    if !qk_rope_head_dim.is_multiple_of(2) {
+        return Err(ArgsError::invalid(
+            &["qk_rope_head_dim"],
+            format!("`qk_rope_head_dim` {qk_rope_head_dim} must be even"),
+        ));
+    }
+    Ok(())
+}

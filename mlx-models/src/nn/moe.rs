@@ -543,3 +543,36 @@ pub fn check_experts(
     }
     Ok(())
 }
+
+/// Checks routed experts as DeepSeek-style configs spell them, for the args' hooks: the
+/// experts per token against `n_routed_experts`, and `routing` (its groups) against them.
+pub fn check_routed_experts(
+    n_routed_experts: usize,
+    num_experts_per_tok: usize,
+    routing: &Routing,
+) -> std::result::Result<(), crate::args::ArgsError> {
+    let keys = ["n_routed_experts", "num_experts_per_tok"];
+    check_experts(n_routed_experts, num_experts_per_tok, keys)?;
+    let keys = ["n_routed_experts", "n_group", "topk_group"];
+    routing
+        .check(n_routed_experts as i32)
+        .map_err(|e| crate::args::ArgsError::invalid(&keys, e))
+}
+
+/// Refuses a routing other than `noaux_tc` with `sigmoid` scores (the only one the
+/// reference's glm4_moe, deepseek_v3 and glm4_moe_lite compute).
+pub fn check_noaux_tc(
+    topk_method: &str,
+    scoring_func: &str,
+) -> std::result::Result<(), crate::args::ArgsError> {
+    if topk_method != "noaux_tc" || scoring_func != "sigmoid" {
+        return Err(crate::args::ArgsError::invalid(
+            &["topk_method", "scoring_func"],
+            format!(
+                "routing `{topk_method}` with `{scoring_func}` scores is not supported (the \
+                 reference has `noaux_tc` with `sigmoid` only)"
+            ),
+        ));
+    }
+    Ok(())
+}
