@@ -8,7 +8,9 @@ Without --model it makes (once, cached in target/bench/) the checkpoints of a su
 weights: `dense` (the default), a float32 Llama of about 200M parameters and its 4-bit version;
 `moe`, a qwen3_moe of about 300M parameters (16 experts, 2 per token) in float32 and 4-bit;
 `gpt_oss`, a gpt_oss of about 300M (16 experts, 2 per token, sliding and full layers) in
-float32 and with mxfp4 experts (its router at 8 bits, as the reference quantizes it). For each checkpoint and each side it runs
+float32 and with mxfp4 experts (its router at 8 bits, as the reference quantizes it);
+`deepseek`, a deepseek_v3 of about 300M (latent attention, 16 experts in 4 groups, 2 per
+token, a shared expert) in float32 and 4-bit. For each checkpoint and each side it runs
 `--repeat` fresh processes and keeps each figure's best run, then prints a table and the ratios
 ours / reference: prompt tokens/s, generation tokens/s (higher is better), load time and peak
 memory (lower is better). Not a test: timings depend on the machine.
@@ -80,11 +82,41 @@ GPT_OSS_300M = {
     "rope_theta": 150000.0,
 }
 
+DEEPSEEK_V3_300M = {
+    "model_type": "deepseek_v3",
+    "hidden_size": 1024,
+    "num_hidden_layers": 6,
+    "intermediate_size": 2816,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 16,
+    "q_lora_rank": 384,
+    "kv_lora_rank": 256,
+    "qk_nope_head_dim": 64,
+    "qk_rope_head_dim": 32,
+    "v_head_dim": 64,
+    "n_routed_experts": 16,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+    "n_group": 4,
+    "topk_group": 2,
+    "routed_scaling_factor": 2.5,
+    "norm_topk_prob": True,
+    "moe_intermediate_size": 768,
+    "first_k_dense_replace": 1,
+    "moe_layer_freq": 1,
+    "rms_norm_eps": 1e-6,
+    "vocab_size": 32000,
+    "rope_theta": 10000.0,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+}
+
 # name, config, and the quantized variant's (mode, group size, bits).
 SUITES = {
     "dense": ("llama-200m", LLAMA_200M, ("affine", 64, 4)),
     "moe": ("qwen3-moe-300m", QWEN3_MOE_300M, ("affine", 64, 4)),
     "gpt_oss": ("gpt-oss-300m", GPT_OSS_300M, ("mxfp4", 32, 4)),
+    "deepseek": ("deepseek-v3-300m", DEEPSEEK_V3_300M, ("affine", 64, 4)),
 }
 
 REFERENCE = r"""
