@@ -518,3 +518,16 @@ pub fn mxfp4_blocks(weights: &mut Weights, names: &[&str]) -> Result<(), Sanitiz
     }
     Ok(())
 }
+
+/// Drops the tensors of the decoder layers from index `n` on (`model.layers.{i}.*` with
+/// `i >= n`): the multi-token-prediction layers that DeepSeek-style checkpoints carry after
+/// their `num_hidden_layers`, which the reference's sanitize drops. Idempotent.
+pub fn drop_layers_from(weights: &mut Weights, n: usize) {
+    weights.retain(|k, _| {
+        let index = k
+            .strip_prefix("model.layers.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        index.is_none_or(|i| i < n)
+    });
+}

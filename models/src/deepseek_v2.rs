@@ -307,11 +307,8 @@ fn layer(args: &DeepseekV2Args, i: usize) -> Result<Layer> {
     let mlp = match args.n_routed_experts {
         Some(experts) if args.is_sparse(i) => {
             let hidden = args.moe_intermediate_size;
-            let mut moe = SparseMoe::new(dim, hidden, experts, args.routing()?)?;
-            if let Some(shared) = args.n_shared_experts {
-                moe = moe.shared_expert(hidden * shared, false)?;
-            }
-            FeedForward::Sparse(moe)
+            let moe = SparseMoe::new(dim, hidden, experts, args.routing()?)?;
+            FeedForward::Sparse(moe.shared_experts(args.n_shared_experts)?)
         }
         _ => FeedForward::Dense(Mlp::new(dim, args.intermediate_size, false)?),
     };

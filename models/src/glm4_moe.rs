@@ -19,7 +19,7 @@ use mlx_models::nn::rope::Rope;
 use mlx_models::nn::transformer::{
     check_heads, Attention, AttentionConfig, Decoder, DecoderArgs, DecoderLayer, Mlp,
 };
-use mlx_models::weights::Weights;
+use mlx_models::weights::{drop_layers_from, Weights};
 
 /// config.json of a glm4_moe checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -137,11 +137,8 @@ fn layer(args: &Glm4MoeArgs, i: usize) -> Result<Layer, Exception> {
     let mlp = match args.n_routed_experts {
         Some(experts) if i >= args.first_k_dense_replace => {
             let hidden = args.moe_intermediate_size;
-            let mut moe = SparseMoe::new(dim, hidden, experts, args.routing())?.cast_back();
-            if let Some(shared) = args.n_shared_experts {
-                moe = moe.shared_expert(hidden * shared, false)?;
-            }
-            FeedForward::Sparse(moe)
+            let moe = SparseMoe::new(dim, hidden, experts, args.routing())?.cast_back();
+            FeedForward::Sparse(moe.shared_experts(args.n_shared_experts)?)
         }
         _ => FeedForward::Dense(Mlp::new(dim, args.intermediate_size, false)?),
     };
@@ -172,13 +169,7 @@ impl Model {
     /// Drops the multi-token-prediction layers (indices from `num_hidden_layers` on).
     fn drop_next_token_layers(&self, weights: &mut Weights) -> Result<(), Exception> {
         let n = self.model.num_layers();
-        weights.retain(|k, _| {
-            let index = k
-                .strip_prefix("model.layers.")
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|i| i.parse::<usize>().ok());
-            index.is_none_or(|i| i < n)
-        });
+        drop_layers_from(weights, n);
         Ok(())
     }
 }

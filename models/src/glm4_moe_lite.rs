@@ -26,12 +26,12 @@ use mlx_models::args::{ArgsError, ModelArgs};
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::mla::{
-    check_mla_heads, mla_scale, split_kv_b_proj, MlaConfig, MultiLatentAttention,
+    check_mla_heads, mla_scale, split_kv_b_proj_layers, MlaConfig, MultiLatentAttention,
 };
 use mlx_models::nn::moe::{check_noaux_tc, check_routed_experts, FeedForward, Routing, SparseMoe};
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::transformer::{Decoder, DecoderArgs, DecoderLayer, Mlp, RopeArgs};
-use mlx_models::weights::Weights;
+use mlx_models::weights::{drop_layers_from, Weights};
 
 /// config.json of a glm4_moe_lite checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -182,11 +182,8 @@ fn layer(args: &Glm4MoeLiteArgs, i: usize) -> Result<Layer, Exception> {
     let mlp = match args.n_routed_experts {
         Some(experts) if args.is_sparse(i) => {
             let hidden = args.moe_intermediate_size;
-            let mut moe = SparseMoe::new(dim, hidden, experts, args.routing())?.cast_back();
-            if let Some(shared) = args.n_shared_experts {
-                moe = moe.shared_expert(hidden * shared, false)?;
-            }
-            FeedForward::Sparse(moe)
+            let moe = SparseMoe::new(dim, hidden, experts, args.routing())?.cast_back();
+            FeedForward::Sparse(moe.shared_experts(args.n_shared_experts)?)
         }
         _ => FeedForward::Dense(Mlp::new(dim, args.intermediate_size, false)?),
     };
@@ -212,9 +209,8 @@ pub struct Model {
     model: Decoder<Layer>,
     #[param]
     lm_head: Option<Linear>,
-    heads: i32,
-    kv_lora_rank: i32,
-    qk_nope_head_dim: i32,
+    /// The attention's shape, for splitting a checkpoint's `kv_b_proj`.
+    attention: MlaConfig,
 }
 
 impl Model {
@@ -222,19 +218,8 @@ impl Model {
     /// each layer's `kv_b_proj` into `embed_q` and `unembed_out`.
     fn split_latent_projections(&self, weights: &mut Weights) -> Result<(), Exception> {
         let n = self.model.num_layers();
-        weights.retain(|k, _| {
-            let index = k
-                .strip_prefix("model.layers.")
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|i| i.parse::<usize>().ok());
-            index.is_none_or(|i| i < n)
-        });
-        for l in 0..n {
-            let prefix = format!("model.layers.{l}.self_attn");
-            let (heads, rank, nope) = (self.heads, self.kv_lora_rank, self.qk_nope_head_dim);
-            split_kv_b_proj(weights, &prefix, heads, rank, nope)?;
-        }
-        Ok(())
+        drop_layers_from(weights, n);
+        split_kv_b_proj_layers(weights, n, &self.attention)
     }
 }
 
@@ -247,9 +232,7 @@ impl Architecture for Model {
         Ok(Model {
             model: Decoder::new(vocab, dim, args.rms_norm_eps, layers)?,
             lm_head: Some(Linear::new(dim as i32, vocab as i32, false)?),
-            heads: args.num_attention_heads as i32,
-            kv_lora_rank: args.kv_lora_rank as i32,
-            qk_nope_head_dim: args.qk_nope_head_dim as i32,
+            attention: args.attention(),
         })
     }
 

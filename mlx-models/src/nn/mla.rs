@@ -329,6 +329,21 @@ impl SelfAttention for MultiLatentAttention {
     }
 }
 
+/// [`split_kv_b_proj`] for the attention of each of the `layers` decoder layers
+/// (`model.layers.{l}.self_attn`), all of the shape `config` gives.
+pub fn split_kv_b_proj_layers(
+    weights: &mut Weights,
+    layers: usize,
+    config: &MlaConfig,
+) -> Result<()> {
+    let (heads, rank, nope) = (config.n_heads, config.kv_lora_rank, config.qk_nope_head_dim);
+    for l in 0..layers {
+        let prefix = format!("model.layers.{l}.self_attn");
+        split_kv_b_proj(weights, &prefix, heads, rank, nope)?;
+    }
+    Ok(())
+}
+
 /// Splits a checkpoint's fused `{prefix}.kv_b_proj` (`[heads * (qk_nope_head_dim +
 /// v_head_dim), kv_lora_rank]`, dense or quantized) into `{prefix}.embed_q` (the key part,
 /// transposed per head: `[heads, kv_lora_rank, qk_nope_head_dim]`) and `{prefix}.unembed_out`

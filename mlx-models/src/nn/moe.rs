@@ -396,6 +396,18 @@ impl SparseMoe {
         Ok(self)
     }
 
+    /// `n` shared experts of the routed experts' width, summed in one ungated MLP of `n` times
+    /// that width (DeepSeek's `n_shared_experts`); `None`: none.
+    pub fn shared_experts(self, n: Option<usize>) -> Result<Self> {
+        match n {
+            Some(n) => {
+                let hidden = self.switch_mlp.gate_proj.weight.dim(-2) as usize;
+                self.shared_expert(hidden * n, false)
+            }
+            None => Ok(self),
+        }
+    }
+
     /// Another activation for the experts (gpt_oss's clamped SwiGLU).
     pub fn activation(mut self, activation: GatedActivation) -> Self {
         self.switch_mlp.activation = activation;
