@@ -193,6 +193,9 @@ pub struct WeightMismatch {
     pub shapes: Vec<(String, Vec<i32>, Vec<i32>)>,
     /// `(layer, problem)`: quantized layers whose packing does not fit the config or the layer.
     pub quantization: Vec<(String, String)>,
+    /// `(name, checkpoint type)`: tensors of a type that cannot be the floating-point
+    /// parameter they would set (the raw bytes of FP8 weights without their scales, integers).
+    pub types: Vec<(String, Dtype)>,
 }
 
 impl WeightMismatch {
@@ -202,6 +205,7 @@ impl WeightMismatch {
             && self.unexpected.is_empty()
             && self.shapes.is_empty()
             && self.quantization.is_empty()
+            && self.types.is_empty()
     }
 }
 
@@ -210,7 +214,8 @@ impl fmt::Display for WeightMismatch {
         let count = self.missing.len()
             + self.unexpected.len()
             + self.shapes.len()
-            + self.quantization.len();
+            + self.quantization.len()
+            + self.types.len();
         write!(
             f,
             "the checkpoint does not fit the model ({count} problems):"
@@ -232,6 +237,17 @@ impl fmt::Display for WeightMismatch {
         }
         for (layer, problem) in &self.quantization {
             write!(f, "\n  quantization: `{layer}`: {problem}")?;
+        }
+        for (name, dtype) in &self.types {
+            write!(
+                f,
+                "\n  type: `{name}` is {dtype:?} in the checkpoint, not floating point{}",
+                if *dtype == Dtype::Uint8 {
+                    " (FP8 bytes need their `weight_scale_inv`)"
+                } else {
+                    ""
+                }
+            )?;
         }
         Ok(())
     }
@@ -371,6 +387,7 @@ pub fn load_parts(
     }
     let mut mismatch = check_weights(&plan.expected, &weights);
     mismatch.quantization = plan.problems;
+    mismatch.types = non_floating_parameters(model.as_ref(), &plan.expected, &dense, &weights);
     if !mismatch.is_empty() {
         return Err(mismatch.into());
     }
@@ -426,6 +443,35 @@ pub fn load_parts(
         unknown_keys: built.unknown_keys,
         typos: built.typos,
     })
+}
+
+/// Checkpoint tensors that would set a floating-point parameter of a dense layer (one the
+/// checkpoint does not quantize: its expected shape is the parameter's own) with integers.
+fn non_floating_parameters(
+    model: &dyn LanguageModel,
+    expected: &BTreeMap<String, Vec<i32>>,
+    dense: &BTreeMap<String, Vec<i32>>,
+    weights: &HashMap<String, Array>,
+) -> Vec<(String, Dtype)> {
+    let floating: BTreeSet<String> = model
+        .parameters()
+        .flatten()
+        .into_iter()
+        .filter(|(_, p)| is_floating(p.dtype()))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let mut found: Vec<(String, Dtype)> = weights
+        .iter()
+        .filter(|(name, w)| {
+            !is_floating(w.dtype())
+                && floating.contains(name.as_str())
+                && expected.get(name.as_str()) == dense.get(name.as_str())
+                && expected.get(name.as_str()).map(Vec::as_slice) == Some(w.shape())
+        })
+        .map(|(name, w)| (name.clone(), w.dtype()))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
 }
 
 fn is_floating(dtype: Dtype) -> bool {

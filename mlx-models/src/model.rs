@@ -71,7 +71,8 @@ pub trait LanguageModel: ModuleParameters {
     /// A fresh cache, one entry per layer.
     fn make_cache(&self) -> Vec<Cache>;
 
-    /// Turns checkpoint tensors into this model's: the weight rules, then the hook.
+    /// Turns checkpoint tensors into this model's: FP8 block-scaled weights dequantized
+    /// ([`weights::dequantize_fp8_blocks`]), the weight rules, then the hook.
     /// Idempotent: already converted weights come back unchanged.
     fn sanitize(&self, weights: Weights) -> Result<Weights, SanitizeError>;
 }
@@ -93,7 +94,10 @@ impl<T: Architecture> LanguageModel for T {
         Architecture::make_cache(self)
     }
 
-    fn sanitize(&self, weights: Weights) -> Result<Weights, SanitizeError> {
+    fn sanitize(&self, mut weights: Weights) -> Result<Weights, SanitizeError> {
+        // FP8 block-scaled checkpoints first, as the reference's sanitize does before it
+        // stacks experts; for every architecture, not only those whose reference reads them.
+        weights::dequantize_fp8_blocks(&mut weights)?;
         let mut weights = weights::apply(T::WEIGHT_RULES, weights, Some(self))?;
         self.sanitize_hook(&mut weights)?;
         Ok(weights)

@@ -531,3 +531,83 @@ pub fn drop_layers_from(weights: &mut Weights, n: usize) {
         index.is_none_or(|i| i < n)
     });
 }
+
+/// The block of FP8 checkpoints' scales (`weight_block_size` `[128, 128]`): DeepSeek V3 and
+/// R1, Kimi K2, Qwen3's FP8 releases.
+pub const FP8_BLOCK: i32 = 128;
+
+/// FP8 checkpoints as the reference's sanitize reads them: every `<prefix>.weight` with a
+/// `<prefix>.weight_scale_inv` beside it, FP8 values `[m, n]` (`F8_E4M3` bytes, or an
+/// `F8_E5M2` tensor the reader decoded to float16) with one float scale per block of
+/// [`FP8_BLOCK`] x [`FP8_BLOCK`] (`[ceil(m / 128), ceil(n / 128)]`), becomes the bfloat16
+/// weight `value * scale`, computed as the reference computes it (so the same bits), and the
+/// scales are dropped. Checkpoints without `weight_scale_inv` pass unchanged, so this is
+/// idempotent. A scale without its weight, a weight that is neither FP8 bytes nor floating
+/// point, and a scale shape that does not tile the weight are errors that name the tensor.
+pub fn dequantize_fp8_blocks(weights: &mut Weights) -> Result<(), SanitizeError> {
+    const SUFFIX: &str = "_scale_inv";
+    let mut keys: Vec<String> = weights
+        .keys()
+        .filter(|k| k.ends_with(".weight_scale_inv"))
+        .cloned()
+        .collect();
+    keys.sort();
+    for key in keys {
+        let target = key[..key.len() - SUFFIX.len()].to_string();
+        let layout = |reason: String| SanitizeError::Layout {
+            key: key.clone(),
+            reason,
+        };
+        let Some(weight) = weights.get(&target) else {
+            return Err(layout(format!(
+                "an FP8 scale without its weight `{target}`"
+            )));
+        };
+        let scale = &weights[&key];
+        let (shape, scale_shape) = (weight.shape().to_vec(), scale.shape().to_vec());
+        let &[m, n] = shape.as_slice() else {
+            return Err(layout(format!(
+                "FP8 block scales are for matrices, and `{target}` is {shape:?}"
+            )));
+        };
+        let blocks = |d: i32| (d + FP8_BLOCK - 1) / FP8_BLOCK;
+        if scale_shape != [blocks(m), blocks(n)] {
+            return Err(layout(format!(
+                "scales {scale_shape:?} do not tile `{target}` {shape:?} in blocks of \
+                 {FP8_BLOCK} x {FP8_BLOCK} (expected [{}, {}])",
+                blocks(m),
+                blocks(n)
+            )));
+        }
+        if !matches!(
+            scale.dtype(),
+            Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16
+        ) {
+            return Err(layout(format!(
+                "FP8 scales must be floating point, not {:?}",
+                scale.dtype()
+            )));
+        }
+        let values = match weight.dtype() {
+            Dtype::Uint8 => crate::nn::quantized::from_fp8(weight, Dtype::Bfloat16)?,
+            Dtype::Float16 | Dtype::Bfloat16 | Dtype::Float32 => {
+                weight.as_dtype(Dtype::Bfloat16)?
+            }
+            other => {
+                return Err(layout(format!(
+                    "`{target}` holds {other:?}, not FP8 values"
+                )))
+            }
+        };
+        let (pm, pn) = (blocks(m) * FP8_BLOCK, blocks(n) * FP8_BLOCK);
+        let padded = mlx_rs::ops::pad(&values, &[(0, pm - m), (0, pn - n)], None, None)?;
+        let tiled = padded.reshape(&[pm / FP8_BLOCK, FP8_BLOCK, pn / FP8_BLOCK, FP8_BLOCK])?;
+        let scale = scale.reshape(&[pm / FP8_BLOCK, 1, pn / FP8_BLOCK, 1])?;
+        let scaled = tiled.multiply(&scale)?.reshape(&[pm, pn])?;
+        use mlx_rs::ops::indexing::IndexOp;
+        let dense = scaled.index((..m, ..n)).as_dtype(Dtype::Bfloat16)?;
+        weights.remove(&key);
+        weights.insert(target, dense);
+    }
+    Ok(())
+}

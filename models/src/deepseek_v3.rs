@@ -12,9 +12,10 @@
 //! and quantized again), and the multi-token-prediction layer is dropped. The reference drops
 //! `model.layers.61` (DeepSeek-V3's and Kimi K2's, whose `num_hidden_layers` is 61); this file
 //! drops every layer from `num_hidden_layers` on, which is the same for those checkpoints.
-//! Not supported: FP8 checkpoints (`weight_scale_inv`, which the reference dequantizes) and
-//! compressed-tensors int4 ones (`weight_packed`), both refused by strict loading as unknown
-//! tensors.
+//! The official FP8 releases (E4M3 weights with 128 x 128 `weight_scale_inv` blocks) are
+//! dequantized to bfloat16 as the reference does, by the loader's common first step
+//! ([`mlx_models::weights::dequantize_fp8_blocks`]). Not supported: compressed-tensors int4
+//! checkpoints (`weight_packed`), refused by strict loading as unknown tensors.
 
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;

@@ -22,6 +22,7 @@ the checkpoint (config.json, model*.safetensors) and reference.safetensors + ref
 """
 
 import json
+import struct
 from pathlib import Path
 
 import mlx.core as mx
@@ -87,8 +88,13 @@ def run_case(case: dict, out: Path) -> None:
         # sanitize must undo it when loading back.
         weights = dict(tree_flatten(model.parameters()))
         weights = case["hf_layout"](weights, config)
+        # A layout may also say under which safetensors dtype some tensors are written (the
+        # uint8 bytes of FP8 weights as `F8_E4M3`, as FP8 checkpoints label them).
+        weights, file_dtypes = weights if isinstance(weights, tuple) else (weights, {})
         mx.eval(weights)
-        mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "pt"})
+        path = out / "model.safetensors"
+        mx.save_safetensors(str(path), weights, metadata={"format": "pt"})
+        relabel_safetensors(path, file_dtypes)
     else:
         save_model(out, model)
     save_config(config, out / "config.json")
@@ -177,3 +183,46 @@ def w123_layout(weights, config):
                 key = key.replace(f".{ours}.", f".{theirs}.")
         out[key] = value
     return out
+
+
+def relabel_safetensors(path: Path, file_dtypes: dict) -> None:
+    """Rewrites the header of a safetensors file so that each tensor named in `file_dtypes`
+    carries that dtype (one of the same width: `U8` bytes as `F8_E4M3`); the data is kept."""
+    if not file_dtypes:
+        return
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    for name, dtype in file_dtypes.items():
+        assert header[name]["dtype"] == "U8", (name, header[name]["dtype"])
+        header[name]["dtype"] = dtype
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+
+FP8_BLOCK = 128
+
+
+def fp8_blocks(weights: dict, is_fp8) -> tuple:
+    """The FP8 layout of DeepSeek V3's and Kimi K2's releases: every 2-D `<name>.weight` for
+    which `is_fp8(name)` holds becomes E4M3 values (uint8 bytes, labelled `F8_E4M3` in the file)
+    with a float32 `<name>.weight_scale_inv` per block of 128 x 128 (the block's largest
+    magnitude over 448, E4M3's largest value), so that value * scale approximates the weight."""
+    out, file_dtypes = {}, {}
+    for key, w in weights.items():
+        name = key[: -len(".weight")]
+        if not (key.endswith(".weight") and w.ndim == 2 and is_fp8(name)):
+            out[key] = w
+            continue
+        m, n = w.shape
+        pm, pn = -m % FP8_BLOCK, -n % FP8_BLOCK
+        tiles = mx.pad(w.astype(mx.float32), ((0, pm), (0, pn))).reshape(
+            (m + pm) // FP8_BLOCK, FP8_BLOCK, (n + pn) // FP8_BLOCK, FP8_BLOCK
+        )
+        scale = mx.maximum(mx.abs(tiles).max(axis=(1, 3)), 1e-12) / 448.0
+        values = mx.to_fp8(tiles / scale[:, None, :, None]).reshape(m + pm, n + pn)[:m, :n]
+        out[key] = values
+        out[f"{name}.weight_scale_inv"] = scale
+        file_dtypes[key] = "F8_E4M3"
+    return out, file_dtypes

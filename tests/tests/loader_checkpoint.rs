@@ -406,7 +406,7 @@ fn bad_header_json() {
 fn unknown_dtypes() {
     let dir = folder();
     let bad = dir.path().join("bad.safetensors");
-    for dtype in ["F7", "Q4_K", "F8_E5M2", "F4", ""] {
+    for dtype in ["F7", "Q4_K", "F4", "F6_E2M3", "F6_E3M2", ""] {
         let header = format!(r#"{{"x":{{"dtype":"{dtype}","shape":[1],"data_offsets":[0,1]}}}}"#);
         raw_with_header(&bad, &header, &[0]);
         let err = load_one(&bad).unwrap_err();
@@ -692,4 +692,50 @@ fn bare_non_finite_floats_in_config() {
         read_config(dir.path()).unwrap_err(),
         CheckpointError::MalformedJson { .. }
     ));
+}
+
+/// Every FP8 type of the format loads, under every strategy: `F8_E4M3` and `F8_E8M0` as their
+/// bytes in uint8 (as MLX's loader keeps them), `F8_E5M2` (which MLX's loader refuses)
+/// decoded to float16 exactly, infinities, NaN and the smallest subnormal included.
+#[test]
+fn fp8_dtypes_load_under_every_strategy() {
+    let dir = folder();
+    let path = dir.path().join("fp8.safetensors");
+    // E5M2: 1.0, -2.0, +inf, 2^-16 (the smallest subnormal), 57344 (the largest), NaN.
+    let e5m2 = vec![0x3C, 0xC0, 0x7C, 0x01, 0x7B, 0x7E];
+    let e4m3 = vec![0x38, 0x40, 0x7E, 0x01];
+    let e8m0 = vec![127, 128, 0];
+    let f32s = f32_bytes(&[1.5, -0.25]);
+    write_st(
+        &path,
+        &[
+            ("e5m2", StDtype::F8_E5M2, vec![2, 3], e5m2.clone()),
+            ("e4m3", StDtype::F8_E4M3, vec![4], e4m3.clone()),
+            ("e8m0", StDtype::F8_E8M0, vec![3], e8m0.clone()),
+            ("f32", StDtype::F32, vec![2], f32s),
+        ],
+    );
+    let header = read_safetensors_header(&path).unwrap();
+    assert_eq!(header.tensors["e5m2"].file_dtype, "F8_E5M2");
+    assert_eq!(header.tensors["e5m2"].dtype, Dtype::Float16);
+    for strategy in [LoadStrategy::Mlx, LoadStrategy::Mmap, LoadStrategy::Copy] {
+        let w = load_safetensors(&path, strategy).unwrap();
+        let e5 = &w["e5m2"];
+        assert_eq!(
+            (e5.dtype(), e5.shape()),
+            (Dtype::Float16, &[2, 3][..]),
+            "{strategy:?}"
+        );
+        let v = values(e5);
+        assert_eq!(
+            &v[..5],
+            &[1.0, -2.0, f32::INFINITY, 2f32.powi(-16), 57344.0],
+            "{strategy:?}"
+        );
+        assert!(v[5].is_nan(), "{strategy:?}: {v:?}");
+        assert_eq!(w["e4m3"].dtype(), Dtype::Uint8);
+        assert_eq!(w["e4m3"].as_slice::<u8>(), &e4m3[..]);
+        assert_eq!(w["e8m0"].as_slice::<u8>(), &e8m0[..]);
+        assert_eq!(values(&w["f32"]), vec![1.5, -0.25], "{strategy:?}");
+    }
 }

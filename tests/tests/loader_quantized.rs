@@ -177,3 +177,24 @@ fn a_per_layer_entry_with_absurd_bits_is_named_without_overflow() {
     });
     assert!(quantization_error(dir.path()).contains("is not a quantization"));
 }
+
+/// The raw bytes of an FP8 weight without its `weight_scale_inv` (or any integer tensor) where
+/// a dense floating-point parameter goes are named with their type, not loaded as numbers.
+#[test]
+fn integer_tensors_for_floating_parameters_are_named() {
+    let dir = broken(|_, w| {
+        let norm = &w["model.norm.weight"];
+        let bytes = vec![0x38u8; norm.size()];
+        let shape = norm.shape().to_vec();
+        w.insert(
+            "model.norm.weight".into(),
+            Array::from_slice(&bytes, &shape),
+        );
+    });
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("type: `model.norm.weight` is Uint8 in the checkpoint, not floating point (FP8 bytes need their `weight_scale_inv`)"),
+        "{err}"
+    );
+    assert!(err.contains("(1 problems)"), "{err}");
+}

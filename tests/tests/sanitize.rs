@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use mlx_models::weights::{apply, mxfp4_blocks, split_fused, Fused, Rule, SanitizeError, Weights};
+use mlx_models::weights::{
+    apply, dequantize_fp8_blocks, mxfp4_blocks, split_fused, Fused, Rule, SanitizeError, Weights,
+};
 use mlx_rs::{Array, Dtype};
 
 fn weights(keys: &[&str]) -> Weights {
@@ -320,4 +322,92 @@ fn mxfp4_blocks_become_mlx_packed_words() {
         e.to_string(),
         "cannot convert `e.down_proj_blocks`: mxfp4 blocks are uint8 [..., groups, 16], not Float32 [1, 16]"
     );
+}
+
+fn e4m3(bytes: &[u8], shape: &[i32]) -> Array {
+    Array::from_slice(bytes, shape)
+}
+
+/// FP8 release layout: E4M3 bytes (0x38 is 1.0, 0x40 is 2.0, 0xB8 is -1.0) times one scale
+/// per 128 x 128 block, padded blocks at the edges; bfloat16 out, scales gone, idempotent.
+#[test]
+fn fp8_block_scales_dequantize_to_bfloat16() {
+    // [130, 3]: two row blocks (128 rows and 2), one column block (3 of 128 columns).
+    let mut bytes = vec![0x38u8; 130 * 3];
+    bytes[0] = 0x40;
+    bytes[129 * 3 + 2] = 0xB8;
+    let mut w = Weights::new();
+    w.insert("layer.weight".into(), e4m3(&bytes, &[130, 3]));
+    w.insert(
+        "layer.weight_scale_inv".into(),
+        Array::from_slice(&[0.5f32, 3.0], &[2, 1]),
+    );
+    w.insert("norm.weight".into(), Array::from_slice(&[1.0f32; 3], &[3]));
+    dequantize_fp8_blocks(&mut w).unwrap();
+    assert!(!w.contains_key("layer.weight_scale_inv"));
+    let dense = &w["layer.weight"];
+    assert_eq!(
+        (dense.dtype(), dense.shape()),
+        (Dtype::Bfloat16, &[130, 3][..])
+    );
+    let v: Vec<f32> = dense
+        .as_dtype(Dtype::Float32)
+        .unwrap()
+        .as_slice::<f32>()
+        .to_vec();
+    assert_eq!(v[0], 1.0); // 2.0 * 0.5
+    assert_eq!(v[1], 0.5);
+    assert_eq!(v[127 * 3], 0.5);
+    assert_eq!(v[128 * 3], 3.0);
+    assert_eq!(v[129 * 3 + 2], -3.0);
+    assert_eq!(w["norm.weight"].dtype(), Dtype::Float32);
+    // Converted weights pass unchanged.
+    let before = v.clone();
+    dequantize_fp8_blocks(&mut w).unwrap();
+    let again: Vec<f32> = w["layer.weight"]
+        .as_dtype(Dtype::Float32)
+        .unwrap()
+        .as_slice::<f32>()
+        .to_vec();
+    assert_eq!(before, again);
+}
+
+#[test]
+fn fp8_scales_that_do_not_fit_are_errors_naming_the_tensor() {
+    let cases: [(&str, Array, Option<Array>); 4] = [
+        // A scale without its weight.
+        ("orphan", Array::from_slice(&[1.0f32], &[1, 1]), None),
+        // Two column blocks for three columns.
+        (
+            "tiling",
+            Array::from_slice(&[1.0f32, 1.0], &[1, 2]),
+            Some(e4m3(&[0x38; 6], &[2, 3])),
+        ),
+        // A vector weight.
+        (
+            "vector",
+            Array::from_slice(&[1.0f32], &[1]),
+            Some(e4m3(&[0x38; 3], &[3])),
+        ),
+        // Integer weights that are not FP8 bytes.
+        (
+            "int",
+            Array::from_slice(&[1.0f32], &[1, 1]),
+            Some(Array::from_slice(&[1i32, 2], &[1, 2])),
+        ),
+    ];
+    for (what, scale, weight) in cases {
+        let mut w = Weights::new();
+        w.insert("x.weight_scale_inv".into(), scale);
+        if let Some(weight) = weight {
+            w.insert("x.weight".into(), weight);
+        }
+        let err = dequantize_fp8_blocks(&mut w).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, SanitizeError::Layout { key, .. } if key == "x.weight_scale_inv"),
+            "{what}: {text}"
+        );
+        assert!(!text.contains('\n'), "{what}: {text}");
+    }
 }

@@ -26,8 +26,21 @@ unsafe extern "C" fn release_map(payload: *mut c_void) {
     }
 }
 
+/// The float16 bits of each FP8 E5M2 byte: the byte is the float16's top half, so the
+/// conversion is exact (infinities and NaNs included).
+fn e5m2_to_f16_bits(bytes: &[u8]) -> Vec<u16> {
+    bytes.iter().map(|&b| u16::from(b) << 8).collect()
+}
+
 fn tensor_from_map(map: &Arc<SharedMap>, start: usize, meta: &TensorMeta, copy: bool) -> Array {
     let bytes = &map.0[start + meta.data_offsets.0..start + meta.data_offsets.1];
+    if meta.file_dtype == "F8_E5M2" {
+        let bits = e5m2_to_f16_bits(bytes);
+        // SAFETY: `bits` holds one float16 per element of the validated shape; MLX copies it.
+        return unsafe {
+            Array::from_raw_data(bits.as_ptr() as *const c_void, &meta.shape, Dtype::Float16)
+        };
+    }
     let ptr = bytes.as_ptr();
     // MLX views can start at any element, so its kernels only need element alignment.
     let width = dtype_width(meta.dtype);
@@ -58,7 +71,9 @@ fn tensor_from_map(map: &Arc<SharedMap>, start: usize, meta: &TensorMeta, copy: 
 pub fn load_safetensors(path: &Path, strategy: LoadStrategy) -> Result<HashMap<String, Array>> {
     let map = map_file(path)?;
     let header = parse_safetensors(path, &map)?;
-    if strategy == LoadStrategy::Mlx {
+    // MLX's loader refuses `F8_E5M2`, so a file that has any is read from the map.
+    let mlx_reads_it = header.tensors.values().all(|t| t.file_dtype != "F8_E5M2");
+    if strategy == LoadStrategy::Mlx && mlx_reads_it {
         drop(map);
         let arrays = Array::load_safetensors(path).map_err(|e| CheckpointError::Mlx {
             path: path.to_path_buf(),
@@ -68,7 +83,7 @@ pub fn load_safetensors(path: &Path, strategy: LoadStrategy) -> Result<HashMap<S
     }
     let start = 8 + header.header_len;
     let map = Arc::new(SharedMap(map));
-    let copy = strategy == LoadStrategy::Copy;
+    let copy = strategy != LoadStrategy::Mmap;
     Ok(header
         .tensors
         .iter()

@@ -56,8 +56,10 @@ pub struct SafetensorsHeader {
     pub tensors: BTreeMap<String, TensorMeta>,
 }
 
-/// The dtype MLX loads a safetensors dtype as (as MLX's own loader does: `F8_E4M3` and
-/// `F8_E8M0` are kept as their raw bytes in `uint8`).
+/// The dtype a safetensors dtype loads as: as MLX's own loader does (`F8_E4M3` and `F8_E8M0`
+/// kept as their raw bytes in `uint8`), and `F8_E5M2`, which MLX's loader refuses, decoded to
+/// float16 (exactly: an E5M2 value is the top byte of the float16 of the same value). The
+/// sub-byte types of the format (`F4`, `F6_E2M3`, `F6_E3M2`) are refused by name.
 fn mlx_dtype(dtype: &str) -> Option<Dtype> {
     Some(match dtype {
         "BOOL" => Dtype::Bool,
@@ -75,6 +77,7 @@ fn mlx_dtype(dtype: &str) -> Option<Dtype> {
         "F64" => Dtype::Float64,
         "C64" => Dtype::Complex64,
         "F8_E4M3" | "F8_E8M0" => Dtype::Uint8,
+        "F8_E5M2" => Dtype::Float16,
         _ => return None,
     })
 }
@@ -276,7 +279,7 @@ fn first_bad_tensor(bytes: &[u8]) -> Option<String> {
         let start = info.get("data_offsets")?.get(0)?.as_u64()?;
         let end = info.get("data_offsets")?.get(1)?.as_u64()?;
         let width: u64 = match info.get("dtype")?.as_str()? {
-            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E8M0" => 1,
+            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => 1,
             "U16" | "I16" | "F16" | "BF16" => 2,
             "U32" | "I32" | "F32" => 4,
             _ => 8,

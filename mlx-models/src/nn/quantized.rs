@@ -304,6 +304,21 @@ pub fn quantize(w: &Array, q: &Quantization) -> Result<(Array, Array, Option<Arr
     }
 }
 
+/// `mx.from_fp8(x, dtype)`: uint8 bytes read as FP8 E4M3 values (the form MLX loads a
+/// safetensors `F8_E4M3` tensor in), converted to `dtype`. Exact for float16, bfloat16 and
+/// float32 (every E4M3 value is one of theirs).
+pub fn from_fp8(x: &Array, dtype: Dtype) -> Result<Array> {
+    if x.dtype() != Dtype::Uint8 {
+        return Err(Exception::custom(format!(
+            "from_fp8 takes the uint8 bytes of FP8 values, not {:?}",
+            x.dtype()
+        )));
+    }
+    array_op("from_fp8", |res, s| unsafe {
+        mlx_sys::mlx_from_fp8(res, x.as_ptr(), dtype.into(), s)
+    })
+}
+
 /// `mx.dequantize` in any mode; like the Python binding, the result has the scales' type for
 /// affine and is bfloat16 otherwise.
 pub fn dequantize(

@@ -8,9 +8,9 @@ from pathlib import Path
 import mlx.core as mx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from parity import run_cases, unstack_experts  # noqa: E402
+from parity import fp8_blocks, run_cases, unstack_experts  # noqa: E402
 
-COVERS = "multi-head latent attention (low-rank or plain queries, latent cache, absorbed decode), yarn RoPE with mscale_all_dim in the scale, sigmoid group-limited routing with a correction bias, a shared expert, dense first layers and moe_layer_freq, Hugging Face layout (per-expert tensors, fused kv_b_proj, a quantized one), 4-bit"
+COVERS = "multi-head latent attention (low-rank or plain queries, latent cache, absorbed decode), yarn RoPE with mscale_all_dim in the scale, sigmoid group-limited routing with a correction bias, a shared expert, dense first layers and moe_layer_freq, Hugging Face layout (per-expert tensors, fused kv_b_proj, a quantized one), the FP8 release layout (E4M3 with 128 x 128 block scales), 4-bit"
 
 BASE = {
     "model_type": "deepseek_v3",
@@ -85,6 +85,13 @@ def hf_layout(weights, config, quantized=False):
     return out
 
 
+def fp8_layout(weights, config):
+    """The official releases' FP8 layout on top of the Hugging Face names: the projections of
+    attention and experts (and here the head, whose 256 rows make two blocks) as E4M3 with
+    128 x 128 block scales; embeddings, norms and the router stay as they are."""
+    return fp8_blocks(hf_layout(weights, config), lambda name: "_proj" in name or name == "lm_head")
+
+
 WIDE = {**BASE, "qk_nope_head_dim": 32, "v_head_dim": 32}
 
 CASES = [
@@ -95,6 +102,7 @@ CASES = [
                                        "attention_bias": True}},
     {"name": "yarn", "config": {**BASE, "rope_scaling": YARN}},
     {"name": "hf_layout", "config": BASE, "hf_layout": hf_layout},
+    {"name": "fp8_hf_layout", "config": BASE, "hf_layout": fp8_layout},
     {"name": "4bit", "config": BASE, "quantize": {"bits": 4, "group_size": 32}},
     {"name": "4bit_hf_layout", "config": WIDE, "quantize": {"bits": 4, "group_size": 32},
      "hf_layout": lambda w, c: hf_layout(w, c, quantized=True)},
