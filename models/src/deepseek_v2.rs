@@ -10,25 +10,18 @@
 //! `routed_scaling_factor` (not renormalised: the reference reads no `norm_topk_prob`), plus
 //! `n_shared_experts` shared experts in one MLP. Hugging Face per-expert tensors are stacked.
 
-use mlx_rs::error::{Exception, Result};
+use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::ops::{concatenate, repeat_axis, split_at_indices};
-use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::attention::attend;
-use mlx_models::nn::blocks::{merge_heads, rope_after};
-use mlx_models::nn::mask::AttentionMask;
-use mlx_models::nn::mla::{check_mla_heads, mla_scale};
+use mlx_models::nn::mla::{check_mla_heads, mla_scale, ExpandedLatentAttention, MlaConfig};
 use mlx_models::nn::moe::{check_routed_experts, FeedForward, Routing, SparseMoe};
-use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::{Rope, RopeScaling};
-use mlx_models::nn::transformer::{Decoder, DecoderArgs, DecoderLayer, Mlp, SelfAttention};
+use mlx_models::nn::transformer::{Decoder, DecoderArgs, DecoderLayer, Mlp};
 
 /// config.json of a deepseek_v2 checkpoint.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
@@ -175,135 +168,39 @@ impl DeepseekV2Args {
     }
 }
 
-/// DeepSeek-V2's attention: latent keys and values expanded by `kv_b_proj`, the shared
-/// rotated key repeated over the heads, a plain cache of full keys and values.
-#[derive(Debug, ModuleParameters)]
-pub struct Attention {
-    #[param]
-    q_proj: Option<Linear>,
-    #[param]
-    q_a_proj: Option<Linear>,
-    #[param]
-    q_a_layernorm: Option<RmsNorm>,
-    #[param]
-    q_b_proj: Option<Linear>,
-    #[param]
-    kv_a_proj_with_mqa: Linear,
-    #[param]
-    kv_a_layernorm: RmsNorm,
-    #[param]
-    kv_b_proj: Linear,
-    #[param]
-    o_proj: Linear,
-    n_heads: i32,
-    kv_lora_rank: i32,
-    qk_nope_head_dim: i32,
-    qk_rope_head_dim: i32,
-    scale: f32,
-    rope: Rope,
+/// DeepSeek-V2's attention, in its plain form: the latent expanded through `kv_b_proj`, the
+/// scale with yarn's `mscale_all_dim` ([`mla_scale`]), RMS norms of epsilon 1e-6.
+fn attention(args: &DeepseekV2Args) -> Result<ExpandedLatentAttention> {
+    let config = MlaConfig {
+        hidden_size: args.hidden_size as i32,
+        n_heads: args.num_attention_heads as i32,
+        q_lora_rank: args.q_lora_rank.map(|r| r as i32),
+        kv_lora_rank: args.kv_lora_rank as i32,
+        qk_nope_head_dim: args.qk_nope_head_dim as i32,
+        qk_rope_head_dim: args.qk_rope_head_dim as i32,
+        v_head_dim: args.v_head_dim as i32,
+        bias: args.attention_bias,
+        norm_eps: 1e-6,
+        scale: mla_scale(
+            args.qk_nope_head_dim + args.qk_rope_head_dim,
+            args.rope_scaling.as_ref(),
+        ),
+    };
+    let rope = Rope::new(
+        args.qk_rope_head_dim as i32,
+        args.rope_theta,
+        true,
+        &args.yarn()?,
+        Some(args.max_position_embeddings as i32),
+    )?;
+    ExpandedLatentAttention::new(config, rope)
 }
 
-impl Attention {
-    fn new(args: &DeepseekV2Args) -> Result<Self> {
-        let (dim, heads, bias) = (
-            args.hidden_size as i32,
-            args.num_attention_heads as i32,
-            args.attention_bias,
-        );
-        let (nope, rope_dim, v) = (
-            args.qk_nope_head_dim as i32,
-            args.qk_rope_head_dim as i32,
-            args.v_head_dim as i32,
-        );
-        let rank = args.kv_lora_rank as i32;
-        let q_width = heads * (nope + rope_dim);
-        let (q_proj, q_a_proj, q_a_layernorm, q_b_proj) = match args.q_lora_rank {
-            None => (Some(Linear::new(dim, q_width, false)?), None, None, None),
-            Some(r) => (
-                None,
-                Some(Linear::new(dim, r as i32, bias)?),
-                Some(RmsNorm::new(r as i32, 1e-6)?),
-                Some(Linear::new(r as i32, q_width, false)?),
-            ),
-        };
-        let scaling = args.yarn()?;
-        let rope = Rope::new(
-            rope_dim,
-            args.rope_theta,
-            true,
-            &scaling,
-            Some(args.max_position_embeddings as i32),
-        )?;
-        Ok(Attention {
-            q_proj,
-            q_a_proj,
-            q_a_layernorm,
-            q_b_proj,
-            kv_a_proj_with_mqa: Linear::new(dim, rank + rope_dim, bias)?,
-            kv_a_layernorm: RmsNorm::new(rank, 1e-6)?,
-            kv_b_proj: Linear::new(rank, heads * (nope + v), false)?,
-            o_proj: Linear::new(heads * v, dim, bias)?,
-            n_heads: heads,
-            kv_lora_rank: rank,
-            qk_nope_head_dim: nope,
-            qk_rope_head_dim: rope_dim,
-            scale: mla_scale(
-                args.qk_nope_head_dim + args.qk_rope_head_dim,
-                args.rope_scaling.as_ref(),
-            ),
-            rope,
-        })
-    }
-}
-
-impl SelfAttention for Attention {
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
-        let (b, l) = (x.dim(0), x.dim(1));
-        let q = match (
-            &self.q_proj,
-            &self.q_a_proj,
-            &self.q_a_layernorm,
-            &self.q_b_proj,
-        ) {
-            (Some(q_proj), ..) => q_proj.forward(x)?,
-            (None, Some(a), Some(norm), Some(b_proj)) => {
-                b_proj.forward(&norm.forward(&a.forward(x)?)?)?
-            }
-            _ => return Err(Exception::custom("attention: no query projection")),
-        };
-        let q = q
-            .reshape(&[b, l, self.n_heads, -1])?
-            .transpose_axes(&[0, 2, 1, 3])?;
-        let parts = split_at_indices(&q, &[self.qk_nope_head_dim], -1)?;
-        let compressed = self.kv_a_proj_with_mqa.forward(x)?;
-        let kv_parts = split_at_indices(&compressed, &[self.kv_lora_rank], -1)?;
-        let k_pe = kv_parts[1]
-            .reshape(&[b, l, 1, self.qk_rope_head_dim])?
-            .transpose_axes(&[0, 2, 1, 3])?;
-        let kv = self
-            .kv_b_proj
-            .forward(&self.kv_a_layernorm.forward(&kv_parts[0])?)?;
-        let kv = kv
-            .reshape(&[b, l, self.n_heads, -1])?
-            .transpose_axes(&[0, 2, 1, 3])?;
-        let kv = split_at_indices(&kv, &[self.qk_nope_head_dim], -1)?;
-        let (k_nope, values) = (&kv[0], &kv[1]);
-
-        let q_pe = rope_after(&self.rope, &parts[1], cache.as_deref())?;
-        let k_pe = rope_after(&self.rope, &k_pe, cache.as_deref())?;
-        let k_pe = repeat_axis::<f32>(k_pe, self.n_heads, 1)?;
-        let keys = concatenate(&[k_nope.clone(), k_pe], -1)?;
-        let queries = concatenate(&[parts[0].clone(), q_pe], -1)?;
-        let output = attend(&queries, &keys, values, cache, self.scale, mask, None)?;
-        self.o_proj.forward(&merge_heads(&output)?)
-    }
-}
-
-type Layer = DecoderLayer<Attention, FeedForward>;
+type Layer = DecoderLayer<ExpandedLatentAttention, FeedForward>;
 
 fn layer(args: &DeepseekV2Args, i: usize) -> Result<Layer> {
     let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
-    let attention = Attention::new(args)?;
+    let attention = attention(args)?;
     let mlp = match args.n_routed_experts {
         Some(experts) if args.is_sparse(i) => {
             let hidden = args.moe_intermediate_size;

@@ -19,17 +19,24 @@
 //! `mscale_all_dim` and a `factor` above one ([`mla_scale`]).
 //!
 //! A quantized key/value cache is refused: the reference's path cannot use one here either.
+//!
+//! [`ExpandedLatentAttention`] is the plain form of the same attention (mlx-lm's
+//! `deepseek_v2.py` and `minicpm3.py`): the normed latent goes through the fused `kv_b_proj`
+//! into per-head keys and values, the shared rotated key is repeated over the heads, and the
+//! cache holds full keys and values, so it is an ordinary attention from there on.
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Param;
 use mlx_rs::ops::indexing::TryIndexOp;
-use mlx_rs::ops::{expand_dims, matmul, select, split_at_indices, zeros_dtype};
+use mlx_rs::ops::{
+    concatenate, expand_dims, matmul, repeat_axis, select, split_at_indices, zeros_dtype,
+};
 use mlx_rs::{Array, Dtype};
 use serde_json::Value;
 
 use crate::cache::Cache;
-use crate::nn::attention::{finfo_min, scaled_dot_product_attention};
+use crate::nn::attention::{attend, finfo_min, scaled_dot_product_attention};
 use crate::nn::blocks::{merge_heads, rope_after};
 use crate::nn::mask::{create_causal_mask, AttentionMask};
 use crate::nn::norm::RmsNorm;
@@ -146,6 +153,66 @@ pub struct MlaConfig {
     pub scale: f32,
 }
 
+/// The query projections of `c`: one `q_proj`, or `q_a_proj`, `q_a_layernorm` and `q_b_proj`
+/// with a query rank.
+type QueryProjections = (
+    Option<Linear>,
+    Option<Linear>,
+    Option<RmsNorm>,
+    Option<Linear>,
+);
+
+fn query_projections(c: &MlaConfig) -> Result<QueryProjections> {
+    let q_width = c
+        .n_heads
+        .checked_mul(c.qk_nope_head_dim + c.qk_rope_head_dim)
+        .ok_or_else(|| Exception::custom("attention: the query heads exceed MLX's size limit"))?;
+    Ok(match c.q_lora_rank {
+        None => (
+            Some(Linear::new(c.hidden_size, q_width, false)?),
+            None,
+            None,
+            None,
+        ),
+        Some(rank) => (
+            None,
+            Some(Linear::new(c.hidden_size, rank, c.bias)?),
+            Some(RmsNorm::new(rank, c.norm_eps)?),
+            Some(Linear::new(rank, q_width, false)?),
+        ),
+    })
+}
+
+/// `x` `[B, L, hidden]` through the query projections, split into heads: the parts without
+/// and with position, `[B, heads, L, qk_nope_head_dim]` and `[B, heads, L, qk_rope_head_dim]`.
+fn project_queries(
+    (q_proj, q_a_proj, q_a_layernorm, q_b_proj): (
+        &Option<Linear>,
+        &Option<Linear>,
+        &Option<RmsNorm>,
+        &Option<Linear>,
+    ),
+    c: &MlaConfig,
+    x: &Array,
+) -> Result<(Array, Array)> {
+    let (b, l) = (x.dim(0), x.dim(1));
+    let q = match (q_proj, q_a_proj, q_a_layernorm, q_b_proj) {
+        (Some(q_proj), ..) => q_proj.forward(x)?,
+        (None, Some(a), Some(norm), Some(b_proj)) => {
+            b_proj.forward(&norm.forward(&a.forward(x)?)?)?
+        }
+        _ => return Err(Exception::custom("attention: no query projection")),
+    };
+    let q = q
+        .reshape(&[b, l, c.n_heads, c.qk_nope_head_dim + c.qk_rope_head_dim])?
+        .transpose_axes(&[0, 2, 1, 3])?;
+    let mut parts = split_at_indices(&q, &[c.qk_nope_head_dim], -1)?.into_iter();
+    match (parts.next(), parts.next()) {
+        (Some(nope), Some(pe)) => Ok((nope, pe)),
+        _ => Err(Exception::custom("attention: the query split lost a part")),
+    }
+}
+
 /// Multi-head latent attention (see the module's documentation). Field names are the
 /// checkpoint's (`self_attn.q_a_proj`, `self_attn.embed_q`, ...).
 #[derive(Debug, ModuleParameters)]
@@ -187,24 +254,7 @@ impl MultiLatentAttention {
     /// The layer `config` describes, rotating with `rope` (over `qk_rope_head_dim` features).
     pub fn new(config: MlaConfig, rope: Rope) -> Result<Self> {
         let c = &config;
-        let q_head_dim = c.qk_nope_head_dim + c.qk_rope_head_dim;
-        let q_width = c.n_heads.checked_mul(q_head_dim).ok_or_else(|| {
-            Exception::custom("attention: the query heads exceed MLX's size limit")
-        })?;
-        let (q_proj, q_a_proj, q_a_layernorm, q_b_proj) = match c.q_lora_rank {
-            None => (
-                Some(Linear::new(c.hidden_size, q_width, false)?),
-                None,
-                None,
-                None,
-            ),
-            Some(rank) => (
-                None,
-                Some(Linear::new(c.hidden_size, rank, c.bias)?),
-                Some(RmsNorm::new(rank, c.norm_eps)?),
-                Some(Linear::new(rank, q_width, false)?),
-            ),
-        };
+        let (q_proj, q_a_proj, q_a_layernorm, q_b_proj) = query_projections(c)?;
         Ok(MultiLatentAttention {
             q_proj,
             q_a_proj,
@@ -234,23 +284,14 @@ impl MultiLatentAttention {
     ) -> Result<Array> {
         let c = &self.config;
         let (b, l) = (x.dim(0), x.dim(1));
-        let q = match (
+        let queries = (
             &self.q_proj,
             &self.q_a_proj,
             &self.q_a_layernorm,
             &self.q_b_proj,
-        ) {
-            (Some(q_proj), ..) => q_proj.forward(x)?,
-            (None, Some(a), Some(norm), Some(b_proj)) => {
-                b_proj.forward(&norm.forward(&a.forward(x)?)?)?
-            }
-            _ => return Err(Exception::custom("attention: no query projection")),
-        };
-        let q = q
-            .reshape(&[b, l, c.n_heads, c.qk_nope_head_dim + c.qk_rope_head_dim])?
-            .transpose_axes(&[0, 2, 1, 3])?;
-        let parts = split_at_indices(&q, &[c.qk_nope_head_dim], -1)?;
-        let (q_nope, q_pe) = (&parts[0], &parts[1]);
+        );
+        let (q_nope, q_pe) = project_queries(queries, c, x)?;
+        let (q_nope, q_pe) = (&q_nope, &q_pe);
         let compressed = self.kv_a_proj_with_mqa.forward(x)?;
         let parts = split_at_indices(&compressed, &[c.kv_lora_rank], -1)?;
         let k_pe = parts[1]
@@ -326,6 +367,119 @@ impl SelfAttention for MultiLatentAttention {
     /// The rotated scores are masked by hand.
     fn mask_as_array(&self) -> bool {
         true
+    }
+}
+
+/// Latent attention in its plain form (mlx-lm's `deepseek_v2.py` and `minicpm3.py`): the
+/// normed latent expanded by the fused `kv_b_proj` into per-head keys (`qk_nope_head_dim`) and
+/// values (`v_head_dim`), the shared rotated key repeated over the heads, and a plain cache of
+/// full keys and values. Field names are the checkpoint's.
+#[derive(Debug, ModuleParameters)]
+pub struct ExpandedLatentAttention {
+    /// `[heads * q_head_dim, hidden]`, without a query rank.
+    #[param]
+    pub q_proj: Option<Linear>,
+    /// `[q_lora_rank, hidden]`.
+    #[param]
+    pub q_a_proj: Option<Linear>,
+    /// `[q_lora_rank]`.
+    #[param]
+    pub q_a_layernorm: Option<RmsNorm>,
+    /// `[heads * q_head_dim, q_lora_rank]`.
+    #[param]
+    pub q_b_proj: Option<Linear>,
+    /// `[kv_lora_rank + qk_rope_head_dim, hidden]`.
+    #[param]
+    pub kv_a_proj_with_mqa: Linear,
+    /// `[kv_lora_rank]`.
+    #[param]
+    pub kv_a_layernorm: RmsNorm,
+    /// `[heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]`.
+    #[param]
+    pub kv_b_proj: Linear,
+    /// `[hidden, heads * v_head_dim]`.
+    #[param]
+    pub o_proj: Linear,
+    /// The shape.
+    pub config: MlaConfig,
+    /// The rotation of the rotated parts.
+    pub rope: Rope,
+}
+
+impl ExpandedLatentAttention {
+    /// The layer `config` describes, rotating with `rope` (over `qk_rope_head_dim` features).
+    pub fn new(config: MlaConfig, rope: Rope) -> Result<Self> {
+        let c = &config;
+        let (q_proj, q_a_proj, q_a_layernorm, q_b_proj) = query_projections(c)?;
+        let too_wide =
+            || Exception::custom("attention: the key/value heads exceed MLX's size limit");
+        let kv_width = c
+            .n_heads
+            .checked_mul(c.qk_nope_head_dim + c.v_head_dim)
+            .ok_or_else(too_wide)?;
+        let o_width = c.n_heads.checked_mul(c.v_head_dim).ok_or_else(too_wide)?;
+        let latent_width = c
+            .kv_lora_rank
+            .checked_add(c.qk_rope_head_dim)
+            .ok_or_else(too_wide)?;
+        Ok(ExpandedLatentAttention {
+            q_proj,
+            q_a_proj,
+            q_a_layernorm,
+            q_b_proj,
+            kv_a_proj_with_mqa: Linear::new(c.hidden_size, latent_width, c.bias)?,
+            kv_a_layernorm: RmsNorm::new(c.kv_lora_rank, c.norm_eps)?,
+            kv_b_proj: Linear::new(c.kv_lora_rank, kv_width, false)?,
+            o_proj: Linear::new(o_width, c.hidden_size, c.bias)?,
+            config,
+            rope,
+        })
+    }
+
+    /// `x` `[B, L, hidden]` to `[B, L, hidden]`, attending to what `cache` holds and the `L`
+    /// new positions (whose full keys and values it appends to `cache`).
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut Cache>,
+    ) -> Result<Array> {
+        let c = &self.config;
+        let (b, l) = (x.dim(0), x.dim(1));
+        let queries = (
+            &self.q_proj,
+            &self.q_a_proj,
+            &self.q_a_layernorm,
+            &self.q_b_proj,
+        );
+        let (q_nope, q_pe) = project_queries(queries, c, x)?;
+        let compressed = self.kv_a_proj_with_mqa.forward(x)?;
+        let parts = split_at_indices(&compressed, &[c.kv_lora_rank], -1)?;
+        let k_pe = parts[1]
+            .reshape(&[b, l, 1, c.qk_rope_head_dim])?
+            .transpose_axes(&[0, 2, 1, 3])?;
+        let kv = self
+            .kv_b_proj
+            .forward(&self.kv_a_layernorm.forward(&parts[0])?)?;
+        let kv = kv
+            .reshape(&[b, l, c.n_heads, c.qk_nope_head_dim + c.v_head_dim])?
+            .transpose_axes(&[0, 2, 1, 3])?;
+        let kv = split_at_indices(&kv, &[c.qk_nope_head_dim], -1)?;
+        let (k_nope, values) = (&kv[0], &kv[1]);
+
+        let q_pe = rope_after(&self.rope, &q_pe, cache.as_deref())?;
+        let k_pe = rope_after(&self.rope, &k_pe, cache.as_deref())?;
+        let k_pe = repeat_axis::<f32>(k_pe, c.n_heads, 1)?;
+        let queries = concatenate(&[q_nope, q_pe], -1)?;
+        let keys = concatenate(&[k_nope.clone(), k_pe], -1)?;
+        let output = attend(&queries, &keys, values, cache, c.scale, mask, None)?;
+        self.o_proj.forward(&merge_heads(&output)?)
+    }
+}
+
+impl SelfAttention for ExpandedLatentAttention {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        ExpandedLatentAttention::forward(self, x, mask, cache)
     }
 }
 

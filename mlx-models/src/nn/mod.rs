@@ -4,7 +4,8 @@
 //! - [`attention`]: the one attention entry over the fused kernel, with grouped-query heads,
 //!   sinks and the quantized-cache path;
 //! - [`mla`]: multi-head latent attention (deepseek_v3's), with its per-head projections and
-//!   the split of a fused `kv_b_proj`;
+//!   the split of a fused `kv_b_proj`, and its plain form expanded through `kv_b_proj`
+//!   (deepseek_v2's, minicpm3's);
 //! - [`rope`]: every RoPE variant, built from a `rope_scaling` / `rope_parameters` config;
 //! - [`quantized`]: linear and embedding layers loading mlx-community's quantized layout;
 //! - [`switch`]: mixture-of-experts layers over `gather_mm` / `gather_qmm`;
