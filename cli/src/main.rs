@@ -6,13 +6,14 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use mlx_models::cache::Cache;
+use mlx_models::cache::{Cache, KvQuantization};
 use mlx_models::chat_template::ChatMessage;
 use mlx_models::generate::{model_stream, FinishReason, GenerationConfig, GenerationStats};
 use mlx_models::hub::{self, HubOptions};
 use mlx_models::load::{load_with, LoadOptions, LoadedModel};
 use mlx_models::registry;
 use mlx_models::sampling::{LogitsConfig, SamplerConfig};
+use mlx_models::stop::StopStrings;
 use mlx_models::tokenizer::{ChatOptions, Tokenizer};
 use mlx_rs::Dtype;
 use serde_json::json;
@@ -36,6 +37,8 @@ enum Command {
     /// kept between turns, so each turn only processes its new tokens.
     #[command(allow_negative_numbers = true)]
     Chat(ChatArgs),
+    /// Process a prompt once and save the model's cache, for `generate --prompt-cache-file`.
+    CachePrompt(CachePromptArgs),
     /// List the registered architectures and their aliases.
     List,
     /// Describe a checkpoint: type, parameters, dtype, quantization, layers, unknown config keys.
@@ -93,6 +96,41 @@ struct GenerateArgs {
     /// Output: streamed text, or one JSON object with the token ids and log-probabilities.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Start from a prompt cache saved by `cache-prompt` (or by the reference's
+    /// `mlx_lm.cache_prompt`); the prompt is what follows the cached part.
+    #[arg(long, value_name = "FILE")]
+    prompt_cache_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct CachePromptArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The prompt text (`-` reads standard input); with a chat template it is the start of a
+    /// user message that `generate --prompt-cache-file` continues.
+    #[arg(long, short = 'p', conflicts_with = "prompt_tokens")]
+    prompt: Option<String>,
+    /// The prompt as token ids (`3,17,42`).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    prompt_tokens: Option<Vec<u32>>,
+    /// Where to write the cache (a safetensors file in the reference's layout).
+    #[arg(long, alias = "prompt-cache-file", value_name = "FILE")]
+    out: std::path::PathBuf,
+    /// Bound every full-attention cache to this many positions, as `generate`'s.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_kv_size: Option<u32>,
+    /// Quantize the cache to this many bits once it holds `--quantized-kv-start` positions.
+    #[arg(long)]
+    kv_bits: Option<i32>,
+    /// Group size of the quantized cache.
+    #[arg(long, default_value_t = 64)]
+    kv_group_size: i32,
+    /// Positions from which the cache is quantized, with `--kv-bits`.
+    #[arg(long, default_value_t = KvQuantization::DEFAULT_START)]
+    quantized_kv_start: usize,
+    /// Prompt tokens per model call.
+    #[arg(long, default_value_t = 2048)]
+    prefill_step_size: usize,
 }
 
 /// Sampling, logits processing and cache settings shared by `generate` and `chat`.
@@ -138,6 +176,26 @@ struct SamplingArgs {
     /// first 4), as the reference's `--max-kv-size`.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_kv_size: Option<u32>,
+    /// Quantize the key/value cache to this many bits (2, 3, 4, 5, 6 or 8) once it holds
+    /// `--quantized-kv-start` positions (off when absent).
+    #[arg(long)]
+    kv_bits: Option<i32>,
+    /// Group size of the quantized key/value cache (32, 64 or 128).
+    #[arg(long, default_value_t = 64)]
+    kv_group_size: i32,
+    /// Positions from which the key/value cache is quantized, with `--kv-bits`.
+    #[arg(long, default_value_t = KvQuantization::DEFAULT_START)]
+    quantized_kv_start: usize,
+    /// Stop when the text contains this string (repeatable; matched across tokens; the string
+    /// and what follows are not printed).
+    #[arg(long, value_name = "STRING")]
+    stop: Vec<String>,
+    /// One more end-of-sequence token, as its text or its id (repeatable).
+    #[arg(long, value_name = "TOKEN")]
+    extra_eos_token: Vec<String>,
+    /// A JSON object of further chat-template variables (`{"enable_thinking": false}`).
+    #[arg(long, value_name = "JSON", value_parser = parse_template_config)]
+    chat_template_config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Args)]
@@ -162,6 +220,14 @@ fn parse_dtype(s: &str) -> Result<Dtype, String> {
         _ => Err(format!(
             "unknown dtype `{s}` (float32, float16 or bfloat16)"
         )),
+    }
+}
+
+fn parse_template_config(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("expected a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
     }
 }
 
@@ -244,6 +310,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate(args),
         Command::Chat(args) => chat(args),
+        Command::CachePrompt(args) => cache_prompt(args),
         Command::List => {
             list();
             Ok(())
@@ -393,7 +460,26 @@ fn inspect(args: SourceArgs) -> CliResult<()> {
 
 /// The tokens of one user message (after a system message, if any) rendered through the chat
 /// template with the generation prompt.
-fn user_turn(tokenizer: &Tokenizer, system: Option<&str>, text: &str) -> CliResult<Vec<u32>> {
+fn user_turn(
+    tokenizer: &Tokenizer,
+    system: Option<&str>,
+    text: &str,
+    template_config: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> CliResult<Vec<u32>> {
+    let rendered = render_user_turn(tokenizer, system, text, template_config)?;
+    tokenizer
+        .encode(&rendered, false)
+        .map_err(|e| e.to_string())
+}
+
+/// The chat template over an optional system message and one user message, ending with the
+/// start of the assistant's turn.
+fn render_user_turn(
+    tokenizer: &Tokenizer,
+    system: Option<&str>,
+    text: &str,
+    template_config: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> CliResult<String> {
     let mut messages = Vec::new();
     if let Some(system) = system {
         messages.push(ChatMessage::new("system", system));
@@ -401,13 +487,11 @@ fn user_turn(tokenizer: &Tokenizer, system: Option<&str>, text: &str) -> CliResu
     messages.push(ChatMessage::new("user", text));
     let options = ChatOptions {
         add_generation_prompt: true,
+        extra: template_config.cloned().unwrap_or_default(),
         ..Default::default()
     };
-    let rendered = tokenizer
-        .apply_chat_template(&messages, &options)
-        .map_err(|e| e.to_string())?;
     tokenizer
-        .encode(&rendered, false)
+        .apply_chat_template(&messages, &options)
         .map_err(|e| e.to_string())
 }
 
@@ -420,6 +504,19 @@ fn tokenizer_for(source: &std::path::Path) -> CliResult<Tokenizer> {
     Tokenizer::from_dir(source).map_err(|e| e.to_string())
 }
 
+/// `--prompt`, or standard input for `--prompt -`, with the reference's `\n` and `\t`
+/// escapes turned into a newline and a tab.
+fn prompt_text(flag: Option<&str>) -> CliResult<String> {
+    let text = flag.ok_or("give --prompt or --prompt-tokens")?;
+    if text == "-" {
+        let mut buf = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| format!("--prompt -: reading standard input: {e}"))?;
+        return Ok(buf);
+    }
+    Ok(text.replace("\\n", "\n").replace("\\t", "\t"))
+}
+
 fn prompt_ids(
     args: &GenerateArgs,
     dir: &std::path::Path,
@@ -428,21 +525,34 @@ fn prompt_ids(
         if ids.is_empty() {
             return Err("--prompt-tokens is empty".into());
         }
-        // A tokenizer is optional here: only to stream text.
-        let tokenizer = if args.format == Format::Text {
+        // A tokenizer is optional here: only to stream text, and needed to match stop strings.
+        let tokenizer = if !args.sampling.stop.is_empty() {
+            Some(tokenizer_for(dir).map_err(|e| format!("--stop needs the tokenizer: {e}"))?)
+        } else if args.format == Format::Text {
             tokenizer_for(dir).ok()
         } else {
             None
         };
         return Ok((ids.clone(), tokenizer));
     }
-    let text = args
-        .prompt
-        .as_deref()
-        .ok_or("give --prompt or --prompt-tokens")?;
+    let text = prompt_text(args.prompt.as_deref())?;
+    let text = text.as_str();
     let tokenizer = tokenizer_for(dir)?;
     let ids = if !args.no_chat_template && tokenizer.has_chat_template() {
-        user_turn(&tokenizer, args.system.as_deref(), text)?
+        let config = args.sampling.chat_template_config.as_ref();
+        if args.prompt_cache_file.is_some() {
+            // As the reference: the cache holds the start of the conversation, so the prompt
+            // is the rendering from where the user's text goes on.
+            let full = render_user_turn(&tokenizer, args.system.as_deref(), text, config)?;
+            let probe = render_user_turn(&tokenizer, args.system.as_deref(), "<query>", config)?;
+            let start = probe
+                .find("<query>")
+                .ok_or("the chat template does not show the user's message")?;
+            let suffix = full.get(start..).unwrap_or_default();
+            tokenizer.encode(suffix, false).map_err(|e| e.to_string())?
+        } else {
+            user_turn(&tokenizer, args.system.as_deref(), text, config)?
+        }
     } else {
         tokenizer.encode_prompt(text).map_err(|e| e.to_string())?
     };
@@ -498,6 +608,13 @@ fn check_flags(args: &SamplingArgs, max_tokens: usize) -> CliResult<()> {
     if args.prefill_step_size == 0 {
         return Err("--prefill-step-size: must be at least 1".into());
     }
+    if let Some(q) = kv_quantization(args) {
+        q.validate()
+            .map_err(|e| format!("--kv-bits / --kv-group-size: {e}"))?;
+    }
+    if args.stop.iter().any(String::is_empty) {
+        return Err("--stop: a stop string must not be empty".into());
+    }
     // Whatever else the library checks, before loading too.
     generation_config(args, max_tokens, Vec::new())
         .validate()
@@ -519,15 +636,25 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
             ));
         }
     }
-    let eos = eos_ids(&loaded, tokenizer.as_ref());
+    let mut eos = eos_ids(&loaded, tokenizer.as_ref());
+    eos.extend(extra_eos_ids(
+        &args.sampling.extra_eos_token,
+        tokenizer.as_ref(),
+    )?);
+    eos.sort_unstable();
+    eos.dedup();
+    let mut stops = StopStrings::new(args.sampling.stop.clone()).map_err(|e| e.to_string())?;
 
     let config = generation_config(&args.sampling, args.max_tokens, eos);
 
     let model = loaded.model.as_mut();
-    let mut cache = Cache::for_prompt(
-        model.make_cache(),
-        args.sampling.max_kv_size.map(|m| m as usize),
-    );
+    let mut cache = match &args.prompt_cache_file {
+        Some(file) => cached_prompt(file, &args, model)?,
+        None => Cache::for_prompt(
+            model.make_cache(),
+            args.sampling.max_kv_size.map(|m| m as usize),
+        ),
+    };
     let stream = model_stream(model, &mut cache, &prompt, config)
         .map_err(|e| e.to_string())?
         .with_prefill_progress(prefill_progress(args.source.quiet));
@@ -536,6 +663,8 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
     let mut tokens = Vec::new();
     let mut logprobs = Vec::new();
     let mut stats = GenerationStats::default();
+    let mut finish = "length";
+    let mut text = String::new();
     let mut out = std::io::stdout().lock();
     for step in stream {
         let step = step.map_err(|e| e.to_string())?;
@@ -544,24 +673,42 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
         stats = step.stats;
         // As the reference's stream, the EOS token ends the text without being printed.
         let eos_step = step.finish_reason == Some(FinishReason::Stop);
-        if args.format == Format::Text && !eos_step {
-            match detok.as_mut() {
-                Some(d) => {
-                    let piece = d.add_token(step.token).map_err(|e| e.to_string())?;
-                    let _ = write!(out, "{piece}");
-                }
-                None => {
-                    let _ = write!(out, "{} ", step.token);
-                }
-            }
+        if eos_step {
+            finish = "stop";
+            break;
+        }
+        let piece = match detok.as_mut() {
+            Some(d) => d.add_token(step.token).map_err(|e| e.to_string())?,
+            None => format!("{} ", step.token),
+        };
+        // Stop strings: what could still become one is held back, and one ends the stream.
+        let (piece, hit) = stops.push(&piece);
+        text.push_str(&piece);
+        if args.format == Format::Text {
+            let _ = write!(out, "{piece}");
             let _ = out.flush();
+        }
+        if hit {
+            finish = "stop";
+            break;
+        }
+    }
+    if !stops.stopped() {
+        if let Some(d) = detok.as_mut() {
+            let (piece, _) = stops.push(&d.finalize().map_err(|e| e.to_string())?);
+            text.push_str(&piece);
+            if args.format == Format::Text {
+                let _ = write!(out, "{piece}");
+            }
+        }
+        let rest = stops.finish();
+        text.push_str(&rest);
+        if args.format == Format::Text {
+            let _ = write!(out, "{rest}");
         }
     }
     match args.format {
         Format::Text => {
-            if let Some(d) = detok.as_mut() {
-                let _ = write!(out, "{}", d.finalize().map_err(|e| e.to_string())?);
-            }
             let _ = writeln!(out);
             eprintln!("==========");
             eprintln!(
@@ -579,12 +726,153 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
                 "prompt_tokens": prompt,
                 "tokens": tokens,
                 "logprobs": logprobs,
+                "text": tokenizer.as_ref().map(|_| text),
+                "finish_reason": finish,
                 "stats": stats,
                 "load_seconds": load_seconds,
+                // What the cache holds at the end (every layer's keys and values, or latents).
+                "cache_bytes": cache.iter().map(Cache::nbytes).sum::<usize>(),
             });
             let _ = writeln!(out, "{value}");
         }
     }
+    Ok(())
+}
+
+/// The cache of `--prompt-cache-file`, checked against the model and the flags as the
+/// reference checks it: made with the same `--model`, and with the same `--kv-bits` and
+/// `--kv-group-size` when it is quantized.
+fn cached_prompt(
+    file: &std::path::Path,
+    args: &GenerateArgs,
+    model: &dyn mlx_models::model::LanguageModel,
+) -> CliResult<Vec<Cache>> {
+    let what = |e: &dyn std::fmt::Display| format!("--prompt-cache-file {}: {e}", file.display());
+    if !file.is_file() {
+        return Err(what(&"no such file"));
+    }
+    let (cache, metadata) = mlx_models::cache::load_prompt_cache(file).map_err(|e| what(&e))?;
+    if let Some(made_with) = metadata.get("model") {
+        let same = made_with == &args.source.model
+            || matches!(
+                (std::fs::canonicalize(made_with), std::fs::canonicalize(&args.source.model)),
+                (Ok(a), Ok(b)) if a == b
+            );
+        if !same {
+            return Err(what(&format!(
+                "it was made with the model `{made_with}`, not `{}`",
+                args.source.model
+            )));
+        }
+    }
+    let layers = model.make_cache().len();
+    if cache.len() != layers {
+        return Err(what(&format!(
+            "it holds {} layer caches, and the model has {layers}",
+            cache.len()
+        )));
+    }
+    if let Some(Cache::Quantized(q)) = cache.first() {
+        if args.sampling.kv_bits.is_some_and(|b| b != q.bits) {
+            return Err(what(&format!(
+                "--kv-bits does not match its {} bits",
+                q.bits
+            )));
+        }
+        if args.sampling.kv_group_size != q.group_size {
+            return Err(what(&format!(
+                "--kv-group-size does not match its groups of {}",
+                q.group_size
+            )));
+        }
+    }
+    Ok(cache)
+}
+
+/// `cache-prompt`, as the reference's `mlx_lm.cache_prompt`: the prompt (a user message left
+/// open, with a chat template) runs through the model in chunks and the cache is saved with
+/// the metadata the reference writes (`model`, `tokenizer_config`).
+fn cache_prompt(args: CachePromptArgs) -> CliResult<()> {
+    mlx_models_zoo::link();
+    if args.prefill_step_size == 0 {
+        return Err("--prefill-step-size: must be at least 1".into());
+    }
+    let kv = args.kv_bits.map(|bits| KvQuantization {
+        bits,
+        group_size: args.kv_group_size,
+        start: args.quantized_kv_start,
+    });
+    if let Some(q) = &kv {
+        q.validate()
+            .map_err(|e| format!("--kv-bits / --kv-group-size: {e}"))?;
+    }
+    let mut loaded = load(&args.source)?;
+    let prompt = match &args.prompt_tokens {
+        Some(ids) if ids.is_empty() => return Err("--prompt-tokens is empty".into()),
+        Some(ids) => ids.clone(),
+        None => {
+            let text = prompt_text(args.prompt.as_deref())?;
+            let tokenizer = tokenizer_for(&loaded.dir)?;
+            if tokenizer.has_chat_template() {
+                let options = ChatOptions {
+                    continue_final_message: true,
+                    ..Default::default()
+                };
+                let rendered = tokenizer
+                    .apply_chat_template(&[ChatMessage::new("user", text)], &options)
+                    .map_err(|e| e.to_string())?;
+                tokenizer
+                    .encode(&rendered, false)
+                    .map_err(|e| e.to_string())?
+            } else {
+                tokenizer.encode(&text, true).map_err(|e| e.to_string())?
+            }
+        }
+    };
+    if let Some(vocab) = loaded.config.get("vocab_size").and_then(|v| v.as_u64()) {
+        if let Some(bad) = prompt.iter().find(|&&t| u64::from(t) >= vocab) {
+            return Err(format!(
+                "prompt token {bad} is outside the vocabulary (vocab_size {vocab})"
+            ));
+        }
+    }
+    let model = loaded.model.as_mut();
+    let mut cache = Cache::for_prompt(model.make_cache(), args.max_kv_size.map(|m| m as usize));
+    let mut progress = prefill_progress(args.source.quiet);
+    let started = std::time::Instant::now();
+    for (i, chunk) in prompt.chunks(args.prefill_step_size).enumerate() {
+        let tokens = mlx_rs::Array::from_slice(chunk, &[1, chunk.len() as i32]);
+        drop(
+            model
+                .forward(&tokens, &mut cache)
+                .map_err(|e| e.to_string())?,
+        );
+        if let Some(q) = &kv {
+            Cache::maybe_quantize(&mut cache, q).map_err(|e| e.to_string())?;
+        }
+        Cache::eval_all(&cache).map_err(|e| e.to_string())?;
+        let _ = mlx_rs::memory::clear_cache();
+        progress(
+            (i * args.prefill_step_size + chunk.len()).min(prompt.len()),
+            prompt.len(),
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("model".to_string(), args.source.model.clone());
+    metadata.insert(
+        "tokenizer_config".to_string(),
+        json!({ "trust_remote_code": false }).to_string(),
+    );
+    mlx_models::cache::save_prompt_cache(&args.out, &cache, &metadata)
+        .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+    eprintln!(
+        "Processed {} tokens ({:.2} tok/s); peak memory: {:.3} GB; saved {}",
+        prompt.len(),
+        prompt.len() as f64 / seconds.max(1e-9),
+        mlx_models::generate::peak_memory().unwrap_or(0) as f64 / 1e9,
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -622,7 +910,33 @@ fn generation_config(args: &SamplingArgs, max_tokens: usize, eos: Vec<u32>) -> G
         },
         eos_token_ids: eos,
         prefill_step_size: args.prefill_step_size,
+        kv_quantization: kv_quantization(args),
     }
+}
+
+fn kv_quantization(args: &SamplingArgs) -> Option<KvQuantization> {
+    args.kv_bits.map(|bits| KvQuantization {
+        bits,
+        group_size: args.kv_group_size,
+        start: args.quantized_kv_start,
+    })
+}
+
+/// The end-of-sequence ids of `--extra-eos-token`: ids as given, token texts through the
+/// tokenizer (which must then exist and know them).
+fn extra_eos_ids(tokens: &[String], tokenizer: Option<&Tokenizer>) -> CliResult<Vec<u32>> {
+    tokens
+        .iter()
+        .map(|t| match (t.parse::<u32>(), tokenizer) {
+            (Ok(id), _) => Ok(id),
+            (Err(_), Some(tok)) => tok.inner().token_to_id(t).ok_or_else(|| {
+                format!("--extra-eos-token: {t:?} is not a token of this tokenizer")
+            }),
+            (Err(_), None) => Err(format!(
+                "--extra-eos-token: {t:?} needs the checkpoint's tokenizer (or give the token id)"
+            )),
+        })
+        .collect()
 }
 
 /// The chat loop, as the reference's `mlx_lm.chat`: each line is a user message, rendered
@@ -639,11 +953,14 @@ fn chat(args: ChatArgs) -> CliResult<()> {
             args.source.model
         ));
     }
-    let config = generation_config(
-        &args.sampling,
-        args.max_tokens,
-        eos_ids(&loaded, Some(&tokenizer)),
-    );
+    let mut eos = eos_ids(&loaded, Some(&tokenizer));
+    eos.extend(extra_eos_ids(
+        &args.sampling.extra_eos_token,
+        Some(&tokenizer),
+    )?);
+    eos.sort_unstable();
+    eos.dedup();
+    let config = generation_config(&args.sampling, args.max_tokens, eos);
     config.validate().map_err(|e| e.to_string())?;
     let max_kv = args.sampling.max_kv_size.map(|m| m as usize);
     let model = loaded.model.as_mut();
@@ -681,23 +998,37 @@ fn chat(args: ChatArgs) -> CliResult<()> {
         } else {
             None
         };
-        let ids = user_turn(&tokenizer, system, query)?;
+        let ids = user_turn(
+            &tokenizer,
+            system,
+            query,
+            args.sampling.chat_template_config.as_ref(),
+        )?;
         first_turn = false;
 
         let stream = model_stream(&mut *model, &mut cache, &ids, config.clone())
             .map_err(|e| e.to_string())?
             .with_prefill_progress(prefill_progress(args.source.quiet));
         let mut detok = tokenizer.detokenizer();
+        let mut stops = StopStrings::new(args.sampling.stop.clone()).map_err(|e| e.to_string())?;
         for step in stream {
             let step = step.map_err(|e| e.to_string())?;
             if step.finish_reason == Some(FinishReason::Stop) {
                 break;
             }
             let piece = detok.add_token(step.token).map_err(|e| e.to_string())?;
+            let (piece, hit) = stops.push(&piece);
             let _ = write!(out, "{piece}");
             let _ = out.flush();
+            if hit {
+                break;
+            }
         }
-        let _ = writeln!(out, "{}", detok.finalize().map_err(|e| e.to_string())?);
+        if !stops.stopped() {
+            let (piece, _) = stops.push(&detok.finalize().map_err(|e| e.to_string())?);
+            let _ = write!(out, "{piece}{}", stops.finish());
+        }
+        let _ = writeln!(out);
         let _ = out.flush();
     }
     Ok(())

@@ -75,6 +75,9 @@ pub struct GenerationConfig {
     pub eos_token_ids: Vec<u32>,
     /// Prompt tokens per model call during prefill (at least 1).
     pub prefill_step_size: usize,
+    /// Quantize the key/value caches from some length on ([`model_stream`] applies it after
+    /// every model call, as the reference's `generate_step`); `None`: never.
+    pub kv_quantization: Option<crate::cache::KvQuantization>,
 }
 
 impl Default for GenerationConfig {
@@ -85,6 +88,7 @@ impl Default for GenerationConfig {
             logits: LogitsConfig::default(),
             eos_token_ids: Vec::new(),
             prefill_step_size: DEFAULT_PREFILL_STEP_SIZE,
+            kv_quantization: None,
         }
     }
 }
@@ -101,6 +105,9 @@ impl GenerationConfig {
             return Err(GenerateError::InvalidConfig(
                 "prefill_step_size must be at least 1".into(),
             ));
+        }
+        if let Some(q) = &self.kv_quantization {
+            q.validate().map_err(GenerateError::InvalidConfig)?;
         }
         self.sampler.validate()?;
         self.logits.validate()?;
@@ -466,7 +473,15 @@ pub fn model_stream<'a>(
 > {
     let cache = std::rc::Rc::new(std::cell::RefCell::new(cache));
     let for_hook = std::rc::Rc::clone(&cache);
-    let forward = move |tokens: &Array| model.forward(tokens, &mut cache.borrow_mut()[..]);
+    let kv_quantization = config.kv_quantization;
+    let forward = move |tokens: &Array| {
+        let mut cache = cache.borrow_mut();
+        let logits = model.forward(tokens, &mut cache[..])?;
+        if let Some(q) = &kv_quantization {
+            crate::cache::Cache::maybe_quantize(&mut cache[..], q)?;
+        }
+        Ok(logits)
+    };
     let stream = TokenStream::new(prompt, config, forward)?;
     Ok(stream
         .with_prefill_hook(move |_, _, _| Ok(crate::cache::Cache::eval_all(&for_hook.borrow())?)))

@@ -137,4 +137,5 @@ pub mod hub;
 pub mod load;
 pub mod sampling;
 pub mod source;
+pub mod stop;
 pub mod tokenizer;

@@ -68,6 +68,10 @@ type Result<T> = std::result::Result<T, TokenizerError>;
 pub struct ChatOptions {
     /// Ends the prompt with the start of an assistant turn.
     pub add_generation_prompt: bool,
+    /// Ends the prompt right after the last message's content, leaving that message open to be
+    /// continued (as transformers' `continue_final_message`: what the template writes after
+    /// the content, such as an end-of-turn token, is cut).
+    pub continue_final_message: bool,
     /// Tool definitions (JSON schemas), passed as `tools`.
     pub tools: Option<Value>,
     /// Further template variables (for example `enable_thinking`); they override the defaults.
@@ -454,9 +458,17 @@ impl Tokenizer {
             .chat_template
             .as_ref()
             .ok_or(TokenizerError::NoChatTemplate)?;
+        let final_content = messages.last().map(|m| m.content.clone());
         let messages =
             serde_json::to_value(messages).map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        self.render_chat_template(template, messages, options)
+        let rendered = self.render_chat_template(template, messages, options)?;
+        if !options.continue_final_message {
+            return Ok(rendered);
+        }
+        let content = final_content.ok_or_else(|| {
+            TokenizerError::Encode("continue_final_message needs a message".into())
+        })?;
+        continue_final(rendered, &content)
     }
 
     /// As [`Tokenizer::apply_chat_template`], with messages as arbitrary JSON (tool calls,
@@ -497,4 +509,25 @@ impl Tokenizer {
         }
         Ok(template.render(&Value::Object(ctx))?)
     }
+}
+
+/// The rendering cut right after the final message's content, as transformers cuts it for
+/// `continue_final_message`: at the content's last occurrence (stripped of surrounding
+/// whitespace when the template trimmed it).
+fn continue_final(rendered: String, content: &str) -> Result<String> {
+    let stripped = content.trim();
+    let at = rendered.rfind(stripped).ok_or_else(|| {
+        TokenizerError::Encode(
+            "continue_final_message: the final message's content is not in the rendered \
+             template"
+                .into(),
+        )
+    })?;
+    let lead = content.trim_start();
+    let end = if rendered[at..].starts_with(lead) {
+        at + lead.len()
+    } else {
+        at + stripped.len()
+    };
+    Ok(rendered[..end].to_string())
 }

@@ -12,8 +12,8 @@ float32 and with mxfp4 experts (its router at 8 bits, as the reference quantizes
 `deepseek`, a deepseek_v3 of about 300M (latent attention, 16 experts in 4 groups, 2 per
 token, a shared expert) in float32 and 4-bit. For each checkpoint and each side it runs
 `--repeat` fresh processes and keeps each figure's best run, then prints a table and the ratios
-ours / reference: prompt tokens/s, generation tokens/s (higher is better), load time and peak
-memory (lower is better). Not a test: timings depend on the machine.
+ours / reference: prompt tokens/s, generation tokens/s (higher is better), load time, peak
+memory and the bytes the cache holds after the last token (lower is better). Not a test: timings depend on the machine.
 
 Ours is `target/release/mlx-models` (built first with `cargo build --release`). The reference runs
 in a child Python with `LD_PRELOAD` set to OpenBLAS, so that MLX's float32 matmuls go through it as
@@ -127,6 +127,7 @@ sys.path.insert(0, sys.argv[4])
 import compat  # quantized experts on the pinned MLX
 from mlx_lm.utils import load_model
 from mlx_lm.generate import generate_step
+from mlx_lm.models.cache import make_prompt_cache
 
 path, prompt_len, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 tic = time.perf_counter()
@@ -138,14 +139,16 @@ prompt = mx.array([(i * 7919 + 13) % vocab for i in range(prompt_len)])
 # As stream_generate: prompt time until the first token, then tokens over the time since.
 tic = time.perf_counter()
 tokens = []
-for i, (token, _) in enumerate(generate_step(prompt, model, max_tokens=n)):
+cache = make_prompt_cache(model)
+for i, (token, _) in enumerate(generate_step(prompt, model, max_tokens=n, prompt_cache=cache)):
     if i == 0:
         prompt_tps = prompt.size / (time.perf_counter() - tic)
         tic = time.perf_counter()
     tokens.append(int(token))
 generation_tps = len(tokens) / (time.perf_counter() - tic)
 print(json.dumps({"load_seconds": load_seconds, "prompt_tps": prompt_tps, "generation_tps": generation_tps,
-                  "peak_memory_gb": mx.get_peak_memory() / 1e9, "tokens": tokens}))
+                  "peak_memory_gb": mx.get_peak_memory() / 1e9, "tokens": tokens,
+                  "cache_mb": sum(c.nbytes for c in cache) / 1e6}))
 """
 
 
@@ -192,7 +195,7 @@ def run_ours(binary: Path, model: Path, prompt_len: int, n: int) -> dict:
     stats = result["stats"]
     return {"load_seconds": result["load_seconds"], "prompt_tps": stats["prompt_tps"],
             "generation_tps": stats["generation_tps"], "peak_memory_gb": stats["peak_memory_bytes"] / 1e9,
-            "tokens": result["tokens"]}
+            "cache_mb": result["cache_bytes"] / 1e6, "tokens": result["tokens"]}
 
 
 def run_reference(model: Path, prompt_len: int, n: int) -> dict:
@@ -209,6 +212,7 @@ def best(runs: list) -> dict:
         "prompt_tps": max(r["prompt_tps"] for r in runs),
         "generation_tps": max(r["generation_tps"] for r in runs),
         "peak_memory_gb": min(r["peak_memory_gb"] for r in runs),
+        "cache_mb": min(r["cache_mb"] for r in runs),
         "median_generation_tps": statistics.median(r["generation_tps"] for r in runs),
     }
 
@@ -242,7 +246,8 @@ def main() -> None:
               f" (greedy tokens identical: {same})")
         print(f"  {'':22}{'mlx-models':>12}{'mlx-lm':>12}{'ratio':>8}")
         for key, label in [("prompt_tps", "prompt tokens/s"), ("generation_tps", "generation tokens/s"),
-                           ("load_seconds", "load s"), ("peak_memory_gb", "peak memory GB")]:
+                           ("load_seconds", "load s"), ("peak_memory_gb", "peak memory GB"),
+                           ("cache_mb", "cache at the end MB")]:
             print(f"  {label:22}{o[key]:12.3f}{r[key]:12.3f}{o[key] / r[key]:8.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

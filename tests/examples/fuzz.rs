@@ -3492,6 +3492,7 @@ impl Target for ChatTemplateTarget {
             add_generation_prompt: flags & 1 != 0,
             tools,
             extra,
+            ..ChatOptions::default()
         };
         self.stats.bump("parsed");
         let r = tok.apply_chat_template_json(&messages, &options);

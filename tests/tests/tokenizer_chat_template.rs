@@ -442,3 +442,37 @@ json.dump(out, sys.stdout)
     let stdout = mlx_models_tests::reference::run_python(SCRIPT, &[input.as_os_str()]);
     serde_json::from_str(&stdout).unwrap()
 }
+
+/// `continue_final_message`, as transformers: the rendering ends right after the last
+/// message's content (its end-of-turn token cut), also when the template trims the content.
+#[test]
+fn continue_final_message_cuts_after_the_last_content() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tokenizer(dir.path(), &[]);
+    let cfg = json!({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3});
+    std::fs::write(dir.path().join("tokenizer_config.json"), cfg.to_string()).unwrap();
+    let tok = Tokenizer::from_dir(dir.path()).unwrap();
+    let open = ChatOptions {
+        continue_final_message: true,
+        ..ChatOptions::default()
+    };
+    for content in ["Once upon", "Once upon  \n"] {
+        let messages = vec![ChatMessage::new("user", content)];
+        let out = tok.apply_chat_template(&messages, &open).unwrap();
+        assert_eq!(
+            out, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nOnce upon",
+            "{content:?}"
+        );
+    }
+    // Content the template does not show is an error, not a silent cut.
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        json!({"bos_token": "<s>", "chat_template": "{{ bos_token }}hello"}).to_string(),
+    )
+    .unwrap();
+    let tok = Tokenizer::from_dir(dir.path()).unwrap();
+    let err = tok
+        .apply_chat_template(&[ChatMessage::new("user", "absent")], &open)
+        .unwrap_err();
+    assert!(err.to_string().contains("continue_final_message"), "{err}");
+}

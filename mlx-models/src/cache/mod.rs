@@ -106,6 +106,40 @@ pub enum Cache {
     List(Vec<Cache>),
 }
 
+/// Quantized key/value caches during generation (the reference's `kv_bits`, `kv_group_size`,
+/// `quantized_kv_start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KvQuantization {
+    /// Bits per value: 2, 3, 4, 5, 6 or 8.
+    pub bits: i32,
+    /// Values per group: 32, 64 or 128 (dividing each head's features).
+    pub group_size: i32,
+    /// Quantize a cache once it holds this many positions (the reference's default: 5000).
+    pub start: usize,
+}
+
+impl KvQuantization {
+    /// The reference's `DEFAULT_QUANTIZED_KV_START`.
+    pub const DEFAULT_START: usize = 5000;
+
+    /// Checks the bits and the group size against what MLX's affine quantization has.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if ![2, 3, 4, 5, 6, 8].contains(&self.bits) {
+            return Err(format!(
+                "kv bits must be 2, 3, 4, 5, 6 or 8, not {}",
+                self.bits
+            ));
+        }
+        if ![32, 64, 128].contains(&self.group_size) {
+            return Err(format!(
+                "kv group size must be 32, 64 or 128, not {}",
+                self.group_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Cache {
     fn default() -> Self {
         Cache::Kv(KvCache::new())
@@ -161,6 +195,36 @@ impl Cache {
             collect(cache.state(), &mut arrays);
         }
         mlx_rs::transforms::eval(arrays.iter())
+    }
+
+    /// This cache with its keys and values quantized, as the reference's
+    /// `KVCache.to_quantized`: the whole buffer is quantized along its last axis and the offset
+    /// kept. `None` for caches that have no quantized form (windows, batches, states, lists:
+    /// the reference's rotating cache raises there; ours keeps them in full precision).
+    pub fn to_quantized(&self, group_size: i32, bits: i32) -> Result<Option<Cache>> {
+        let Cache::Kv(c) = self else {
+            return Ok(None);
+        };
+        let mut q = QuantizedKvCache::new(group_size, bits);
+        q.offset = c.offset;
+        if let (Some(k), Some(v)) = (&c.keys, &c.values) {
+            q.keys = Some(QuantizedArray::quantize(k, group_size, bits)?);
+            q.values = Some(QuantizedArray::quantize(v, group_size, bits)?);
+        }
+        Ok(Some(Cache::Quantized(q)))
+    }
+
+    /// The reference's `maybe_quantize_kv_cache`: every key/value cache that holds at least
+    /// `settings.start` positions becomes a [`QuantizedKvCache`]. Run after each model call.
+    pub fn maybe_quantize(caches: &mut [Cache], settings: &KvQuantization) -> Result<()> {
+        for cache in caches.iter_mut() {
+            if cache.offset() >= settings.start as i32 {
+                if let Some(q) = cache.to_quantized(settings.group_size, settings.bits)? {
+                    *cache = q;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A [`QuantizedKvCache`].

@@ -1,0 +1,418 @@
+//! Generation features of the CLI against the reference and on a real model: the quantized
+//! key/value cache (`--kv-bits`), prompt-cache files in both directions (`cache-prompt`,
+//! `--prompt-cache-file`), stop strings across token boundaries, extra end-of-sequence
+//! tokens, prompts from standard input and chat-template variables.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mlx_models_tests::cli::{binary, run, run_with_input, smollm2_gguf};
+use mlx_models_tests::reference::{run_python, run_script};
+use serde_json::Value;
+
+/// The reference's runs (`scripts/reference/generation.py`) and its folder.
+fn reference() -> (PathBuf, Value) {
+    let dir = run_script("scripts/reference/generation.py");
+    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
+    (dir, serde_json::from_str(&text).expect("json"))
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|t| t.as_u64().expect("an id") as u32)
+        .collect()
+}
+
+fn csv(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+/// Runs the CLI in `dir` (for checkpoints named relative to it, as a prompt cache records).
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run mlx-models")
+}
+
+#[test]
+fn quantized_kv_cache_generation_equals_the_reference() {
+    let (dir, r) = reference();
+    let model = dir.join("model");
+    let model = model.to_str().expect("path");
+    let prompt = csv(&ids(&r["prompt"]));
+    let steps = r["steps"].to_string();
+    let base = [
+        "generate",
+        "--model",
+        model,
+        "--prompt-tokens",
+        &prompt,
+        "--max-tokens",
+        &steps,
+        "--format",
+        "json",
+    ];
+    let plain = json_out(&run(&base));
+    assert_eq!(ids(&plain["tokens"]), ids(&r["plain"]));
+    let mut differs = 0;
+    for case in r["kv"].as_array().expect("kv cases") {
+        let (bits, group, start) = (
+            case["bits"].to_string(),
+            case["group_size"].to_string(),
+            case["start"].to_string(),
+        );
+        let mut args = base.to_vec();
+        args.extend([
+            "--kv-bits",
+            &bits,
+            "--kv-group-size",
+            &group,
+            "--quantized-kv-start",
+            &start,
+        ]);
+        let out = json_out(&run(&args));
+        let want = ids(&case["tokens"]);
+        assert_eq!(
+            ids(&out["tokens"]),
+            want,
+            "--kv-bits {bits} --kv-group-size {group} --quantized-kv-start {start}"
+        );
+        differs += usize::from(want != ids(&r["plain"]));
+        // The cache at the end is quantized: smaller than the float32 one.
+        assert!(
+            out["cache_bytes"].as_u64() < plain["cache_bytes"].as_u64(),
+            "{bits} bits: {} vs {}",
+            out["cache_bytes"],
+            plain["cache_bytes"]
+        );
+    }
+    // The cases would not tell a quantized cache from a plain one if all matched plain.
+    assert!(differs >= 1, "every quantized run equals the plain one");
+
+    for (flags, needle) in [
+        (
+            ["--kv-bits", "7", "--kv-group-size", "64"],
+            "--kv-bits / --kv-group-size: kv bits must be 2, 3, 4, 5, 6 or 8, not 7",
+        ),
+        (
+            ["--kv-bits", "4", "--kv-group-size", "48"],
+            "kv group size must be 32, 64 or 128, not 48",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(flags);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn prompt_cache_files_cross_load_with_the_reference() {
+    let (dir, r) = reference();
+    let prompt = ids(&r["prompt"]);
+    let split = r["split"].as_u64().expect("split") as usize;
+    let steps = r["steps"].to_string();
+    let want = ids(&r["prompt_cache"]["tokens"]);
+    let rest = csv(&prompt[split..]);
+
+    // The reference's file, continued by us (the model named as the file records it).
+    let from_reference = json_out(&run_in(
+        &dir,
+        &[
+            "generate",
+            "--model",
+            "model",
+            "--prompt-cache-file",
+            "prompt_cache.safetensors",
+            "--prompt-tokens",
+            &rest,
+            "--max-tokens",
+            &steps,
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(ids(&from_reference["tokens"]), want);
+
+    // Our file, continued by the reference and by us.
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let ours = scratch.path().join("ours.safetensors");
+    let model = dir.join("model");
+    let model = model.to_str().expect("path");
+    let made = run(&[
+        "cache-prompt",
+        "--model",
+        model,
+        "--prompt-tokens",
+        &csv(&prompt[..split]),
+        "--out",
+        ours.to_str().expect("path"),
+        "--prefill-step-size",
+        "3",
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let code = r#"
+import json, sys
+import mlx.core as mx
+from mlx_lm.generate import generate_step
+from mlx_lm.models.cache import load_prompt_cache
+from mlx_lm.utils import load_model
+cache, meta = load_prompt_cache(sys.argv[1], return_metadata=True)
+from pathlib import Path
+model, _ = load_model(Path(sys.argv[2]))
+rest = mx.array(json.loads(sys.argv[3]), dtype=mx.uint32)
+tokens = [int(t) for t, _ in generate_step(rest, model, max_tokens=int(sys.argv[4]), prompt_cache=cache)]
+print(json.dumps({"tokens": tokens, "meta": meta}))
+"#;
+    let rest_json = serde_json::to_string(&prompt[split..]).expect("json");
+    let out = run_python(
+        code,
+        &[
+            ours.as_os_str(),
+            dir.join("model").as_os_str(),
+            std::ffi::OsStr::new(&rest_json),
+            std::ffi::OsStr::new(&steps),
+        ],
+    );
+    let by_reference: Value =
+        serde_json::from_str(out.trim().lines().last().expect("a line")).expect("json");
+    assert_eq!(ids(&by_reference["tokens"]), want);
+    assert_eq!(by_reference["meta"]["model"].as_str(), Some(model));
+    assert!(by_reference["meta"]["tokenizer_config"].is_string());
+    let by_us = json_out(&run(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt-cache-file",
+        ours.to_str().expect("path"),
+        "--prompt-tokens",
+        &rest,
+        "--max-tokens",
+        &steps,
+        "--format",
+        "json",
+    ]));
+    assert_eq!(ids(&by_us["tokens"]), want);
+
+    // Another model than the file's, a missing file, and a corrupt one: one line each.
+    let other = scratch.path().join("other");
+    std::fs::create_dir(&other).expect("dir");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(dir.join("model").join(f), other.join(f)).expect("copy");
+    }
+    let junk = scratch.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a cache").expect("write");
+    for (model, file, needle) in [
+        (
+            other.to_str().expect("path"),
+            ours.to_str().expect("path"),
+            "it was made with the model",
+        ),
+        (model, "/nonexistent/cache.safetensors", "no such file"),
+        (model, junk.to_str().expect("path"), "--prompt-cache-file"),
+    ] {
+        let out = run(&[
+            "generate",
+            "--model",
+            model,
+            "--prompt-cache-file",
+            file,
+            "--prompt-tokens",
+            &rest,
+            "--max-tokens",
+            "2",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{needle}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+/// The SmolLM2 GGUF; a test that cannot fetch it fails with the reason (it has not run).
+fn smollm2() -> String {
+    match smollm2_gguf() {
+        Ok(path) => path.to_string_lossy().into_owned(),
+        Err(reason) => {
+            panic!("the SmolLM2 GGUF could not be fetched, so this test cannot run: {reason}")
+        }
+    }
+}
+
+fn smollm2_json(model: &str, extra: &[&str], input: Option<&str>) -> Value {
+    let mut args = vec![
+        "generate",
+        "--model",
+        model,
+        "--max-tokens",
+        "24",
+        "--format",
+        "json",
+        "--quiet",
+    ];
+    if input.is_none() {
+        args.extend(["--prompt", "Write a short poem about the sea."]);
+    }
+    args.extend(extra);
+    json_out(&run_with_input(&args, input))
+}
+
+#[test]
+fn stop_strings_extra_eos_tokens_and_stdin_prompts() {
+    let model = smollm2();
+    let plain = smollm2_json(&model, &[], None);
+    let tokens = ids(&plain["tokens"]);
+    let text = plain["text"].as_str().expect("text").to_string();
+    assert_eq!(plain["finish_reason"], "length");
+    assert_eq!(tokens.len(), 24);
+
+    // The same prompt from standard input.
+    let stdin = smollm2_json(
+        &model,
+        &["--prompt", "-"],
+        Some("Write a short poem about the sea."),
+    );
+    assert_eq!(stdin["tokens"], plain["tokens"]);
+
+    // A stop string that starts inside one token and ends inside a later one.
+    let words: Vec<(usize, char)> = text.char_indices().collect();
+    let mid = words.len() / 2;
+    let stop: String = words[mid..mid + 4].iter().map(|(_, c)| c).collect();
+    let before = &text[..text.find(&stop).expect("the stop string is in the text")];
+    let stopped = smollm2_json(&model, &["--stop", &stop], None);
+    assert_eq!(stopped["text"].as_str(), Some(before), "stop {stop:?}");
+    assert_eq!(stopped["finish_reason"], "stop");
+    assert!(ids(&stopped["tokens"]).len() < tokens.len());
+    // In text mode nothing of it is printed.
+    let out = run(&[
+        "generate",
+        "--model",
+        &model,
+        "--max-tokens",
+        "24",
+        "--quiet",
+        "--prompt",
+        "Write a short poem about the sea.",
+        "--stop",
+        &stop,
+        "--stop",
+        "unlikely-stop-string",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(printed.trim_end_matches('\n'), before);
+
+    // An extra end-of-sequence token, by id: generation ends at its first occurrence.
+    let eos = tokens[6];
+    let first = tokens.iter().position(|&t| t == eos).expect("present");
+    let ended = smollm2_json(&model, &["--extra-eos-token", &eos.to_string()], None);
+    assert_eq!(ids(&ended["tokens"]), tokens[..=first].to_vec());
+    assert_eq!(ended["finish_reason"], "stop");
+
+    for (flags, needle) in [
+        (
+            vec!["--extra-eos-token", "no-such-token-text"],
+            "is not a token of this tokenizer",
+        ),
+        (
+            vec!["--stop", ""],
+            "--stop: a stop string must not be empty",
+        ),
+        (
+            vec!["--chat-template-config", "[1, 2]"],
+            "expected a JSON object",
+        ),
+        (vec!["--chat-template-config", "{oops"], "not JSON"),
+    ] {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "2",
+        ];
+        args.extend(flags.iter().copied());
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{needle}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+/// A word-level tokenizer whose words are ids below 256 and a template that writes `T` or `F`
+/// from `enable_thinking`, on the reference's llama fixture: the prompt ids show what the
+/// template saw.
+#[test]
+fn chat_template_config_reaches_the_template() {
+    let src = mlx_models_tests::parity::fixtures("llama").join("untied");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).expect("copy");
+    }
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "T": 1, "F": 2, "hi": 3, "x": 4},
+                  "unk_token": "<unk>"}
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).expect("write");
+    let config = serde_json::json!({
+        "chat_template": "{% if enable_thinking %}T{% else %}F{% endif %} {{ messages[-1]['content'] }} {{ level | default('x') }}"
+    });
+    std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).expect("write");
+    let model = dir.path().to_str().expect("path");
+    let prompt_of = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "1",
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        ids(&json_out(&run(&args))["prompt_tokens"])
+    };
+    assert_eq!(prompt_of(&[]), vec![2, 3, 4]);
+    assert_eq!(
+        prompt_of(&[
+            "--chat-template-config",
+            r#"{"enable_thinking": true, "level": "hi"}"#
+        ]),
+        vec![1, 3, 3]
+    );
+}
