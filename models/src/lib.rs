@@ -11,6 +11,7 @@
 pub mod cohere;
 pub mod deepseek_v2;
 pub mod deepseek_v3;
+pub mod deepseek_v32;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;

@@ -3,10 +3,13 @@
 //! then one more (the absorbed decode at offset 37), one position at offset 0, and a chunk of
 //! 5 after 37 (per-head keys expanded at an offset). Two shapes: low-rank queries with yarn's
 //! `mscale_all_dim` in the scale, and one `q_proj` with biases and plain RoPE. Also: what the
-//! cache holds per position is the latent and the shared rotated key, nothing per head.
+//! cache holds per position is the latent and the shared rotated key, nothing per head, and with
+//! deepseek_v32's sparse-attention indexer, the indexer's key besides (its values zero wide).
 
 use mlx_models::cache::{create_attention_mask, Cache};
+use mlx_models::nn::dsa::{Indexer, IndexerConfig};
 use mlx_models::nn::mla::{mla_scale, MlaConfig, MultiLatentAttention};
+use mlx_models::nn::rope::Rope;
 use mlx_models::nn::transformer::RopeArgs;
 use mlx_models_tests::reference::{blocks, DiffLog, Fixture};
 use mlx_rs::module::ModuleParameters;
@@ -134,4 +137,54 @@ fn the_cache_holds_the_latent_and_the_rotated_key_per_position() {
     let capacity = kv.keys.as_ref().unwrap().dim(2) as usize;
     assert!(capacity >= positions);
     assert_eq!(cache.nbytes(), batch * capacity * per_position * 4);
+}
+
+#[test]
+fn a_sparse_layer_caches_the_indexer_keys_without_values() {
+    let fx = fixture();
+    let attn = layer(&fx, "lora");
+    let c = attn.config.clone();
+    let indexer = Indexer::new(
+        IndexerConfig {
+            hidden_size: c.hidden_size,
+            q_lora_rank: c.q_lora_rank.unwrap(),
+            n_heads: 2,
+            head_dim: 16,
+            topk: 4,
+        },
+        Rope::plain(c.qk_rope_head_dim, 10000.0, false, 1.0),
+    )
+    .unwrap();
+    let attn = attn.with_indexer(indexer).unwrap();
+    let (x_pre, x_one) = (fx.get("lora.x_pre"), fx.get("lora.x_one"));
+    let (batch, positions) = (x_pre.dim(0) as usize, x_pre.dim(1) as usize);
+
+    // A plain cache made for the layer becomes the pair it needs on the first step.
+    let mut cache = Cache::kv();
+    run(&attn, x_pre, &mut cache);
+    let step = run(&attn, x_one, &mut cache);
+    assert_eq!(step.shape(), x_one.shape());
+    let Cache::List(parts) = &cache else {
+        panic!("a sparse layer's cache is a list")
+    };
+    let [Cache::Kv(latents), Cache::Kv(keys)] = &parts[..] else {
+        panic!("two key/value caches")
+    };
+    assert_eq!((latents.offset, keys.offset), (38, 38));
+    let (k, v) = keys.keys_and_values().unwrap();
+    let b = batch as i32;
+    assert_eq!(
+        (k.shape(), v.shape()),
+        (&[b, 1, 38, 16][..], &[b, 1, 38, 0][..])
+    );
+    // Per position: the latent (32), the rotated key (8) and the indexer's key (16), float32.
+    let capacity = latents.keys.as_ref().unwrap().dim(2) as usize;
+    assert!(capacity > positions);
+    assert_eq!(cache.nbytes(), batch * capacity * (32 + 8 + 16) * 4);
+
+    // A filled cache of one kind is not split.
+    let mut filled = Cache::kv();
+    run(&layer(&fx, "lora"), x_pre, &mut filled);
+    let mask = create_attention_mask(1, Some(&filled), None, true).unwrap();
+    assert!(attn.forward(x_one, &mask, Some(&mut filled)).is_err());
 }

@@ -359,8 +359,9 @@ impl Cache {
     }
 
     /// The mask for `n` new tokens when the cache decides it (the caches with a `make_mask` in
-    /// the reference); `None` when it leaves the choice to [`create_attention_mask`].
-    ///
+    /// the reference); `None` when it leaves the choice to [`create_attention_mask`]. A list
+    /// answers with its first cache, whose positions it also reports (the reference's
+    /// deepseek_v32 makes its mask from its lists' first caches).
     pub fn make_mask(
         &self,
         n: i32,
@@ -376,7 +377,36 @@ impl Cache {
             Cache::Batch(c) => c
                 .make_mask(n, window_size)
                 .map(|m| Some(AttentionMask::Array(m))),
-            Cache::Chunked(_) | Cache::Arrays(_) | Cache::List(_) => Ok(None),
+            Cache::List(l) => match l.first() {
+                Some(first) => first.make_mask(n, window_size, return_array),
+                None => Ok(None),
+            },
+            Cache::Chunked(_) | Cache::Arrays(_) => Ok(None),
+        }
+    }
+
+    /// The `n` caches of a composite layer: a list's own, or, for one empty cache of another
+    /// kind (a batch cache made per layer, for instance), `n` empty copies of it, which this
+    /// cache becomes. A list of another length, or a cache that already holds positions and
+    /// is not a list, is an error.
+    pub fn parts_mut(&mut self, n: usize) -> Result<&mut [Cache]> {
+        if !matches!(self, Cache::List(_)) {
+            if !self.is_empty() {
+                return Err(Exception::custom(format!(
+                    "this layer needs a list of {n} caches (the model's make_cache), got a \
+                     filled {}",
+                    self.class_name()
+                )));
+            }
+            *self = Cache::List(vec![self.clone(); n]);
+        }
+        match self {
+            Cache::List(l) if l.len() != n => Err(Exception::custom(format!(
+                "this layer needs a list of {n} caches, got {}",
+                l.len()
+            ))),
+            Cache::List(l) => Ok(l.as_mut_slice()),
+            _ => Err(Exception::custom("a cache list expected")),
         }
     }
 

@@ -18,6 +18,10 @@
 //! of yarn's `0.1 · mscale_all_dim · ln(factor) + 1` when `rope_scaling` has a non-zero
 //! `mscale_all_dim` and a `factor` above one ([`mla_scale`]).
 //!
+//! With an [`Indexer`] ([`MultiLatentAttention::with_indexer`], DeepSeek V3.2's sparse
+//! attention, see [`crate::nn::dsa`]) each query attends only to the keys the indexer picks, and
+//! the layer's cache is a list of two: the latents and rotated keys, then the indexer's keys.
+//!
 //! A quantized key/value cache is refused: the reference's path cannot use one here either.
 //!
 //! [`ExpandedLatentAttention`] is the plain form of the same attention (mlx-lm's
@@ -38,6 +42,7 @@ use serde_json::Value;
 use crate::cache::Cache;
 use crate::nn::attention::{attend, finfo_min, scaled_dot_product_attention};
 use crate::nn::blocks::{merge_heads, rope_after};
+use crate::nn::dsa::Indexer;
 use crate::nn::mask::{create_causal_mask, AttentionMask};
 use crate::nn::norm::RmsNorm;
 use crate::nn::quantized::{
@@ -184,7 +189,8 @@ fn query_projections(c: &MlaConfig) -> Result<QueryProjections> {
 }
 
 /// `x` `[B, L, hidden]` through the query projections, split into heads: the parts without
-/// and with position, `[B, heads, L, qk_nope_head_dim]` and `[B, heads, L, qk_rope_head_dim]`.
+/// and with position, `[B, heads, L, qk_nope_head_dim]` and `[B, heads, L, qk_rope_head_dim]`,
+/// and with a query rank the normed query latent `[B, L, q_lora_rank]`.
 fn project_queries(
     (q_proj, q_a_proj, q_a_layernorm, q_b_proj): (
         &Option<Linear>,
@@ -194,12 +200,13 @@ fn project_queries(
     ),
     c: &MlaConfig,
     x: &Array,
-) -> Result<(Array, Array)> {
+) -> Result<(Array, Array, Option<Array>)> {
     let (b, l) = (x.dim(0), x.dim(1));
-    let q = match (q_proj, q_a_proj, q_a_layernorm, q_b_proj) {
-        (Some(q_proj), ..) => q_proj.forward(x)?,
+    let (q, qr) = match (q_proj, q_a_proj, q_a_layernorm, q_b_proj) {
+        (Some(q_proj), ..) => (q_proj.forward(x)?, None),
         (None, Some(a), Some(norm), Some(b_proj)) => {
-            b_proj.forward(&norm.forward(&a.forward(x)?)?)?
+            let qr = norm.forward(&a.forward(x)?)?;
+            (b_proj.forward(&qr)?, Some(qr))
         }
         _ => return Err(Exception::custom("attention: no query projection")),
     };
@@ -208,7 +215,7 @@ fn project_queries(
         .transpose_axes(&[0, 2, 1, 3])?;
     let mut parts = split_at_indices(&q, &[c.qk_nope_head_dim], -1)?.into_iter();
     match (parts.next(), parts.next()) {
-        (Some(nope), Some(pe)) => Ok((nope, pe)),
+        (Some(nope), Some(pe)) => Ok((nope, pe, qr)),
         _ => Err(Exception::custom("attention: the query split lost a part")),
     }
 }
@@ -244,6 +251,9 @@ pub struct MultiLatentAttention {
     /// `[hidden, heads * v_head_dim]`.
     #[param]
     pub o_proj: Linear,
+    /// The sparse-attention indexer (`None`: every query sees every key).
+    #[param]
+    pub indexer: Option<Indexer>,
     /// The shape.
     pub config: MlaConfig,
     /// The rotation of the rotated parts.
@@ -269,9 +279,24 @@ impl MultiLatentAttention {
             embed_q: MultiLinear::new(c.qk_nope_head_dim, c.kv_lora_rank, c.n_heads)?,
             unembed_out: MultiLinear::new(c.kv_lora_rank, c.v_head_dim, c.n_heads)?,
             o_proj: Linear::new(c.n_heads * c.v_head_dim, c.hidden_size, c.bias)?,
+            indexer: None,
             config,
             rope,
         })
+    }
+
+    /// The same layer made sparse: `indexer` picks the keys each query attends to, from the
+    /// normed query latent (so the layer needs a `q_lora_rank`). Its cache is then a list of
+    /// two (see [`Cache::parts_mut`]): the latents and rotated keys, and the indexer's keys.
+    pub fn with_indexer(mut self, indexer: Indexer) -> Result<Self> {
+        if self.config.q_lora_rank.is_none() {
+            return Err(Exception::custom(
+                "the sparse-attention indexer reads the query latent; the attention needs a \
+                 `q_lora_rank`",
+            ));
+        }
+        self.indexer = Some(indexer);
+        Ok(self)
     }
 
     /// `x` `[B, L, hidden]` to `[B, L, hidden]`, attending to what `cache` holds and the `L`
@@ -284,13 +309,21 @@ impl MultiLatentAttention {
     ) -> Result<Array> {
         let c = &self.config;
         let (b, l) = (x.dim(0), x.dim(1));
+        let (cache, indexer_cache) = match (&self.indexer, cache) {
+            (Some(_), Some(cache)) => match cache.parts_mut(2)? {
+                [latents, keys] => (Some(latents), Some(keys)),
+                _ => return Err(Exception::custom("attention: a cache list of two expected")),
+            },
+            (_, cache) => (cache, None),
+        };
         let queries = (
             &self.q_proj,
             &self.q_a_proj,
             &self.q_a_layernorm,
             &self.q_b_proj,
         );
-        let (q_nope, q_pe) = project_queries(queries, c, x)?;
+        // `qr`, the normed query latent, is the indexer's input too.
+        let (q_nope, q_pe, qr) = project_queries(queries, c, x)?;
         let (q_nope, q_pe) = (&q_nope, &q_pe);
         let compressed = self.kv_a_proj_with_mqa.forward(x)?;
         let parts = split_at_indices(&compressed, &[c.kv_lora_rank], -1)?;
@@ -314,19 +347,24 @@ impl MultiLatentAttention {
             Some(cache) => cache.update_and_fetch(&kv_latent, &k_pe)?,
         };
 
-        let scale = Array::from_f32(self.scale()).as_dtype(q_pe.dtype())?;
-        let mut pe_scores = matmul(q_pe.multiply(&scale)?, k_pe.swap_axes(-1, -2)?)?;
-        let causal;
         let mask = match mask {
             AttentionMask::None => None,
             AttentionMask::Causal => {
-                let (ql, kl) = (pe_scores.dim(-2), pe_scores.dim(-1));
-                causal = create_causal_mask(ql, kl - ql, None, None, None)?;
-                Some(&causal)
+                let kl = kv_latent.dim(2);
+                Some(create_causal_mask(l, kl - l, None, None, None)?)
             }
-            AttentionMask::Array(m) => Some(m),
+            AttentionMask::Array(m) => Some(m.clone()),
         };
-        if let Some(m) = mask {
+        let (kv_latent, k_pe, mask) = match (&self.indexer, &qr) {
+            (Some(indexer), Some(qr)) => {
+                indexer.select(x, qr, (kv_latent, k_pe, mask), indexer_cache)?
+            }
+            _ => (kv_latent, k_pe, mask),
+        };
+
+        let scale = Array::from_f32(self.scale()).as_dtype(q_pe.dtype())?;
+        let mut pe_scores = matmul(q_pe.multiply(&scale)?, k_pe.swap_axes(-1, -2)?)?;
+        if let Some(m) = &mask {
             pe_scores = if m.dtype() == Dtype::Bool {
                 select(m, &pe_scores, finfo_min(pe_scores.dtype()))?
             } else {
@@ -452,7 +490,7 @@ impl ExpandedLatentAttention {
             &self.q_a_layernorm,
             &self.q_b_proj,
         );
-        let (q_nope, q_pe) = project_queries(queries, c, x)?;
+        let (q_nope, q_pe, _) = project_queries(queries, c, x)?;
         let compressed = self.kv_a_proj_with_mqa.forward(x)?;
         let parts = split_at_indices(&compressed, &[c.kv_lora_rank], -1)?;
         let k_pe = parts[1]

@@ -6,6 +6,8 @@
 //! - [`mla`]: multi-head latent attention (deepseek_v3's), with its per-head projections and
 //!   the split of a fused `kv_b_proj`, and its plain form expanded through `kv_b_proj`
 //!   (deepseek_v2's, minicpm3's);
+//! - [`dsa`]: DeepSeek sparse attention, the indexer that picks each query's top-k keys for
+//!   a latent attention (deepseek_v32's);
 //! - [`rope`]: every RoPE variant, built from a `rope_scaling` / `rope_parameters` config;
 //! - [`quantized`]: linear and embedding layers loading mlx-community's quantized layout;
 //! - [`switch`]: mixture-of-experts layers over `gather_mm` / `gather_qmm`;
@@ -22,6 +24,7 @@
 pub mod activations;
 pub mod attention;
 pub mod blocks;
+pub mod dsa;
 pub mod gemma;
 pub mod mask;
 pub mod mla;

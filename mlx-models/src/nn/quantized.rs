@@ -225,7 +225,7 @@ static ERROR_HANDLER: Once = Once::new();
 
 /// Makes sure mlx-rs has installed its error handler (mlx-c's default one exits the process)
 /// before we call the C API ourselves: any fallible mlx-rs op installs it.
-fn ensure_error_handler() {
+pub(crate) fn ensure_error_handler() {
     ERROR_HANDLER.call_once(|| {
         let _ = mlx_rs::ops::abs(Array::from_int(0));
     });
