@@ -76,9 +76,16 @@ enum Format {
 struct GenerateArgs {
     #[command(flatten)]
     source: SourceArgs,
-    /// The prompt text.
+    /// The prompt text (`-` reads standard input).
     #[arg(long, short = 'p', conflicts_with = "prompt_tokens")]
     prompt: Option<String>,
+    /// Many prompts, generated together as a left-padded batch: a JSONL file with one object a
+    /// line, `{"prompt": "..."}` or `{"prompt_tokens": [...]}`, optionally `"max_tokens": n`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "prompt_tokens", "prompt_cache_file"])]
+    prompts_file: Option<std::path::PathBuf>,
+    /// With `--prompts-file`: prompts per batch (each batch is one left-padded batch).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batch_size: u32,
     /// The prompt as token ids (`3,17,42`); needs no tokenizer.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     prompt_tokens: Option<Vec<u32>>,
@@ -624,6 +631,9 @@ fn check_flags(args: &SamplingArgs, max_tokens: usize) -> CliResult<()> {
 fn generate(args: GenerateArgs) -> CliResult<()> {
     mlx_models_zoo::link();
     check_flags(&args.sampling, args.max_tokens)?;
+    if let Some(file) = &args.prompts_file {
+        return generate_batch(file, &args);
+    }
     let load_started = std::time::Instant::now();
     let mut loaded = load(&args.source)?;
     let load_seconds = load_started.elapsed().as_secs_f64();
@@ -736,6 +746,226 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
             let _ = writeln!(out, "{value}");
         }
     }
+    Ok(())
+}
+
+/// The largest `--prompts-file` read.
+const MAX_PROMPTS_FILE: u64 = 256 << 20;
+
+/// One line of `--prompts-file`.
+struct PromptLine {
+    prompt: Option<String>,
+    prompt_tokens: Option<Vec<u32>>,
+    max_tokens: Option<usize>,
+}
+
+impl PromptLine {
+    fn parse(line: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let serde_json::Value::Object(map) = value else {
+            return Err("expected a JSON object".into());
+        };
+        if let Some(key) = map
+            .keys()
+            .find(|k| !["prompt", "prompt_tokens", "max_tokens"].contains(&k.as_str()))
+        {
+            return Err(format!("unknown key `{key}`"));
+        }
+        let prompt = match map.get("prompt") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err("`prompt` must be a string".into()),
+        };
+        let prompt_tokens = match map.get("prompt_tokens") {
+            None => None,
+            Some(serde_json::Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|t| t.as_u64().and_then(|t| u32::try_from(t).ok()))
+                    .collect::<Option<Vec<u32>>>()
+                    .ok_or("`prompt_tokens` must be token ids")?,
+            ),
+            Some(_) => return Err("`prompt_tokens` must be an array of token ids".into()),
+        };
+        let max_tokens = match map.get("max_tokens") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|&n| n >= 1)
+                    .ok_or("`max_tokens` must be a positive integer")?,
+            ),
+        };
+        Ok(PromptLine {
+            prompt,
+            prompt_tokens,
+            max_tokens,
+        })
+    }
+}
+
+/// `generate --prompts-file`: every prompt of the file, in batches of `--batch-size`, each
+/// result printed in the file's order (a JSON object a line with `--format json`).
+fn generate_batch(file: &std::path::Path, args: &GenerateArgs) -> CliResult<()> {
+    use mlx_models::batch::{batch_generate, BatchPrompt};
+    let what = |e: &dyn std::fmt::Display| format!("--prompts-file {}: {e}", file.display());
+    let size = std::fs::metadata(file).map_err(|e| what(&e))?.len();
+    if size > MAX_PROMPTS_FILE {
+        return Err(what(&format!(
+            "{size} bytes, more than the {MAX_PROMPTS_FILE} read"
+        )));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| what(&e))?;
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |e: &dyn std::fmt::Display| what(&format!("line {}: {e}", n + 1));
+        let parsed = PromptLine::parse(line).map_err(|e| at(&e))?;
+        match (&parsed.prompt, &parsed.prompt_tokens) {
+            (Some(_), Some(_)) => return Err(at(&"give `prompt` or `prompt_tokens`, not both")),
+            (None, None) => return Err(at(&"no `prompt` or `prompt_tokens`")),
+            (None, Some(t)) if t.is_empty() => return Err(at(&"`prompt_tokens` is empty")),
+            _ => {}
+        }
+        lines.push((n + 1, parsed));
+    }
+    if lines.is_empty() {
+        return Err(what(&"no prompts"));
+    }
+
+    let mut loaded = load(&args.source)?;
+    let needs_tokenizer =
+        lines.iter().any(|(_, l)| l.prompt.is_some()) || !args.sampling.stop.is_empty();
+    let tokenizer = if needs_tokenizer {
+        Some(tokenizer_for(&loaded.dir)?)
+    } else {
+        tokenizer_for(&loaded.dir).ok()
+    };
+    let vocab = loaded.config.get("vocab_size").and_then(|v| v.as_u64());
+    let mut prompts = Vec::with_capacity(lines.len());
+    for (n, line) in &lines {
+        let tokens = match (&line.prompt, &line.prompt_tokens, tokenizer.as_ref()) {
+            (_, Some(t), _) => t.clone(),
+            (Some(text), None, Some(tok)) => {
+                if !args.no_chat_template && tok.has_chat_template() {
+                    user_turn(
+                        tok,
+                        args.system.as_deref(),
+                        text,
+                        args.sampling.chat_template_config.as_ref(),
+                    )?
+                } else {
+                    tok.encode_prompt(text).map_err(|e| e.to_string())?
+                }
+            }
+            _ => return Err(what(&format!("line {n}: no tokenizer for its `prompt`"))),
+        };
+        let outside = |&&t: &&u32| vocab.is_some_and(|v| v <= u64::from(t));
+        if let (Some(vocab), Some(bad)) = (vocab, tokens.iter().find(outside)) {
+            return Err(what(&format!(
+                "line {n}: token {bad} is outside the vocabulary (vocab_size {vocab})"
+            )));
+        }
+        prompts.push(BatchPrompt {
+            tokens,
+            max_tokens: line.max_tokens,
+        });
+    }
+    let mut eos = eos_ids(&loaded, tokenizer.as_ref());
+    eos.extend(extra_eos_ids(
+        &args.sampling.extra_eos_token,
+        tokenizer.as_ref(),
+    )?);
+    eos.sort_unstable();
+    eos.dedup();
+    let config = generation_config(&args.sampling, args.max_tokens, eos);
+    let model = loaded.model.as_mut();
+    let mut out = std::io::stdout().lock();
+    let (mut generated, mut seconds, mut prompt_tokens, mut prompt_seconds) = (0, 0.0, 0, 0.0);
+    let mut index = 0;
+    for group in prompts.chunks(args.batch_size as usize) {
+        let (results, stats) = batch_generate(model, group, &config).map_err(|e| e.to_string())?;
+        generated += stats.generation_tokens;
+        seconds += stats.generation_seconds;
+        prompt_tokens += stats.prompt_tokens;
+        prompt_seconds += stats.prompt_seconds;
+        for (prompt, result) in group.iter().zip(results) {
+            let mut tokens = result.tokens;
+            let mut finish = match result.finish_reason {
+                FinishReason::Stop => "stop",
+                FinishReason::Length => "length",
+            };
+            // As in `generate`, the end-of-sequence token is in `tokens` but not in the text.
+            let text_len = tokens.len() - usize::from(finish == "stop");
+            let text = match tokenizer.as_ref() {
+                Some(tok) => {
+                    let mut stops =
+                        StopStrings::new(args.sampling.stop.clone()).map_err(|e| e.to_string())?;
+                    let mut detok = tok.detokenizer();
+                    let mut text = String::new();
+                    let mut kept = tokens.len();
+                    for (i, &t) in tokens[..text_len].iter().enumerate() {
+                        let (piece, hit) =
+                            stops.push(&detok.add_token(t).map_err(|e| e.to_string())?);
+                        text.push_str(&piece);
+                        if hit {
+                            kept = i + 1;
+                            finish = "stop";
+                            break;
+                        }
+                    }
+                    if !stops.stopped() {
+                        let (piece, _) = stops.push(&detok.finalize().map_err(|e| e.to_string())?);
+                        text.push_str(&piece);
+                        text.push_str(&stops.finish());
+                    } else {
+                        tokens.truncate(kept);
+                    }
+                    Some(text)
+                }
+                None => None,
+            };
+            match args.format {
+                Format::Json => {
+                    let value = json!({
+                        "index": index,
+                        "prompt_tokens": prompt.tokens,
+                        "tokens": tokens,
+                        "text": text,
+                        "finish_reason": finish,
+                    });
+                    let _ = writeln!(out, "{value}");
+                }
+                Format::Text => {
+                    // Without a tokenizer, the ids (as `generate` streams them).
+                    let text = text.unwrap_or_else(|| {
+                        let ids: Vec<String> = tokens.iter().map(u32::to_string).collect();
+                        ids.join(" ")
+                    });
+                    let _ = writeln!(out, "{text}\n");
+                }
+            }
+            index += 1;
+        }
+        let _ = out.flush();
+    }
+    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    eprintln!("==========");
+    eprintln!(
+        "Prompts: {}, {prompt_tokens} tokens, {:.3} tokens-per-sec",
+        prompts.len(),
+        rate(prompt_tokens, prompt_seconds)
+    );
+    eprintln!(
+        "Generation: {generated} tokens, {:.3} tokens-per-sec",
+        rate(generated, seconds)
+    );
+    eprintln!(
+        "Peak memory: {:.3} GB",
+        mlx_models::generate::peak_memory().unwrap_or(0) as f64 / 1e9
+    );
     Ok(())
 }
 

@@ -128,6 +128,7 @@ pub mod cache;
 pub mod nn;
 
 // --- loading, tokenizer, generation (loader issue) ---
+pub mod batch;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod detokenizer;

@@ -416,3 +416,184 @@ fn chat_template_config_reaches_the_template() {
         vec![1, 3, 3]
     );
 }
+
+/// `--prompts-file`: prompts of different lengths (and their own `max_tokens`) as one
+/// left-padded batch, each output the tokens of that prompt generated alone, in input order.
+#[test]
+fn a_prompts_file_runs_as_one_batch_equal_to_single_runs() {
+    let (dir, _) = reference();
+    let model = dir.join("model");
+    let model = model.to_str().expect("path");
+    let prompts: [(&[u32], Option<usize>); 4] = [
+        (&[1, 17, 42, 99, 3, 250, 8, 64, 128, 77, 5, 200], None),
+        (&[9, 8], Some(5)),
+        (&[100, 101, 102, 103, 104], None),
+        (&[7], Some(1)),
+    ];
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let file = scratch.path().join("prompts.jsonl");
+    let mut lines = String::new();
+    for (tokens, max) in &prompts {
+        let mut line = serde_json::json!({ "prompt_tokens": tokens });
+        if let Some(m) = max {
+            line["max_tokens"] = (*m).into();
+        }
+        lines.push_str(&format!("{line}\n\n"));
+    }
+    std::fs::write(&file, lines).expect("write");
+    let out = run(&[
+        "generate",
+        "--model",
+        model,
+        "--prompts-file",
+        file.to_str().expect("path"),
+        "--max-tokens",
+        "12",
+        "--prefill-step-size",
+        "4",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Generation: ") && stderr.contains("tokens-per-sec"),
+        "{stderr}"
+    );
+    let results: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(results.len(), prompts.len());
+    for (i, ((tokens, max), result)) in prompts.iter().zip(&results).enumerate() {
+        assert_eq!(result["index"], i);
+        assert_eq!(ids(&result["prompt_tokens"]), tokens.to_vec());
+        let steps = max.unwrap_or(12).to_string();
+        let alone = json_out(&run(&[
+            "generate",
+            "--model",
+            model,
+            "--prompt-tokens",
+            &csv(tokens),
+            "--max-tokens",
+            &steps,
+            "--format",
+            "json",
+        ]));
+        assert_eq!(result["tokens"], alone["tokens"], "prompt {i}");
+        assert_eq!(
+            result["finish_reason"], alone["finish_reason"],
+            "prompt {i}"
+        );
+    }
+
+    for (body, needle) in [
+        (
+            "{\"prompt_tokens\": [1, 2]}\n{\"prompt_tokens\": []}\n",
+            "line 2: `prompt_tokens` is empty",
+        ),
+        (
+            "{\"prompt_tokens\": [1], \"prompt\": \"x\"}\n",
+            "line 1: give `prompt` or `prompt_tokens`, not both",
+        ),
+        (
+            "{\"prompt_tokens\": [1], \"max_tokens\": 0}\n",
+            "line 1: `max_tokens` must be a positive integer",
+        ),
+        (
+            "{\"prompt_tokens\": [1, -3]}\n",
+            "line 1: `prompt_tokens` must be token ids",
+        ),
+        (
+            "{\"prompt_tokens\": [1], \"temperature\": 1}\n",
+            "line 1: unknown key `temperature`",
+        ),
+        ("not json\n", "line 1: expected ident"),
+        (
+            "{\"prompt_tokens\": [1, 99999]}\n",
+            "token 99999 is outside the vocabulary",
+        ),
+        ("\n\n", "no prompts"),
+    ] {
+        std::fs::write(&file, body).expect("write");
+        let out = run(&[
+            "generate",
+            "--model",
+            model,
+            "--prompts-file",
+            file.to_str().expect("path"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{needle}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+/// Text prompts through the chat template and `--stop`, batched on a real model: each row's
+/// tokens and text are those of the prompt generated alone.
+#[test]
+fn text_prompts_batch_like_single_runs_on_a_real_model() {
+    let model = smollm2();
+    let texts = [
+        "What is the capital of France?",
+        "Name three colours.",
+        "Count to five.",
+    ];
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let file = scratch.path().join("prompts.jsonl");
+    let body: String = texts
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({ "prompt": t })))
+        .collect();
+    std::fs::write(&file, body).expect("write");
+    let out = run(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompts-file",
+        file.to_str().expect("path"),
+        "--max-tokens",
+        "16",
+        "--format",
+        "json",
+        "--quiet",
+        "--stop",
+        "\n\n",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(results.len(), texts.len());
+    for (text, result) in texts.iter().zip(&results) {
+        let alone = json_out(&run(&[
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            text,
+            "--max-tokens",
+            "16",
+            "--format",
+            "json",
+            "--quiet",
+            "--stop",
+            "\n\n",
+        ]));
+        assert_eq!(result["prompt_tokens"], alone["prompt_tokens"], "{text}");
+        assert_eq!(result["text"], alone["text"], "{text}");
+        assert_eq!(result["finish_reason"], alone["finish_reason"], "{text}");
+    }
+}
