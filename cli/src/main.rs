@@ -200,6 +200,13 @@ struct SamplingArgs {
     /// One more end-of-sequence token, as its text or its id (repeatable).
     #[arg(long, value_name = "TOKEN")]
     extra_eos_token: Vec<String>,
+    /// A smaller model of the same vocabulary that drafts tokens for the model to check
+    /// (speculative decoding; greedy output is the model's own).
+    #[arg(long, value_name = "SRC")]
+    draft_model: Option<String>,
+    /// Tokens the draft model proposes per round, with `--draft-model`.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    num_draft_tokens: u32,
     /// A JSON object of further chat-template variables (`{"enable_thinking": false}`).
     #[arg(long, value_name = "JSON", value_parser = parse_template_config)]
     chat_template_config: Option<serde_json::Map<String, serde_json::Value>>,
@@ -653,10 +660,10 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
     )?);
     eos.sort_unstable();
     eos.dedup();
-    let mut stops = StopStrings::new(args.sampling.stop.clone()).map_err(|e| e.to_string())?;
 
     let config = generation_config(&args.sampling, args.max_tokens, eos);
 
+    let draft = load_draft(&args.source, &args.sampling, &loaded, tokenizer.as_ref())?;
     let model = loaded.model.as_mut();
     let mut cache = match &args.prompt_cache_file {
         Some(file) => cached_prompt(file, &args, model)?,
@@ -665,58 +672,71 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
             args.sampling.max_kv_size.map(|m| m as usize),
         ),
     };
-    let stream = model_stream(model, &mut cache, &prompt, config)
-        .map_err(|e| e.to_string())?
-        .with_prefill_progress(prefill_progress(args.source.quiet));
-
-    let mut detok = tokenizer.as_ref().map(|t| t.detokenizer());
-    let mut tokens = Vec::new();
-    let mut logprobs = Vec::new();
+    let mut em = Emitter::new(tokenizer.as_ref(), &args.sampling.stop, args.format)?;
     let mut stats = GenerationStats::default();
-    let mut finish = "length";
-    let mut text = String::new();
-    let mut out = std::io::stdout().lock();
-    for step in stream {
-        let step = step.map_err(|e| e.to_string())?;
-        tokens.push(step.token);
-        logprobs.push(step.logprob);
-        stats = step.stats;
-        // As the reference's stream, the EOS token ends the text without being printed.
-        let eos_step = step.finish_reason == Some(FinishReason::Stop);
-        if eos_step {
-            finish = "stop";
-            break;
+    let mut speculative = None;
+    if let Some(mut draft) = draft {
+        let mut draft_cache = Cache::for_prompt(
+            draft.model.make_cache(),
+            args.sampling.max_kv_size.map(|m| m as usize),
+        );
+        let mut failed = None;
+        let spec = mlx_models::speculative::speculative_generate(
+            model,
+            &mut cache,
+            draft.model.as_mut(),
+            &mut draft_cache,
+            &prompt,
+            &config,
+            args.sampling.num_draft_tokens as usize,
+            |t| {
+                let eos = t.finish_reason == Some(FinishReason::Stop);
+                match em.token(t.token, t.logprob, eos, Some(t.from_draft)) {
+                    Ok(go_on) => go_on,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(e) = failed {
+            return Err(e);
         }
-        let piece = match detok.as_mut() {
-            Some(d) => d.add_token(step.token).map_err(|e| e.to_string())?,
-            None => format!("{} ", step.token),
+        stats = GenerationStats {
+            prompt_tokens: spec.prompt_tokens,
+            prompt_seconds: spec.prompt_seconds,
+            prompt_tps: spec.prompt_tps(),
+            generation_tokens: spec.generation_tokens,
+            generation_seconds: spec.generation_seconds,
+            generation_tps: spec.generation_tps(),
+            peak_memory_bytes: mlx_models::generate::peak_memory().unwrap_or(0),
         };
-        // Stop strings: what could still become one is held back, and one ends the stream.
-        let (piece, hit) = stops.push(&piece);
-        text.push_str(&piece);
-        if args.format == Format::Text {
-            let _ = write!(out, "{piece}");
-            let _ = out.flush();
-        }
-        if hit {
-            finish = "stop";
-            break;
-        }
-    }
-    if !stops.stopped() {
-        if let Some(d) = detok.as_mut() {
-            let (piece, _) = stops.push(&d.finalize().map_err(|e| e.to_string())?);
-            text.push_str(&piece);
-            if args.format == Format::Text {
-                let _ = write!(out, "{piece}");
+        speculative = Some(spec);
+    } else {
+        let stream = model_stream(model, &mut cache, &prompt, config)
+            .map_err(|e| e.to_string())?
+            .with_prefill_progress(prefill_progress(args.source.quiet));
+        for step in stream {
+            let step = step.map_err(|e| e.to_string())?;
+            stats = step.stats;
+            let eos = step.finish_reason == Some(FinishReason::Stop);
+            if !em.token(step.token, step.logprob, eos, None)? {
+                break;
             }
         }
-        let rest = stops.finish();
-        text.push_str(&rest);
-        if args.format == Format::Text {
-            let _ = write!(out, "{rest}");
-        }
     }
+    em.finish()?;
+    let Emitter {
+        tokens,
+        logprobs,
+        from_draft,
+        text,
+        finish,
+        mut out,
+        ..
+    } = em;
     match args.format {
         Format::Text => {
             let _ = writeln!(out);
@@ -729,10 +749,18 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
                 "Generation: {} tokens, {:.3} tokens-per-sec",
                 stats.generation_tokens, stats.generation_tps
             );
+            if let Some(spec) = &speculative {
+                eprintln!(
+                    "Draft: {} of {} drafted tokens accepted ({:.1}%)",
+                    spec.accepted,
+                    spec.drafted,
+                    100.0 * spec.acceptance_rate()
+                );
+            }
             eprintln!("Peak memory: {:.3} GB", stats.peak_memory_gb());
         }
         Format::Json => {
-            let value = json!({
+            let mut value = json!({
                 "prompt_tokens": prompt,
                 "tokens": tokens,
                 "logprobs": logprobs,
@@ -743,10 +771,140 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
                 // What the cache holds at the end (every layer's keys and values, or latents).
                 "cache_bytes": cache.iter().map(Cache::nbytes).sum::<usize>(),
             });
+            if let Some(spec) = &speculative {
+                value["speculative"] = json!({
+                    "drafted": spec.drafted,
+                    "accepted": spec.accepted,
+                    "acceptance_rate": spec.acceptance_rate(),
+                    "from_draft": from_draft,
+                });
+            }
             let _ = writeln!(out, "{value}");
         }
     }
     Ok(())
+}
+
+/// The generated tokens on their way out: detokenized, held back while they could become a
+/// stop string, printed in text mode, collected for JSON.
+struct Emitter {
+    detok: Option<mlx_models::detokenizer::StreamingDetokenizer>,
+    stops: StopStrings,
+    format: Format,
+    out: std::io::StdoutLock<'static>,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    from_draft: Vec<bool>,
+    text: String,
+    finish: &'static str,
+}
+
+impl Emitter {
+    fn new(tokenizer: Option<&Tokenizer>, stops: &[String], format: Format) -> CliResult<Self> {
+        Ok(Emitter {
+            detok: tokenizer.map(Tokenizer::detokenizer),
+            stops: StopStrings::new(stops.to_vec()).map_err(|e| e.to_string())?,
+            format,
+            out: std::io::stdout().lock(),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            from_draft: Vec::new(),
+            text: String::new(),
+            finish: "length",
+        })
+    }
+
+    fn write(&mut self, piece: &str) {
+        self.text.push_str(piece);
+        if self.format == Format::Text {
+            let _ = write!(self.out, "{piece}");
+            let _ = self.out.flush();
+        }
+    }
+
+    /// Takes one token; false when generation must end (an end token or a stop string).
+    fn token(
+        &mut self,
+        token: u32,
+        logprob: f32,
+        eos: bool,
+        draft: Option<bool>,
+    ) -> CliResult<bool> {
+        self.tokens.push(token);
+        self.logprobs.push(logprob);
+        if let Some(d) = draft {
+            self.from_draft.push(d);
+        }
+        // As the reference's stream, the EOS token ends the text without being printed.
+        if eos {
+            self.finish = "stop";
+            return Ok(false);
+        }
+        let piece = match self.detok.as_mut() {
+            Some(d) => d.add_token(token).map_err(|e| e.to_string())?,
+            None => format!("{token} "),
+        };
+        // Stop strings: what could still become one is held back, and one ends the stream.
+        let (piece, hit) = self.stops.push(&piece);
+        self.write(&piece);
+        if hit {
+            self.finish = "stop";
+        }
+        Ok(!hit)
+    }
+
+    /// The text held back by the detokenizer and the stop strings, at the end.
+    fn finish(&mut self) -> CliResult<()> {
+        if self.stops.stopped() {
+            return Ok(());
+        }
+        if let Some(d) = self.detok.as_mut() {
+            let tail = d.finalize().map_err(|e| e.to_string())?;
+            let (piece, _) = self.stops.push(&tail);
+            self.write(&piece);
+        }
+        let rest = self.stops.finish();
+        self.write(&rest);
+        Ok(())
+    }
+}
+
+/// The draft model of `--draft-model`, loaded as the model is (same dtype and hub options),
+/// with the same vocabulary as the model (config's `vocab_size`, and the tokenizers' sizes
+/// when both have one, as the reference checks).
+fn load_draft(
+    source: &SourceArgs,
+    sampling: &SamplingArgs,
+    loaded: &LoadedModel,
+    tokenizer: Option<&Tokenizer>,
+) -> CliResult<Option<LoadedModel>> {
+    let Some(draft_src) = &sampling.draft_model else {
+        return Ok(None);
+    };
+    let options = LoadOptions {
+        dtype: source.dtype,
+        hub: hub_options(source),
+        progress: !source.quiet,
+    };
+    let draft = load_with(draft_src, &options).map_err(|e| format!("--draft-model: {e}"))?;
+    let vocab = |c: &serde_json::Value| c.get("vocab_size").and_then(|v| v.as_u64());
+    if vocab(&draft.config) != vocab(&loaded.config) {
+        return Err(format!(
+            "--draft-model: its vocabulary ({:?} tokens) is not the model's ({:?})",
+            vocab(&draft.config),
+            vocab(&loaded.config)
+        ));
+    }
+    if let (Some(t), Ok(dt)) = (tokenizer, tokenizer_for(&draft.dir)) {
+        if t.vocab_size() != dt.vocab_size() {
+            return Err(format!(
+                "--draft-model: its tokenizer has {} tokens, the model's {}",
+                dt.vocab_size(),
+                t.vocab_size()
+            ));
+        }
+    }
+    Ok(Some(draft))
 }
 
 /// The largest `--prompts-file` read.
@@ -1193,6 +1351,13 @@ fn chat(args: ChatArgs) -> CliResult<()> {
     let config = generation_config(&args.sampling, args.max_tokens, eos);
     config.validate().map_err(|e| e.to_string())?;
     let max_kv = args.sampling.max_kv_size.map(|m| m as usize);
+    let mut draft = load_draft(&args.source, &args.sampling, &loaded, Some(&tokenizer))?;
+    let fresh_draft_cache = |d: &Option<LoadedModel>| {
+        d.as_ref()
+            .map(|d| Cache::for_prompt(d.model.make_cache(), max_kv))
+            .unwrap_or_default()
+    };
+    let mut draft_cache = fresh_draft_cache(&draft);
     let model = loaded.model.as_mut();
     let mut cache = Cache::for_prompt(model.make_cache(), max_kv);
     let mut first_turn = true;
@@ -1201,7 +1366,6 @@ fn chat(args: ChatArgs) -> CliResult<()> {
         args.source.model
     );
     let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
     loop {
         eprint!(">> ");
         let mut line = String::new();
@@ -1218,6 +1382,7 @@ fn chat(args: ChatArgs) -> CliResult<()> {
             "q" => break,
             "r" => {
                 cache = Cache::for_prompt(model.make_cache(), max_kv);
+                draft_cache = fresh_draft_cache(&draft);
                 first_turn = true;
                 continue;
             }
@@ -1236,30 +1401,45 @@ fn chat(args: ChatArgs) -> CliResult<()> {
         )?;
         first_turn = false;
 
-        let stream = model_stream(&mut *model, &mut cache, &ids, config.clone())
-            .map_err(|e| e.to_string())?
-            .with_prefill_progress(prefill_progress(args.source.quiet));
-        let mut detok = tokenizer.detokenizer();
-        let mut stops = StopStrings::new(args.sampling.stop.clone()).map_err(|e| e.to_string())?;
-        for step in stream {
-            let step = step.map_err(|e| e.to_string())?;
-            if step.finish_reason == Some(FinishReason::Stop) {
-                break;
+        let mut em = Emitter::new(Some(&tokenizer), &args.sampling.stop, Format::Text)?;
+        if let Some(d) = draft.as_mut() {
+            let mut failed = None;
+            mlx_models::speculative::speculative_generate(
+                &mut *model,
+                &mut cache,
+                d.model.as_mut(),
+                &mut draft_cache,
+                &ids,
+                &config,
+                args.sampling.num_draft_tokens as usize,
+                |t| {
+                    let eos = t.finish_reason == Some(FinishReason::Stop);
+                    em.token(t.token, t.logprob, eos, Some(t.from_draft))
+                        .unwrap_or_else(|e| {
+                            failed = Some(e);
+                            false
+                        })
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-            let piece = detok.add_token(step.token).map_err(|e| e.to_string())?;
-            let (piece, hit) = stops.push(&piece);
-            let _ = write!(out, "{piece}");
-            let _ = out.flush();
-            if hit {
-                break;
+        } else {
+            let stream = model_stream(&mut *model, &mut cache, &ids, config.clone())
+                .map_err(|e| e.to_string())?
+                .with_prefill_progress(prefill_progress(args.source.quiet));
+            for step in stream {
+                let step = step.map_err(|e| e.to_string())?;
+                let eos = step.finish_reason == Some(FinishReason::Stop);
+                if !em.token(step.token, step.logprob, eos, None)? {
+                    break;
+                }
             }
         }
-        if !stops.stopped() {
-            let (piece, _) = stops.push(&detok.finalize().map_err(|e| e.to_string())?);
-            let _ = write!(out, "{piece}{}", stops.finish());
-        }
-        let _ = writeln!(out);
-        let _ = out.flush();
+        em.finish()?;
+        let _ = writeln!(em.out);
+        let _ = em.out.flush();
     }
     Ok(())
 }

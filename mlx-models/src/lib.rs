@@ -138,5 +138,6 @@ pub mod hub;
 pub mod load;
 pub mod sampling;
 pub mod source;
+pub mod speculative;
 pub mod stop;
 pub mod tokenizer;

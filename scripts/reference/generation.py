@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import mlx.core as mx
-from mlx_lm.generate import generate_step
+from mlx_lm.generate import generate_step, speculative_generate_step
 from mlx_lm.models.cache import load_prompt_cache, make_prompt_cache, save_prompt_cache
-from mlx_lm.utils import _get_classes, load_model, save_config, save_model
+from mlx_lm.utils import _get_classes, load_model, quantize_model, save_config, save_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parity import randomize  # noqa: E402
@@ -48,6 +48,58 @@ def greedy(model, prompt, cache=None, **kw):
     return [int(t) for t, _ in out]
 
 
+DRAFT = {**CONFIG, "hidden_size": 64, "num_hidden_layers": 1, "intermediate_size": 128,
+         "num_attention_heads": 1}
+QWEN3 = {
+    "model_type": "qwen3",
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "intermediate_size": 256,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 64,
+    "rms_norm_eps": 1e-6,
+    "vocab_size": 256,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 4096,
+}
+QWEN3_DRAFT = {**QWEN3, "hidden_size": 64, "num_hidden_layers": 1, "intermediate_size": 128,
+               "num_attention_heads": 1}
+
+
+def make(out: Path, name: str, config: dict, seed: int, quantize: bool = False) -> None:
+    model_class, args_class = _get_classes(config)
+    model = model_class(args_class.from_dict(config))
+    randomize(model, seed)
+    if quantize:
+        model, config = quantize_model(model, dict(config), 32, 4)
+    save_model(out / name, model)
+    save_config(dict(config), out / name / "config.json")
+
+
+def speculative(out: Path) -> list:
+    make(out, "draft", DRAFT, 1)
+    make(out, "qwen3", QWEN3, 2)
+    make(out, "qwen3_draft", QWEN3_DRAFT, 3)
+    make(out, "model_4bit", CONFIG, 0, quantize=True)
+    runs = []
+    for target, draft in [("model", "draft"), ("qwen3", "qwen3_draft"), ("model_4bit", "draft"),
+                          ("model", "model")]:
+        t, _ = load_model(out / target, strict=True)
+        d, _ = load_model(out / draft, strict=True)
+        plain = greedy(t, PROMPT)
+        steps = speculative_generate_step(mx.array(PROMPT, dtype=mx.uint32), t, d,
+                                          num_draft_tokens=3, max_tokens=STEPS)
+        tokens, from_draft = [], []
+        for tok, _, drafted in steps:
+            tokens.append(int(tok))
+            from_draft.append(bool(drafted))
+        runs.append({"target": target, "draft": draft, "plain": plain, "tokens": tokens,
+                     "from_draft": from_draft})
+    return runs
+
+
 def main(out: Path) -> None:
     model_dir = out / "model"
     model_class, args_class = _get_classes(CONFIG)
@@ -71,6 +123,7 @@ def main(out: Path) -> None:
     cache, meta = load_prompt_cache(str(out / "prompt_cache.safetensors"), return_metadata=True)
     assert meta == metadata, meta
     result["prompt_cache"] = {"metadata": metadata, "tokens": greedy(model, PROMPT[SPLIT:], cache=cache)}
+    result["speculative"] = speculative(out)
     (out / "reference.json").write_text(json.dumps(result, indent=2))
 
 

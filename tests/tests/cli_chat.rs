@@ -81,3 +81,38 @@ fn a_checkpoint_without_a_chat_template_is_refused() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// With the model as its own draft (`--draft-model`), the answers are the same, turn after
+/// turn: the speculative rounds rewind both caches to what was accepted.
+#[test]
+fn a_draft_model_keeps_the_answers() {
+    let model = smollm2();
+    let input = "What is the capital of France?\nAnd of Germany?\nq\n";
+    let plain = chat(&model, input);
+    let out = run_with_input(
+        &[
+            "chat",
+            "--model",
+            &model,
+            "--temp",
+            "0",
+            "--max-tokens",
+            "40",
+            "--draft-model",
+            &model,
+            "--num-draft-tokens",
+            "4",
+        ],
+        Some(input),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drafted: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(drafted, plain);
+}

@@ -597,3 +597,95 @@ fn text_prompts_batch_like_single_runs_on_a_real_model() {
         assert_eq!(result["finish_reason"], alone["finish_reason"], "{text}");
     }
 }
+
+/// `--draft-model`: greedy output is the target's own (the reference's plain greedy tokens)
+/// for a llama pair, a qwen3 pair and a 4-bit target; the same tokens come from the draft as
+/// in the reference's `speculative_generate_step`, and all of them when the draft is the
+/// target itself.
+#[test]
+fn speculative_decoding_keeps_the_targets_greedy_output() {
+    let (dir, r) = reference();
+    let prompt = csv(&ids(&r["prompt"]));
+    let steps = r["steps"].to_string();
+    for run_ in r["speculative"].as_array().expect("runs") {
+        let target = dir.join(run_["target"].as_str().expect("target"));
+        let draft = dir.join(run_["draft"].as_str().expect("draft"));
+        let what = format!("{} with {}", run_["target"], run_["draft"]);
+        let out = json_out(&run(&[
+            "generate",
+            "--model",
+            target.to_str().expect("path"),
+            "--draft-model",
+            draft.to_str().expect("path"),
+            "--num-draft-tokens",
+            "3",
+            "--prompt-tokens",
+            &prompt,
+            "--max-tokens",
+            &steps,
+            "--format",
+            "json",
+        ]));
+        assert_eq!(ids(&out["tokens"]), ids(&run_["plain"]), "{what}");
+        assert_eq!(
+            out["speculative"]["from_draft"], run_["from_draft"],
+            "{what}"
+        );
+        let accepted = run_["from_draft"]
+            .as_array()
+            .expect("flags")
+            .iter()
+            .filter(|f| f.as_bool() == Some(true))
+            .count();
+        assert_eq!(
+            out["speculative"]["accepted"].as_u64(),
+            Some(accepted as u64),
+            "{what}"
+        );
+        if run_["target"] == run_["draft"] {
+            assert_eq!(
+                out["speculative"]["acceptance_rate"].as_f64(),
+                Some(1.0),
+                "{what}"
+            );
+            assert!(accepted >= 18, "{what}: {accepted}");
+        }
+    }
+
+    // A draft of another vocabulary, logits processors, and zero draft tokens are refused.
+    let model = dir.join("model");
+    let model = model.to_str().expect("path");
+    let gguf = smollm2();
+    for (extra, needle) in [
+        (
+            vec!["--draft-model", gguf.as_str()],
+            "--draft-model: its vocabulary",
+        ),
+        (
+            vec!["--draft-model", model, "--repetition-penalty", "1.2"],
+            "speculative decoding does not apply logits processors",
+        ),
+        (
+            vec!["--draft-model", model, "--num-draft-tokens", "0"],
+            "--num-draft-tokens",
+        ),
+    ] {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt-tokens",
+            "1,2,3",
+            "--max-tokens",
+            "4",
+        ];
+        args.extend(extra.iter().copied());
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{needle}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}

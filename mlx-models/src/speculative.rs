@@ -1,0 +1,291 @@
+//! Speculative decoding ([`speculative_generate`]), as the reference's
+//! `speculative_generate_step`: a small draft model proposes `num_draft` tokens, the target
+//! model scores them all in one call, and the longest prefix on which the target's own choice
+//! agrees is accepted, plus the target's token after it. With greedy sampling the output is
+//! the target's own greedy output, whatever the draft proposes; only the speed changes.
+//!
+//! Both models' caches are rewound after each round (the rejected positions are trimmed), so
+//! every cache must be trimmable: architectures with recurrent state, or a rotating window
+//! that has wrapped, are refused with an error rather than giving wrong output.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::{Array, Dtype};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+use crate::generate::{FinishReason, GenerateError, GenerationConfig};
+use crate::model::LanguageModel;
+use crate::sampling::{self, Sampler};
+
+/// One token of a speculative generation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpeculativeToken {
+    /// The token id.
+    pub token: u32,
+    /// Its log-probability under the target model.
+    pub logprob: f32,
+    /// True when the draft proposed it and the target accepted it.
+    pub from_draft: bool,
+    /// Set on the last token.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// Counts and timing of a speculative generation.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct SpeculativeStats {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Seconds until the first token.
+    pub prompt_seconds: f64,
+    /// Tokens generated.
+    pub generation_tokens: usize,
+    /// Seconds after the first token.
+    pub generation_seconds: f64,
+    /// Tokens the draft proposed.
+    pub drafted: usize,
+    /// Proposed tokens the target accepted (each is also one of the generated tokens).
+    pub accepted: usize,
+}
+
+impl SpeculativeStats {
+    /// Accepted over proposed (0 when nothing was proposed).
+    pub fn acceptance_rate(&self) -> f64 {
+        if self.drafted == 0 {
+            0.0
+        } else {
+            self.accepted as f64 / self.drafted as f64
+        }
+    }
+
+    /// Generated tokens per second.
+    pub fn generation_tps(&self) -> f64 {
+        if self.generation_seconds > 0.0 {
+            self.generation_tokens as f64 / self.generation_seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Prompt tokens per second.
+    pub fn prompt_tps(&self) -> f64 {
+        if self.prompt_seconds > 0.0 {
+            self.prompt_tokens as f64 / self.prompt_seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> GenerateError {
+    GenerateError::InvalidConfig(msg.into())
+}
+
+fn check_trimmable(
+    which: &str,
+    model: &dyn LanguageModel,
+    cache: &[Cache],
+) -> Result<(), GenerateError> {
+    fn trimmable(c: &Cache) -> bool {
+        match c {
+            Cache::List(inner) => inner.iter().all(trimmable),
+            other => other.is_trimmable(),
+        }
+    }
+    if let Some(c) = cache.iter().find(|c| !trimmable(c)) {
+        return Err(invalid(format!(
+            "speculative decoding rewinds the caches, and the {which} model `{}` has a {} that \
+             cannot be rewound",
+            model.model_type(),
+            c.class_name()
+        )));
+    }
+    Ok(())
+}
+
+/// Drops the last `n` positions of every cache; an error when one cannot (a rotating window
+/// that has wrapped since the start).
+fn trim(which: &str, cache: &mut [Cache], n: usize) -> Result<(), GenerateError> {
+    if n == 0 {
+        return Ok(());
+    }
+    for c in cache.iter_mut() {
+        if !c.is_trimmable() || c.trim(n as i32) != n as i32 {
+            return Err(invalid(format!(
+                "speculative decoding could not rewind the {which} model's {} by {n} positions                  (a window that has wrapped cannot be rewound)",
+                c.class_name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Feeds all but the last token of `tokens` in chunks; returns the last one.
+fn prefill(
+    model: &mut dyn LanguageModel,
+    cache: &mut [Cache],
+    tokens: &[u32],
+    step: usize,
+) -> Result<u32, GenerateError> {
+    let (body, last) = tokens.split_at(tokens.len() - 1);
+    for chunk in body.chunks(step) {
+        let x = Array::from_slice(chunk, &[1, chunk.len() as i32]);
+        drop(model.forward(&x, cache)?);
+        Cache::eval_all(cache)?;
+    }
+    Ok(last[0])
+}
+
+/// The logits of the last `n` positions after feeding `tokens`, as log-probabilities `[n, V]`.
+fn score(
+    model: &mut dyn LanguageModel,
+    cache: &mut [Cache],
+    tokens: &[u32],
+    n: usize,
+) -> Result<Array, GenerateError> {
+    let x = Array::from_slice(tokens, &[1, tokens.len() as i32]);
+    let logits = model.forward(&x, cache)?;
+    let len = logits.dim(1);
+    let logits = logits.try_index((0, len - n as i32.., ..))?;
+    Ok(sampling::log_softmax(&logits)?)
+}
+
+/// Generates from `prompt` with `target`, drafting `num_draft` tokens a round with `draft`.
+/// Each token goes to `on_token` as it is decided (return `false` to stop early). The caches
+/// are the models' own (fresh or holding a conversation); they must be trimmable. Logits
+/// processors (penalties, logit bias) are refused: the draft would need the target's history.
+#[allow(clippy::too_many_arguments)]
+pub fn speculative_generate(
+    target: &mut dyn LanguageModel,
+    target_cache: &mut [Cache],
+    draft: &mut dyn LanguageModel,
+    draft_cache: &mut [Cache],
+    prompt: &[u32],
+    config: &GenerationConfig,
+    num_draft: usize,
+    mut on_token: impl FnMut(&SpeculativeToken) -> bool,
+) -> Result<SpeculativeStats, GenerateError> {
+    config.validate()?;
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    if num_draft == 0 {
+        return Err(invalid("the number of draft tokens must be at least 1"));
+    }
+    if config.logits.is_active() {
+        return Err(invalid(
+            "speculative decoding does not apply logits processors (penalties, logit bias)",
+        ));
+    }
+    check_trimmable("target", target, target_cache)?;
+    check_trimmable("draft", draft, draft_cache)?;
+    let eos: HashSet<u32> = config.eos_token_ids.iter().copied().collect();
+    let mut sampler = Sampler::new(config.sampler.clone())?;
+    let kv = config.kv_quantization;
+    let quantize = |cache: &mut [Cache]| -> Result<(), GenerateError> {
+        if let Some(q) = &kv {
+            Cache::maybe_quantize(cache, q)?;
+        }
+        Ok(())
+    };
+
+    let started = Instant::now();
+    let step = config.prefill_step_size;
+    let last = prefill(draft, draft_cache, prompt, step)?;
+    prefill(target, target_cache, prompt, step)?;
+    let mut stats = SpeculativeStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
+    let mut first_at = None;
+    let mut y = vec![last];
+    let mut draft_y = vec![last];
+    let max = config.max_tokens;
+    'rounds: loop {
+        let k = num_draft.min(max - stats.generation_tokens);
+        let mut drafted = Vec::with_capacity(k);
+        let mut input = draft_y.clone();
+        for _ in 0..k {
+            let logprobs = score(draft, draft_cache, &input, 1)?;
+            quantize(draft_cache)?;
+            let token = sampler.sample(&logprobs)?;
+            mlx_rs::transforms::eval([&token])?;
+            let id = token.as_slice::<u32>()[0];
+            drafted.push(id);
+            input = vec![id];
+        }
+        let mut verify = y.clone();
+        verify.extend_from_slice(&drafted);
+        let logprobs = score(target, target_cache, &verify, k + 1)?;
+        quantize(target_cache)?;
+        let tokens = sampler.sample(&logprobs)?;
+        let chosen = sampling::chosen_logprobs(&logprobs, &tokens)?.as_dtype(Dtype::Float32)?;
+        mlx_rs::transforms::eval([&tokens, &chosen])?;
+        let tokens: Vec<u32> = tokens.as_slice::<u32>().to_vec();
+        let chosen: Vec<f32> = chosen.as_slice::<f32>().to_vec();
+        stats.drafted += k;
+
+        // Accept the draft's tokens while the target chose the same, then take the target's
+        // own token; stop early at an end token, the limit, or when the caller says so.
+        let mut accepted = 0;
+        let mut finish = None;
+        let mut ended_on_draft = false;
+        for n in 0..=k {
+            let from_draft = n < k && tokens[n] == drafted[n];
+            let id = tokens[n];
+            stats.generation_tokens += 1;
+            if from_draft {
+                stats.accepted += 1;
+                accepted += 1;
+            }
+            if first_at.is_none() {
+                first_at = Some(Instant::now());
+            }
+            finish = if eos.contains(&id) {
+                Some(FinishReason::Stop)
+            } else if stats.generation_tokens >= max {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            let event = SpeculativeToken {
+                token: id,
+                logprob: chosen[n],
+                from_draft,
+                finish_reason: finish,
+            };
+            if !on_token(&event) && finish.is_none() {
+                finish = Some(FinishReason::Stop);
+            }
+            if finish.is_some() || !from_draft {
+                ended_on_draft = from_draft;
+                break;
+            }
+        }
+        // Rewind both caches to the accepted tokens, without the last emitted one (it is the
+        // next input): the target fed y and every draft token, the draft all but the last.
+        if ended_on_draft {
+            trim("target", target_cache, k - accepted + 1)?;
+            trim("draft", draft_cache, k - accepted)?;
+        } else {
+            trim("target", target_cache, k - accepted)?;
+            trim("draft", draft_cache, k.saturating_sub(accepted + 1))?;
+        }
+        if finish.is_some() {
+            break 'rounds;
+        }
+        let next = tokens[accepted];
+        y = vec![next];
+        draft_y = if accepted == k && k > 0 {
+            vec![drafted[k - 1], next]
+        } else {
+            vec![next]
+        };
+    }
+    let first = first_at.unwrap_or_else(Instant::now);
+    stats.prompt_seconds = first.duration_since(started).as_secs_f64();
+    stats.generation_seconds = first.elapsed().as_secs_f64();
+    Ok(stats)
+}
