@@ -17,6 +17,7 @@ pub mod gemma3_text;
 pub mod glm4_moe;
 pub mod glm4_moe_lite;
 pub mod gpt2;
+pub mod gpt_bigcode;
 pub mod gpt_oss;
 pub mod granite;
 pub mod granitemoe;
