@@ -18,6 +18,7 @@ pub mod glm4_moe;
 pub mod glm4_moe_lite;
 pub mod gpt2;
 pub mod gpt_bigcode;
+pub mod gpt_neox;
 pub mod gpt_oss;
 pub mod granite;
 pub mod granitemoe;

@@ -120,6 +120,25 @@ pub fn check_width(
     Ok(())
 }
 
+/// The features of each head that a partial RoPE rotates, `int(head_dim * fraction)` as the
+/// reference computes it (`partial_rotary_factor`, `rotary_pct`): an error naming `key` unless
+/// it is even and between 2 and `head_dim`.
+pub fn rotary_dims(
+    key: &str,
+    head_dim: usize,
+    fraction: f64,
+) -> std::result::Result<i32, ArgsError> {
+    let dims = (head_dim as f64 * fraction).trunc();
+    if !(dims >= 2.0 && dims <= head_dim as f64) || dims % 2.0 != 0.0 {
+        let msg = format!(
+            "`{key}` {fraction} rotates {dims} of the {head_dim} features of each head; \
+             expected an even number from 2"
+        );
+        return Err(ArgsError::invalid(&[key], msg));
+    }
+    Ok(dims as i32)
+}
+
 /// Fills `layer_types` (all `"full_attention"` when absent) and checks it: one entry per
 /// layer, each `"full_attention"` or `"sliding_attention"`, at least one full layer, and a
 /// `sliding_window` when any layer slides. For the args' post-parse hooks.

@@ -58,7 +58,7 @@ use crate::nn::quantized::{Embedding, Linear};
 use crate::nn::rope::{Rope, RopeScaling};
 pub use config::{
     check_heads, check_layer_types, check_layers, check_per_layer, check_width, layer_windows,
-    lm_head, DecoderArgs, RopeArgs, MAX_LAYERS,
+    lm_head, rotary_dims, DecoderArgs, RopeArgs, MAX_LAYERS,
 };
 
 /// `x * factor`, the factor in `x`'s dtype (as a Python float multiplies an array in mlx).
