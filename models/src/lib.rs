@@ -29,6 +29,7 @@ pub mod minicpm3;
 pub mod mixtral;
 pub mod olmo2;
 pub mod olmoe;
+pub mod phi;
 pub mod phi3;
 pub mod phimoe;
 pub mod qwen2;
