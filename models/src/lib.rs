@@ -37,6 +37,7 @@ pub mod qwen2_moe;
 pub mod qwen3;
 pub mod qwen3_moe;
 pub mod smollm3;
+pub mod stablelm;
 pub mod starcoder2;
 
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in
