@@ -17,7 +17,7 @@ use mlx_models::nn::mask::AttentionMask;
 use mlx_models::nn::norm::LayerNorm;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
-use mlx_models::nn::transformer::{check_layers, check_width, rotary_dims, Decoder, Layer};
+use mlx_models::nn::transformer::{check_layers, check_width, Decoder, Layer};
 
 /// The base of GPT-J's RoPE, fixed in the reference (it reads no `rope_theta`).
 const ROPE_BASE: f32 = 10000.0;
@@ -72,12 +72,20 @@ impl GptjArgs {
         self.n_embd / self.n_head
     }
 
-    /// The rotated features of each head: `rotary_dim`, or the whole head for 0.
+    /// The rotated features of each head: `rotary_dim`, or the whole head for 0; an even
+    /// number from 2 to `head_dim`.
     pub fn rope_dims(&self) -> std::result::Result<i32, ArgsError> {
         let head_dim = self.head_dim();
         match self.rotary_dim {
-            0 => rotary_dims("rotary_dim", head_dim, 1.0),
-            d => rotary_dims("rotary_dim", head_dim, d as f64 / head_dim as f64),
+            0 if head_dim.is_multiple_of(2) => Ok(head_dim as i32),
+            d if d >= 2 && d <= head_dim && d.is_multiple_of(2) => Ok(d as i32),
+            d => Err(ArgsError::invalid(
+                &["rotary_dim"],
+                format!(
+                    "`rotary_dim` {d} (0: the whole head) does not rotate an even number from 2 \
+                     to the {head_dim} features of each head"
+                ),
+            )),
         }
     }
 }
