@@ -15,8 +15,9 @@ use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::transformer::{check_layers, check_width, lm_head, Decoder};
 
 /// config.json of a gpt_bigcode checkpoint. As in the reference, `num_key_value_heads` is
-/// not read (`multi_query` alone decides the key/value heads) nor `activation_function` (the
-/// MLP uses exact gelu).
+/// not read (`multi_query` alone decides the key/value heads) nor `activation_function`: the
+/// MLP uses exact gelu, where released configs (SantaCoder's, for one) name the tanh
+/// approximation; the reference's choice, kept here.
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct GptBigCodeArgs {

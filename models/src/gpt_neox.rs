@@ -22,7 +22,8 @@ use mlx_models::nn::transformer::{check_layers, check_width, rotary_dims, Decode
 /// config.json of a gpt_neox checkpoint. As in the reference, `intermediate_size`,
 /// `hidden_act`, `attention_bias` and `num_key_value_heads` are not read: the MLP is
 /// `4 * hidden_size` wide with the tanh gelu, every projection has a bias, and every head its
-/// own keys and values.
+/// own keys and values. (The original models read `hidden_act`, which is the exact gelu for
+/// Pythia; the reference, and so this file, always take the tanh approximation.)
 #[derive(Debug, Clone, PartialEq, ModelArgs)]
 #[arg(validate = Self::check)]
 pub struct GptNeoxArgs {

@@ -25,7 +25,10 @@
 //! any [`Block`] serves as the final norm (LayerNorm for starcoder2 and cohere). The pre-norm
 //! [`DecoderLayer`] is itself generic over its [`SelfAttention`], its feed-forward and its
 //! norms ([`DecoderLayer::new`], [`DecoderLayer::with_norms`]): phi3's fused projections,
-//! starcoder2's gelu MLP and LayerNorms, gemma's `1 + weight` norms.
+//! starcoder2's gelu MLP and LayerNorms, gemma's `1 + weight` norms. The stack adds learned
+//! absolute positions for GPT-2-style models ([`Decoder::with_positions`]); a checkpoint that
+//! names the stack otherwise (gpt2's `wte`, `h`, `ln_f`, gpt_neox's `embed_in`) is mapped onto
+//! these names by its model's `rename` rules.
 //!
 //! [`lm_head`] builds the head (absent when embeddings are tied). The config helpers
 //! ([`check_heads`], [`check_layer_types`], [`check_per_layer`], [`layer_windows`],
