@@ -3,11 +3,8 @@
 //! logits from the tied embeddings times `logit_scale`.
 
 use mlx_rs::error::Result;
-use mlx_rs::fast;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::Param;
-use mlx_rs::ops::zeros_dtype;
-use mlx_rs::{Array, Dtype};
+use mlx_rs::Array;
 
 use mlx_models::args::{ArgsError, ModelArgs};
 use mlx_models::cache::Cache;
@@ -15,7 +12,7 @@ use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::blocks::{rope_and_attend, split_heads};
 use mlx_models::nn::mask::AttentionMask;
-use mlx_models::nn::norm::LayerNorm;
+use mlx_models::nn::norm::{HeadNorm, LayerNorm};
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
 use mlx_models::nn::transformer::{check_heads, Decoder, Layer, Mlp};
@@ -69,30 +66,6 @@ impl CohereArgs {
     fn check(&mut self) -> std::result::Result<(), ArgsError> {
         let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
         check_heads(self.hidden_size, heads, kv_heads, None)
-    }
-}
-
-/// LayerNorm over each head's features without bias, with a weight per head and feature
-/// (`[heads, head_dim]`, the reference's `LayerNorm2D`).
-#[derive(Debug, ModuleParameters)]
-struct HeadNorm {
-    #[param]
-    weight: Param<Array>,
-    eps: f32,
-}
-
-impl HeadNorm {
-    fn new(heads: i32, head_dim: i32, eps: f32) -> Result<Self> {
-        Ok(HeadNorm {
-            weight: Param::new(zeros_dtype(&[heads, head_dim], Dtype::Float32)?),
-            eps,
-        })
-    }
-
-    /// `x`: `[B, L, heads, head_dim]`.
-    fn forward(&self, x: &Array) -> Result<Array> {
-        self.weight
-            .multiply(fast::layer_norm(x, None, None, self.eps)?)
     }
 }
 

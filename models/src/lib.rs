@@ -17,7 +17,11 @@ pub mod gemma2;
 pub mod gemma3_text;
 pub mod glm4_moe;
 pub mod glm4_moe_lite;
+pub mod gpt2;
+pub mod gpt_bigcode;
+pub mod gpt_neox;
 pub mod gpt_oss;
+pub mod gptj;
 pub mod granite;
 pub mod granitemoe;
 pub mod llama;
@@ -26,6 +30,7 @@ pub mod minicpm3;
 pub mod mixtral;
 pub mod olmo2;
 pub mod olmoe;
+pub mod phi;
 pub mod phi3;
 pub mod phimoe;
 pub mod qwen2;
@@ -33,6 +38,7 @@ pub mod qwen2_moe;
 pub mod qwen3;
 pub mod qwen3_moe;
 pub mod smollm3;
+pub mod stablelm;
 pub mod starcoder2;
 
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in

@@ -1,7 +1,9 @@
 //! transformers v5 writes `rope_theta` (and any scaling) inside `rope_parameters`: every
 //! architecture reads it there, with its own default base otherwise. For each one, a parity
 //! checkpoint whose base is given either way gives the same logits, and a base that differs
-//! from the checkpoint's own changes them (so the key is read, not ignored).
+//! from the checkpoint's own changes them (so the key is read, not ignored). An architecture
+//! that names its base otherwise (gpt_neox's `rotary_emb_base`) is checked with that key; one
+//! that reads no base must be left unchanged by both.
 
 use std::path::Path;
 
@@ -12,6 +14,14 @@ use mlx_rs::Array;
 use serde_json::{json, Value};
 
 const THETA: f64 = 12345.0;
+
+/// Architectures whose reference reads no RoPE base: learned positions instead (gpt2,
+/// gpt_bigcode) or a base fixed in the code (gptj's 10000). For them the keys must change
+/// nothing, either way.
+const NO_ROPE_BASE: &[&str] = &["gpt2", "gpt_bigcode", "gptj"];
+
+/// Architectures whose config names the base otherwise than `rope_theta`.
+const BASE_KEY: &[(&str, &str)] = &[("gpt_neox", "rotary_emb_base")];
 
 fn logits(dir: &Path, config: &Value) -> Vec<f32> {
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -70,16 +80,29 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
             },
         };
         let (dir, config) = (case.0.clone(), case.1.clone());
+        let key = BASE_KEY
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map_or("rope_theta", |(_, k)| k);
         let mut top = config.clone();
-        top["rope_theta"] = json!(THETA);
+        top[key] = json!(THETA);
         let mut nested = config.clone();
-        nested.as_object_mut().expect("object").remove("rope_theta");
+        nested.as_object_mut().expect("object").remove(key);
         nested["rope_parameters"] = if scaled {
             json!({"rope_theta": THETA})
         } else {
             json!({"rope_type": "default", "rope_theta": THETA})
         };
         let (a, b) = (logits(&dir, &top), logits(&dir, &nested));
+        if NO_ROPE_BASE.contains(&arch) {
+            let original = logits(&dir, &config);
+            assert!(
+                a == original && b == original,
+                "{arch}: a RoPE base changes an architecture that reads none"
+            );
+            checked.push(arch);
+            continue;
+        }
         assert_eq!(
             a, b,
             "{arch}: `rope_parameters.rope_theta` is not read as `rope_theta`"

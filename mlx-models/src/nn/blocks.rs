@@ -6,7 +6,8 @@
 //! [`transformer::Attention`]: crate::nn::transformer::Attention
 
 use mlx_rs::error::Result;
-use mlx_rs::Array;
+use mlx_rs::ops::{arange, maximum};
+use mlx_rs::{Array, Dtype};
 
 use crate::cache::Cache;
 use crate::nn::attention::attend;
@@ -23,6 +24,21 @@ pub fn rope_after(rope: &Rope, x: &Array, cache: Option<&Cache>) -> Result<Array
             Some(offsets) => rope.forward_with_offsets(x, offsets),
             None => rope.forward(x, c.offset()),
         },
+    }
+}
+
+/// The positions of `n` new tokens after what `cache` holds: `[n]` from the cache's offset, or
+/// `[B, n]` from each sequence's offset in a batch cache (whose left padding starts below
+/// zero: those positions are clamped to 0, their outputs masked anyway).
+pub fn positions(n: i32, cache: Option<&Cache>) -> Result<Array> {
+    let offset = cache.map_or(0, Cache::offset);
+    let steps = arange::<_, i32>(0, n, None)?;
+    match cache.and_then(Cache::offsets) {
+        Some(offsets) => {
+            let rows = offsets.as_dtype(Dtype::Int32)?.reshape(&[-1, 1])?;
+            maximum(rows.add(&steps)?, Array::from_int(0))
+        }
+        None => steps.add(Array::from_int(offset)),
     }
 }
 

@@ -15,6 +15,8 @@
 //!   expert, and a feed-forward that is dense in some layers and sparse in others;
 //! - [`gemma`]: what the gemma family shares (embedding scale, GeGLU MLP, soft-capping,
 //!   local/global layers);
+//! - [`gpt`]: the GPT-2 family's layer in its checkpoint names (fused `c_attn`, `c_fc` /
+//!   `c_proj` feed-forward, `ln_1` / `ln_2`);
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
 //! - [`transformer`]: the llama-style decoder in pieces (attention, gated MLP, pre-norm layer,
 //!   the stack with its masks and caches) that llama-like architectures assemble.
@@ -26,6 +28,7 @@ pub mod attention;
 pub mod blocks;
 pub mod dsa;
 pub mod gemma;
+pub mod gpt;
 pub mod mask;
 pub mod mla;
 pub mod moe;

@@ -1,5 +1,6 @@
 //! RMSNorm (plain, or with zero-centred weights as gemma stores them) and LayerNorm, over
-//! `mx.fast.rms_norm` / `mx.fast.layer_norm` like `mlx.nn.RMSNorm` / `mlx.nn.LayerNorm`.
+//! `mx.fast.rms_norm` / `mx.fast.layer_norm` like `mlx.nn.RMSNorm` / `mlx.nn.LayerNorm`, and
+//! a LayerNorm of each attention head with its own weights ([`HeadNorm`]).
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::fast;
@@ -109,4 +110,32 @@ impl Module<&Array> for LayerNorm {
     }
 
     fn training_mode(&mut self, _mode: bool) {}
+}
+
+/// LayerNorm over each head's features, without bias, with a weight per head and feature
+/// (`[heads, head_dim]`): cohere's `LayerNorm2D`, stablelm's `LayerNormPerHead` (whose
+/// per-head `norms.{h}.weight` a checkpoint stacks into this one).
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct HeadNorm {
+    /// `[heads, head_dim]`.
+    #[param]
+    pub weight: Param<Array>,
+    /// Added to the variance.
+    pub eps: f32,
+}
+
+impl HeadNorm {
+    /// Weights of one.
+    pub fn new(heads: i32, head_dim: i32, eps: f32) -> Result<Self> {
+        Ok(HeadNorm {
+            weight: Param::new(ones_dtype(&[heads, head_dim], Dtype::Float32)?),
+            eps,
+        })
+    }
+
+    /// Normalises `x`, `[B, L, heads, head_dim]`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        self.weight
+            .multiply(fast::layer_norm(x, None, None, self.eps)?)
+    }
 }

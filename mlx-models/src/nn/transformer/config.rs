@@ -92,6 +92,53 @@ pub fn check_heads(
 /// The most layers a config may declare.
 pub const MAX_LAYERS: usize = 1 << 16;
 
+/// Checks a layer count (`key`) against [`MAX_LAYERS`], before anything is made per layer.
+pub fn check_layers(key: &str, layers: usize) -> std::result::Result<(), ArgsError> {
+    if layers > MAX_LAYERS {
+        return Err(ArgsError::invalid(
+            &[key],
+            format!("`{key}` {layers} is absurd (at most {MAX_LAYERS})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `width`, the size of a tensor's axis computed from config values (`None` when
+/// the computation overflowed), fits MLX's 32-bit dimensions; the error names `keys` and says
+/// what the width is (`"the MLP (4 * n_embd)"`).
+pub fn check_width(
+    keys: &[&str],
+    what: &str,
+    width: Option<usize>,
+) -> std::result::Result<(), ArgsError> {
+    if width.is_none_or(|w| w > crate::args::MAX_SIZE) {
+        return Err(ArgsError::invalid(
+            keys,
+            format!("{what} exceeds MLX's size limit {}", crate::args::MAX_SIZE),
+        ));
+    }
+    Ok(())
+}
+
+/// The features of each head that a partial RoPE rotates, `int(head_dim * fraction)` as the
+/// reference computes it (`partial_rotary_factor`, `rotary_pct`): an error naming `key` unless
+/// it is even and between 2 and `head_dim`.
+pub fn rotary_dims(
+    key: &str,
+    head_dim: usize,
+    fraction: f64,
+) -> std::result::Result<i32, ArgsError> {
+    let dims = (head_dim as f64 * fraction).trunc();
+    if !(dims >= 2.0 && dims <= head_dim as f64) || dims % 2.0 != 0.0 {
+        let msg = format!(
+            "`{key}` {fraction} rotates {dims} of the {head_dim} features of each head; \
+             expected an even number from 2"
+        );
+        return Err(ArgsError::invalid(&[key], msg));
+    }
+    Ok(dims as i32)
+}
+
 /// Fills `layer_types` (all `"full_attention"` when absent) and checks it: one entry per
 /// layer, each `"full_attention"` or `"sliding_attention"`, at least one full layer, and a
 /// `sliding_window` when any layer slides. For the args' post-parse hooks.
@@ -103,12 +150,7 @@ pub fn check_layer_types(
     let layers = num_hidden_layers;
     // Before anything is made per layer (a list of types, a model): the largest models have a
     // few hundred layers, and the loader compares the count with the checkpoint anyway.
-    if layers > MAX_LAYERS {
-        return Err(ArgsError::invalid(
-            &["num_hidden_layers"],
-            format!("`num_hidden_layers` {layers} is absurd (at most {MAX_LAYERS})"),
-        ));
-    }
+    check_layers("num_hidden_layers", layers)?;
     let types = layer_types.get_or_insert_with(|| vec!["full_attention".into(); layers]);
     check_per_layer("layer_types", types.len(), layers)?;
     if let Some(bad) = types

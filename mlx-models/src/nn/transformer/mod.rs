@@ -25,7 +25,10 @@
 //! any [`Block`] serves as the final norm (LayerNorm for starcoder2 and cohere). The pre-norm
 //! [`DecoderLayer`] is itself generic over its [`SelfAttention`], its feed-forward and its
 //! norms ([`DecoderLayer::new`], [`DecoderLayer::with_norms`]): phi3's fused projections,
-//! starcoder2's gelu MLP and LayerNorms, gemma's `1 + weight` norms.
+//! starcoder2's gelu MLP and LayerNorms, gemma's `1 + weight` norms. The stack adds learned
+//! absolute positions for GPT-2-style models ([`Decoder::with_positions`]); a checkpoint that
+//! names the stack otherwise (gpt2's `wte`, `h`, `ln_f`, gpt_neox's `embed_in`) is mapped onto
+//! these names by its model's `rename` rules.
 //!
 //! [`lm_head`] builds the head (absent when embeddings are tied). The config helpers
 //! ([`check_heads`], [`check_layer_types`], [`check_per_layer`], [`layer_windows`],
@@ -43,7 +46,7 @@ use crate::args::{ArgsError, ModelArgs};
 use crate::cache::Cache;
 use crate::nn::activations::GatedActivation;
 use crate::nn::attention::attend;
-use crate::nn::blocks::{merge_heads, split_heads};
+use crate::nn::blocks::{merge_heads, positions, split_heads};
 // RoPE after a cache's positions is a shared block; its old home keeps the name.
 use crate::cache::create_attention_mask;
 use crate::nn::attention::softcapped_attention;
@@ -57,8 +60,8 @@ use crate::nn::norm::{LayerNorm, RmsNorm};
 use crate::nn::quantized::{Embedding, Linear};
 use crate::nn::rope::{Rope, RopeScaling};
 pub use config::{
-    check_heads, check_layer_types, check_per_layer, layer_windows, lm_head, DecoderArgs, RopeArgs,
-    MAX_LAYERS,
+    check_heads, check_layer_types, check_layers, check_per_layer, check_width, layer_windows,
+    lm_head, rotary_dims, DecoderArgs, RopeArgs, MAX_LAYERS,
 };
 
 /// `x * factor`, the factor in `x`'s dtype (as a Python float multiplies an array in mlx).
@@ -536,6 +539,10 @@ pub struct Decoder<L: Layer = DecoderLayer, N: Block = RmsNorm> {
     /// The final norm.
     #[param]
     pub norm: N,
+    /// Learned absolute positions (GPT-2's `wpe`), added to the token embeddings; `None` (the
+    /// default) for models that rotate instead.
+    #[param]
+    pub embed_positions: Option<Embedding>,
     /// Factor on the embeddings (granite's `embedding_multiplier`, gemma's
     /// `sqrt(hidden_size)`; `None`: 1).
     pub embedding_multiplier: Option<f32>,
@@ -555,8 +562,17 @@ impl<L: Layer, N: Block> Decoder<L, N> {
             embed_tokens: Embedding::new(vocab as i32, dim as i32)?,
             layers,
             norm,
+            embed_positions: None,
             embedding_multiplier: None,
         })
+    }
+
+    /// Adds learned absolute positions: an embedding of `n_positions` positions of width `dim`,
+    /// looked up at each token's position (after what the cache holds, per sequence for a
+    /// batch cache) and added to the token embeddings (GPT-2's `wpe`).
+    pub fn with_positions(mut self, n_positions: usize, dim: usize) -> Result<Self> {
+        self.embed_positions = Some(Embedding::new(n_positions as i32, dim as i32)?);
+        Ok(self)
     }
 
     /// Scales the embeddings by `m`, in their dtype.
@@ -574,6 +590,9 @@ impl<L: Layer, N: Block> Decoder<L, N> {
         let mut h = self.embed_tokens.forward(inputs)?;
         if let Some(m) = self.embedding_multiplier {
             h = scaled(&h, m)?;
+        }
+        if let Some(wpe) = &self.embed_positions {
+            h = h.add(wpe.forward(&positions(inputs.dim(1), cache.first())?)?)?;
         }
         let masks = self.masks(inputs.dim(1), cache)?;
         let mask_of = |window: Option<i32>| {
