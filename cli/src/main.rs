@@ -222,6 +222,10 @@ struct ChatArgs {
     /// The most tokens of one answer.
     #[arg(long, default_value_t = 512)]
     max_tokens: usize,
+    /// Start the conversation from a prompt cache saved by `cache-prompt`: the first message
+    /// continues the cached user message (and `r` goes back to the cache).
+    #[arg(long, value_name = "FILE")]
+    prompt_cache_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -486,6 +490,23 @@ fn user_turn(
         .map_err(|e| e.to_string())
 }
 
+/// The tokens of a user turn whose start is in a prompt cache, as the reference cuts them: the
+/// rendering from where the user's text goes on (found by rendering `<query>` in its place).
+fn continued_turn(
+    tokenizer: &Tokenizer,
+    system: Option<&str>,
+    text: &str,
+    template_config: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> CliResult<Vec<u32>> {
+    let full = render_user_turn(tokenizer, system, text, template_config)?;
+    let probe = render_user_turn(tokenizer, system, "<query>", template_config)?;
+    let start = probe
+        .find("<query>")
+        .ok_or("the chat template does not show the user's message")?;
+    let suffix = full.get(start..).unwrap_or_default();
+    tokenizer.encode(suffix, false).map_err(|e| e.to_string())
+}
+
 /// The chat template over an optional system message and one user message, ending with the
 /// start of the assistant's turn.
 fn render_user_turn(
@@ -555,15 +576,7 @@ fn prompt_ids(
     let ids = if !args.no_chat_template && tokenizer.has_chat_template() {
         let config = args.sampling.chat_template_config.as_ref();
         if args.prompt_cache_file.is_some() {
-            // As the reference: the cache holds the start of the conversation, so the prompt
-            // is the rendering from where the user's text goes on.
-            let full = render_user_turn(&tokenizer, args.system.as_deref(), text, config)?;
-            let probe = render_user_turn(&tokenizer, args.system.as_deref(), "<query>", config)?;
-            let start = probe
-                .find("<query>")
-                .ok_or("the chat template does not show the user's message")?;
-            let suffix = full.get(start..).unwrap_or_default();
-            tokenizer.encode(suffix, false).map_err(|e| e.to_string())?
+            continued_turn(&tokenizer, args.system.as_deref(), text, config)?
         } else {
             user_turn(&tokenizer, args.system.as_deref(), text, config)?
         }
@@ -666,7 +679,7 @@ fn generate(args: GenerateArgs) -> CliResult<()> {
     let draft = load_draft(&args.source, &args.sampling, &loaded, tokenizer.as_ref())?;
     let model = loaded.model.as_mut();
     let mut cache = match &args.prompt_cache_file {
-        Some(file) => cached_prompt(file, &args, model)?,
+        Some(file) => cached_prompt(file, &args.source, &args.sampling, model)?,
         None => Cache::for_prompt(
             model.make_cache(),
             args.sampling.max_kv_size.map(|m| m as usize),
@@ -1132,7 +1145,8 @@ fn generate_batch(file: &std::path::Path, args: &GenerateArgs) -> CliResult<()> 
 /// `--kv-group-size` when it is quantized.
 fn cached_prompt(
     file: &std::path::Path,
-    args: &GenerateArgs,
+    source: &SourceArgs,
+    sampling: &SamplingArgs,
     model: &dyn mlx_models::model::LanguageModel,
 ) -> CliResult<Vec<Cache>> {
     let what = |e: &dyn std::fmt::Display| format!("--prompt-cache-file {}: {e}", file.display());
@@ -1141,15 +1155,15 @@ fn cached_prompt(
     }
     let (cache, metadata) = mlx_models::cache::load_prompt_cache(file).map_err(|e| what(&e))?;
     if let Some(made_with) = metadata.get("model") {
-        let same = made_with == &args.source.model
+        let same = made_with == &source.model
             || matches!(
-                (std::fs::canonicalize(made_with), std::fs::canonicalize(&args.source.model)),
+                (std::fs::canonicalize(made_with), std::fs::canonicalize(&source.model)),
                 (Ok(a), Ok(b)) if a == b
             );
         if !same {
             return Err(what(&format!(
                 "it was made with the model `{made_with}`, not `{}`",
-                args.source.model
+                source.model
             )));
         }
     }
@@ -1161,13 +1175,13 @@ fn cached_prompt(
         )));
     }
     if let Some(Cache::Quantized(q)) = cache.first() {
-        if args.sampling.kv_bits.is_some_and(|b| b != q.bits) {
+        if sampling.kv_bits.is_some_and(|b| b != q.bits) {
             return Err(what(&format!(
                 "--kv-bits does not match its {} bits",
                 q.bits
             )));
         }
-        if args.sampling.kv_group_size != q.group_size {
+        if sampling.kv_group_size != q.group_size {
             return Err(what(&format!(
                 "--kv-group-size does not match its groups of {}",
                 q.group_size
@@ -1359,7 +1373,11 @@ fn chat(args: ChatArgs) -> CliResult<()> {
     };
     let mut draft_cache = fresh_draft_cache(&draft);
     let model = loaded.model.as_mut();
-    let mut cache = Cache::for_prompt(model.make_cache(), max_kv);
+    let start_cache = |model: &dyn mlx_models::model::LanguageModel| match &args.prompt_cache_file {
+        Some(file) => cached_prompt(file, &args.source, &args.sampling, model),
+        None => Ok(Cache::for_prompt(model.make_cache(), max_kv)),
+    };
+    let mut cache = start_cache(&*model)?;
     let mut first_turn = true;
     eprintln!(
         "[INFO] Chatting with {}. Type `q` to quit, `r` to start over.",
@@ -1381,7 +1399,7 @@ fn chat(args: ChatArgs) -> CliResult<()> {
             "" => continue,
             "q" => break,
             "r" => {
-                cache = Cache::for_prompt(model.make_cache(), max_kv);
+                cache = start_cache(&*model)?;
                 draft_cache = fresh_draft_cache(&draft);
                 first_turn = true;
                 continue;
@@ -1393,12 +1411,12 @@ fn chat(args: ChatArgs) -> CliResult<()> {
         } else {
             None
         };
-        let ids = user_turn(
-            &tokenizer,
-            system,
-            query,
-            args.sampling.chat_template_config.as_ref(),
-        )?;
+        let template_config = args.sampling.chat_template_config.as_ref();
+        let ids = if first_turn && args.prompt_cache_file.is_some() {
+            continued_turn(&tokenizer, system, query, template_config)?
+        } else {
+            user_turn(&tokenizer, system, query, template_config)?
+        };
         first_turn = false;
 
         let mut em = Emitter::new(Some(&tokenizer), &args.sampling.stop, Format::Text)?;

@@ -116,3 +116,80 @@ fn a_draft_model_keeps_the_answers() {
         .collect();
     assert_eq!(drafted, plain);
 }
+
+/// `chat --prompt-cache-file`: the first message continues the cached one, as
+/// `generate --prompt-cache-file` does, and `r` goes back to the cache.
+#[test]
+fn a_prompt_cache_starts_the_conversation() {
+    let model = smollm2();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("prefix.safetensors");
+    let file = file.to_str().expect("path");
+    let made = run_with_input(
+        &[
+            "cache-prompt",
+            "--model",
+            &model,
+            "--prompt",
+            "What is the capital of France",
+            "--out",
+            file,
+        ],
+        None,
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let generated = run_with_input(
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--prompt-cache-file",
+            file,
+            "--prompt",
+            "?",
+            "--temp",
+            "0",
+            "--max-tokens",
+            "40",
+            "--quiet",
+        ],
+        None,
+    );
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let answer = String::from_utf8_lossy(&generated.stdout)
+        .trim()
+        .to_string();
+    assert!(answer.contains("Paris"), "{answer}");
+    let out = run_with_input(
+        &[
+            "chat",
+            "--model",
+            &model,
+            "--prompt-cache-file",
+            file,
+            "--temp",
+            "0",
+            "--max-tokens",
+            "40",
+        ],
+        Some("?\nr\n?\nq\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let turns: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(turns, vec![answer.clone(), answer], "{turns:?}");
+}
