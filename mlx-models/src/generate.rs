@@ -46,10 +46,10 @@ pub enum GenerateError {
     #[error(transparent)]
     Sampling(#[from] SamplingError),
     /// The model (the closure) failed.
-    #[error("model: {0}")]
+    #[error("model: {}", model_message(.0.as_ref()))]
     Model(Box<dyn std::error::Error + Send + Sync>),
     /// An MLX operation failed.
-    #[error("MLX: {0}")]
+    #[error("MLX: {}", .0.what())]
     Mlx(#[from] mlx_rs::error::Exception),
     /// Reading a value back from MLX failed.
     #[error("MLX: {0}")]
@@ -57,6 +57,15 @@ pub enum GenerateError {
 }
 
 type Result<T> = std::result::Result<T, GenerateError>;
+
+/// What a model error says: MLX's message alone for an MLX exception (without the source
+/// location its `Display` appends), else the error's own text.
+fn model_message(e: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    match e.downcast_ref::<mlx_rs::error::Exception>() {
+        Some(x) => x.what().to_string(),
+        None => e.to_string(),
+    }
+}
 
 /// The default number of prompt tokens processed per model call.
 pub const DEFAULT_PREFILL_STEP_SIZE: usize = 2048;

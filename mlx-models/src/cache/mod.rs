@@ -208,6 +208,14 @@ impl Cache {
         let mut q = QuantizedKvCache::new(group_size, bits);
         q.offset = c.offset;
         if let (Some(k), Some(v)) = (&c.keys, &c.values) {
+            for (what, dim) in [("keys", k.dim(-1)), ("values", v.dim(-1))] {
+                if dim % group_size != 0 {
+                    return Err(Exception::custom(format!(
+                        "the cache's {what} have {dim} features per head, which groups of \
+                         {group_size} do not divide (choose a smaller kv group size)"
+                    )));
+                }
+            }
             q.keys = Some(QuantizedArray::quantize(k, group_size, bits)?);
             q.values = Some(QuantizedArray::quantize(v, group_size, bits)?);
         }
@@ -218,7 +226,7 @@ impl Cache {
     /// `settings.start` positions becomes a [`QuantizedKvCache`]. Run after each model call.
     pub fn maybe_quantize(caches: &mut [Cache], settings: &KvQuantization) -> Result<()> {
         for cache in caches.iter_mut() {
-            if cache.offset() >= settings.start as i32 {
+            if usize::try_from(cache.offset()).is_ok_and(|o| o >= settings.start) {
                 if let Some(q) = cache.to_quantized(settings.group_size, settings.bits)? {
                     *cache = q;
                 }
