@@ -502,10 +502,15 @@ fn config_quantization(config: &Value) -> Option<(Quantization, serde_json::Map<
             .unwrap_or(Quantization::affine(64, 4));
         return Some((default, q.clone()));
     }
-    let method = config
-        .get("quantization_config")?
-        .get("quant_method")?
-        .as_str()?;
+    let qc = config.get("quantization_config")?;
+    let method = qc.get("quant_method")?.as_str()?;
+    // compressed-tensors' packed int4 (Kimi K2 Thinking), as the reference reads it: affine
+    // 4-bit in groups of 32 (the weights are renamed by `weights::compressed_tensors_int4`).
+    if method == "compressed-tensors"
+        && qc.get("format").and_then(Value::as_str) == Some("pack-quantized")
+    {
+        return Some((Quantization::affine(32, 4), serde_json::Map::new()));
+    }
     let mode = QuantMode::parse(method)?;
     Some((
         Quantization::with_defaults(mode, None, None),

@@ -72,7 +72,8 @@ pub trait LanguageModel: ModuleParameters {
     fn make_cache(&self) -> Vec<Cache>;
 
     /// Turns checkpoint tensors into this model's: FP8 block-scaled weights dequantized
-    /// ([`weights::dequantize_fp8_blocks`]), the weight rules, then the hook.
+    /// ([`weights::dequantize_fp8_blocks`]), compressed-tensors int4 renamed
+    /// ([`weights::compressed_tensors_int4`]), the weight rules, then the hook.
     /// Idempotent: already converted weights come back unchanged.
     fn sanitize(&self, weights: Weights) -> Result<Weights, SanitizeError>;
 }
@@ -98,6 +99,7 @@ impl<T: Architecture> LanguageModel for T {
         // FP8 block-scaled checkpoints first, as the reference's sanitize does before it
         // stacks experts; for every architecture, not only those whose reference reads them.
         weights::dequantize_fp8_blocks(&mut weights)?;
+        weights::compressed_tensors_int4(&mut weights)?;
         let mut weights = weights::apply(T::WEIGHT_RULES, weights, Some(self))?;
         self.sanitize_hook(&mut weights)?;
         Ok(weights)

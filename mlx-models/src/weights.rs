@@ -611,3 +611,63 @@ pub fn dequantize_fp8_blocks(weights: &mut Weights) -> Result<(), SanitizeError>
     }
     Ok(())
 }
+
+/// compressed-tensors' packed int4 layout (`quant_method` `compressed-tensors`, `format`
+/// `pack-quantized`: Kimi K2 Thinking) as MLX's affine 4-bit, as the reference's sanitize reads
+/// it: every `<prefix>.weight_packed` (eight 4-bit values per int32) becomes
+/// `<prefix>.weight` (the same words as uint32), `<prefix>.weight_scale` becomes
+/// `<prefix>.scales`, the biases are `-8 * scales` (the values are stored offset by 8), and
+/// `<prefix>.weight_shape` is checked against the packing and dropped. Idempotent: converted
+/// weights have none of these names.
+pub fn compressed_tensors_int4(weights: &mut Weights) -> Result<(), SanitizeError> {
+    let mut prefixes: Vec<String> = weights
+        .keys()
+        .filter_map(|k| k.strip_suffix(".weight_packed").map(str::to_owned))
+        .collect();
+    prefixes.sort();
+    for prefix in prefixes {
+        let key = format!("{prefix}.weight_packed");
+        let layout = |reason: String| SanitizeError::Layout {
+            key: key.clone(),
+            reason,
+        };
+        let Some(scale) = weights.remove(&format!("{prefix}.weight_scale")) else {
+            return Err(layout(format!("no `{prefix}.weight_scale` beside it")));
+        };
+        let packed = weights
+            .remove(&key)
+            .ok_or_else(|| layout("vanished".into()))?;
+        if !matches!(packed.dtype(), Dtype::Int32 | Dtype::Uint32) || packed.ndim() < 2 {
+            return Err(layout(format!(
+                "packed int4 weights are int32 [..., out, in / 8], not {:?} {:?}",
+                packed.dtype(),
+                packed.shape()
+            )));
+        }
+        if let Some(shape) = weights.remove(&format!("{prefix}.weight_shape")) {
+            let shape = shape.as_dtype(Dtype::Int64)?;
+            mlx_rs::transforms::eval([&shape])?;
+            let dims: Vec<i64> = shape.as_slice::<i64>().to_vec();
+            let p = packed.shape();
+            let want = [i64::from(p[p.len() - 2]), i64::from(p[p.len() - 1]) * 8];
+            if dims.len() != 2 || dims != want {
+                return Err(layout(format!(
+                    "weight_shape {dims:?} does not match the packing {p:?} (8 values a word)"
+                )));
+            }
+        }
+        let biases = scale.multiply(Array::from_f32(-8.0).as_dtype(scale.dtype())?)?;
+        let target = format!("{prefix}.weight");
+        if weights.contains_key(&target) {
+            return Err(SanitizeError::Collision {
+                rule: "compressed-tensors int4".to_string(),
+                from: key,
+                to: target,
+            });
+        }
+        weights.insert(target, packed.view_dtype(Dtype::Uint32)?);
+        weights.insert(format!("{prefix}.scales"), scale);
+        weights.insert(format!("{prefix}.biases"), biases);
+    }
+    Ok(())
+}

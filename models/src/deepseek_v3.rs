@@ -14,8 +14,9 @@
 //! drops every layer from `num_hidden_layers` on, which is the same for those checkpoints.
 //! The official FP8 releases (E4M3 weights with 128 x 128 `weight_scale_inv` blocks) are
 //! dequantized to bfloat16 as the reference does, by the loader's common first step
-//! ([`mlx_models::weights::dequantize_fp8_blocks`]). Not supported: compressed-tensors int4
-//! checkpoints (`weight_packed`), refused by strict loading as unknown tensors.
+//! ([`mlx_models::weights::dequantize_fp8_blocks`]); compressed-tensors int4 ones (Kimi K2
+//! Thinking's `weight_packed` / `weight_scale`) become affine 4-bit layers the same way
+//! ([`mlx_models::weights::compressed_tensors_int4`]).
 
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use mlx_models::weights::{
-    apply, dequantize_fp8_blocks, mxfp4_blocks, split_fused, Fused, Rule, SanitizeError, Weights,
+    apply, compressed_tensors_int4, dequantize_fp8_blocks, mxfp4_blocks, split_fused, Fused, Rule,
+    SanitizeError, Weights,
 };
 use mlx_rs::{Array, Dtype};
 
@@ -410,4 +411,59 @@ fn fp8_scales_that_do_not_fit_are_errors_naming_the_tensor() {
         );
         assert!(!text.contains('\n'), "{what}: {text}");
     }
+}
+
+/// compressed-tensors' packed int4: the words as uint32 weights, the scales, biases of -8 x
+/// scale; idempotent; a missing scale or a shape that disagrees with the packing is an error.
+#[test]
+fn compressed_tensors_int4_becomes_affine_4bit() {
+    let mut w = Weights::new();
+    w.insert(
+        "x.weight_packed".into(),
+        Array::from_slice(&[-1i32, 7, 0, 1], &[2, 2]),
+    );
+    w.insert(
+        "x.weight_scale".into(),
+        Array::from_slice(&[0.5f32, 2.0], &[2, 1]),
+    );
+    w.insert(
+        "x.weight_shape".into(),
+        Array::from_slice(&[2i64, 16], &[2]),
+    );
+    compressed_tensors_int4(&mut w).unwrap();
+    assert_eq!(
+        keys(&w),
+        BTreeSet::from(["x.weight", "x.scales", "x.biases"])
+    );
+    assert_eq!(w["x.weight"].dtype(), Dtype::Uint32);
+    assert_eq!(w["x.weight"].as_slice::<u32>(), &[u32::MAX, 7, 0, 1]);
+    assert_eq!(w["x.biases"].as_slice::<f32>(), &[-4.0, -16.0]);
+    let before = keys(&w).into_iter().map(str::to_owned).collect::<Vec<_>>();
+    compressed_tensors_int4(&mut w).unwrap();
+    assert_eq!(
+        keys(&w).into_iter().map(str::to_owned).collect::<Vec<_>>(),
+        before
+    );
+
+    let mut w = Weights::new();
+    w.insert(
+        "x.weight_packed".into(),
+        Array::from_slice(&[1i32, 2], &[1, 2]),
+    );
+    assert!(compressed_tensors_int4(&mut w)
+        .unwrap_err()
+        .to_string()
+        .contains("weight_scale"));
+    let mut w = Weights::new();
+    w.insert(
+        "x.weight_packed".into(),
+        Array::from_slice(&[1i32, 2], &[1, 2]),
+    );
+    w.insert(
+        "x.weight_scale".into(),
+        Array::from_slice(&[1.0f32], &[1, 1]),
+    );
+    w.insert("x.weight_shape".into(), Array::from_slice(&[1i32, 8], &[2]));
+    let err = compressed_tensors_int4(&mut w).unwrap_err().to_string();
+    assert!(err.contains("does not match the packing"), "{err}");
 }

@@ -10,7 +10,7 @@ import mlx.core as mx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity import fp8_blocks, run_cases, unstack_experts  # noqa: E402
 
-COVERS = "multi-head latent attention (low-rank or plain queries, latent cache, absorbed decode), yarn RoPE with mscale_all_dim in the scale, sigmoid group-limited routing with a correction bias, a shared expert, dense first layers and moe_layer_freq, Hugging Face layout (per-expert tensors, fused kv_b_proj, a quantized one), the FP8 release layout (E4M3 with 128 x 128 block scales), 4-bit"
+COVERS = "multi-head latent attention (low-rank or plain queries, latent cache, absorbed decode), yarn RoPE with mscale_all_dim in the scale, sigmoid group-limited routing with a correction bias, a shared expert, dense first layers and moe_layer_freq, Hugging Face layout (per-expert tensors, fused kv_b_proj, a quantized one), the FP8 release layout (E4M3 with 128 x 128 block scales), compressed-tensors packed int4, 4-bit"
 
 BASE = {
     "model_type": "deepseek_v3",
@@ -92,6 +92,34 @@ def fp8_layout(weights, config):
     return fp8_blocks(hf_layout(weights, config), lambda name: "_proj" in name or name == "lm_head")
 
 
+def int4_layout(weights, config):
+    """Kimi K2 Thinking's compressed-tensors layout on top of the Hugging Face names: every
+    4-bit layer's packed words as int32 `weight_packed`, its scales as `weight_scale`, its
+    shape as `weight_shape` (the biases are implied: -8 x scale); the config says
+    `compressed-tensors` / `pack-quantized` instead of MLX's `quantization`."""
+    weights = hf_layout(weights, config, quantized=True)
+    out = {}
+    for key, value in weights.items():
+        if key.endswith(".scales"):
+            prefix = key[: -len(".scales")]
+            w = weights[f"{prefix}.weight"]
+            out[f"{prefix}.weight_packed"] = w.view(mx.int32)
+            out[f"{prefix}.weight_scale"] = value
+            out[f"{prefix}.weight_shape"] = mx.array([w.shape[-2], w.shape[-1] * 8], dtype=mx.int32)
+        elif key.endswith(".biases") or f"{key[: -len('.weight')]}.scales" in weights:
+            continue
+        else:
+            out[key] = value
+    for k in ("quantization", "quantization_config"):
+        config.pop(k, None)
+    config["quantization_config"] = {
+        "quant_method": "compressed-tensors", "format": "pack-quantized",
+        "config_groups": {"group_0": {"weights": {"num_bits": 4, "group_size": 32, "type": "int",
+                                                  "symmetric": True}, "targets": ["Linear"]}},
+    }
+    return out
+
+
 WIDE = {**BASE, "qk_nope_head_dim": 32, "v_head_dim": 32}
 
 CASES = [
@@ -106,6 +134,8 @@ CASES = [
     {"name": "4bit", "config": BASE, "quantize": {"bits": 4, "group_size": 32}},
     {"name": "4bit_hf_layout", "config": WIDE, "quantize": {"bits": 4, "group_size": 32},
      "hf_layout": lambda w, c: hf_layout(w, c, quantized=True)},
+    {"name": "int4_compressed_tensors", "config": WIDE, "quantize": {"bits": 4, "group_size": 32},
+     "hf_layout": int4_layout},
 ]
 
 if __name__ == "__main__":
