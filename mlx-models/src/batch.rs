@@ -157,7 +157,7 @@ pub fn batch_generate(
         Cache::eval_all(&cache)?;
         done += n;
     }
-    let mut input = columns(done, longest)?;
+    let input = columns(done, longest)?;
 
     let mut outputs: Vec<BatchOutput> = (0..rows)
         .map(|_| BatchOutput {
@@ -167,8 +167,9 @@ pub fn batch_generate(
         .collect();
     let mut finished = vec![false; rows];
     let mut first_at = None;
-    while finished.iter().any(|f| !f) {
-        let logits = model.forward(&input, &mut cache)?;
+    // One decode step: the next token of every row, left on the device (lazy).
+    let mut step = |input: &Array, histories: &[Vec<u32>]| -> Result<Array, GenerateError> {
+        let logits = model.forward(input, &mut cache)?;
         let logits = logits.try_index((.., -1, ..))?;
         let logits = if config.logits.is_active() {
             let per_row = (0..rows)
@@ -182,9 +183,25 @@ pub fn batch_generate(
             logits
         };
         let logprobs = sampling::log_softmax(&logits)?;
-        let tokens = sampler.sample(&logprobs)?;
-        mlx_rs::transforms::eval([&tokens])?;
-        let ids: Vec<u32> = tokens.as_slice::<u32>().to_vec();
+        Ok(sampler.sample(&logprobs)?)
+    };
+    let mut pending = step(&input, &histories)?;
+    mlx_rs::transforms::async_eval([&pending])?;
+    while finished.iter().any(|f| !f) {
+        // Queue the next step before reading this one back (as the single stream does), unless
+        // every row still running ends at this token by its limit, or the logits processors
+        // need this token's value first.
+        let last = (0..rows).all(|r| finished[r] || outputs[r].tokens.len() + 1 >= limits[r]);
+        let pipelined = !last && !config.logits.is_active();
+        let next = if pipelined {
+            let next = step(&pending.reshape(&[i32_of(rows)?, 1])?, &histories)?;
+            mlx_rs::transforms::async_eval([&next])?;
+            Some(next)
+        } else {
+            None
+        };
+        mlx_rs::transforms::eval([&pending])?;
+        let ids: Vec<u32> = pending.as_slice::<u32>().to_vec();
         if first_at.is_none() {
             first_at = Some(Instant::now());
         }
@@ -201,7 +218,21 @@ pub fn batch_generate(
                 finished[r] = true;
             }
         }
-        input = tokens.reshape(&[i32_of(rows)?, 1])?;
+        if finished.iter().all(|f| *f) {
+            if let Some(next) = next {
+                // Its values are not needed, only that MLX is done with it.
+                let _ = mlx_rs::transforms::eval([&next]);
+            }
+            break;
+        }
+        pending = match next {
+            Some(next) => next,
+            None => {
+                let next = step(&pending.reshape(&[i32_of(rows)?, 1])?, &histories)?;
+                mlx_rs::transforms::async_eval([&next])?;
+                next
+            }
+        };
     }
     let first = first_at.unwrap_or_else(Instant::now);
     let stats = BatchStats {
