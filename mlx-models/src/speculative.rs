@@ -138,15 +138,15 @@ fn prefill(
     Ok(last[0])
 }
 
-/// The logits of the last `n` positions after feeding `tokens`, as log-probabilities `[n, V]`.
+/// The logits of the last `n` positions after feeding `x` (`[1, L]` tokens), as
+/// log-probabilities `[n, V]`.
 fn score(
     model: &mut dyn LanguageModel,
     cache: &mut [Cache],
-    tokens: &[u32],
+    x: &Array,
     n: usize,
 ) -> Result<Array, GenerateError> {
-    let x = Array::from_slice(tokens, &[1, tokens.len() as i32]);
-    let logits = model.forward(&x, cache)?;
+    let logits = model.forward(x, cache)?;
     let len = logits.dim(1);
     let logits = logits.try_index((0, len - n as i32.., ..))?;
     Ok(sampling::log_softmax(&logits)?)
@@ -205,24 +205,32 @@ pub fn speculative_generate(
     let max = config.max_tokens;
     'rounds: loop {
         let k = num_draft.min(max - stats.generation_tokens);
-        let mut drafted = Vec::with_capacity(k);
-        let mut input = draft_y.clone();
+        // The draft's tokens stay on the device: each feeds the next draft step and then the
+        // target's check without a round trip to the host (they are read back once, below).
+        let mut drafted_arrays: Vec<Array> = Vec::with_capacity(k);
+        let mut input = Array::from_slice(&draft_y, &[1, draft_y.len() as i32]);
         for _ in 0..k {
             let logprobs = score(draft, draft_cache, &input, 1)?;
             quantize(draft_cache)?;
             let token = sampler.sample(&logprobs)?;
-            mlx_rs::transforms::eval([&token])?;
-            let id = token.as_slice::<u32>()[0];
-            drafted.push(id);
-            input = vec![id];
+            mlx_rs::transforms::async_eval([&token])?;
+            input = token.reshape(&[1, 1])?;
+            drafted_arrays.push(token);
         }
-        let mut verify = y.clone();
-        verify.extend_from_slice(&drafted);
+        let drafted_all = mlx_rs::ops::concatenate(&drafted_arrays, 0)?;
+        let verify = mlx_rs::ops::concatenate(
+            &[
+                Array::from_slice(&y, &[1, y.len() as i32]),
+                drafted_all.reshape(&[1, k as i32])?,
+            ],
+            1,
+        )?;
         let logprobs = score(target, target_cache, &verify, k + 1)?;
         quantize(target_cache)?;
         let tokens = sampler.sample(&logprobs)?;
         let chosen = sampling::chosen_logprobs(&logprobs, &tokens)?.as_dtype(Dtype::Float32)?;
-        mlx_rs::transforms::eval([&tokens, &chosen])?;
+        mlx_rs::transforms::eval([&tokens, &chosen, &drafted_all])?;
+        let drafted: Vec<u32> = drafted_all.as_slice::<u32>().to_vec();
         let tokens: Vec<u32> = tokens.as_slice::<u32>().to_vec();
         let chosen: Vec<f32> = chosen.as_slice::<f32>().to_vec();
         stats.drafted += k;
