@@ -12,6 +12,7 @@ pub mod cohere;
 pub mod deepseek_v2;
 pub mod deepseek_v3;
 pub mod deepseek_v32;
+pub mod ernie4_5;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;
