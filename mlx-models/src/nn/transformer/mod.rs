@@ -353,6 +353,44 @@ impl Mlp {
     }
 }
 
+/// The SwiGLU feed-forward with the gate and up projections fused in one `gate_up_proj`
+/// (`[2 * hidden, dim]`, the gate's half first), as phi3's, glm's and glm4's checkpoints store
+/// it: `down_proj(silu(gate) * up)`.
+#[derive(Debug, ModuleParameters)]
+pub struct FusedMlp {
+    /// `[2 * hidden, dim]`: the gate's rows, then the up projection's.
+    #[param]
+    pub gate_up_proj: Linear,
+    /// `[dim, hidden]`.
+    #[param]
+    pub down_proj: Linear,
+}
+
+impl FusedMlp {
+    /// `dim` to `hidden` (twice, fused) and back, bias-free. The args check that `2 * hidden`
+    /// fits MLX's size limit.
+    pub fn new(dim: usize, hidden: usize) -> Result<Self> {
+        let (dim, hidden) = (dim as i32, hidden as i32);
+        Ok(FusedMlp {
+            gate_up_proj: Linear::new(dim, 2 * hidden, false)?,
+            down_proj: Linear::new(hidden, dim, false)?,
+        })
+    }
+
+    /// `[..., dim]` to `[..., dim]`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let gate_up = self.gate_up_proj.forward(x)?.split_equal(2, -1)?;
+        self.down_proj
+            .forward(&crate::nn::activations::swiglu(&gate_up[0], &gate_up[1])?)
+    }
+}
+
+impl Block for FusedMlp {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        FusedMlp::forward(self, x)
+    }
+}
+
 /// A decoder layer the [`Decoder`] stacks: `[B, L, dim]` to `[B, L, dim]`, attending under
 /// `mask` to what `cache` holds and the `L` new positions (which it appends to `cache`).
 pub trait Layer: mlx_rs::module::ModuleParameters {
