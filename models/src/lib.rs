@@ -17,6 +17,7 @@ pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;
 pub mod glm;
+pub mod glm4;
 pub mod glm4_moe;
 pub mod glm4_moe_lite;
 pub mod gpt2;
