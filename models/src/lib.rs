@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod cohere;
+pub mod cohere2;
 pub mod deepseek_v2;
 pub mod deepseek_v3;
 pub mod deepseek_v32;
