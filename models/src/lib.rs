@@ -30,6 +30,7 @@ pub mod granite;
 pub mod granitemoe;
 pub mod llama;
 pub mod llama4_text;
+pub mod minicpm;
 pub mod minicpm3;
 pub mod mixtral;
 pub mod olmo2;
