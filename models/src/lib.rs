@@ -33,6 +33,7 @@ pub mod llama4_text;
 pub mod minicpm;
 pub mod minicpm3;
 pub mod mixtral;
+pub mod nemotron;
 pub mod olmo2;
 pub mod olmoe;
 pub mod phi;
