@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod apertus;
 pub mod cohere;
 pub mod cohere2;
 pub mod deepseek_v2;
