@@ -8,13 +8,18 @@
 
 #![warn(missing_docs)]
 
+pub mod apertus;
 pub mod cohere;
+pub mod cohere2;
 pub mod deepseek_v2;
 pub mod deepseek_v3;
 pub mod deepseek_v32;
+pub mod ernie4_5;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;
+pub mod glm;
+pub mod glm4;
 pub mod glm4_moe;
 pub mod glm4_moe_lite;
 pub mod gpt2;
@@ -24,10 +29,13 @@ pub mod gpt_oss;
 pub mod gptj;
 pub mod granite;
 pub mod granitemoe;
+pub mod hunyuan_v1_dense;
 pub mod llama;
 pub mod llama4_text;
+pub mod minicpm;
 pub mod minicpm3;
 pub mod mixtral;
+pub mod nemotron;
 pub mod olmo2;
 pub mod olmoe;
 pub mod phi;
@@ -37,6 +45,7 @@ pub mod qwen2;
 pub mod qwen2_moe;
 pub mod qwen3;
 pub mod qwen3_moe;
+pub mod seed_oss;
 pub mod smollm3;
 pub mod stablelm;
 pub mod starcoder2;

@@ -10,13 +10,12 @@ use mlx_models::args::{ArgsError, ModelArgs};
 use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::activations::swiglu;
 use mlx_models::nn::blocks::{rope_and_attend, split_heads};
 use mlx_models::nn::mask::AttentionMask;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::{Rope, RopeConfigError, RopeScaling};
 use mlx_models::nn::transformer::{
-    check_heads, lm_head, Block, Decoder, DecoderArgs, DecoderLayer, SelfAttention,
+    check_heads, lm_head, Decoder, DecoderArgs, DecoderLayer, FusedMlp, SelfAttention,
 };
 
 /// config.json of a phi3 checkpoint.
@@ -192,30 +191,11 @@ impl SelfAttention for Attention {
     }
 }
 
-#[derive(Debug, ModuleParameters)]
-struct Mlp {
-    #[param]
-    gate_up_proj: Linear,
-    #[param]
-    down_proj: Linear,
-}
-
-impl Block for Mlp {
-    fn forward(&self, x: &Array) -> Result<Array> {
-        let gate_up = self.gate_up_proj.forward(x)?.split_equal(2, -1)?;
-        self.down_proj.forward(&swiglu(&gate_up[0], &gate_up[1])?)
-    }
-}
-
 /// llama's pre-norm layer around the fused attention and MLP.
-type TransformerBlock = DecoderLayer<Attention, Mlp>;
+type TransformerBlock = DecoderLayer<Attention, FusedMlp>;
 
 fn layer(args: &Phi3Args, rope: Rope) -> Result<TransformerBlock> {
-    let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
-    let mlp = Mlp {
-        gate_up_proj: Linear::new(dim, 2 * hidden, false)?,
-        down_proj: Linear::new(hidden, dim, false)?,
-    };
+    let mlp = FusedMlp::new(args.hidden_size, args.intermediate_size)?;
     let self_attn = Attention::new(args, rope)?;
     DecoderLayer::new(self_attn, mlp, args.hidden_size, args.rms_norm_eps)
 }

@@ -1,6 +1,7 @@
 //! Activations as mlx (`mlx.nn.layers.activations`) and mlx-lm (`models/activations.py`)
-//! define them: silu, the gelu variants, relu², and the gated forms (SwiGLU, GeGLU, GPT-OSS's
-//! clamped SwiGLU). Scalars take the input's dtype, as Python scalars do in mlx.
+//! define them: silu, the gelu variants, relu², the gated forms (SwiGLU, GeGLU, GPT-OSS's
+//! clamped SwiGLU), and Apertus's learned xIELU ([`XieLu`]). Scalars take the input's dtype,
+//! as Python scalars do in mlx.
 
 use mlx_rs::error::Result;
 use mlx_rs::ops::{clip, erf, maximum, minimum, sigmoid, square, tanh};
@@ -140,5 +141,55 @@ impl GatedActivation {
                 clamped_swiglu(gate, x, alpha, limit)
             }
         }
+    }
+}
+
+/// xIELU (Apertus), a learned activation with four scalar parameters as mlx-lm's `XieLU`
+/// holds them (`alpha_p`, `alpha_n`, `beta`, `eps`, each `[]`): with `a_p = softplus(alpha_p)`
+/// and `a_n = beta + softplus(alpha_n)`, `a_p x² + beta x` where `x > 0`, else
+/// `(expm1(min(x, eps)) - x) a_n + beta x`.
+#[derive(Debug, Clone, mlx_rs::macros::ModuleParameters)]
+pub struct XieLu {
+    /// Before the softplus: the positive side's quadratic factor.
+    #[param]
+    pub alpha_p: mlx_rs::module::Param<Array>,
+    /// Before the softplus: the negative side's factor, less `beta`.
+    #[param]
+    pub alpha_n: mlx_rs::module::Param<Array>,
+    /// The linear factor on both sides.
+    #[param]
+    pub beta: mlx_rs::module::Param<Array>,
+    /// The negative side's clamp (a small negative number).
+    #[param]
+    pub eps: mlx_rs::module::Param<Array>,
+}
+
+impl XieLu {
+    /// The reference's initial values (`alpha_p_init = alpha_n_init = 0.8`, `beta = 0.5`,
+    /// `eps = -1e-6`); a checkpoint sets them all.
+    pub fn new() -> Result<Self> {
+        let inv_softplus = |v: f64| Array::from_f32((v.exp() - 1.0).ln() as f32);
+        Ok(XieLu {
+            alpha_p: mlx_rs::module::Param::new(inv_softplus(0.8)),
+            alpha_n: mlx_rs::module::Param::new(inv_softplus(0.8 - 0.5)),
+            beta: mlx_rs::module::Param::new(Array::from_f32(0.5)),
+            eps: mlx_rs::module::Param::new(Array::from_f32(-1e-6)),
+        })
+    }
+
+    /// Applies it elementwise.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        use mlx_rs::ops::{expm1, logaddexp, select};
+        let softplus = |a: &Array| logaddexp(a, sc(0.0, a)?);
+        let beta = &*self.beta;
+        let alpha_p = softplus(&self.alpha_p)?;
+        let alpha_n = beta.add(softplus(&self.alpha_n)?)?;
+        let linear = beta.multiply(x)?;
+        let positive = alpha_p.multiply(square(x)?)?.add(&linear)?;
+        let negative = expm1(minimum(x, &*self.eps)?)?
+            .subtract(x)?
+            .multiply(&alpha_n)?
+            .add(&linear)?;
+        select(&x.gt(sc(0.0, x)?)?, &positive, &negative)
     }
 }

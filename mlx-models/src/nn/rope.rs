@@ -582,6 +582,25 @@ impl Rope {
         })
     }
 
+    /// RoPE with explicit frequencies (`mx.fast.rope(..., base=None, freqs=freqs)`): `freqs`
+    /// holds one per rotated pair, `[dims / 2]`.
+    pub fn with_freqs(dims: i32, traditional: bool, freqs: Array) -> Result<Rope> {
+        if dims <= 0 || freqs.shape() != [dims / 2] {
+            return Err(Exception::custom(format!(
+                "RoPE: {:?} frequencies for {dims} rotated features (one per pair expected)",
+                freqs.shape()
+            )));
+        }
+        Ok(Rope {
+            dims,
+            traditional,
+            kind: Kind::Freqs {
+                freqs,
+                input_scale: None,
+            },
+        })
+    }
+
     /// Plain RoPE (`nn.RoPE(dims, traditional, base, scale)`).
     pub fn plain(dims: i32, base: f32, traditional: bool, scale: f32) -> Self {
         Rope {

@@ -102,6 +102,8 @@ pub struct AttentionConfig {
     /// that joins every query's softmax and takes its share of the weight without adding to
     /// the output; gpt_oss).
     pub sinks: bool,
+    /// Whether the per-head q/k norms run after RoPE rather than before (hunyuan_v1_dense).
+    pub qk_norm_after_rope: bool,
 }
 
 impl AttentionConfig {
@@ -120,6 +122,7 @@ impl AttentionConfig {
             scale: (head_dim as f32).powf(-0.5),
             softcap: None,
             sinks: false,
+            qk_norm_after_rope: false,
         }
     }
 
@@ -163,6 +166,14 @@ impl AttentionConfig {
         self
     }
 
+    /// Per-head RMS norms `q_norm` and `k_norm` applied to the rotated queries and keys,
+    /// after RoPE (hunyuan_v1_dense).
+    pub fn qk_norm_after_rope(mut self, eps: f32) -> Self {
+        self.qk_norm_eps = Some(eps);
+        self.qk_norm_after_rope = true;
+        self
+    }
+
     /// A learned attention sink per query head, passed to the fused attention (gpt_oss).
     pub fn sinks(mut self) -> Self {
         self.sinks = true;
@@ -198,6 +209,8 @@ pub struct Attention {
     pub sinks: Param<Option<Array>>,
     /// Whether `q_norm` and `k_norm` run over all heads at once.
     pub qk_norm_full: bool,
+    /// Whether `q_norm` and `k_norm` run after RoPE.
+    pub qk_norm_after_rope: bool,
     /// Query heads.
     pub n_heads: i32,
     /// Key/value heads.
@@ -224,6 +237,11 @@ impl Attention {
             })
         };
         let (q_dim, kv_dim) = (width(c.n_heads)?, width(c.n_kv_heads)?);
+        if c.qk_norm_after_rope && c.qk_norm_full {
+            return Err(Exception::custom(
+                "attention: q/k norms over all heads cannot follow RoPE",
+            ));
+        }
         if c.sinks && c.softcap.is_some() {
             return Err(Exception::custom(
                 "attention: the soft-capped attention has no sinks",
@@ -255,6 +273,7 @@ impl Attention {
             k_norm: norm(kv_dim)?,
             sinks: Param::new(sinks),
             qk_norm_full: c.qk_norm_full,
+            qk_norm_after_rope: c.qk_norm_after_rope,
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             scale: c.scale,
@@ -274,6 +293,11 @@ impl Attention {
         let (b, l) = (x.dim(0), x.dim(1));
         // [B, L, n * head_dim] -> [B, n, L, head_dim], normed per head on the way.
         let full = self.qk_norm_full;
+        // Norms after RoPE are applied below, to the rotated heads.
+        let (q_norm, k_norm) = match self.qk_norm_after_rope {
+            true => (None, None),
+            false => (self.q_norm.as_ref(), self.k_norm.as_ref()),
+        };
         let heads = |t: Array, n: i32, norm: Option<&RmsNorm>| -> Result<Array> {
             let t = match norm {
                 Some(norm) if full => norm.forward(&t)?.reshape(&[b, l, n, -1])?,
@@ -282,12 +306,8 @@ impl Attention {
             };
             split_heads(&t, n)
         };
-        let queries = heads(self.q_proj.forward(x)?, self.n_heads, self.q_norm.as_ref())?;
-        let keys = heads(
-            self.k_proj.forward(x)?,
-            self.n_kv_heads,
-            self.k_norm.as_ref(),
-        )?;
+        let queries = heads(self.q_proj.forward(x)?, self.n_heads, q_norm)?;
+        let keys = heads(self.k_proj.forward(x)?, self.n_kv_heads, k_norm)?;
         let values = heads(self.v_proj.forward(x)?, self.n_kv_heads, None)?;
 
         let (queries, keys) = match &self.rope {
@@ -296,6 +316,12 @@ impl Attention {
                 rope_after(rope, &keys, cache.as_deref())?,
             ),
             None => (queries, keys),
+        };
+        let (queries, keys) = match (self.qk_norm_after_rope, &self.q_norm, &self.k_norm) {
+            (true, Some(q_norm), Some(k_norm)) => {
+                (q_norm.forward(&queries)?, k_norm.forward(&keys)?)
+            }
+            _ => (queries, keys),
         };
         let output = match self.softcap {
             Some(cap) => {
@@ -350,6 +376,44 @@ impl Mlp {
         let gate = self.gate_proj.forward(x)?;
         let up = self.up_proj.forward(x)?;
         self.down_proj.forward(&self.activation.apply(&up, &gate)?)
+    }
+}
+
+/// The SwiGLU feed-forward with the gate and up projections fused in one `gate_up_proj`
+/// (`[2 * hidden, dim]`, the gate's half first), as phi3's, glm's and glm4's checkpoints store
+/// it: `down_proj(silu(gate) * up)`.
+#[derive(Debug, ModuleParameters)]
+pub struct FusedMlp {
+    /// `[2 * hidden, dim]`: the gate's rows, then the up projection's.
+    #[param]
+    pub gate_up_proj: Linear,
+    /// `[dim, hidden]`.
+    #[param]
+    pub down_proj: Linear,
+}
+
+impl FusedMlp {
+    /// `dim` to `hidden` (twice, fused) and back, bias-free. The args check that `2 * hidden`
+    /// fits MLX's size limit.
+    pub fn new(dim: usize, hidden: usize) -> Result<Self> {
+        let (dim, hidden) = (dim as i32, hidden as i32);
+        Ok(FusedMlp {
+            gate_up_proj: Linear::new(dim, 2 * hidden, false)?,
+            down_proj: Linear::new(hidden, dim, false)?,
+        })
+    }
+
+    /// `[..., dim]` to `[..., dim]`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let gate_up = self.gate_up_proj.forward(x)?.split_equal(2, -1)?;
+        self.down_proj
+            .forward(&crate::nn::activations::swiglu(&gate_up[0], &gate_up[1])?)
+    }
+}
+
+impl Block for FusedMlp {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        FusedMlp::forward(self, x)
     }
 }
 
