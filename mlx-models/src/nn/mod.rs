@@ -17,6 +17,8 @@
 //!   local/global layers);
 //! - [`gpt`]: the GPT-2 family's layer in its checkpoint names (fused `c_attn`, `c_fc` /
 //!   `c_proj` feed-forward, `ln_1` / `ln_2`);
+//! - [`ssm`]: what the state-space families share: the causal depthwise convolution with its
+//!   cached state, Mamba2's gated RMSNorm, the SSD scan and Mamba's selective scan;
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
 //! - [`transformer`]: the llama-style decoder in pieces (attention, gated MLP, pre-norm layer,
 //!   the stack with its masks and caches) that llama-like architectures assemble.
@@ -35,5 +37,6 @@ pub mod moe;
 pub mod norm;
 pub mod quantized;
 pub mod rope;
+pub mod ssm;
 pub mod switch;
 pub mod transformer;
