@@ -30,6 +30,7 @@ pub mod gptj;
 pub mod granite;
 pub mod granitemoe;
 pub mod hunyuan_v1_dense;
+pub mod jamba;
 pub mod lfm2;
 pub mod llama;
 pub mod llama4_text;

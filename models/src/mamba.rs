@@ -5,26 +5,24 @@
 //! `[intermediate, state]` per layer) one position at a time. falcon_mamba normalises the time
 //! step, `B` and `C` (RMS, no weight) before use.
 //!
+//! The mixer is the shared `nn::mamba::MambaMixer`.
+//!
 //! Beyond the reference, which has no padding mask here: a left-padded batch masks its padding
 //! out of the convolution and the scan, so each row gives what it gives alone.
 
 use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::Param;
-use mlx_rs::ops::{exp, log, split_at_indices};
-use mlx_rs::{fast, Array, Dtype};
+use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::{create_ssm_mask, ArraysCache, Cache};
+use mlx_models::cache::{create_ssm_mask, Cache};
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::activations::{silu, swiglu};
+use mlx_models::nn::mamba::{time_step_rank, MambaMixer, MambaMixerConfig, TimeStepNorm};
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::{Embedding, Linear};
-use mlx_models::nn::ssm::{
-    conv1d_weights_to_mlx, layer_arrays, selective_scan, softplus, DepthwiseConv1d,
-};
+use mlx_models::nn::ssm::{conv1d_weights_to_mlx, layer_arrays};
 use mlx_models::nn::transformer::{check_layers, check_width, lm_head};
 use mlx_models::weights::Weights;
 
@@ -102,106 +100,18 @@ impl MambaArgs {
 
     /// The time-step rank, `ceil(hidden_size / 16)` for `"auto"`.
     pub fn dt_rank(&self) -> std::result::Result<usize, ArgsError> {
-        match &self.time_step_rank {
-            Value::String(s) if s == "auto" => Ok(self.hidden_size.div_ceil(16)),
-            Value::Number(n) => match n.as_u64() {
-                Some(r) if r > 0 && r <= mlx_models::args::MAX_SIZE as u64 => Ok(r as usize),
-                _ => Err(ArgsError::invalid(
-                    &["time_step_rank"],
-                    format!("`time_step_rank` must be a positive integer or \"auto\", found {n}"),
-                )),
-            },
-            other => Err(ArgsError::invalid(
-                &["time_step_rank"],
-                format!("`time_step_rank` must be a positive integer or \"auto\", found {other}"),
-            )),
-        }
-    }
-}
-
-#[allow(non_snake_case)]
-#[derive(Debug, ModuleParameters)]
-struct Mixer {
-    #[param]
-    in_proj: Linear,
-    #[param]
-    conv1d: DepthwiseConv1d,
-    #[param]
-    x_proj: Linear,
-    #[param]
-    dt_proj: Linear,
-    #[param]
-    A_log: Param<Array>,
-    #[param]
-    D: Param<Array>,
-    #[param]
-    out_proj: Linear,
-    rank: i32,
-    state: i32,
-    bcdt_eps: Option<f32>,
-}
-
-impl Mixer {
-    fn new(args: &MambaArgs, rank: usize) -> Result<Self> {
-        let (dim, inner, n) = (
-            args.hidden_size as i32,
-            args.intermediate_size as i32,
-            args.state_size as i32,
-        );
-        let rank = rank as i32;
-        let a = Array::from_iter(1..=n, &[1, n]).as_dtype(Dtype::Float32)?;
-        let a = mlx_rs::ops::broadcast_to(&a, &[inner, n])?;
-        Ok(Mixer {
-            in_proj: Linear::new(dim, 2 * inner, args.use_bias)?,
-            conv1d: DepthwiseConv1d::new(inner, args.conv_kernel as i32, args.use_conv_bias)?,
-            x_proj: Linear::new(inner, rank + 2 * n, false)?,
-            dt_proj: Linear::new(rank, inner, true)?,
-            A_log: Param::new(log(&a)?),
-            D: Param::new(Array::ones::<f32>(&[inner])?),
-            out_proj: Linear::new(inner, dim, args.use_bias)?,
-            rank,
-            state: n,
-            bcdt_eps: args.use_bcdt_rms.then_some(args.mixer_rms_eps),
-        })
-    }
-
-    fn forward(
-        &self,
-        x: &Array,
-        mask: Option<&Array>,
-        mut cache: Option<&mut ArraysCache>,
-    ) -> Result<Array> {
-        let xz = self.in_proj.forward(x)?;
-        let parts = xz.split_equal(2, -1)?;
-        let (x, z) = (&parts[0], &parts[1]);
-        let conv = self.conv1d.forward(x, mask, cache.as_deref_mut(), 0)?;
-        let x = silu(&conv)?;
-        let parts = split_at_indices(
-            &self.x_proj.forward(&x)?,
-            &[self.rank, self.rank + self.state],
-            -1,
-        )?;
-        let norm = |t: &Array| match self.bcdt_eps {
-            Some(eps) => fast::rms_norm(t, None::<&Array>, eps),
-            None => Ok(t.clone()),
-        };
-        let (delta, b, c) = (norm(&parts[0])?, norm(&parts[1])?, norm(&parts[2])?);
-        let delta = softplus(&self.dt_proj.forward(&delta)?)?;
-        let a = exp(&*self.A_log)?.negative()?;
-        let state = cache.as_ref().and_then(|c| c.get(1));
-        let (y, state) = selective_scan(&x, &delta, &a, &b, &c, &self.D, state, mask)?;
-        if let (Some(c), Some(state)) = (cache, state) {
-            c.set(1, state);
-            c.advance(x.dim(1))?;
-        }
-        self.out_proj.forward(&swiglu(z, &y)?)
+        time_step_rank(
+            "time_step_rank",
+            Some(&self.time_step_rank),
+            self.hidden_size,
+        )
     }
 }
 
 #[derive(Debug, ModuleParameters)]
 struct ResidualBlock {
     #[param]
-    mixer: Mixer,
+    mixer: MambaMixer,
     #[param]
     norm: RmsNorm,
 }
@@ -245,10 +155,23 @@ impl Architecture for Model {
         let rank = args
             .dt_rank()
             .map_err(|e| mlx_rs::error::Exception::custom(e.to_string()))?;
+        let mixer = MambaMixerConfig {
+            hidden_size: dim,
+            intermediate_size: args.intermediate_size as i32,
+            state_size: args.state_size as i32,
+            conv_kernel: args.conv_kernel as i32,
+            time_step_rank: rank as i32,
+            proj_bias: args.use_bias,
+            conv_bias: args.use_conv_bias,
+            norm: match args.use_bcdt_rms {
+                true => TimeStepNorm::Weightless(args.mixer_rms_eps),
+                false => TimeStepNorm::None,
+            },
+        };
         let layers = (0..args.num_hidden_layers)
             .map(|_| {
                 Ok(ResidualBlock {
-                    mixer: Mixer::new(args, rank)?,
+                    mixer: MambaMixer::new(&mixer)?,
                     // The reference's `nn.RMSNorm(hidden_size)`: the default epsilon.
                     norm: RmsNorm::new(dim, 1e-5)?,
                 })
