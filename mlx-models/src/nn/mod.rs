@@ -20,6 +20,9 @@
 //! - [`ssm`]: what the state-space families share: the causal depthwise convolution with its
 //!   cached state, Mamba2's gated RMSNorm, the SSD scan and Mamba's selective scan;
 //! - [`mamba`]: the Mamba (v1) mixer on those blocks (mamba, falcon_mamba, jamba);
+//! - [`rglru`]: Griffin's real-gated linear recurrent unit and its linear scan
+//!   (recurrent_gemma);
+//! - [`either`]: a module of one of two kinds under one name (hybrid layers);
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
 //! - [`transformer`]: the llama-style decoder in pieces (attention, gated MLP, pre-norm layer,
 //!   the stack with its masks and caches) that llama-like architectures assemble.
@@ -30,6 +33,7 @@ pub mod activations;
 pub mod attention;
 pub mod blocks;
 pub mod dsa;
+pub mod either;
 pub mod gemma;
 pub mod gpt;
 pub mod mamba;
@@ -38,6 +42,7 @@ pub mod mla;
 pub mod moe;
 pub mod norm;
 pub mod quantized;
+pub mod rglru;
 pub mod rope;
 pub mod ssm;
 pub mod switch;
