@@ -743,3 +743,100 @@ fn hostile_expert_settings_are_refused_with_their_keys() {
         .to_string();
     assert!(err.contains("`partial_rotary_factor`"), "{err}");
 }
+
+/// The recurrent hybrids' layer patterns and sizes: a period of 0, an offset past its period,
+/// heads that do not divide, an unknown block type, a width past MLX's limit, each a one-line
+/// error naming its keys, before anything is built.
+#[test]
+fn hostile_hybrid_patterns_are_refused_with_their_keys() {
+    use mlx_models_zoo::jamba::JambaArgs;
+    use mlx_models_zoo::plamo2::Plamo2Args;
+    use mlx_models_zoo::recurrent_gemma::RecurrentGemmaArgs;
+    let jamba = json!({
+        "model_type": "jamba", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 96,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "attn_layer_period": 4, "attn_layer_offset": 2, "expert_layer_period": 2,
+        "expert_layer_offset": 1, "mamba_d_conv": 4, "mamba_d_state": 8, "mamba_expand": 2,
+        "num_experts": 4, "num_experts_per_tok": 2, "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 4096,
+    });
+    let parsed = Config::<JambaArgs>::parse(&jamba).unwrap().args;
+    let kinds: Vec<bool> = (0..4).map(|i| parsed.is_attention(i)).collect();
+    assert_eq!(kinds, [false, false, true, false]);
+    let sparse: Vec<bool> = (0..4).map(|i| parsed.is_sparse(i)).collect();
+    assert_eq!(sparse, [false, true, false, true]);
+    let err = |v: serde_json::Value| Config::<JambaArgs>::parse(&v).unwrap_err().to_string();
+    assert_eq!(
+        err(with(jamba.clone(), "attn_layer_offset", json!(4))),
+        "config.json: `attn_layer_offset` (4) must be below `attn_layer_period` (4)"
+    );
+    assert_eq!(
+        err(with(jamba.clone(), "expert_layer_offset", json!(7))),
+        "config.json: `expert_layer_offset` (7) must be below `expert_layer_period` (2)"
+    );
+    assert!(err(with(jamba.clone(), "attn_layer_period", json!(0))).contains("`attn_layer_period`"));
+    assert!(
+        err(with(jamba.clone(), "num_key_value_heads", json!(3))).contains("`num_key_value_heads`")
+    );
+    assert!(
+        err(with(jamba.clone(), "num_experts_per_tok", json!(5))).contains("`num_experts_per_tok`")
+    );
+    assert!(err(with(jamba.clone(), "mamba_dt_rank", json!("big"))).contains("`mamba_dt_rank`"));
+    let huge = with(jamba.clone(), "mamba_expand", json!(1 << 30));
+    assert!(err(huge).contains("exceeds MLX's size limit"));
+    let types = with(
+        jamba.clone(),
+        "layers_block_type",
+        json!(["mamba", "attention", "mamba", "ssm"]),
+    );
+    assert!(err(types).contains("unknown layer type \"ssm\""));
+    let short = with(jamba, "layers_block_type", json!(["mamba"]));
+    assert_eq!(
+        err(short),
+        "config.json: `layers_block_type` has 1 entries for 4 layers"
+    );
+
+    let griffin = json!({
+        "model_type": "recurrent_gemma", "vocab_size": 256, "hidden_size": 64,
+        "intermediate_size": 192, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "conv1d_width": 4, "logits_soft_cap": 30.0, "rms_norm_eps": 1e-6,
+        "attention_window_size": 16, "_block_types": ["recurrent", "recurrent", "attention"],
+    });
+    let parsed = Config::<RecurrentGemmaArgs>::parse(&griffin).unwrap().args;
+    let kinds: Vec<bool> = (0..4).map(|i| parsed.is_attention(i)).collect();
+    assert_eq!(kinds, [false, false, true, false]);
+    let err = |v: serde_json::Value| {
+        Config::<RecurrentGemmaArgs>::parse(&v)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(with(griffin.clone(), "_block_types", json!([]))),
+        "config.json: `block_types` is empty"
+    );
+    assert!(
+        err(with(griffin.clone(), "block_types", json!(["mlp"]))).contains("unknown block type")
+    );
+    assert!(err(with(griffin.clone(), "num_attention_heads", json!(3)))
+        .contains("`num_attention_heads`"));
+    assert!(err(with(griffin.clone(), "num_attention_heads", json!(32))).contains("multiple of 4"));
+    assert!(
+        err(with(griffin, "attention_window_size", json!(0))).contains("`attention_window_size`")
+    );
+
+    let plamo = json!({"model_type": "plamo2", "hidden_size": 64, "num_attention_heads": 4,
+                       "num_key_value_heads": 2, "hidden_size_per_head": 16});
+    let parsed = Config::<Plamo2Args>::parse(&plamo).unwrap().args;
+    assert!(parsed.is_mamba(0) && !parsed.is_mamba(1));
+    let err = |v: serde_json::Value| Config::<Plamo2Args>::parse(&v).unwrap_err().to_string();
+    assert_eq!(
+        err(with(plamo.clone(), "mamba_step", json!(1))),
+        "config.json: `mamba_step` (1) must be at least 2"
+    );
+    assert!(
+        err(with(plamo.clone(), "num_key_value_heads", json!(3))).contains("`num_key_value_heads`")
+    );
+    assert!(
+        err(with(plamo, "mamba_num_heads", json!(1 << 30))).contains("exceeds MLX's size limit")
+    );
+}
