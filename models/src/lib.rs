@@ -37,6 +37,7 @@ pub mod minicpm;
 pub mod minicpm3;
 pub mod mixtral;
 pub mod nemotron;
+pub mod nemotron_h;
 pub mod olmo2;
 pub mod olmoe;
 pub mod phi;

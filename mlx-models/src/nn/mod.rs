@@ -19,6 +19,8 @@
 //!   `c_proj` feed-forward, `ln_1` / `ln_2`);
 //! - [`ssm`]: what the state-space families share: the causal depthwise convolution with its
 //!   cached state, Mamba2's gated RMSNorm, the SSD scan and Mamba's selective scan;
+//! - [`hybrid`]: what the stacks of Mamba2 mixers and attention share: each layer's cache by
+//!   its kind, the attention and SSM masks, a mixer of the kind chosen per layer;
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
 //! - [`transformer`]: the llama-style decoder in pieces (attention, gated MLP, pre-norm layer,
 //!   the stack with its masks and caches) that llama-like architectures assemble.
@@ -31,6 +33,7 @@ pub mod blocks;
 pub mod dsa;
 pub mod gemma;
 pub mod gpt;
+pub mod hybrid;
 pub mod mask;
 pub mod mla;
 pub mod moe;
