@@ -29,6 +29,7 @@ pub mod gpt_oss;
 pub mod gptj;
 pub mod granite;
 pub mod granitemoe;
+pub mod granitemoehybrid;
 pub mod hunyuan_v1_dense;
 pub mod llama;
 pub mod llama4_text;
