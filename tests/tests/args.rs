@@ -743,3 +743,134 @@ fn hostile_expert_settings_are_refused_with_their_keys() {
         .to_string();
     assert!(err.contains("`partial_rotary_factor`"), "{err}");
 }
+
+/// Hybrid Mamba2 / attention configs: a layer pattern that disagrees with the layer count, an
+/// unknown block, heads that groups do not divide, a Mamba2 or MoE layer without its keys, an
+/// absurd stack, each an error naming its keys, before anything is built.
+#[test]
+fn hostile_hybrid_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::falcon_h1::FalconH1Args;
+    use mlx_models_zoo::granitemoehybrid::GraniteMoeHybridArgs;
+    use mlx_models_zoo::nemotron_h::NemotronHArgs;
+    fn keys<T: ModelArgs>(config: &serde_json::Value) -> (String, Vec<String>) {
+        let Err(err) = Config::<T>::parse(config) else {
+            panic!("a hostile config parsed: {config}");
+        };
+        let keys = err.keys().iter().map(|k| k.to_string()).collect();
+        (err.to_string(), keys)
+    }
+
+    let nemotron = json!({
+        "model_type": "nemotron_h", "vocab_size": 256, "hidden_size": 64,
+        "intermediate_size": 128, "max_position_embeddings": 64, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "attention_bias": false, "mamba_num_heads": 8,
+        "mamba_head_dim": 16, "mamba_proj_bias": false, "ssm_state_size": 16, "conv_kernel": 4,
+        "n_groups": 2, "mlp_bias": false, "layer_norm_epsilon": 1e-5, "use_bias": false,
+        "use_conv_bias": true, "hybrid_override_pattern": "M*M-",
+    });
+    let args = Config::<NemotronHArgs>::parse(&nemotron).expect("a valid config");
+    assert_eq!(
+        (args.args.num_hidden_layers, args.args.blocks.len()),
+        (Some(4), 4)
+    );
+    let names = with(
+        without(nemotron.clone(), "hybrid_override_pattern"),
+        "layers_block_type",
+        json!(["mamba", "attention", "mlp"]),
+    );
+    assert_eq!(
+        Config::<NemotronHArgs>::parse(&names)
+            .expect("names")
+            .args
+            .blocks,
+        ['M', '*', '-']
+    );
+    let (msg, k) = keys::<NemotronHArgs>(&with(nemotron.clone(), "num_hidden_layers", json!(6)));
+    assert_eq!(k, ["hybrid_override_pattern", "num_hidden_layers"], "{msg}");
+    let (msg, k) = keys::<NemotronHArgs>(&with(
+        nemotron.clone(),
+        "hybrid_override_pattern",
+        json!("M*X"),
+    ));
+    assert!(
+        k == ["hybrid_override_pattern"] && msg.contains("\"X\""),
+        "{msg}"
+    );
+    let (msg, _) =
+        keys::<NemotronHArgs>(&with(names, "layers_block_type", json!(["mamba", "gru"])));
+    assert!(msg.contains("\"gru\""), "{msg}");
+    let (msg, k) = keys::<NemotronHArgs>(&without(nemotron.clone(), "hybrid_override_pattern"));
+    assert_eq!(k, ["hybrid_override_pattern"], "{msg}");
+    let huge = "M".repeat(70_000);
+    let (msg, _) = keys::<NemotronHArgs>(&with(
+        nemotron.clone(),
+        "hybrid_override_pattern",
+        json!(huge),
+    ));
+    assert!(msg.contains("absurd"), "{msg}");
+    let (msg, k) = keys::<NemotronHArgs>(&with(nemotron.clone(), "n_groups", json!(3)));
+    assert_eq!(k, ["mamba_num_heads", "n_groups"], "{msg}");
+    let (msg, k) =
+        keys::<NemotronHArgs>(&with(nemotron.clone(), "mamba_head_dim", json!(1u64 << 30)));
+    assert!(
+        k.contains(&"mamba_head_dim".to_string()) && msg.contains("size limit"),
+        "{msg}"
+    );
+    let moe = with(nemotron, "hybrid_override_pattern", json!("ME"));
+    let (msg, k) = keys::<NemotronHArgs>(&moe);
+    assert_eq!(k, ["n_routed_experts"], "{msg}");
+
+    let granite = json!({
+        "model_type": "granitemoehybrid", "vocab_size": 256, "hidden_size": 64,
+        "intermediate_size": 48, "num_hidden_layers": 2, "max_position_embeddings": 64,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "attention_bias": false,
+        "embedding_multiplier": 12.0, "attention_multiplier": 0.0625, "logits_scaling": 4.0,
+        "residual_multiplier": 0.22, "layer_types": ["mamba", "attention"], "rms_norm_eps": 1e-6,
+        "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 16, "mamba_d_conv": 4,
+        "mamba_n_groups": 1,
+    });
+    assert!(Config::<GraniteMoeHybridArgs>::parse(&granite).is_ok());
+    let (msg, k) =
+        keys::<GraniteMoeHybridArgs>(&with(granite.clone(), "num_hidden_layers", json!(3)));
+    assert_eq!(k, ["layer_types", "num_hidden_layers"], "{msg}");
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&with(
+        granite.clone(),
+        "layer_types",
+        json!(["mamba", "rwkv"]),
+    ));
+    assert!(k == ["layer_types"] && msg.contains("\"rwkv\""), "{msg}");
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&without(granite.clone(), "mamba_d_state"));
+    assert_eq!(k, ["mamba_d_state"], "{msg}");
+    let experts = with(
+        with(granite.clone(), "num_local_experts", json!(4)),
+        "num_experts_per_tok",
+        json!(2),
+    );
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&experts);
+    assert_eq!(k, ["shared_intermediate_size"], "{msg}");
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&with(experts, "num_experts_per_tok", json!(5)));
+    assert_eq!(k, ["num_local_experts", "num_experts_per_tok"], "{msg}");
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&with(granite, "num_attention_heads", json!(5)));
+    assert!(k.contains(&"num_attention_heads".to_string()), "{msg}");
+
+    let falcon = json!({
+        "model_type": "falcon_h1", "hidden_size": 64, "head_dim": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 16,
+        "num_hidden_layers": 2, "vocab_size": 256,
+    });
+    let args = Config::<FalconH1Args>::parse(&falcon).expect("a valid config");
+    assert_eq!(args.args.mamba_d_ssm, Some(128));
+    let (msg, k) = keys::<FalconH1Args>(&with(falcon.clone(), "mamba_d_ssm", json!(1536)));
+    assert_eq!(k, ["mamba_d_ssm", "mamba_n_heads", "mamba_d_head"], "{msg}");
+    let (msg, k) =
+        keys::<FalconH1Args>(&with(falcon.clone(), "ssm_multipliers", json!([1.0, 2.0])));
+    assert_eq!(k, ["ssm_multipliers"], "{msg}");
+    let (msg, k) = keys::<FalconH1Args>(&with(
+        falcon.clone(),
+        "num_hidden_layers",
+        json!(1u64 << 20),
+    ));
+    assert_eq!(k, ["num_hidden_layers"], "{msg}");
+    let (msg, k) = keys::<FalconH1Args>(&with(falcon, "mamba_n_groups", json!(3)));
+    assert_eq!(k, ["mamba_n_heads", "mamba_n_groups"], "{msg}");
+}
