@@ -106,7 +106,13 @@ fn turn_two_from_a_snapshot_equals_turn_two_from_scratch() {
 fn shaken_draft(arch: &str, case: &str, seed: u64, scale: f32) -> LoadedModel {
     let (mut draft, _, _) = load(arch, case);
     // Keys of their own (not the global seed, which tests running alongside share).
-    for (i, (_, w)) in draft.model.parameters_mut().flatten().into_iter().enumerate() {
+    for (i, (_, w)) in draft
+        .model
+        .parameters_mut()
+        .flatten()
+        .into_iter()
+        .enumerate()
+    {
         if w.dtype() != Dtype::Float32 {
             continue;
         }
@@ -189,4 +195,74 @@ fn speculative_decoding_rewinds_recurrent_state() {
             TOL,
         );
     }
+}
+
+/// `cache-prompt` on a model with recurrent state saves that state (in the reference's file
+/// layout), and `generate --prompt-cache-file` continues from it without feeding the cached
+/// prompt again: the same tokens as the whole prompt from scratch.
+#[test]
+fn prompt_cache_files_carry_recurrent_state() {
+    use mlx_models_tests::cli::run;
+    let tmp = std::env::temp_dir().join(format!("mlx-models-prefix-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    for (arch, case) in [
+        ("mamba2", "tied"),
+        ("lfm2", "attn_idxs"),
+        ("mamba", "quantized_4bit"),
+    ] {
+        let (_, prompt, want) = load(arch, case);
+        let dir = fixtures(arch).join(case);
+        let model = dir.to_str().expect("path");
+        let list = |t: &[u32]| t.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let (head, tail) = prompt.split_at(7);
+        let file = tmp.join(format!("{arch}.safetensors"));
+        let file = file.to_str().expect("path");
+        let out = run(&[
+            "cache-prompt",
+            "--model",
+            model,
+            "--prompt-tokens",
+            &list(head),
+            "--out",
+            file,
+        ]);
+        assert!(
+            out.status.success(),
+            "{arch}: cache-prompt: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let n = want.len().to_string();
+        let out = run(&[
+            "generate",
+            "--model",
+            model,
+            "--prompt-cache-file",
+            file,
+            "--prompt-tokens",
+            &list(tail),
+            "--max-tokens",
+            &n,
+            "--format",
+            "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{arch}: generate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let got: Vec<u32> = json["tokens"]
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .map(|t| t.as_u64().expect("id") as u32)
+            .collect();
+        assert_eq!(got, want, "{arch}: continued from the file");
+        assert_eq!(
+            json["prompt_tokens"].as_array().map(Vec::len),
+            Some(tail.len()),
+            "{arch}: only the new tokens were fed"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
 }
