@@ -5,11 +5,16 @@
 //!   cache went on to something else, gives what turn 2 gives from scratch;
 //! - speculative decoding with recurrent targets and drafts (restore and feed the kept tokens
 //!   again where a draft was rejected) gives the target's own greedy tokens, the reference's,
-//!   and leaves the caches where a plain decode would.
+//!   and leaves the caches where a plain decode would;
+//! - prompt-cache files carry the recurrent state (`cache-prompt`, then `generate
+//!   --prompt-cache-file` feeds only the new tokens);
+//! - batch generation over left-padded rows (padding masked out of the recurrent state):
+//!   each row gives what its prompt gives alone.
 //!
 //! The models are the parity fixtures of mamba2, mamba, lfm2 (a hybrid of convolutions and
 //! attention) and llama (trimmed, for a mixed pair).
 
+use mlx_models::batch::{batch_generate, BatchPrompt};
 use mlx_models::cache::{Cache, Snapshot};
 use mlx_models::generate::GenerationConfig;
 use mlx_models::load::{load_dir, LoadOptions, LoadedModel};
@@ -265,4 +270,51 @@ fn prompt_cache_files_carry_recurrent_state() {
         );
     }
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn batch_generation_masks_padding_out_of_recurrent_state() {
+    for (arch, case) in [
+        ("mamba2", "tied"),
+        ("lfm2", "attn_idxs"),
+        ("mamba", "quantized_4bit"),
+    ] {
+        let (mut loaded, prompt, want) = load(arch, case);
+        let model = loaded.model.as_mut();
+        let prompts = [prompt.clone(), prompt[5..9].to_vec(), prompt[2..3].to_vec()];
+        let config = GenerationConfig {
+            max_tokens: 6,
+            ..Default::default()
+        };
+        let batch: Vec<BatchPrompt> = prompts
+            .iter()
+            .map(|p| BatchPrompt {
+                tokens: p.clone(),
+                max_tokens: None,
+            })
+            .collect();
+        let (outputs, _) = batch_generate(model, &batch, &config).expect("batch");
+        assert_eq!(
+            outputs[0].tokens,
+            want[..6],
+            "{arch}: the longest row, the reference's tokens"
+        );
+        for (i, p) in prompts.iter().enumerate().skip(1) {
+            let mut cache = model.make_cache();
+            let mut alone = Vec::new();
+            let mut next = p.clone();
+            for _ in 0..6 {
+                let logits = last(&model.forward(&ids(&next), &mut cache).expect("alone"));
+                let tok = mlx_rs::ops::indexing::argmax_axis(&logits, 0, None)
+                    .expect("argmax")
+                    .item::<u32>();
+                alone.push(tok);
+                next = vec![tok];
+            }
+            assert_eq!(
+                outputs[i].tokens, alone,
+                "{arch}: row {i} of the batch against alone"
+            );
+        }
+    }
 }
