@@ -17,6 +17,10 @@
 //!   local/global layers);
 //! - [`gpt`]: the GPT-2 family's layer in its checkpoint names (fused `c_attn`, `c_fc` /
 //!   `c_proj` feed-forward, `ln_1` / `ln_2`);
+//! - [`gated_delta`]: the gated delta rule of the linear-attention layers (qwen3_next's), as a
+//!   recurrence over the state `[B, Hv, Dv, Dk]`, and their gated RMSNorm;
+//! - [`qwen3_next`]: what qwen3_next and qwen3_5 share: the gated delta net layer, the
+//!   attention with an output gate, the hybrid layer and stack;
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
 //! - [`transformer`]: the llama-style decoder in pieces (attention, gated MLP, pre-norm layer,
 //!   the stack with its masks and caches) that llama-like architectures assemble.
@@ -27,6 +31,7 @@ pub mod activations;
 pub mod attention;
 pub mod blocks;
 pub mod dsa;
+pub mod gated_delta;
 pub mod gemma;
 pub mod gpt;
 pub mod mask;
@@ -34,6 +39,7 @@ pub mod mla;
 pub mod moe;
 pub mod norm;
 pub mod quantized;
+pub mod qwen3_next;
 pub mod rope;
 pub mod switch;
 pub mod transformer;
