@@ -80,13 +80,14 @@ fn batch_caches(model: &dyn LanguageModel, padding: &[i32]) -> Result<Vec<Cache>
     model
         .make_cache()
         .into_iter()
-        .map(|c| match c {
-            Cache::Kv(_) => Ok(Cache::batch(padding)),
-            other => Err(invalid(format!(
-                "batch generation needs full-attention caches, and `{}` has a {} layer",
-                model.model_type(),
-                other.class_name()
-            ))),
+        .map(|c| {
+            c.batched(padding).ok_or_else(|| {
+                invalid(format!(
+                    "batch generation has no batched form of a {} layer (`{}`)",
+                    c.class_name(),
+                    model.model_type()
+                ))
+            })
         })
         .collect()
 }

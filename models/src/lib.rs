@@ -32,6 +32,7 @@ pub mod granitemoe;
 pub mod hunyuan_v1_dense;
 pub mod llama;
 pub mod llama4_text;
+pub mod mamba2;
 pub mod minicpm;
 pub mod minicpm3;
 pub mod mixtral;

@@ -25,9 +25,10 @@ use mlx_models::nn::moe::{
 };
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::qwen3_next::{
-    check_linear_attention, conv1d_weights_to_mlx, shift_norms, GatedAttention, GatedDeltaConfig,
-    GatedDeltaNet, HybridLayer, HybridModel,
+    check_linear_attention, shift_norms, GatedAttention, GatedDeltaConfig, GatedDeltaNet,
+    HybridLayer, HybridModel,
 };
+use mlx_models::nn::ssm::conv1d_weights_to_mlx;
 use mlx_models::nn::transformer::{
     check_heads, check_layers, lm_head, rotary_dims, DecoderArgs, Mlp, RopeArgs,
 };

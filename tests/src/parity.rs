@@ -8,6 +8,8 @@
 //! - the greedy continuation with the cache gives the reference's tokens, and each step's
 //!   logits are within 1e-4;
 //! - a full forward over prompt + continuation equals the token-by-token decode;
+//! - for models with recurrent state, the prompt prefilled in chunks of 1, 7 and 64 tokens
+//!   equals the one-shot prefill (its last logits, and the next decode step);
 //! - a batch of two sequences equals the two run alone;
 //! - float16 and bfloat16 runs: logits of the type the reference's give, finite, within a
 //!   half-precision tolerance of the reference's half-precision logits, and the reference's
@@ -139,6 +141,15 @@ fn greedy_decode(
     (tokens, logits)
 }
 
+/// Whether a layer cache holds recurrent state (an arrays cache, alone or in a list).
+fn holds_state(cache: &Cache) -> bool {
+    match cache {
+        Cache::Arrays(_) => true,
+        Cache::List(l) => l.iter().any(holds_state),
+        _ => false,
+    }
+}
+
 /// Runs every check on `<out>/<case>`.
 pub fn check_case(out: &Path, case: &str) -> CaseReport {
     let dir = out.join(case);
@@ -216,6 +227,40 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
             d,
             TOL,
         ));
+    }
+
+    // Models that keep recurrent state: the prompt prefilled in chunks of 1, 7 and 64 tokens
+    // gives the one-shot prompt's last logits, and the state it leaves decodes the first
+    // greedy token as the one-shot prefill's did.
+    if model.make_cache().iter().any(holds_state) {
+        let last = logits.index(prompt.len() as i32 - 1);
+        for chunk in [1, 7, 64] {
+            let mut cache = model.make_cache();
+            let mut out = None;
+            for piece in prompt.chunks(chunk) {
+                out = Some(
+                    model
+                        .forward(&ids(piece), &mut cache)
+                        .expect("chunked prefill"),
+                );
+            }
+            let out = last_logits(&out.expect("a prompt"));
+            assert_close(
+                &format!("{case}: prefill in chunks of {chunk}"),
+                &out,
+                &last,
+                TOL,
+            );
+            let step = model
+                .forward(&ids(&want_tokens[..1]), &mut cache)
+                .expect("decode after a chunked prefill");
+            assert_close(
+                &format!("{case}: first decode step after chunks of {chunk}"),
+                &last_logits(&step),
+                &decoded[0],
+                TOL,
+            );
+        }
     }
 
     // A batch of two equals each sequence alone.
@@ -342,8 +387,15 @@ pub fn check_left_padded_batch(arch: &str, case: &str) {
     let short_alone = alone(&[&short[..], &[7]].concat());
 
     let batch = Array::from_slice(&[&long[..], &[0; 4], &short].concat(), &[2, 12]);
-    let mut cache: Vec<Cache> = (0..model.num_layers())
-        .map(|_| Cache::batch(&[0, pad]))
+    let mut cache: Vec<Cache> = model
+        .make_cache()
+        .iter()
+        // Windowed layers attend through a full batch cache: the prompts are shorter than
+        // the windows, and each layer masks its own window.
+        .map(|c| {
+            c.batched(&[0, pad])
+                .unwrap_or_else(|| Cache::batch(&[0, pad]))
+        })
         .collect();
     let prefill = model.forward(&batch, &mut cache).expect("batch prefill");
     let step = model

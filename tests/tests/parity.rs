@@ -26,6 +26,21 @@ fn scripts() -> Vec<String> {
     names
 }
 
+/// The case scripts to check: all of them, or by hand only those `MLX_MODELS_PARITY` names
+/// (`MLX_MODELS_PARITY=mamba2,lfm2`; CI sets nothing).
+fn selected() -> Vec<String> {
+    let mut names = scripts();
+    if let Ok(only) = std::env::var("MLX_MODELS_PARITY") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        names.retain(|n| only.contains(&n.as_str()));
+        assert!(
+            !names.is_empty(),
+            "MLX_MODELS_PARITY={only:?} names no case script"
+        );
+    }
+    names
+}
+
 /// Runs `check` for each name, then fails once, naming every name whose check failed.
 fn each(names: &[String], what: &str, check: impl Fn(&str)) {
     let failed: Vec<&String> = names
@@ -40,7 +55,7 @@ fn each(names: &[String], what: &str, check: impl Fn(&str)) {
 
 #[test]
 fn every_case_script_matches_the_reference() {
-    let names = scripts();
+    let names = selected();
     each(&names, "parity", |arch| {
         let reports = check_arch(arch);
         assert!(!reports.is_empty(), "{arch}: no cases");
@@ -49,7 +64,7 @@ fn every_case_script_matches_the_reference() {
 
 #[test]
 fn every_case_runs_as_a_left_padded_batch() {
-    let names = scripts();
+    let names = selected();
     each(&names, "the left-padded batch", |arch| {
         for case in cases(arch) {
             check_left_padded_batch(arch, &case);

@@ -29,7 +29,7 @@
 
 mod error;
 mod parser;
-mod value;
+pub(crate) mod value;
 
 use std::path::Path;
 

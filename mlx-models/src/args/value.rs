@@ -132,7 +132,7 @@ impl Positive for usize {
 }
 
 /// Reads a number, accepting integers and transformers' `{"__float__": "Infinity"}`.
-fn read_f64(value: &Value) -> Option<f64> {
+pub(crate) fn read_f64(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
         Value::Object(m) if m.len() == 1 => match m.get("__float__")?.as_str()? {
@@ -147,7 +147,7 @@ fn read_f64(value: &Value) -> Option<f64> {
 
 /// Writes a float the way transformers does: a number, or `{"__float__": ...}` when JSON
 /// has no number for it.
-fn write_f64(v: f64) -> Value {
+pub(crate) fn write_f64(v: f64) -> Value {
     match Number::from_f64(v) {
         Some(n) => Value::Number(n),
         None => {

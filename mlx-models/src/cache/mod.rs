@@ -418,6 +418,27 @@ impl Cache {
         }
     }
 
+    /// An empty cache of this kind for a batch whose rows are left-padded by `left_padding`
+    /// (the reference's `BatchGenerator` caches): a full-attention cache becomes a
+    /// [`BatchKvCache`], an [`ArraysCache`] the same slots with the padding (its layers mask
+    /// the padded positions out of their state), a list each of its caches. `None` for the
+    /// kinds that have no batched form yet (windows, chunks, quantized keys).
+    pub fn batched(&self, left_padding: &[i32]) -> Option<Cache> {
+        match self {
+            Cache::Kv(_) | Cache::Batch(_) => Some(Cache::batch(left_padding)),
+            Cache::Arrays(c) => Some(Cache::Arrays(ArraysCache::with_left_padding(
+                c.cache.len(),
+                left_padding,
+            ))),
+            Cache::List(l) => l
+                .iter()
+                .map(|c| c.batched(left_padding))
+                .collect::<Option<Vec<_>>>()
+                .map(Cache::List),
+            Cache::Rotating(_) | Cache::Quantized(_) | Cache::Chunked(_) => None,
+        }
+    }
+
     /// The reference's class name of this cache (used in saved files).
     pub fn class_name(&self) -> &'static str {
         match self {

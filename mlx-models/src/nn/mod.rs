@@ -21,6 +21,8 @@
 //!   recurrence over the state `[B, Hv, Dv, Dk]`, and their gated RMSNorm;
 //! - [`qwen3_next`]: what qwen3_next and qwen3_5 share: the gated delta net layer, the
 //!   attention with an output gate, the hybrid layer and stack;
+//! - [`ssm`]: what the state-space families share: the causal depthwise convolution with its
+//!   cached state, Mamba2's gated RMSNorm, the SSD scan and Mamba's selective scan;
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
 //! - [`transformer`]: the llama-style decoder in pieces (attention, gated MLP, pre-norm layer,
 //!   the stack with its masks and caches) that llama-like architectures assemble.
@@ -41,5 +43,6 @@ pub mod norm;
 pub mod quantized;
 pub mod qwen3_next;
 pub mod rope;
+pub mod ssm;
 pub mod switch;
 pub mod transformer;

@@ -12,7 +12,8 @@
 //! - [`HybridLayer`] and [`HybridModel`]: the pre-norm layer holding one of the two, and the
 //!   stack (embeddings, layers, final norm) with one attention mask and one padding mask;
 //! - [`check_linear_attention`], [`shift_norms`]: the config check and the sanitize step
-//!   (Hugging Face's zero-centred norms) both architectures use.
+//!   (Hugging Face's zero-centred norms) both architectures use; the conv weights' conversion is
+//!   `nn::ssm::conv1d_weights_to_mlx`.
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
@@ -31,12 +32,9 @@ use crate::nn::moe::FeedForward;
 use crate::nn::norm::RmsNorm;
 use crate::nn::quantized::{Embedding, Linear};
 use crate::nn::rope::Rope;
+use crate::nn::ssm::DepthwiseConv1d;
 use crate::nn::transformer::Block;
 use crate::weights::Weights;
-
-// Stand-in for `nn::ssm` until it lands on main (same API).
-pub use conv_standin::conv1d_weights_to_mlx;
-use conv_standin::DepthwiseConv1d;
 
 /// The sizes of a [`GatedDeltaNet`], as config.json names them (`linear_*`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -521,92 +519,4 @@ pub fn shift_norms(weights: &mut Weights) -> Result<()> {
         }
     }
     Ok(())
-}
-
-mod conv_standin {
-    use mlx_rs::error::Result;
-    use mlx_rs::macros::ModuleParameters;
-    use mlx_rs::module::Param;
-    use mlx_rs::ops::indexing::{take_along_axis, IndexOp, NewAxis, TryIndexOp};
-    use mlx_rs::ops::{arange, clip, concatenate, conv1d, select, swap_axes, zeros_dtype};
-    use mlx_rs::{Array, Dtype};
-
-    use crate::cache::ArraysCache;
-    use crate::weights::Weights;
-
-    #[derive(Debug, Clone, ModuleParameters)]
-    pub struct DepthwiseConv1d {
-        #[param]
-        pub weight: Param<Array>,
-        #[param]
-        pub bias: Param<Option<Array>>,
-        channels: i32,
-        kernel: i32,
-    }
-
-    impl DepthwiseConv1d {
-        pub fn new(channels: i32, kernel: i32, bias: bool) -> Result<Self> {
-            Ok(Self {
-                weight: Param::new(zeros_dtype(&[channels, kernel, 1], Dtype::Float32)?),
-                bias: Param::new(
-                    bias.then(|| zeros_dtype(&[channels], Dtype::Float32))
-                        .transpose()?,
-                ),
-                channels,
-                kernel,
-            })
-        }
-
-        pub fn forward(
-            &self,
-            x: &Array,
-            mask: Option<&Array>,
-            cache: Option<&mut ArraysCache>,
-            slot: usize,
-        ) -> Result<Array> {
-            let x = match mask {
-                Some(m) => select(
-                    m.index((.., .., NewAxis)),
-                    x,
-                    Array::from_f32(0.0).as_dtype(x.dtype())?,
-                )?,
-                None => x.clone(),
-            };
-            let keep = self.kernel - 1;
-            let state = match cache.as_ref().and_then(|c| c.get(slot)) {
-                Some(s) => s.clone(),
-                None => zeros_dtype(&[x.dim(0), keep, self.channels], x.dtype())?,
-            };
-            let padded = concatenate(&[state, x.clone()], 1)?;
-            if let Some(cache) = cache {
-                let t = padded.dim(1);
-                let next = match &cache.lengths {
-                    Some(lengths) => {
-                        let ends = clip(lengths, (0, x.dim(1)))?;
-                        let pos = ends
-                            .index((.., NewAxis))
-                            .add(arange::<_, i32>(0, keep, None)?)?;
-                        take_along_axis(&padded, pos.index((.., .., NewAxis)), 1)?
-                    }
-                    None => padded.try_index((.., (t - keep).., ..))?,
-                };
-                cache.set(slot, next);
-            }
-            let y = conv1d(&padded, &*self.weight, 1, 0, 1, self.channels)?;
-            match self.bias.as_ref() {
-                Some(b) => y.add(b),
-                None => Ok(y),
-            }
-        }
-    }
-
-    /// Stand-in for `nn::ssm::conv1d_weights_to_mlx`.
-    pub fn conv1d_weights_to_mlx(weights: &mut Weights) -> Result<()> {
-        for (key, value) in weights.iter_mut() {
-            if key.ends_with("conv1d.weight") && value.ndim() == 3 && value.dim(-1) != 1 {
-                *value = swap_axes(&*value, 1, 2)?;
-            }
-        }
-        Ok(())
-    }
 }

@@ -1,0 +1,526 @@
+//! What the state-space families share (mamba, mamba2, nemotron_h, granitemoehybrid,
+//! falcon_h1, plamo2, and the short convolutions of lfm2 and qwen3_next):
+//!
+//! - [`DepthwiseConv1d`]: the causal depthwise convolution over the sequence whose last
+//!   `kernel - 1` inputs are the layer's conv state, kept in an [`ArraysCache`] slot;
+//! - [`conv1d_weights_to_mlx`]: Hugging Face's `[C, 1, K]` conv weights turned into MLX's
+//!   `[C, K, 1]`, as the reference's sanitize does (idempotently);
+//! - [`RmsNormGated`]: Mamba2's gated RMSNorm (`swiglu(gate, x)` then the norm, whole or in
+//!   groups);
+//! - [`ssd`]: the Mamba2 state-space dual (SSD) scan after mlx-lm's `ssm.py`, in chunks of 256
+//!   positions for a prompt and as one recurrence step for a decoded token;
+//! - [`selective_scan`]: Mamba's selective scan, one recurrence step per position, as mlx-lm's
+//!   `mamba.py` steps it.
+//!
+//! The reference's Metal kernels do not exist on the CPU; its ops paths are what it runs there,
+//! and what these follow. Both scans carry a padding mask (`[B, L]`, false on a left-padded
+//! position): a masked position leaves the state unchanged and its inputs are zeroed before
+//! the convolution, so a left-padded row ends in the state it would have alone.
+
+use mlx_rs::error::{Exception, Result};
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::Param;
+use mlx_rs::ops::indexing::{take_along_axis, IndexOp, NewAxis, TryIndexOp};
+use mlx_rs::ops::{
+    arange, clip, concatenate, conv1d, cumsum, exp, expand_dims, expand_dims_axes, logaddexp,
+    matmul, maximum, minimum, ones_dtype, pad, repeat_axis, select, stack, swap_axes, tril,
+    unflatten, zeros_dtype, PadMode,
+};
+use mlx_rs::{fast, Array, Dtype};
+
+use crate::args::{ArgsError, ConfigValue, Cx};
+use crate::cache::{ArraysCache, Cache};
+use crate::nn::activations::swiglu;
+use crate::weights::Weights;
+
+/// The positions of one chunk of the SSD scan (the reference's `step`).
+pub const SSD_CHUNK: i32 = 256;
+
+fn scalar(v: f32, like: &Array) -> Result<Array> {
+    Array::from_f32(v).as_dtype(like.dtype())
+}
+
+/// `log(1 + exp(x))`, in `x`'s type (`mlx.nn.softplus`).
+pub fn softplus(x: &Array) -> Result<Array> {
+    logaddexp(x, scalar(0.0, x)?)
+}
+
+/// The causal depthwise convolution of the recurrent families (`conv1d` in their
+/// checkpoints): one filter of `kernel` taps per channel, `weight` `[channels, kernel, 1]` as
+/// MLX stores it, an optional `bias` `[channels]`.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct DepthwiseConv1d {
+    /// `[channels, kernel, 1]`.
+    #[param]
+    pub weight: Param<Array>,
+    /// `[channels]`, when the checkpoint has one.
+    #[param]
+    pub bias: Param<Option<Array>>,
+    channels: i32,
+    kernel: i32,
+}
+
+impl DepthwiseConv1d {
+    /// Zero filters of `kernel` taps over `channels` channels.
+    pub fn new(channels: i32, kernel: i32, bias: bool) -> Result<Self> {
+        if channels < 1 || kernel < 1 {
+            return Err(Exception::custom(format!(
+                "a depthwise convolution needs channels and a kernel of at least 1 (got {channels} channels, kernel {kernel})"
+            )));
+        }
+        Ok(Self {
+            weight: Param::new(zeros_dtype(&[channels, kernel, 1], Dtype::Float32)?),
+            bias: Param::new(
+                bias.then(|| zeros_dtype(&[channels], Dtype::Float32))
+                    .transpose()?,
+            ),
+            channels,
+            kernel,
+        })
+    }
+
+    /// The taps of each filter.
+    pub fn kernel(&self) -> i32 {
+        self.kernel
+    }
+
+    /// `x` `[B, L, C]` to the convolution's output `[B, L, C]` (no activation), each position
+    /// seeing itself and the `kernel - 1` before it. `mask` (`[B, L]`) zeroes padded inputs.
+    /// Without `cache` the sequence starts from zeros; with it, slot `slot` holds the previous
+    /// `kernel - 1` inputs (zeros at first) and receives the last `kernel - 1` of this call (of
+    /// each row's valid part when the cache has `lengths`).
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: Option<&Array>,
+        cache: Option<&mut ArraysCache>,
+        slot: usize,
+    ) -> Result<Array> {
+        let x = match mask {
+            Some(m) => select(m.index((.., .., NewAxis)), x, scalar(0.0, x)?)?,
+            None => x.clone(),
+        };
+        let keep = self.kernel - 1;
+        let padded = match cache {
+            Some(cache) => {
+                let b = x.shape()[0];
+                let state = match cache.get(slot) {
+                    Some(s) => s.clone(),
+                    None => zeros_dtype(&[b, keep, self.channels], x.dtype())?,
+                };
+                let padded = concatenate(&[state, x], 1)?;
+                let t = padded.shape()[1];
+                let next = match &cache.lengths {
+                    Some(lengths) => {
+                        let ends = clip(lengths, (0, t - keep))?;
+                        let pos = ends
+                            .index((.., NewAxis))
+                            .add(arange::<_, i32>(0, keep, None)?)?;
+                        take_along_axis(&padded, pos.index((.., .., NewAxis)), 1)?
+                    }
+                    None => padded.try_index((.., (t - keep).., ..))?,
+                };
+                cache.set(slot, next);
+                padded
+            }
+            None => pad(
+                &x,
+                &[(0, 0), (keep, 0), (0, 0)][..],
+                None::<Array>,
+                None::<PadMode>,
+            )?,
+        };
+        let y = conv1d(&padded, &*self.weight, 1, 0, 1, self.channels)?;
+        match self.bias.as_ref() {
+            Some(bias) => y.add(bias),
+            None => Ok(y),
+        }
+    }
+}
+
+/// The arrays cache of layer `i` of a model's caches: `None` without caches (a forward
+/// without a cache), an error when that layer's cache is of another kind.
+pub fn layer_arrays(cache: &mut [Cache], i: usize) -> Result<Option<&mut ArraysCache>> {
+    let n = cache.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    match cache.get_mut(i) {
+        Some(Cache::Arrays(c)) => Ok(Some(c)),
+        Some(other) => Err(Exception::custom(format!(
+            "layer {i} keeps recurrent state and needs an ArraysCache, not a {}",
+            other.class_name()
+        ))),
+        None => Err(Exception::custom(format!(
+            "no cache for layer {i} ({n} caches given)"
+        ))),
+    }
+}
+
+/// Hugging Face stores the depthwise filters as `[C, 1, K]` (PyTorch's layout); MLX's are
+/// `[C, K, 1]`. Every `*conv1d.weight` whose last axis is not 1 is turned, as the reference's
+/// sanitize does, so converted weights pass unchanged.
+pub fn conv1d_weights_to_mlx(weights: &mut Weights) -> Result<()> {
+    for (key, value) in weights.iter_mut() {
+        if key.ends_with("conv1d.weight")
+            && value.ndim() == 3
+            && value.shape().last().is_some_and(|&k| k != 1)
+        {
+            *value = swap_axes(&*value, 1, 2)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mamba2's gated RMSNorm (`MambaRMSNormGated`): `swiglu(gate, x)`, then the RMS norm over
+/// the whole width with `weight` inside the fused norm, or, with `group_size`, over each
+/// group of that many features without a weight and times `weight` after (nemotron_h's and
+/// granitemoehybrid's form).
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct RmsNormGated {
+    /// `[dims]`.
+    #[param]
+    pub weight: Param<Array>,
+    eps: f32,
+    group_size: Option<i32>,
+}
+
+impl RmsNormGated {
+    /// Weights of one over `dims` features, normalised as one group or in groups of
+    /// `group_size` (which must divide `dims`).
+    pub fn new(dims: i32, eps: f32, group_size: Option<i32>) -> Result<Self> {
+        if let Some(g) = group_size {
+            if g < 1 || dims % g != 0 {
+                return Err(Exception::custom(format!(
+                    "the gated norm's group size {g} does not divide its {dims} features"
+                )));
+            }
+        }
+        Ok(Self {
+            weight: Param::new(ones_dtype(&[dims], Dtype::Float32)?),
+            eps,
+            group_size,
+        })
+    }
+
+    /// Normalises `x`, gated by `gate` when given.
+    pub fn forward(&self, x: &Array, gate: Option<&Array>) -> Result<Array> {
+        let x = match gate {
+            Some(g) => swiglu(g, x)?,
+            None => x.clone(),
+        };
+        match self.group_size {
+            None => fast::rms_norm(&x, Some(&*self.weight), self.eps),
+            Some(g) => {
+                let grouped = unflatten(&x, -1, &[-1, g])?;
+                let normed = fast::rms_norm(&grouped, None::<&Array>, self.eps)?;
+                let n = normed.ndim() as i32;
+                self.weight.multiply(normed.flatten(n - 2, n - 1)?)
+            }
+        }
+    }
+}
+
+/// `time_step_limit` of a Mamba2 config: `[min, max]` bounds of the time step after its
+/// softplus. The maximum may be infinite (transformers writes `{"__float__": "Infinity"}`, its
+/// default); NaN, a negative minimum or a minimum above the maximum are refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeStepLimit(pub f32, pub f32);
+
+impl Default for TimeStepLimit {
+    /// transformers' default, `(0.0, inf)`.
+    fn default() -> Self {
+        TimeStepLimit(0.0, f32::INFINITY)
+    }
+}
+
+impl ConfigValue for TimeStepLimit {
+    fn expected() -> String {
+        "a [min, max] pair of numbers with 0 <= min <= max".to_owned()
+    }
+    fn from_config_value(
+        value: &serde_json::Value,
+        _cx: &mut Cx,
+        path: &str,
+    ) -> std::result::Result<Self, ArgsError> {
+        let pair = value.as_array().filter(|a| a.len() == 2).and_then(|a| {
+            let lo = crate::args::value::read_f64(&a[0])?;
+            let hi = crate::args::value::read_f64(&a[1])?;
+            (lo.is_finite() && lo >= 0.0 && !hi.is_nan() && lo <= hi)
+                .then_some(TimeStepLimit(lo as f32, hi as f32))
+        });
+        pair.ok_or_else(|| ArgsError::wrong_type(path, Self::expected(), value))
+    }
+    fn to_config_value(&self) -> serde_json::Value {
+        serde_json::Value::Array(vec![
+            crate::args::value::write_f64(f64::from(self.0)),
+            crate::args::value::write_f64(f64::from(self.1)),
+        ])
+    }
+}
+
+/// The parameters of a Mamba2 mixer that the scan reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SsdParams<'a> {
+    /// `[H]`: the state decay is `-exp(a_log)` per unit of time.
+    pub a_log: &'a Array,
+    /// `[H]`: the skip connection `y += x * d`.
+    pub d: &'a Array,
+    /// `[H]`: added to the time step before the softplus.
+    pub dt_bias: &'a Array,
+    /// The time step is clipped to `[min, max]` after the softplus.
+    pub time_step_limit: TimeStepLimit,
+}
+
+/// `softplus(dt + dt_bias)` in float32, clipped to the limits (`compute_dt`).
+fn time_step(dt: &Array, p: &SsdParams) -> Result<Array> {
+    let dt = softplus(&dt.as_dtype(Dtype::Float32)?.add(p.dt_bias)?)?;
+    let TimeStepLimit(lo, hi) = p.time_step_limit;
+    clip(&dt, (lo, hi))
+}
+
+/// `segsum` of the reference: `[..., L]` to `[..., L, L]` whose `[i, j]` is the sum of
+/// `x[j+1..=i]` below the diagonal (and 0 on it); with a mask `[B, L]`, masked terms count as
+/// zero and masked rows or columns are `-inf`.
+fn segsum(x: &Array, mask: Option<&Array>) -> Result<Array> {
+    let l = *x.shape().last().unwrap_or(&1);
+    let x = match mask {
+        Some(m) => x.multiply(expand_dims(m, 1)?)?,
+        None => x.clone(),
+    };
+    let x = repeat_axis::<f32>(x.index((.., .., .., NewAxis)), l, -1)?;
+    let sums = cumsum(tril(&x, -1)?, -2, None, None)?;
+    match mask {
+        Some(m) => {
+            let m = expand_dims(m, 1)?;
+            let both =
+                m.index((.., .., NewAxis, ..))
+                    .logical_and(m.index((.., .., .., NewAxis)))?;
+            select(&both, &sums, Array::from_f32(f32::NEG_INFINITY))
+        }
+        None => Ok(sums),
+    }
+}
+
+/// The Mamba2 state-space scan (the reference's `ssm_update` on the CPU).
+///
+/// `x` `[B, L, H, Dh]`, `b` and `c` `[B, L, G, N]` (G groups of heads), `dt` `[B, L, H]`,
+/// `state` `[B, H, Dh, N]` (float32; `None`: zeros), `mask` `[B, L]`, `lengths` `[B]` (each
+/// row's valid positions, as a batch cache prepares them). Returns `y` `[B, L, H, Dh]` in
+/// `x`'s type and the state after the last (valid) position.
+///
+/// A prompt runs the reference's chunked SSD form, [`SSD_CHUNK`] positions at a time, in its
+/// order of operations; one position with a state runs the recurrence directly
+/// (`state = exp(dt A) state + dt x B`, `y = state C + D x`), which is what the reference's
+/// GPU kernel computes.
+#[allow(clippy::too_many_arguments)]
+pub fn ssd(
+    x: &Array,
+    b: &Array,
+    c: &Array,
+    dt: &Array,
+    p: &SsdParams,
+    state: Option<&Array>,
+    mask: Option<&Array>,
+    lengths: Option<&Array>,
+) -> Result<(Array, Array)> {
+    let (l, h) = (x.shape()[1], x.shape()[2]);
+    let g = b.shape()[2];
+    if g < 1 || h % g != 0 {
+        return Err(Exception::custom(format!(
+            "the SSD scan's {h} heads do not split into {g} groups"
+        )));
+    }
+    let dt = time_step(dt, p)?;
+    // `-exp(A_log)`, the exponential in the parameter's own type as the reference takes it.
+    let a = exp(p.a_log)?.as_dtype(dt.dtype())?.negative()?;
+    if l == 1 && lengths.is_none() {
+        if let Some(state) = state {
+            return ssd_step(x, b, c, &dt, &a, p.d, state, mask);
+        }
+    }
+    let mut dt_a = dt.multiply(a.reshape(&[1, 1, -1])?)?;
+    if let Some(m) = mask {
+        dt_a = dt_a.multiply(m.index((.., .., NewAxis)))?;
+    }
+    let dtx = dt.index((.., .., .., NewAxis)).multiply(x)?;
+
+    let mut ys = Vec::new();
+    let mut state = state.cloned();
+    let mut lengths = lengths.cloned();
+    let mut start = 0;
+    while start < l {
+        let end = (start + SSD_CHUNK).min(l);
+        let seq = |t: &Array| t.try_index((.., start..end));
+        let chunk_mask = mask.map(|m| m.try_index((.., start..end))).transpose()?;
+        let (y, next) = ssd_chunk(
+            &seq(&dtx)?,
+            &seq(&dt_a)?,
+            &seq(b)?,
+            &seq(c)?,
+            state.as_ref(),
+            chunk_mask.as_ref(),
+            lengths.as_ref(),
+            x.dtype(),
+        )?;
+        ys.push(y);
+        state = Some(next);
+        if let Some(len) = &mut lengths {
+            *len = len.subtract(Array::from_int(SSD_CHUNK))?;
+        }
+        start = end;
+    }
+    let y = concatenate(&ys, 1)?.add(x.multiply(p.d.reshape(&[1, 1, h, 1])?)?)?;
+    let state = state.ok_or_else(|| Exception::custom("the SSD scan got no positions"))?;
+    Ok((y, state))
+}
+
+/// One chunk of the SSD scan (`_step` of the reference's `ssm_attn`).
+#[allow(clippy::too_many_arguments)]
+fn ssd_chunk(
+    dtx: &Array,
+    dt_a: &Array,
+    b: &Array,
+    c: &Array,
+    state: Option<&Array>,
+    mask: Option<&Array>,
+    lengths: Option<&Array>,
+    out_dtype: Dtype,
+) -> Result<(Array, Array)> {
+    let (batch, s, h, dh) = (
+        dtx.shape()[0],
+        dtx.shape()[1],
+        dtx.shape()[2],
+        dtx.shape()[3],
+    );
+    let (g, n) = (b.shape()[2], b.shape()[3]);
+    let repeats = h / g;
+    // [B, G, N, S]
+    let bt = b.transpose_axes(&[0, 2, 3, 1])?;
+    let cb = matmul(swap_axes(c, 1, 2)?, &bt)?;
+    let cb = repeat_axis::<f32>(cb, repeats, 1)?;
+    let decay = exp(segsum(&swap_axes(dt_a, 1, 2)?, mask)?)?;
+    let attention = tril(cb.multiply(&decay)?, 0)?;
+    let mut y = swap_axes(matmul(&attention, swap_axes(dtx, 1, 2)?)?, 1, 2)?;
+
+    // The decay from each position to the chunk's end (to each row's last valid position).
+    let last = match lengths {
+        Some(len) => {
+            let pos = maximum(
+                minimum(len, Array::from_int(SSD_CHUNK))?.subtract(Array::from_int(1))?,
+                Array::from_int(0),
+            )?;
+            take_along_axis(&decay, expand_dims_axes(&pos, &[1, 2, 3])?, 2)?
+        }
+        None => decay.try_index((.., .., (s - 1).., ..))?,
+    };
+    let last = last.transpose_axes(&[0, 3, 1, 2])?;
+    let b_heads = swap_axes(repeat_axis::<f32>(bt, repeats, 1)?, 2, 3)?;
+    let weighted = swap_axes(swap_axes(dtx.multiply(&last)?, 1, 2)?, 2, 3)?;
+    let mut next = matmul(&weighted, &b_heads)?;
+
+    if let Some(state) = state {
+        let growth = exp(cumsum(dt_a, -2, None, None)?)?;
+        let to_end = growth.try_index((.., -1, .., NewAxis, NewAxis))?;
+        next = next.add(to_end.multiply(state)?)?;
+        let c = c.reshape(&[batch, s, g, 1, n, 1])?;
+        let y_prev = matmul(state.reshape(&[batch, 1, g, repeats, dh, n])?, &c)?;
+        let y_prev = y_prev.squeeze_axes(&[-1])?.flatten(2, 3)?;
+        y = y.add(growth.index((.., .., .., NewAxis)).multiply(&y_prev)?)?;
+        if let Some(len) = lengths {
+            let done = expand_dims_axes(len.lt(Array::from_int(0))?, &[1, 2, 3])?;
+            next = select(&done, state, &next)?;
+        }
+    }
+    Ok((y.as_dtype(out_dtype)?, next))
+}
+
+/// One position of the SSD scan with a state: the recurrence itself, `y = (C.B) dt x +
+/// exp(dt A) (state C)` and `state = exp(dt A) state + dt x B`, each term rounded as the
+/// reference's chunked form rounds it for one position (`C.B` in the input's type, the rest in
+/// float32), so that half-precision decoding picks the reference's tokens.
+#[allow(clippy::too_many_arguments)]
+fn ssd_step(
+    x: &Array,
+    b: &Array,
+    c: &Array,
+    dt: &Array,
+    a: &Array,
+    d: &Array,
+    state: &Array,
+    mask: Option<&Array>,
+) -> Result<(Array, Array)> {
+    let (batch, h, dh) = (x.shape()[0], x.shape()[2], x.shape()[3]);
+    let g = b.shape()[2];
+    let repeats = h / g;
+    // [B, H]
+    let mut dt = dt.try_index((.., 0))?;
+    if let Some(m) = mask {
+        dt = dt.multiply(m.try_index((.., 0..1))?)?;
+    }
+    let decay = exp(dt.multiply(a)?)?;
+    let dtx = dt
+        .index((.., .., NewAxis))
+        .multiply(x.try_index((.., 0))?)?; // [B, H, Dh]
+    let (b1, c1) = (b.try_index((.., 0))?, c.try_index((.., 0))?); // [B, G, N]
+    let cb = matmul(
+        c1.index((.., .., NewAxis, ..)),
+        b1.index((.., .., .., NewAxis)),
+    )?;
+    let cb = repeat_axis::<f32>(cb.reshape(&[batch, g, 1])?, repeats, 1)?; // [B, H, 1]
+    let b_heads = repeat_axis::<f32>(b1, repeats, 1)?; // [B, H, N]
+    let c_heads = repeat_axis::<f32>(c1, repeats, 1)?;
+    let y_prev = matmul(state, c_heads.index((.., .., .., NewAxis)))?.reshape(&[batch, h, dh])?;
+    let y = cb
+        .multiply(&dtx)?
+        .add(decay.index((.., .., NewAxis)).multiply(&y_prev)?)?;
+    let next = dtx
+        .index((.., .., .., NewAxis))
+        .multiply(b_heads.index((.., .., NewAxis, ..)))?
+        .add(decay.index((.., .., NewAxis, NewAxis)).multiply(state)?)?;
+    let y = y.reshape(&[batch, 1, h, dh])?.as_dtype(x.dtype())?;
+    Ok((y.add(x.multiply(d.reshape(&[1, 1, h, 1])?)?)?, next))
+}
+
+/// Mamba's selective scan (the recurrence of mlx-lm's `MambaBlock.ssm_step`), one step per
+/// position: `state = exp(delta A) state + (delta x) B`, `y = state C + D x`.
+///
+/// `x` and `delta` `[B, L, Di]` (delta after its softplus), `a` `[Di, N]` (already
+/// `-exp(A_log)`), `b` and `c` `[B, L, N]`, `d` `[Di]`, `state` `[B, Di, N]`, `mask` `[B, L]`
+/// (a masked position keeps the state). Returns `y` `[B, L, Di]` and the last state.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan(
+    x: &Array,
+    delta: &Array,
+    a: &Array,
+    b: &Array,
+    c: &Array,
+    d: &Array,
+    state: Option<&Array>,
+    mask: Option<&Array>,
+) -> Result<(Array, Option<Array>)> {
+    let l = x.shape()[1];
+    let delta = match mask {
+        Some(m) => select(m.index((.., .., NewAxis)), delta, scalar(0.0, delta)?)?,
+        None => delta.clone(),
+    };
+    let mut state = state.cloned();
+    let mut ys = Vec::with_capacity(l as usize);
+    for t in 0..l {
+        let at = |v: &Array| v.try_index((.., t));
+        let (x_t, delta_t) = (at(x)?, at(&delta)?);
+        let (b_t, c_t) = (at(b)?, at(c)?);
+        let mut next = delta_t
+            .multiply(&x_t)?
+            .index((.., .., NewAxis))
+            .multiply(b_t.index((.., NewAxis, ..)))?;
+        if let Some(s) = &state {
+            let decay = exp(delta_t.index((.., .., NewAxis)).multiply(a)?)?;
+            next = next.add(s.multiply(&decay)?)?;
+        }
+        let y = matmul(&next, c_t.index((.., .., NewAxis)))?.squeeze_axes(&[2])?;
+        ys.push(y.add(d.multiply(&x_t)?)?);
+        state = Some(next);
+    }
+    Ok((stack(&ys, 1)?, state))
+}
