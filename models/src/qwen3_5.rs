@@ -111,16 +111,17 @@ pub struct Qwen35Args {
     #[arg(default = true)]
     pub norm_topk_prob: bool,
     /// RoPE type, `rope_theta` and `partial_rotary_factor` (the reference's default when
-    /// absent; `null` or empty: the three keys below).
+    /// absent or null; an empty object: the three keys below, as the reference reads them
+    /// when the key is empty or null).
     #[arg(default = default_rope_parameters())]
     pub rope_parameters: Value,
-    /// Read where `rope_parameters` is null or empty.
+    /// Read where `rope_parameters` is empty.
     #[arg(default = 0.25)]
     pub partial_rotary_factor: f64,
-    /// Read where `rope_parameters` is null or empty.
+    /// Read where `rope_parameters` is empty.
     #[arg(default = 100000.0, positive)]
     pub rope_theta: f32,
-    /// Read where `rope_parameters` is null or empty.
+    /// Read where `rope_parameters` is empty.
     pub rope_scaling: Option<Value>,
 }
 
@@ -256,7 +257,7 @@ struct TextModel {
     rename("model.language_model" => "language_model.model"),
     add_prefix = "language_model.",
     tied_head = "language_model.lm_head",
-    sanitize = Self::from_hugging_face,
+    sanitize = Self::convert_hugging_face,
 )]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -267,7 +268,7 @@ pub struct Model {
 impl Model {
     /// qwen3_5_moe's fused experts split into the switch layers, then Hugging Face's conv
     /// weights turned and, in a checkpoint that had them, its norms shifted.
-    fn from_hugging_face(&self, weights: &mut Weights) -> Result<(), Exception> {
+    fn convert_hugging_face(&self, weights: &mut Weights) -> Result<(), Exception> {
         let fused: Vec<String> = weights
             .keys()
             .filter(|k| {

@@ -194,7 +194,7 @@ fn layer(args: &Qwen3NextArgs, i: usize) -> Result<HybridLayer, Exception> {
     args = Qwen3NextArgs,
     drop = "*mtp.*",
     tied_head = "lm_head",
-    sanitize = Self::from_hugging_face,
+    sanitize = Self::convert_hugging_face,
 )]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -209,7 +209,7 @@ impl Model {
     /// Hugging Face's layout, as the reference converts it: per-expert tensors stacked and the
     /// zero-centred norms shifted (only where there were per-expert tensors: a converted
     /// checkpoint has none, so it is not shifted twice), conv weights turned.
-    fn from_hugging_face(&self, weights: &mut Weights) -> Result<(), Exception> {
+    fn convert_hugging_face(&self, weights: &mut Weights) -> Result<(), Exception> {
         let per_expert = weights.keys().any(|k| {
             k.starts_with("model.layers.") && k.ends_with(".mlp.experts.0.up_proj.weight")
         });
