@@ -3,14 +3,18 @@
 //! key heads shared by several value heads and not, with and without an initial state,
 //! left- and right-padded rows (a padded position leaves the state as it was), one decode
 //! step, prompts of 7 and 64 positions, per-head and per-feature decays, and float16 /
-//! bfloat16 inputs (the state stays float32). Also `normalize_qk`, `compute_g` and
-//! qwen3_next's gated RMSNorm.
+//! bfloat16 inputs (the state stays float32), prompts of 80 and 130 positions through the
+//! chunked form (decays that reach zero in float32 among them). Also `normalize_qk`,
+//! `compute_g` and qwen3_next's gated RMSNorm.
 
 use mlx_models::nn::gated_delta::{
-    compute_g, gated_delta_ops, gated_delta_update, normalize_qk, GatedRmsNorm,
+    compute_g, gated_delta_chunked, gated_delta_ops, gated_delta_update, normalize_qk,
+    GatedRmsNorm, CHUNK,
 };
 use mlx_models_tests::reference::{run_script, DiffLog, Fixture};
 use mlx_rs::module::Param;
+use mlx_rs::ops::indexing::{IndexOp, NewAxis};
+use mlx_rs::ops::select;
 use mlx_rs::{Array, Dtype};
 
 fn fixture() -> Fixture {
@@ -91,7 +95,20 @@ fn gated_delta_update_matches_the_reference() {
         .unwrap();
         assert_eq!(y.dtype(), q.dtype(), "{name}: output dtype");
         assert_eq!(state.dtype(), Dtype::Float32, "{name}: state dtype");
-        log.close(&format!("{name}: y"), &y, get("y"), tol(&dtype));
+        // A prompt of CHUNK positions or more runs chunked: its outputs at padded positions
+        // (which nothing reads) are not the reference's, so those are compared zeroed.
+        let (y, want) = match opt("mask").filter(|_| q.dim(1) >= CHUNK) {
+            Some(m) => {
+                let m = m.index((.., .., NewAxis, NewAxis));
+                let zero = Array::from_f32(0.0).as_dtype(y.dtype()).unwrap();
+                (
+                    select(&m, &y, &zero).unwrap(),
+                    select(&m, get("y"), &zero).unwrap(),
+                )
+            }
+            None => (y, get("y").clone()),
+        };
+        log.close(&format!("{name}: y"), &y, &want, tol(&dtype));
         log.close(&format!("{name}: state"), &state, get("final_state"), 1e-5);
         log.report(&format!("gated delta update ({name})"));
     }
@@ -117,6 +134,52 @@ fn gated_delta_ops_matches_the_reference_with_scalar_and_vector_decays() {
         log.close(&format!("{name}: y"), &y, get("y"), 1e-5);
         log.close(&format!("{name}: state"), &state, get("final_state"), 1e-5);
         log.report(&format!("gated delta ops ({name})"));
+    }
+}
+
+/// The chunked form against the reference's steps on short sequences too (a chunk of 7, of
+/// 1), where the update itself steps: the same outputs and states within float32 rounding.
+#[test]
+fn the_chunked_rule_matches_the_reference_on_short_sequences() {
+    let fx = fixture();
+    for name in [
+        "grouped_prefill",
+        "grouped_state_masked",
+        "right_padded",
+        "decode_step",
+    ] {
+        let get = |k: &str| fx.get(&format!("{name}.{k}"));
+        let opt = |k: &str| fx.arrays.get(&format!("{name}.{k}"));
+        let beta = mlx_rs::ops::sigmoid(get("b")).unwrap();
+        let (y, state) = gated_delta_chunked(
+            get("qn"),
+            get("kn"),
+            get("v"),
+            get("g"),
+            &beta,
+            opt("state"),
+            opt("mask"),
+        )
+        .unwrap();
+        let (y, want) = match opt("mask") {
+            Some(m) => {
+                let m = m.index((.., .., NewAxis, NewAxis));
+                (
+                    select(&m, &y, Array::from_f32(0.0)).unwrap(),
+                    select(&m, get("y"), Array::from_f32(0.0)).unwrap(),
+                )
+            }
+            None => (y, get("y").clone()),
+        };
+        let mut log = DiffLog::default();
+        log.close(&format!("{name}: chunked y"), &y, &want, 1e-5);
+        log.close(
+            &format!("{name}: chunked state"),
+            &state,
+            get("final_state"),
+            1e-5,
+        );
+        log.report(&format!("chunked gated delta ({name})"));
     }
 }
 

@@ -17,8 +17,9 @@
 //!   local/global layers);
 //! - [`gpt`]: the GPT-2 family's layer in its checkpoint names (fused `c_attn`, `c_fc` /
 //!   `c_proj` feed-forward, `ln_1` / `ln_2`);
-//! - [`gated_delta`]: the gated delta rule of the linear-attention layers (qwen3_next's), as a
-//!   recurrence over the state `[B, Hv, Dv, Dk]`, and their gated RMSNorm;
+//! - [`gated_delta`]: the gated delta rule of the linear-attention layers (qwen3_next's): the
+//!   recurrence over the state `[B, Hv, Dv, Dk]` step by step, or in chunks for a prompt, and
+//!   their gated RMSNorm;
 //! - [`qwen3_next`]: what qwen3_next and qwen3_5 share: the gated delta net layer, the
 //!   attention with an output gate, the hybrid layer and stack;
 //! - [`ssm`]: what the state-space families share: the causal depthwise convolution with its

@@ -32,14 +32,15 @@ def normal(shape, scale=1.0):
     return mx.random.normal(shape) * scale
 
 
-def update_case(name, B, T, Hk, Hv, Dk, Dv, state=False, mask=None, dtype=mx.float32):
-    """`gated_delta_update` from the projections, after `normalize_qk`, as the layers call it."""
+def update_case(name, B, T, Hk, Hv, Dk, Dv, state=False, mask=None, dtype=mx.float32, rate=(0.5, 16)):
+    """`gated_delta_update` from the projections, after `normalize_qk`, as the layers call it;
+    decay rates exp(A_log) drawn from `rate`."""
     q = normal((B, T, Hk, Dk)).astype(dtype)
     k = normal((B, T, Hk, Dk)).astype(dtype)
     v = normal((B, T, Hv, Dv)).astype(dtype)
     a = normal((B, T, Hv)).astype(dtype)
     b = normal((B, T, Hv)).astype(dtype)
-    A_log = mx.log(mx.random.uniform(low=0.5, high=16, shape=(Hv,))).astype(dtype)
+    A_log = mx.log(mx.random.uniform(low=rate[0], high=rate[1], shape=(Hv,))).astype(dtype)
     dt_bias = normal((Hv,), 0.5).astype(dtype)
     s0 = normal((B, Hv, Dv, Dk), 0.3) if state else None
     m = mx.array(mask) if mask is not None else None
@@ -88,6 +89,7 @@ def norm_case(name, dtype):
 
 LEFT_PADDED = [[True] * 7, [False] * 3 + [True] * 4]
 RIGHT_PADDED = [[True] * 7, [True] * 5 + [False] * 2]
+LONG_PADDED = [[True] * 80, [False] * 5 + [True] * 75]
 
 update_case("grouped_prefill", 2, 7, 2, 4, 16, 8)
 update_case("grouped_state_masked", 2, 7, 2, 4, 16, 8, state=True, mask=LEFT_PADDED)
@@ -95,10 +97,14 @@ update_case("right_padded", 2, 7, 1, 3, 8, 8, state=True, mask=RIGHT_PADDED)
 update_case("decode_step", 2, 1, 2, 4, 16, 8, state=True)
 update_case("same_heads_long", 1, 64, 2, 2, 32, 16)
 update_case("grouped_long_state", 2, 64, 1, 4, 16, 16, state=True)
+# Two chunks of the chunked prefill, a padded row, and decays that reach zero in float32.
+update_case("long_masked_strong_decay", 2, 80, 2, 4, 16, 8, state=True, mask=LONG_PADDED, rate=(1e3, 1e5))
+update_case("long_two_chunks", 1, 130, 2, 4, 32, 16, state=True)
 for dt in (mx.float16, mx.bfloat16):
     tag = str(dt).rsplit(".", 1)[-1]
     update_case(f"{tag}_grouped_long", 2, 64, 2, 4, 16, 8, state=True)
     update_case(f"{tag}_masked", 2, 7, 2, 4, 16, 8, mask=LEFT_PADDED)
+    update_case(f"{tag}_long_masked", 2, 80, 2, 4, 16, 8, state=True, mask=LONG_PADDED)
 ops_case("ops_scalar_gate", 2, 7, 2, 4, 8, 8, vector_gate=False, mask=LEFT_PADDED)
 ops_case("ops_vector_gate", 2, 7, 2, 4, 8, 8, vector_gate=True, mask=LEFT_PADDED)
 ops_case("ops_vector_gate_long", 1, 64, 1, 2, 8, 4, vector_gate=True)
