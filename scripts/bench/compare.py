@@ -10,7 +10,8 @@ weights: `dense` (the default), a float32 Llama of about 200M parameters and its
 `gpt_oss`, a gpt_oss of about 300M (16 experts, 2 per token, sliding and full layers) in
 float32 and with mxfp4 experts (its router at 8 bits, as the reference quantizes it);
 `deepseek`, a deepseek_v3 of about 300M (latent attention, 16 experts in 4 groups, 2 per
-token, a shared expert) in float32 and 4-bit. For each checkpoint and each side it runs
+token, a shared expert) in float32 and 4-bit; `mamba2`, a mamba2 of about 300M (40 Mamba2
+layers, state 128, no attention) in float32 and 4-bit. For each checkpoint and each side it runs
 `--repeat` fresh processes and keeps each figure's best run, then prints a table and the ratios
 ours / reference: prompt tokens/s, generation tokens/s (higher is better), load time, peak
 memory and the bytes the cache holds after the last token (lower is better). Not a test: timings depend on the machine.
@@ -111,12 +112,32 @@ DEEPSEEK_V3_300M = {
     "tie_word_embeddings": False,
 }
 
+MAMBA2_300M = {
+    "model_type": "mamba2",
+    "num_heads": 32,
+    "head_dim": 64,
+    "vocab_size": 32000,
+    "hidden_size": 1024,
+    "intermediate_size": 2048,
+    "state_size": 128,
+    "num_hidden_layers": 40,
+    "layer_norm_epsilon": 1e-5,
+    "conv_kernel": 4,
+    "n_groups": 1,
+    "use_bias": False,
+    "use_conv_bias": True,
+    "tie_word_embeddings": True,
+    "time_step_limit": [0.0, float("inf")],
+    "time_step_rank": "auto",
+}
+
 # name, config, and the quantized variant's (mode, group size, bits).
 SUITES = {
     "dense": ("llama-200m", LLAMA_200M, ("affine", 64, 4)),
     "moe": ("qwen3-moe-300m", QWEN3_MOE_300M, ("affine", 64, 4)),
     "gpt_oss": ("gpt-oss-300m", GPT_OSS_300M, ("mxfp4", 32, 4)),
     "deepseek": ("deepseek-v3-300m", DEEPSEEK_V3_300M, ("affine", 64, 4)),
+    "mamba2": ("mamba2-300m", MAMBA2_300M, ("affine", 64, 4)),
 }
 
 REFERENCE = r"""
