@@ -62,6 +62,8 @@ fn turn_two_from_a_snapshot_equals_turn_two_from_scratch() {
         ("mamba2", "tied"),
         ("mamba", "quantized_4bit"),
         ("lfm2", "attn_idxs"),
+        ("qwen3_next", "moe"),
+        ("qwen3_5", "text_config"),
     ] {
         let (mut loaded, prompt, tokens) = load(arch, case);
         let model = loaded.model.as_mut();
@@ -137,6 +139,7 @@ fn speculative_decoding_rewinds_recurrent_state() {
         ("mamba2", "tied", "mamba2", 0.05),
         ("mamba", "quantized_4bit", "mamba", 0.05),
         ("lfm2", "attn_idxs", "lfm2", 0.05),
+        ("qwen3_next", "moe", "qwen3_next", 0.05),
         // A trimmed target with a recurrent draft.
         ("llama", "untied", "mamba2", 0.0),
     ];
@@ -214,6 +217,7 @@ fn prompt_cache_files_carry_recurrent_state() {
         ("mamba2", "tied"),
         ("lfm2", "attn_idxs"),
         ("mamba", "quantized_4bit"),
+        ("qwen3_next", "dense_layers"),
     ] {
         let (_, prompt, want) = load(arch, case);
         let dir = fixtures(arch).join(case);
@@ -278,6 +282,7 @@ fn batch_generation_masks_padding_out_of_recurrent_state() {
         ("mamba2", "tied"),
         ("lfm2", "attn_idxs"),
         ("mamba", "quantized_4bit"),
+        ("qwen3_next", "dense_layers"),
     ] {
         let (mut loaded, prompt, want) = load(arch, case);
         let model = loaded.model.as_mut();
