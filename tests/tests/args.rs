@@ -874,3 +874,89 @@ fn hostile_hybrid_settings_are_refused_with_their_keys() {
     let (msg, k) = keys::<FalconH1Args>(&with(falcon, "mamba_n_groups", json!(3)));
     assert_eq!(k, ["mamba_n_heads", "mamba_n_groups"], "{msg}");
 }
+
+/// The hybrid gated delta configs (qwen3_next, qwen3_5): value heads that the key heads do
+/// not divide, zero sizes, a zero attention interval, a rotated share that leaves no pair and
+/// experts per token beyond the experts are errors naming their keys, before anything is
+/// built; qwen3_5 reads `text_config` and takes RoPE from `rope_parameters`, its default when
+/// absent (whatever `rope_theta` says) and `rope_theta` / `partial_rotary_factor` when it is empty.
+#[test]
+fn hostile_gated_delta_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::qwen3_5::Qwen35Args;
+    use mlx_models_zoo::qwen3_next::Qwen3NextArgs;
+    let next = json!({
+        "model_type": "qwen3_next", "hidden_size": 64, "num_hidden_layers": 3,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 32, "linear_num_value_heads": 5, "linear_num_key_heads": 2,
+        "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_conv_kernel_dim": 4,
+        "num_experts": 8, "num_experts_per_tok": 2, "decoder_sparse_step": 1,
+        "shared_expert_intermediate_size": 64, "mlp_only_layers": [], "moe_intermediate_size": 32,
+        "rms_norm_eps": 1e-6, "vocab_size": 256, "rope_theta": 1e4, "partial_rotary_factor": 0.25,
+        "max_position_embeddings": 64, "full_attention_interval": 3,
+    });
+    let err = |v: &serde_json::Value| Config::<Qwen3NextArgs>::parse(v).unwrap_err().to_string();
+    assert_eq!(
+        err(&next),
+        "config.json: `linear_num_value_heads` (5) is not divisible by `linear_num_key_heads` (2)"
+    );
+    let next = with(next, "linear_num_value_heads", json!(4));
+    assert!(Config::<Qwen3NextArgs>::parse(&next).is_ok());
+    for key in [
+        "linear_key_head_dim",
+        "linear_conv_kernel_dim",
+        "full_attention_interval",
+    ] {
+        let e = err(&with(next.clone(), key, json!(0)));
+        assert!(e.contains(&format!("`{key}`")), "{e}");
+    }
+    let e = err(&with(next.clone(), "partial_rotary_factor", json!(0.01)));
+    assert!(e.contains("`partial_rotary_factor`"), "{e}");
+    let e = err(&with(next.clone(), "num_experts_per_tok", json!(9)));
+    assert!(e.contains("`num_experts_per_tok` (9)"), "{e}");
+    let e = err(&with(
+        next.clone(),
+        "shared_expert_intermediate_size",
+        json!(0),
+    ));
+    assert!(e.contains("`shared_expert_intermediate_size`"), "{e}");
+    let e = err(&with(next, "linear_key_head_dim", json!(1u64 << 30)));
+    assert!(e.contains("size limit"), "{e}");
+
+    let text = json!({
+        "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "linear_num_value_heads": 4, "linear_num_key_heads": 3,
+    });
+    let qwen35 = json!({"model_type": "qwen3_5", "rope_theta": 5000.0, "text_config": text});
+    let err = |v: &serde_json::Value| Config::<Qwen35Args>::parse(v).unwrap_err().to_string();
+    let e = err(&qwen35);
+    assert!(e.contains("`linear_num_value_heads` (4)"), "{e}");
+    let qwen35 = json!({"model_type": "qwen3_5", "rope_theta": 5000.0,
+                        "text_config": with(text.clone(), "linear_num_key_heads", json!(2))});
+    let args = Config::<Qwen35Args>::parse(&qwen35).unwrap().args;
+    assert_eq!((args.head_dim(), args.vocab_size), (16, 151936));
+    assert_eq!(args.rope().unwrap().base, 100000.0);
+    let text = with(text, "linear_num_key_heads", json!(2));
+    let empty = json!({"model_type": "qwen3_5",
+                       "text_config": with(with(text, "rope_parameters", json!({})), "rope_theta", json!(5000.0))});
+    assert_eq!(
+        Config::<Qwen35Args>::parse(&empty)
+            .unwrap()
+            .args
+            .rope()
+            .unwrap()
+            .base,
+        5000.0
+    );
+    let e = err(&with(
+        qwen35.clone(),
+        "rope_parameters",
+        json!({"partial_rotary_factor": 0.01}),
+    ));
+    assert!(e.contains("`partial_rotary_factor`"), "{e}");
+    let e = err(&with(
+        with(qwen35, "num_experts", json!(4)),
+        "num_experts_per_tok",
+        json!(0),
+    ));
+    assert!(e.contains("`num_experts_per_tok` (0)"), "{e}");
+}

@@ -17,6 +17,11 @@
 //!   local/global layers);
 //! - [`gpt`]: the GPT-2 family's layer in its checkpoint names (fused `c_attn`, `c_fc` /
 //!   `c_proj` feed-forward, `ln_1` / `ln_2`);
+//! - [`gated_delta`]: the gated delta rule of the linear-attention layers (qwen3_next's): the
+//!   recurrence over the state `[B, Hv, Dv, Dk]` step by step, or in chunks for a prompt, and
+//!   their gated RMSNorm;
+//! - [`qwen3_next`]: what qwen3_next and qwen3_5 share: the gated delta net layer, the
+//!   attention with an output gate, the hybrid layer and stack;
 //! - [`ssm`]: what the state-space families share: the causal depthwise convolution with its
 //!   cached state, Mamba2's gated RMSNorm, the SSD scan and Mamba's selective scan;
 //! - [`hybrid`]: what the stacks of Mamba2 mixers and attention share: each layer's cache by
@@ -31,6 +36,7 @@ pub mod activations;
 pub mod attention;
 pub mod blocks;
 pub mod dsa;
+pub mod gated_delta;
 pub mod gemma;
 pub mod gpt;
 pub mod hybrid;
@@ -39,6 +45,7 @@ pub mod mla;
 pub mod moe;
 pub mod norm;
 pub mod quantized;
+pub mod qwen3_next;
 pub mod rope;
 pub mod ssm;
 pub mod switch;

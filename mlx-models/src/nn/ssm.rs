@@ -164,8 +164,14 @@ pub fn layer_arrays(cache: &mut [Cache], i: usize) -> Result<Option<&mut ArraysC
 /// `[C, K, 1]`. Every `*conv1d.weight` whose last axis is not 1 is turned, as the reference's
 /// sanitize does, so converted weights pass unchanged.
 pub fn conv1d_weights_to_mlx(weights: &mut Weights) -> Result<()> {
+    depthwise_weights_to_mlx(weights, "conv1d.weight")
+}
+
+/// [`conv1d_weights_to_mlx`] for the depthwise filters whose keys end in `suffix` (lfm2's
+/// `conv.conv.weight`).
+pub fn depthwise_weights_to_mlx(weights: &mut Weights, suffix: &str) -> Result<()> {
     for (key, value) in weights.iter_mut() {
-        if key.ends_with("conv1d.weight")
+        if key.ends_with(suffix)
             && value.ndim() == 3
             && value.shape().last().is_some_and(|&k| k != 1)
         {
