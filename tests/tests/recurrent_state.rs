@@ -12,7 +12,9 @@
 //!   each row gives what its prompt gives alone.
 //!
 //! The models are the parity fixtures of mamba2, mamba, lfm2 (a hybrid of convolutions and
-//! attention) and llama (trimmed, for a mixed pair).
+//! attention), the hybrids of Mamba2 and attention (nemotron_h, whose feed-forward blocks keep
+//! no cache; granitemoehybrid; falcon_h1, with a cache list per layer) and llama (trimmed,
+//! for a mixed pair).
 
 use mlx_models::batch::{batch_generate, BatchPrompt};
 use mlx_models::cache::{Cache, Snapshot};
@@ -64,6 +66,9 @@ fn turn_two_from_a_snapshot_equals_turn_two_from_scratch() {
         ("lfm2", "attn_idxs"),
         ("qwen3_next", "moe"),
         ("qwen3_5", "text_config"),
+        ("nemotron_h", "moe_shared"),
+        ("granitemoehybrid", "nope_untied_biases"),
+        ("falcon_h1", "norm_untied_biases"),
     ] {
         let (mut loaded, prompt, tokens) = load(arch, case);
         let model = loaded.model.as_mut();
@@ -140,6 +145,14 @@ fn speculative_decoding_rewinds_recurrent_state() {
         ("mamba", "quantized_4bit", "mamba", 0.05),
         ("lfm2", "attn_idxs", "lfm2", 0.05),
         ("qwen3_next", "moe", "qwen3_next", 0.05),
+        ("nemotron_h", "moe_shared", "nemotron_h", 0.05),
+        (
+            "granitemoehybrid",
+            "nope_untied_biases",
+            "granitemoehybrid",
+            0.05,
+        ),
+        ("falcon_h1", "norm_untied_biases", "falcon_h1", 0.05),
         // A trimmed target with a recurrent draft.
         ("llama", "untied", "mamba2", 0.0),
     ];
@@ -218,6 +231,9 @@ fn prompt_cache_files_carry_recurrent_state() {
         ("lfm2", "attn_idxs"),
         ("mamba", "quantized_4bit"),
         ("qwen3_next", "dense_layers"),
+        ("nemotron_h", "dense_biases"),
+        ("granitemoehybrid", "moe_rope"),
+        ("falcon_h1", "norm_untied_biases"),
     ] {
         let (_, prompt, want) = load(arch, case);
         let dir = fixtures(arch).join(case);
@@ -283,6 +299,9 @@ fn batch_generation_masks_padding_out_of_recurrent_state() {
         ("lfm2", "attn_idxs"),
         ("mamba", "quantized_4bit"),
         ("qwen3_next", "dense_layers"),
+        ("nemotron_h", "dense_biases"),
+        ("granitemoehybrid", "moe_rope"),
+        ("falcon_h1", "norm_untied_biases"),
     ] {
         let (mut loaded, prompt, want) = load(arch, case);
         let model = loaded.model.as_mut();
