@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use mlx_models::cache::{Cache, KvQuantization};
+use mlx_models::cache::{Cache, KvQuantization, Snapshot};
 use mlx_models::chat_template::ChatMessage;
 use mlx_models::generate::{model_stream, FinishReason, GenerationConfig, GenerationStats};
 use mlx_models::hub::{self, HubOptions};
@@ -1341,6 +1341,10 @@ fn extra_eos_ids(tokens: &[String], tokenizer: Option<&Tokenizer>) -> CliResult<
         .collect()
 }
 
+/// The most memory `chat` spends on snapshots for `u` (recurrent state kept by value); the
+/// oldest go first.
+const CHAT_UNDO_BYTES: usize = 1 << 30;
+
 /// The chat loop, as the reference's `mlx_lm.chat`: each line is a user message, rendered
 /// alone through the chat template (the system message with the first one) and fed on top of
 /// the cache of the conversation so far.
@@ -1379,8 +1383,14 @@ fn chat(args: ChatArgs) -> CliResult<()> {
     };
     let mut cache = start_cache(&*model)?;
     let mut first_turn = true;
+    // Where the conversation stood before each exchange, newest last, for `u`: growing caches
+    // by their offset, recurrent state and windows by value (so a hybrid model takes an
+    // exchange back without recomputing the conversation), within a memory budget.
+    let mut before: std::collections::VecDeque<(Snapshot, Snapshot)> = Default::default();
+    // Whether the oldest snapshots were let go (the first exchange can then not be reached).
+    let mut dropped_any = false;
     eprintln!(
-        "[INFO] Chatting with {}. Type `q` to quit, `r` to start over.",
+        "[INFO] Chatting with {}. Type `q` to quit, `r` to start over, `u` to take back the last exchange.",
         args.source.model
     );
     let stdin = std::io::stdin();
@@ -1402,9 +1412,35 @@ fn chat(args: ChatArgs) -> CliResult<()> {
                 cache = start_cache(&*model)?;
                 draft_cache = fresh_draft_cache(&draft);
                 first_turn = true;
+                before.clear();
+                dropped_any = false;
+                continue;
+            }
+            "u" => {
+                match before.pop_back() {
+                    Some((target, draft_state)) => {
+                        target
+                            .restore(&mut cache)
+                            .and_then(|()| draft_state.restore(&mut draft_cache))
+                            .map_err(|e| format!("taking back the last exchange: {e}"))?;
+                        first_turn = before.is_empty() && !dropped_any;
+                        eprintln!("[INFO] Took back the last exchange.");
+                    }
+                    None => eprintln!("[INFO] No exchange to take back."),
+                }
                 continue;
             }
             _ => {}
+        }
+        before.push_back((Snapshot::take(&cache), Snapshot::take(&draft_cache)));
+        let held = |b: &std::collections::VecDeque<(Snapshot, Snapshot)>| {
+            b.iter()
+                .map(|(t, d)| t.nbytes() + d.nbytes())
+                .sum::<usize>()
+        };
+        while before.len() > 1 && held(&before) > CHAT_UNDO_BYTES {
+            before.pop_front();
+            dropped_any = true;
         }
         let system = if first_turn {
             args.system.as_deref()

@@ -4,9 +4,11 @@
 //! agrees is accepted, plus the target's token after it. With greedy sampling the output is
 //! the target's own greedy output, whatever the draft proposes; only the speed changes.
 //!
-//! Both models' caches are rewound after each round (the rejected positions are trimmed), so
-//! every cache must be trimmable: architectures with recurrent state, or a rotating window
-//! that has wrapped, are refused with an error rather than giving wrong output.
+//! Both models' caches are rewound after each round to the accepted tokens. Caches that grow
+//! position by position are trimmed; where a model keeps recurrent state or a rotating window
+//! (which cannot be trimmed, so the reference refuses them), the round starts from a
+//! [`Snapshot`] and a rejection restores it and feeds the kept tokens again: one more forward
+//! over at most `num_draft + 1` tokens, and the same output as a model that trims.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -15,7 +17,7 @@ use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Snapshot};
 use crate::generate::{FinishReason, GenerateError, GenerationConfig};
 use crate::model::LanguageModel;
 use crate::sampling::{self, Sampler};
@@ -83,41 +85,38 @@ fn invalid(msg: impl Into<String>) -> GenerateError {
     GenerateError::InvalidConfig(msg.into())
 }
 
-fn check_trimmable(
+/// Rewinds `cache`, to which `fed` tokens were fed since `snapshot`, so that it holds only the
+/// first `keep` of them: trimmed when every layer can be, else restored and fed the kept
+/// tokens again.
+fn rewind(
     which: &str,
-    model: &dyn LanguageModel,
-    cache: &[Cache],
+    model: &mut dyn LanguageModel,
+    cache: &mut [Cache],
+    snapshot: &Snapshot,
+    fed: &[u32],
+    keep: usize,
 ) -> Result<(), GenerateError> {
-    fn trimmable(c: &Cache) -> bool {
-        match c {
-            Cache::List(inner) => inner.iter().all(trimmable),
-            other => other.is_trimmable(),
-        }
-    }
-    if let Some(c) = cache.iter().find(|c| !trimmable(c)) {
-        return Err(invalid(format!(
-            "speculative decoding rewinds the caches, and the {which} model `{}` has a {} that \
-             cannot be rewound",
-            model.model_type(),
-            c.class_name()
-        )));
-    }
-    Ok(())
-}
-
-/// Drops the last `n` positions of every cache; an error when one cannot (a rotating window
-/// that has wrapped since the start).
-fn trim(which: &str, cache: &mut [Cache], n: usize) -> Result<(), GenerateError> {
+    let n = fed.len().saturating_sub(keep);
     if n == 0 {
         return Ok(());
     }
-    for c in cache.iter_mut() {
-        if !c.is_trimmable() || c.trim(n as i32) != n as i32 {
-            return Err(invalid(format!(
-                "speculative decoding could not rewind the {which} model's {} by {n} positions                  (a window that has wrapped cannot be rewound)",
-                c.class_name()
-            )));
+    if snapshot.is_offsets_only() {
+        for c in cache.iter_mut() {
+            if c.trim(n as i32) != n as i32 {
+                return Err(invalid(format!(
+                    "speculative decoding could not rewind the {which} model's {} by {n} positions",
+                    c.class_name()
+                )));
+            }
         }
+        return Ok(());
+    }
+    snapshot
+        .restore(cache)
+        .map_err(|e| invalid(format!("speculative decoding: the {which} model: {e}")))?;
+    if keep > 0 {
+        let x = Array::from_slice(&fed[..keep], &[1, keep as i32]);
+        drop(model.forward(&x, cache)?);
     }
     Ok(())
 }
@@ -154,7 +153,7 @@ fn score(
 
 /// Generates from `prompt` with `target`, drafting `num_draft` tokens a round with `draft`.
 /// Each token goes to `on_token` as it is decided (return `false` to stop early). The caches
-/// are the models' own (fresh or holding a conversation); they must be trimmable. Logits
+/// are the models' own (fresh or holding a conversation), of any kind. Logits
 /// processors (penalties, logit bias) are refused: the draft would need the target's history.
 #[allow(clippy::too_many_arguments)]
 pub fn speculative_generate(
@@ -179,8 +178,6 @@ pub fn speculative_generate(
             "speculative decoding does not apply logits processors (penalties, logit bias)",
         ));
     }
-    check_trimmable("target", target, target_cache)?;
-    check_trimmable("draft", draft, draft_cache)?;
     let eos: HashSet<u32> = config.eos_token_ids.iter().copied().collect();
     let mut sampler = Sampler::new(config.sampler.clone())?;
     let kv = config.kv_quantization;
@@ -205,6 +202,8 @@ pub fn speculative_generate(
     let max = config.max_tokens;
     'rounds: loop {
         let k = num_draft.min(max - stats.generation_tokens);
+        let target_start = Snapshot::take(target_cache);
+        let draft_start = Snapshot::take(draft_cache);
         // The draft's tokens stay on the device: each feeds the next draft step and then the
         // target's check without a round trip to the host (they are read back once, below).
         let mut drafted_arrays: Vec<Array> = Vec::with_capacity(k);
@@ -274,13 +273,35 @@ pub fn speculative_generate(
         }
         // Rewind both caches to the accepted tokens, without the last emitted one (it is the
         // next input): the target fed y and every draft token, the draft all but the last.
-        if ended_on_draft {
-            trim("target", target_cache, k - accepted + 1)?;
-            trim("draft", draft_cache, k - accepted)?;
+        let target_fed: Vec<u32> = y.iter().chain(&drafted).copied().collect();
+        let draft_fed: Vec<u32> = draft_y.iter().chain(&drafted[..k - 1]).copied().collect();
+        let (target_keep, draft_keep) = if ended_on_draft {
+            (
+                target_fed.len() - (k - accepted + 1),
+                draft_fed.len() - (k - accepted),
+            )
         } else {
-            trim("target", target_cache, k - accepted)?;
-            trim("draft", draft_cache, k.saturating_sub(accepted + 1))?;
-        }
+            let drop = k.saturating_sub(accepted + 1);
+            (target_fed.len() - (k - accepted), draft_fed.len() - drop)
+        };
+        rewind(
+            "target",
+            target,
+            target_cache,
+            &target_start,
+            &target_fed,
+            target_keep,
+        )?;
+        rewind(
+            "draft",
+            draft,
+            draft_cache,
+            &draft_start,
+            &draft_fed,
+            draft_keep,
+        )?;
+        quantize(target_cache)?;
+        quantize(draft_cache)?;
         if finish.is_some() {
             break 'rounds;
         }

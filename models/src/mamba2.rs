@@ -7,20 +7,17 @@
 
 use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::Param;
-use mlx_rs::ops::{log, split_at_indices};
-use mlx_rs::{Array, Dtype};
+use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::{create_ssm_mask, ArraysCache, Cache};
+use mlx_models::cache::{create_ssm_mask, Cache};
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::{Embedding, Linear};
 use mlx_models::nn::ssm::{
-    conv1d_weights_to_mlx, layer_arrays, ssd, DepthwiseConv1d, RmsNormGated, SsdParams,
-    TimeStepLimit,
+    conv1d_weights_to_mlx, layer_arrays, Mamba2Config, Mamba2Mixer, TimeStepLimit,
 };
 use mlx_models::nn::transformer::{check_layers, check_width, lm_head};
 use mlx_models::weights::Weights;
@@ -117,98 +114,10 @@ impl Mamba2Args {
     }
 }
 
-#[allow(non_snake_case)]
-#[derive(Debug, ModuleParameters)]
-struct Mixer {
-    #[param]
-    in_proj: Linear,
-    #[param]
-    conv1d: DepthwiseConv1d,
-    #[param]
-    dt_bias: Param<Array>,
-    #[param]
-    A_log: Param<Array>,
-    #[param]
-    D: Param<Array>,
-    #[param]
-    norm: RmsNormGated,
-    #[param]
-    out_proj: Linear,
-    heads: i32,
-    head_dim: i32,
-    groups: i32,
-    state: i32,
-    limit: TimeStepLimit,
-}
-
-impl Mixer {
-    fn new(args: &Mamba2Args) -> Result<Self> {
-        let (dim, heads) = (args.hidden_size as i32, args.num_heads as i32);
-        let inner = heads * args.head_dim as i32;
-        let conv_dim = args.conv_dim().unwrap_or_default() as i32;
-        let eps = args.layer_norm_epsilon;
-        Ok(Mixer {
-            in_proj: Linear::new(dim, inner + conv_dim + heads, args.use_bias)?,
-            conv1d: DepthwiseConv1d::new(conv_dim, args.conv_kernel as i32, args.use_conv_bias)?,
-            dt_bias: Param::new(Array::ones::<f32>(&[heads])?),
-            A_log: Param::new(log(
-                Array::from_iter(1..=heads, &[heads]).as_dtype(Dtype::Float32)?
-            )?),
-            D: Param::new(Array::ones::<f32>(&[heads])?),
-            norm: RmsNormGated::new(inner, eps, None)?,
-            out_proj: Linear::new(inner, dim, args.use_bias)?,
-            heads,
-            head_dim: args.head_dim as i32,
-            groups: args.n_groups as i32,
-            state: args.state() as i32,
-            limit: args.time_step_limit,
-        })
-    }
-
-    fn forward(
-        &self,
-        x: &Array,
-        mask: Option<&Array>,
-        mut cache: Option<&mut ArraysCache>,
-    ) -> Result<Array> {
-        let (b, l) = (x.dim(0), x.dim(1));
-        let inner = self.heads * self.head_dim;
-        let conv_dim = self.conv1d.weight.dim(0);
-        let parts = split_at_indices(self.in_proj.forward(x)?, &[inner, inner + conv_dim], -1)?;
-        let (gate, conv_input, dt) = (&parts[0], &parts[1], &parts[2]);
-        let conv = mlx_models::nn::activations::silu(&self.conv1d.forward(
-            conv_input,
-            mask,
-            cache.as_deref_mut(),
-            0,
-        )?)?;
-        let bc = self.groups * self.state;
-        let parts = split_at_indices(&conv, &[inner, inner + bc], -1)?;
-        let xs = parts[0].reshape(&[b, l, self.heads, self.head_dim])?;
-        let bs = parts[1].reshape(&[b, l, self.groups, self.state])?;
-        let cs = parts[2].reshape(&[b, l, self.groups, self.state])?;
-        let params = SsdParams {
-            a_log: &self.A_log,
-            d: &self.D,
-            dt_bias: &self.dt_bias,
-            time_step_limit: self.limit,
-        };
-        let state = cache.as_ref().and_then(|c| c.get(1));
-        let lengths = cache.as_ref().and_then(|c| c.lengths.as_ref());
-        let (y, state) = ssd(&xs, &bs, &cs, dt, &params, state, mask, lengths)?;
-        if let Some(c) = cache {
-            c.set(1, state);
-            c.advance(l)?;
-        }
-        let y = self.norm.forward(&y.reshape(&[b, l, inner])?, Some(gate))?;
-        self.out_proj.forward(&y)
-    }
-}
-
 #[derive(Debug, ModuleParameters)]
 struct ResidualBlock {
     #[param]
-    mixer: Mixer,
+    mixer: Mamba2Mixer,
     #[param]
     norm: RmsNorm,
 }
@@ -243,10 +152,22 @@ impl Model {
 impl Architecture for Model {
     fn new(args: &Mamba2Args) -> Result<Self> {
         let dim = args.hidden_size as i32;
+        let config = Mamba2Config::new(
+            args.hidden_size,
+            args.num_heads,
+            args.head_dim,
+            args.n_groups,
+            args.state(),
+            args.conv_kernel,
+            args.layer_norm_epsilon,
+        )
+        .proj_bias(args.use_bias, args.use_bias)
+        .conv_bias(args.use_conv_bias)
+        .time_step_limit(args.time_step_limit);
         let layers = (0..args.num_hidden_layers)
             .map(|_| {
                 Ok(ResidualBlock {
-                    mixer: Mixer::new(args)?,
+                    mixer: Mamba2Mixer::new(&config)?,
                     // The reference's `nn.RMSNorm(hidden_size)`: the default epsilon.
                     norm: RmsNorm::new(dim, 1e-5)?,
                 })

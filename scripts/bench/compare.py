@@ -10,7 +10,10 @@ weights: `dense` (the default), a float32 Llama of about 200M parameters and its
 `gpt_oss`, a gpt_oss of about 300M (16 experts, 2 per token, sliding and full layers) in
 float32 and with mxfp4 experts (its router at 8 bits, as the reference quantizes it);
 `deepseek`, a deepseek_v3 of about 300M (latent attention, 16 experts in 4 groups, 2 per
-token, a shared expert) in float32 and 4-bit. For each checkpoint and each side it runs
+token, a shared expert) in float32 and 4-bit; `mamba2`, a mamba2 of about 300M (40 Mamba2
+layers, state 128, no attention) and `qwen3_next`, a qwen3_next of about 300M (9 gated delta
+net layers and 3 of attention, 8 experts, 2 per token, a shared expert), each in float32 and
+4-bit. For each checkpoint and each side it runs
 `--repeat` fresh processes and keeps each figure's best run, then prints a table and the ratios
 ours / reference: prompt tokens/s, generation tokens/s (higher is better), load time, peak
 memory and the bytes the cache holds after the last token (lower is better). Not a test: timings depend on the machine.
@@ -111,12 +114,62 @@ DEEPSEEK_V3_300M = {
     "tie_word_embeddings": False,
 }
 
+MAMBA2_300M = {
+    "model_type": "mamba2",
+    "num_heads": 32,
+    "head_dim": 64,
+    "vocab_size": 32000,
+    "hidden_size": 1024,
+    "intermediate_size": 2048,
+    "state_size": 128,
+    "num_hidden_layers": 40,
+    "layer_norm_epsilon": 1e-5,
+    "conv_kernel": 4,
+    "n_groups": 1,
+    "use_bias": False,
+    "use_conv_bias": True,
+    "tie_word_embeddings": True,
+    "time_step_limit": [0.0, float("inf")],
+    "time_step_rank": "auto",
+}
+
+QWEN3_NEXT_300M = {
+    "model_type": "qwen3_next",
+    "hidden_size": 1024,
+    "num_hidden_layers": 12,
+    "intermediate_size": 2816,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 128,
+    "linear_num_value_heads": 16,
+    "linear_num_key_heads": 8,
+    "linear_key_head_dim": 128,
+    "linear_value_head_dim": 128,
+    "linear_conv_kernel_dim": 4,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "decoder_sparse_step": 1,
+    "shared_expert_intermediate_size": 512,
+    "mlp_only_layers": [],
+    "moe_intermediate_size": 512,
+    "norm_topk_prob": True,
+    "rms_norm_eps": 1e-6,
+    "vocab_size": 32000,
+    "rope_theta": 1000000.0,
+    "partial_rotary_factor": 0.25,
+    "max_position_embeddings": 8192,
+    "full_attention_interval": 4,
+    "tie_word_embeddings": False,
+}
+
 # name, config, and the quantized variant's (mode, group size, bits).
 SUITES = {
     "dense": ("llama-200m", LLAMA_200M, ("affine", 64, 4)),
     "moe": ("qwen3-moe-300m", QWEN3_MOE_300M, ("affine", 64, 4)),
     "gpt_oss": ("gpt-oss-300m", GPT_OSS_300M, ("mxfp4", 32, 4)),
     "deepseek": ("deepseek-v3-300m", DEEPSEEK_V3_300M, ("affine", 64, 4)),
+    "mamba2": ("mamba2-300m", MAMBA2_300M, ("affine", 64, 4)),
+    "qwen3_next": ("qwen3-next-300m", QWEN3_NEXT_300M, ("affine", 64, 4)),
 }
 
 REFERENCE = r"""

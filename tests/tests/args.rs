@@ -840,3 +840,220 @@ fn hostile_hybrid_patterns_are_refused_with_their_keys() {
         err(with(plamo, "mamba_num_heads", json!(1 << 30))).contains("exceeds MLX's size limit")
     );
 }
+
+/// Hybrid Mamba2 / attention configs: a layer pattern that disagrees with the layer count, an
+/// unknown block, heads that groups do not divide, a Mamba2 or MoE layer without its keys, an
+/// absurd stack, each an error naming its keys, before anything is built.
+#[test]
+fn hostile_hybrid_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::falcon_h1::FalconH1Args;
+    use mlx_models_zoo::granitemoehybrid::GraniteMoeHybridArgs;
+    use mlx_models_zoo::nemotron_h::NemotronHArgs;
+    fn keys<T: ModelArgs>(config: &serde_json::Value) -> (String, Vec<String>) {
+        let Err(err) = Config::<T>::parse(config) else {
+            panic!("a hostile config parsed: {config}");
+        };
+        let keys = err.keys().iter().map(|k| k.to_string()).collect();
+        (err.to_string(), keys)
+    }
+
+    let nemotron = json!({
+        "model_type": "nemotron_h", "vocab_size": 256, "hidden_size": 64,
+        "intermediate_size": 128, "max_position_embeddings": 64, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "attention_bias": false, "mamba_num_heads": 8,
+        "mamba_head_dim": 16, "mamba_proj_bias": false, "ssm_state_size": 16, "conv_kernel": 4,
+        "n_groups": 2, "mlp_bias": false, "layer_norm_epsilon": 1e-5, "use_bias": false,
+        "use_conv_bias": true, "hybrid_override_pattern": "M*M-",
+    });
+    let args = Config::<NemotronHArgs>::parse(&nemotron).expect("a valid config");
+    assert_eq!(
+        (args.args.num_hidden_layers, args.args.blocks.len()),
+        (Some(4), 4)
+    );
+    let names = with(
+        without(nemotron.clone(), "hybrid_override_pattern"),
+        "layers_block_type",
+        json!(["mamba", "attention", "mlp"]),
+    );
+    assert_eq!(
+        Config::<NemotronHArgs>::parse(&names)
+            .expect("names")
+            .args
+            .blocks,
+        ['M', '*', '-']
+    );
+    let (msg, k) = keys::<NemotronHArgs>(&with(nemotron.clone(), "num_hidden_layers", json!(6)));
+    assert_eq!(k, ["hybrid_override_pattern", "num_hidden_layers"], "{msg}");
+    let (msg, k) = keys::<NemotronHArgs>(&with(
+        nemotron.clone(),
+        "hybrid_override_pattern",
+        json!("M*X"),
+    ));
+    assert!(
+        k == ["hybrid_override_pattern"] && msg.contains("\"X\""),
+        "{msg}"
+    );
+    let (msg, _) =
+        keys::<NemotronHArgs>(&with(names, "layers_block_type", json!(["mamba", "gru"])));
+    assert!(msg.contains("\"gru\""), "{msg}");
+    let (msg, k) = keys::<NemotronHArgs>(&without(nemotron.clone(), "hybrid_override_pattern"));
+    assert_eq!(k, ["hybrid_override_pattern"], "{msg}");
+    let huge = "M".repeat(70_000);
+    let (msg, _) = keys::<NemotronHArgs>(&with(
+        nemotron.clone(),
+        "hybrid_override_pattern",
+        json!(huge),
+    ));
+    assert!(msg.contains("absurd"), "{msg}");
+    let (msg, k) = keys::<NemotronHArgs>(&with(nemotron.clone(), "n_groups", json!(3)));
+    assert_eq!(k, ["mamba_num_heads", "n_groups"], "{msg}");
+    let (msg, k) =
+        keys::<NemotronHArgs>(&with(nemotron.clone(), "mamba_head_dim", json!(1u64 << 30)));
+    assert!(
+        k.contains(&"mamba_head_dim".to_string()) && msg.contains("size limit"),
+        "{msg}"
+    );
+    let moe = with(nemotron, "hybrid_override_pattern", json!("ME"));
+    let (msg, k) = keys::<NemotronHArgs>(&moe);
+    assert_eq!(k, ["n_routed_experts"], "{msg}");
+
+    let granite = json!({
+        "model_type": "granitemoehybrid", "vocab_size": 256, "hidden_size": 64,
+        "intermediate_size": 48, "num_hidden_layers": 2, "max_position_embeddings": 64,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "attention_bias": false,
+        "embedding_multiplier": 12.0, "attention_multiplier": 0.0625, "logits_scaling": 4.0,
+        "residual_multiplier": 0.22, "layer_types": ["mamba", "attention"], "rms_norm_eps": 1e-6,
+        "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 16, "mamba_d_conv": 4,
+        "mamba_n_groups": 1,
+    });
+    assert!(Config::<GraniteMoeHybridArgs>::parse(&granite).is_ok());
+    let (msg, k) =
+        keys::<GraniteMoeHybridArgs>(&with(granite.clone(), "num_hidden_layers", json!(3)));
+    assert_eq!(k, ["layer_types", "num_hidden_layers"], "{msg}");
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&with(
+        granite.clone(),
+        "layer_types",
+        json!(["mamba", "rwkv"]),
+    ));
+    assert!(k == ["layer_types"] && msg.contains("\"rwkv\""), "{msg}");
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&without(granite.clone(), "mamba_d_state"));
+    assert_eq!(k, ["mamba_d_state"], "{msg}");
+    let experts = with(
+        with(granite.clone(), "num_local_experts", json!(4)),
+        "num_experts_per_tok",
+        json!(2),
+    );
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&experts);
+    assert_eq!(k, ["shared_intermediate_size"], "{msg}");
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&with(experts, "num_experts_per_tok", json!(5)));
+    assert_eq!(k, ["num_local_experts", "num_experts_per_tok"], "{msg}");
+    let (msg, k) = keys::<GraniteMoeHybridArgs>(&with(granite, "num_attention_heads", json!(5)));
+    assert!(k.contains(&"num_attention_heads".to_string()), "{msg}");
+
+    let falcon = json!({
+        "model_type": "falcon_h1", "hidden_size": 64, "head_dim": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 16,
+        "num_hidden_layers": 2, "vocab_size": 256,
+    });
+    let args = Config::<FalconH1Args>::parse(&falcon).expect("a valid config");
+    assert_eq!(args.args.mamba_d_ssm, Some(128));
+    let (msg, k) = keys::<FalconH1Args>(&with(falcon.clone(), "mamba_d_ssm", json!(1536)));
+    assert_eq!(k, ["mamba_d_ssm", "mamba_n_heads", "mamba_d_head"], "{msg}");
+    let (msg, k) =
+        keys::<FalconH1Args>(&with(falcon.clone(), "ssm_multipliers", json!([1.0, 2.0])));
+    assert_eq!(k, ["ssm_multipliers"], "{msg}");
+    let (msg, k) = keys::<FalconH1Args>(&with(
+        falcon.clone(),
+        "num_hidden_layers",
+        json!(1u64 << 20),
+    ));
+    assert_eq!(k, ["num_hidden_layers"], "{msg}");
+    let (msg, k) = keys::<FalconH1Args>(&with(falcon, "mamba_n_groups", json!(3)));
+    assert_eq!(k, ["mamba_n_heads", "mamba_n_groups"], "{msg}");
+}
+
+/// The hybrid gated delta configs (qwen3_next, qwen3_5): value heads that the key heads do
+/// not divide, zero sizes, a zero attention interval, a rotated share that leaves no pair and
+/// experts per token beyond the experts are errors naming their keys, before anything is
+/// built; qwen3_5 reads `text_config` and takes RoPE from `rope_parameters`, its default when
+/// absent (whatever `rope_theta` says) and `rope_theta` / `partial_rotary_factor` when it is empty.
+#[test]
+fn hostile_gated_delta_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::qwen3_5::Qwen35Args;
+    use mlx_models_zoo::qwen3_next::Qwen3NextArgs;
+    let next = json!({
+        "model_type": "qwen3_next", "hidden_size": 64, "num_hidden_layers": 3,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 32, "linear_num_value_heads": 5, "linear_num_key_heads": 2,
+        "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_conv_kernel_dim": 4,
+        "num_experts": 8, "num_experts_per_tok": 2, "decoder_sparse_step": 1,
+        "shared_expert_intermediate_size": 64, "mlp_only_layers": [], "moe_intermediate_size": 32,
+        "rms_norm_eps": 1e-6, "vocab_size": 256, "rope_theta": 1e4, "partial_rotary_factor": 0.25,
+        "max_position_embeddings": 64, "full_attention_interval": 3,
+    });
+    let err = |v: &serde_json::Value| Config::<Qwen3NextArgs>::parse(v).unwrap_err().to_string();
+    assert_eq!(
+        err(&next),
+        "config.json: `linear_num_value_heads` (5) is not divisible by `linear_num_key_heads` (2)"
+    );
+    let next = with(next, "linear_num_value_heads", json!(4));
+    assert!(Config::<Qwen3NextArgs>::parse(&next).is_ok());
+    for key in [
+        "linear_key_head_dim",
+        "linear_conv_kernel_dim",
+        "full_attention_interval",
+    ] {
+        let e = err(&with(next.clone(), key, json!(0)));
+        assert!(e.contains(&format!("`{key}`")), "{e}");
+    }
+    let e = err(&with(next.clone(), "partial_rotary_factor", json!(0.01)));
+    assert!(e.contains("`partial_rotary_factor`"), "{e}");
+    let e = err(&with(next.clone(), "num_experts_per_tok", json!(9)));
+    assert!(e.contains("`num_experts_per_tok` (9)"), "{e}");
+    let e = err(&with(
+        next.clone(),
+        "shared_expert_intermediate_size",
+        json!(0),
+    ));
+    assert!(e.contains("`shared_expert_intermediate_size`"), "{e}");
+    let e = err(&with(next, "linear_key_head_dim", json!(1u64 << 30)));
+    assert!(e.contains("size limit"), "{e}");
+
+    let text = json!({
+        "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "linear_num_value_heads": 4, "linear_num_key_heads": 3,
+    });
+    let qwen35 = json!({"model_type": "qwen3_5", "rope_theta": 5000.0, "text_config": text});
+    let err = |v: &serde_json::Value| Config::<Qwen35Args>::parse(v).unwrap_err().to_string();
+    let e = err(&qwen35);
+    assert!(e.contains("`linear_num_value_heads` (4)"), "{e}");
+    let qwen35 = json!({"model_type": "qwen3_5", "rope_theta": 5000.0,
+                        "text_config": with(text.clone(), "linear_num_key_heads", json!(2))});
+    let args = Config::<Qwen35Args>::parse(&qwen35).unwrap().args;
+    assert_eq!((args.head_dim(), args.vocab_size), (16, 151936));
+    assert_eq!(args.rope().unwrap().base, 100000.0);
+    let text = with(text, "linear_num_key_heads", json!(2));
+    let empty = json!({"model_type": "qwen3_5",
+                       "text_config": with(with(text, "rope_parameters", json!({})), "rope_theta", json!(5000.0))});
+    assert_eq!(
+        Config::<Qwen35Args>::parse(&empty)
+            .unwrap()
+            .args
+            .rope()
+            .unwrap()
+            .base,
+        5000.0
+    );
+    let e = err(&with(
+        qwen35.clone(),
+        "rope_parameters",
+        json!({"partial_rotary_factor": 0.01}),
+    ));
+    assert!(e.contains("`partial_rotary_factor`"), "{e}");
+    let e = err(&with(
+        with(qwen35, "num_experts", json!(4)),
+        "num_experts_per_tok",
+        json!(0),
+    ));
+    assert!(e.contains("`num_experts_per_tok` (0)"), "{e}");
+}

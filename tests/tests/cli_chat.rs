@@ -193,3 +193,33 @@ fn a_prompt_cache_starts_the_conversation() {
         .collect();
     assert_eq!(turns, vec![answer.clone(), answer], "{turns:?}");
 }
+
+/// `u` takes back the last exchange: the conversation goes on as if it had never been.
+#[test]
+fn u_takes_back_the_last_exchange() {
+    let model = smollm2();
+    let undone = chat(
+        &model,
+        "What is the capital of France?\nAnd of Germany?\nu\nAnd of Italy?\nq\n",
+    );
+    let direct = chat(&model, "What is the capital of France?\nAnd of Italy?\nq\n");
+    assert_eq!(undone.len(), 3, "{undone:?}");
+    assert_eq!(direct.len(), 2, "{direct:?}");
+    assert_eq!(undone[0], direct[0], "the first answer");
+    assert_eq!(
+        undone[2], direct[1],
+        "the answer after `u`: {undone:?} vs {direct:?}"
+    );
+    assert!(undone[1].contains("Berlin"), "{undone:?}");
+
+    // Back to the start, and past it: the first message is rendered as the first again.
+    let restarted = chat(
+        &model,
+        "And of Germany?\nu\nu\nWhat is the capital of France?\nq\n",
+    );
+    assert_eq!(restarted.len(), 2, "{restarted:?}");
+    assert_eq!(
+        restarted[1], direct[0],
+        "after taking back the only exchange"
+    );
+}

@@ -10,6 +10,9 @@
 //! - [`ArraysCache`]: fixed slots of state (SSM state, conv state) of recurrent layers;
 //! - [`Cache::List`]: several caches for one composite layer.
 //!
+//! A [`Snapshot`] remembers where a model's caches were, so they can come back there: trimmed
+//! where they grow position by position, restored by value where they hold recurrent state.
+//!
 //! Every kind can be trimmed where the reference allows it, and a list of caches can be saved
 //! to and loaded from a safetensors file laid out like mlx-lm's `save_prompt_cache` (the same
 //! keys, class names and metadata), so files move between the two.
@@ -29,12 +32,14 @@ mod batch;
 mod file;
 mod kv;
 mod quantized;
+mod snapshot;
 
 pub use arrays::ArraysCache;
 pub use batch::BatchKvCache;
 pub use file::{load_prompt_cache, save_prompt_cache, StateValue};
 pub use kv::{ChunkedKvCache, KvCache, RotatingKvCache};
 pub use quantized::{QuantizedArray, QuantizedKvCache};
+pub use snapshot::Snapshot;
 
 /// How many positions a growing cache adds at a time (mlx-lm's `step`).
 pub const STEP: i32 = 256;

@@ -17,12 +17,19 @@
 //!   local/global layers);
 //! - [`gpt`]: the GPT-2 family's layer in its checkpoint names (fused `c_attn`, `c_fc` /
 //!   `c_proj` feed-forward, `ln_1` / `ln_2`);
+//! - [`gated_delta`]: the gated delta rule of the linear-attention layers (qwen3_next's): the
+//!   recurrence over the state `[B, Hv, Dv, Dk]` step by step, or in chunks for a prompt, and
+//!   their gated RMSNorm;
+//! - [`qwen3_next`]: what qwen3_next and qwen3_5 share: the gated delta net layer, the
+//!   attention with an output gate, the hybrid layer and stack;
 //! - [`ssm`]: what the state-space families share: the causal depthwise convolution with its
 //!   cached state, Mamba2's gated RMSNorm, the SSD scan and Mamba's selective scan;
 //! - [`mamba`]: the Mamba (v1) mixer on those blocks (mamba, falcon_mamba, jamba);
 //! - [`rglru`]: Griffin's real-gated linear recurrent unit and its linear scan
 //!   (recurrent_gemma);
 //! - [`either`]: a module of one of two kinds under one name (hybrid layers);
+//! - [`hybrid`]: what the stacks of Mamba2 mixers and attention share: each layer's cache by
+//!   its kind, the attention and SSM masks, a mixer of the kind chosen per layer;
 //! - [`activations`] and [`norm`]: gated activations, RMSNorm and LayerNorm;
 //! - [`transformer`]: the llama-style decoder in pieces (attention, gated MLP, pre-norm layer,
 //!   the stack with its masks and caches) that llama-like architectures assemble.
@@ -34,14 +41,17 @@ pub mod attention;
 pub mod blocks;
 pub mod dsa;
 pub mod either;
+pub mod gated_delta;
 pub mod gemma;
 pub mod gpt;
+pub mod hybrid;
 pub mod mamba;
 pub mod mask;
 pub mod mla;
 pub mod moe;
 pub mod norm;
 pub mod quantized;
+pub mod qwen3_next;
 pub mod rglru;
 pub mod rope;
 pub mod ssm;

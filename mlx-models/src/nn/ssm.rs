@@ -6,7 +6,9 @@
 //! - [`conv1d_weights_to_mlx`]: Hugging Face's `[C, 1, K]` conv weights turned into MLX's
 //!   `[C, K, 1]`, as the reference's sanitize does (idempotently);
 //! - [`RmsNormGated`]: Mamba2's gated RMSNorm (`swiglu(gate, x)` then the norm, whole or in
-//!   groups);
+//!   groups, or the norm then the gate);
+//! - [`Mamba2Mixer`] ([`Mamba2Config`]): the whole Mamba2 mixer as the Mamba2 families name
+//!   it (`in_proj`, `conv1d`, `dt_bias`, `A_log`, `D`, `norm`, `out_proj`);
 //! - [`ssd`]: the Mamba2 state-space dual (SSD) scan after mlx-lm's `ssm.py`, in chunks of 256
 //!   positions for a prompt and as one recurrence step for a decoded token;
 //! - [`selective_scan`]: Mamba's selective scan, one recurrence step per position, as mlx-lm's
@@ -23,14 +25,15 @@ use mlx_rs::module::Param;
 use mlx_rs::ops::indexing::{take_along_axis, IndexOp, NewAxis, TryIndexOp};
 use mlx_rs::ops::{
     arange, clip, concatenate, conv1d, cumsum, exp, expand_dims, expand_dims_axes, logaddexp,
-    matmul, maximum, minimum, ones_dtype, pad, repeat_axis, select, stack, swap_axes, tril,
-    unflatten, zeros_dtype, PadMode,
+    matmul, maximum, minimum, ones_dtype, pad, repeat_axis, select, split_at_indices, stack,
+    swap_axes, tril, unflatten, zeros_dtype, PadMode,
 };
 use mlx_rs::{fast, Array, Dtype};
 
 use crate::args::{ArgsError, ConfigValue, Cx};
 use crate::cache::{ArraysCache, Cache};
 use crate::nn::activations::swiglu;
+use crate::nn::quantized::Linear;
 use crate::weights::Weights;
 
 /// The positions of one chunk of the SSD scan (the reference's `step`).
@@ -180,8 +183,9 @@ pub fn depthwise_weights_to_mlx(weights: &mut Weights, suffix: &str) -> Result<(
 
 /// Mamba2's gated RMSNorm (`MambaRMSNormGated`): `swiglu(gate, x)`, then the RMS norm over
 /// the whole width with `weight` inside the fused norm, or, with `group_size`, over each
-/// group of that many features without a weight and times `weight` after (nemotron_h's and
-/// granitemoehybrid's form).
+/// group of that many features without a weight and times `weight` after (nemotron_h's
+/// form). With [`norm_before_gate`](Self::norm_before_gate) the norm comes first and the
+/// gate after (falcon_h1's `mamba_norm_before_gate`).
 #[derive(Debug, Clone, ModuleParameters)]
 pub struct RmsNormGated {
     /// `[dims]`.
@@ -189,6 +193,7 @@ pub struct RmsNormGated {
     pub weight: Param<Array>,
     eps: f32,
     group_size: Option<i32>,
+    norm_before_gate: bool,
 }
 
 impl RmsNormGated {
@@ -206,19 +211,30 @@ impl RmsNormGated {
             weight: Param::new(ones_dtype(&[dims], Dtype::Float32)?),
             eps,
             group_size,
+            norm_before_gate: false,
         })
+    }
+
+    /// The same norm applied before the gate: `swiglu(gate, norm(x))`.
+    pub fn norm_before_gate(mut self, before: bool) -> Self {
+        self.norm_before_gate = before;
+        self
     }
 
     /// Normalises `x`, gated by `gate` when given.
     pub fn forward(&self, x: &Array, gate: Option<&Array>) -> Result<Array> {
-        let x = match gate {
-            Some(g) => swiglu(g, x)?,
-            None => x.clone(),
-        };
+        match gate {
+            Some(g) if self.norm_before_gate => swiglu(g, &self.norm(x)?),
+            Some(g) => self.norm(&swiglu(g, x)?),
+            None => self.norm(x),
+        }
+    }
+
+    fn norm(&self, x: &Array) -> Result<Array> {
         match self.group_size {
-            None => fast::rms_norm(&x, Some(&*self.weight), self.eps),
+            None => fast::rms_norm(x, Some(&*self.weight), self.eps),
             Some(g) => {
-                let grouped = unflatten(&x, -1, &[-1, g])?;
+                let grouped = unflatten(x, -1, &[-1, g])?;
                 let normed = fast::rms_norm(&grouped, None::<&Array>, self.eps)?;
                 let n = normed.ndim() as i32;
                 self.weight.multiply(normed.flatten(n - 2, n - 1)?)
@@ -486,6 +502,244 @@ fn ssd_step(
         .add(decay.index((.., .., NewAxis, NewAxis)).multiply(state)?)?;
     let y = y.reshape(&[batch, 1, h, dh])?.as_dtype(x.dtype())?;
     Ok((y.add(x.multiply(d.reshape(&[1, 1, h, 1])?)?)?, next))
+}
+
+/// The shape and options of a [`Mamba2Mixer`]. [`Mamba2Config::new`] gives mamba2's: no
+/// projection biases, a conv bias, the gated norm over the whole width, the time step
+/// unbounded; the other methods change one option each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mamba2Config {
+    /// Width of the residual stream (input of `in_proj`, output of `out_proj`).
+    pub hidden_size: i32,
+    /// SSM heads.
+    pub num_heads: i32,
+    /// Width of one head.
+    pub head_dim: i32,
+    /// Groups of heads that share `B` and `C` (divides `num_heads`).
+    pub n_groups: i32,
+    /// Width of the SSM state.
+    pub state_size: i32,
+    /// Taps of the causal convolution.
+    pub conv_kernel: i32,
+    /// A bias on the convolution.
+    pub conv_bias: bool,
+    /// A bias on `in_proj`.
+    pub in_proj_bias: bool,
+    /// A bias on `out_proj`.
+    pub out_proj_bias: bool,
+    /// The gated norm before `out_proj` (its epsilon, its group size, whether it comes before
+    /// the gate); `None`: no norm, the output only gated (`swiglu(gate, y)`).
+    pub norm: Option<(f32, Option<i32>, bool)>,
+    /// Bounds of the time step after its softplus.
+    pub time_step_limit: TimeStepLimit,
+}
+
+impl Mamba2Config {
+    /// `num_heads` heads of `head_dim` over a residual stream of `hidden_size`, `n_groups`
+    /// groups of `B` and `C` of width `state_size`, a convolution of `conv_kernel` taps; the
+    /// gated norm over the whole width with epsilon `eps`.
+    pub fn new(
+        hidden_size: usize,
+        num_heads: usize,
+        head_dim: usize,
+        n_groups: usize,
+        state_size: usize,
+        conv_kernel: usize,
+        eps: f32,
+    ) -> Self {
+        Mamba2Config {
+            hidden_size: hidden_size as i32,
+            num_heads: num_heads as i32,
+            head_dim: head_dim as i32,
+            n_groups: n_groups as i32,
+            state_size: state_size as i32,
+            conv_kernel: conv_kernel as i32,
+            conv_bias: true,
+            in_proj_bias: false,
+            out_proj_bias: false,
+            norm: Some((eps, None, false)),
+            time_step_limit: TimeStepLimit::default(),
+        }
+    }
+
+    /// Biases on `in_proj` and `out_proj`.
+    pub fn proj_bias(mut self, in_proj: bool, out_proj: bool) -> Self {
+        self.in_proj_bias = in_proj;
+        self.out_proj_bias = out_proj;
+        self
+    }
+
+    /// A bias on the convolution, or none.
+    pub fn conv_bias(mut self, bias: bool) -> Self {
+        self.conv_bias = bias;
+        self
+    }
+
+    /// The gated norm in groups of `group_size` features (nemotron_h's `intermediate /
+    /// n_groups`).
+    pub fn norm_groups(mut self, group_size: i32) -> Self {
+        if let Some(norm) = &mut self.norm {
+            norm.1 = Some(group_size);
+        }
+        self
+    }
+
+    /// The gated norm with epsilon `eps`, applied before the gate when `before_gate`
+    /// (falcon_h1's `mamba_rms_norm` and `mamba_norm_before_gate`), or no norm at all.
+    pub fn norm(mut self, norm: Option<(f32, bool)>) -> Self {
+        self.norm = norm.map(|(eps, before_gate)| (eps, None, before_gate));
+        self
+    }
+
+    /// Bounds of the time step.
+    pub fn time_step_limit(mut self, limit: TimeStepLimit) -> Self {
+        self.time_step_limit = limit;
+        self
+    }
+
+    /// `num_heads * head_dim`: the width of the SSM's `x`, of the gate and of `out_proj`'s
+    /// input.
+    pub fn inner(&self) -> i32 {
+        self.num_heads * self.head_dim
+    }
+
+    /// `inner + 2 * n_groups * state_size`: the convolution's channels (`x`, `B`, `C`).
+    pub fn conv_dim(&self) -> i32 {
+        self.inner() + 2 * self.n_groups * self.state_size
+    }
+}
+
+/// Checks a Mamba2 mixer's sizes as a config gives them, for the args' hooks: `heads` a
+/// multiple of `groups`, and the input projection (`2 * heads * head_dim + 2 * groups * state
+/// + heads` wide) within MLX's size limit. `keys` are the config's names of the four, in that
+/// order.
+pub fn check_mamba2(
+    keys: [&str; 4],
+    heads: usize,
+    head_dim: usize,
+    groups: usize,
+    state: usize,
+) -> std::result::Result<(), ArgsError> {
+    if groups == 0 || !heads.is_multiple_of(groups) {
+        let msg = format!(
+            "`{}` ({heads}) is not a multiple of `{}` ({groups})",
+            keys[0], keys[2]
+        );
+        return Err(ArgsError::invalid(&[keys[0], keys[2]], msg));
+    }
+    let width = heads.checked_mul(head_dim).and_then(|inner| {
+        let bc = groups.checked_mul(state)?.checked_mul(2)?;
+        inner.checked_mul(2)?.checked_add(bc)?.checked_add(heads)
+    });
+    crate::nn::transformer::check_width(&keys, "the Mamba2 mixer's input projection", width)
+}
+
+/// The Mamba2 mixer of mamba2, nemotron_h, granitemoehybrid and falcon_h1, in their
+/// checkpoints' names: `in_proj` gives the gate, the convolution's input and a time step per
+/// head; the causal [`DepthwiseConv1d`] (its state in slot 0 of the layer's
+/// [`ArraysCache`]) and a SiLU give the SSM's `x`, `B` and `C`; the [`ssd`] scan (its state in
+/// slot 1); then the gated norm (or the gate alone) and `out_proj`.
+#[allow(non_snake_case)]
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct Mamba2Mixer {
+    /// `[inner + conv_dim + heads, hidden]`.
+    #[param]
+    pub in_proj: Linear,
+    /// The causal convolution over `x`, `B` and `C`.
+    #[param]
+    pub conv1d: DepthwiseConv1d,
+    /// `[heads]`: added to the time step before its softplus.
+    #[param]
+    pub dt_bias: Param<Array>,
+    /// `[heads]`: the state decays by `exp(-exp(A_log) dt)` per step.
+    #[param]
+    pub A_log: Param<Array>,
+    /// `[heads]`: the skip connection.
+    #[param]
+    pub D: Param<Array>,
+    /// The gated norm, when the mixer has one.
+    #[param]
+    pub norm: Option<RmsNormGated>,
+    /// `[hidden, inner]`.
+    #[param]
+    pub out_proj: Linear,
+    config: Mamba2Config,
+}
+
+impl Mamba2Mixer {
+    /// The mixer `config` describes, with the reference's initial values (`A_log` =
+    /// `log(1..=heads)`, `dt_bias` and `D` ones).
+    pub fn new(config: &Mamba2Config) -> Result<Self> {
+        let c = config;
+        if c.n_groups < 1 || c.num_heads % c.n_groups != 0 {
+            return Err(Exception::custom(format!(
+                "a Mamba2 mixer's {} heads do not split into {} groups",
+                c.num_heads, c.n_groups
+            )));
+        }
+        let (heads, inner, conv_dim) = (c.num_heads, c.inner(), c.conv_dim());
+        let norm = c
+            .norm
+            .map(|(eps, groups, before)| {
+                RmsNormGated::new(inner, eps, groups).map(|n| n.norm_before_gate(before))
+            })
+            .transpose()?;
+        let steps = Array::from_iter(1..=heads, &[heads]).as_dtype(Dtype::Float32)?;
+        Ok(Mamba2Mixer {
+            in_proj: Linear::new(c.hidden_size, inner + conv_dim + heads, c.in_proj_bias)?,
+            conv1d: DepthwiseConv1d::new(conv_dim, c.conv_kernel, c.conv_bias)?,
+            dt_bias: Param::new(ones_dtype(&[heads], Dtype::Float32)?),
+            A_log: Param::new(mlx_rs::ops::log(&steps)?),
+            D: Param::new(ones_dtype(&[heads], Dtype::Float32)?),
+            norm,
+            out_proj: Linear::new(inner, c.hidden_size, c.out_proj_bias)?,
+            config: c.clone(),
+        })
+    }
+
+    /// `x` `[B, L, hidden]` to `[B, L, hidden]`. `mask` (`[B, L]`, the layer's SSM mask) keeps
+    /// padded positions out of the state; with `cache`, the conv and SSM states continue from
+    /// and are written back to its two slots, and the cache advances by `L`.
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: Option<&Array>,
+        mut cache: Option<&mut ArraysCache>,
+    ) -> Result<Array> {
+        let c = &self.config;
+        let (b, l) = (x.dim(0), x.dim(1));
+        let (inner, conv_dim) = (c.inner(), c.conv_dim());
+        let parts = split_at_indices(self.in_proj.forward(x)?, &[inner, inner + conv_dim], -1)?;
+        let (gate, conv_input, dt) = (&parts[0], &parts[1], &parts[2]);
+        let conv = self
+            .conv1d
+            .forward(conv_input, mask, cache.as_deref_mut(), 0)?;
+        let conv = crate::nn::activations::silu(&conv)?;
+        let bc = c.n_groups * c.state_size;
+        let parts = split_at_indices(&conv, &[inner, inner + bc], -1)?;
+        let xs = parts[0].reshape(&[b, l, c.num_heads, c.head_dim])?;
+        let bs = parts[1].reshape(&[b, l, c.n_groups, c.state_size])?;
+        let cs = parts[2].reshape(&[b, l, c.n_groups, c.state_size])?;
+        let params = SsdParams {
+            a_log: &self.A_log,
+            d: &self.D,
+            dt_bias: &self.dt_bias,
+            time_step_limit: c.time_step_limit,
+        };
+        let state = cache.as_ref().and_then(|c| c.get(1));
+        let lengths = cache.as_ref().and_then(|c| c.lengths.as_ref());
+        let (y, state) = ssd(&xs, &bs, &cs, dt, &params, state, mask, lengths)?;
+        if let Some(cache) = cache {
+            cache.set(1, state);
+            cache.advance(l)?;
+        }
+        let y = y.reshape(&[b, l, inner])?;
+        let y = match &self.norm {
+            Some(norm) => norm.forward(&y, Some(gate))?,
+            None => swiglu(gate, &y)?,
+        };
+        self.out_proj.forward(&y)
+    }
 }
 
 /// Mamba's selective scan (the recurrence of mlx-lm's `MambaBlock.ssm_step`), one step per
