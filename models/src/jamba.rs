@@ -18,11 +18,11 @@ use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::{create_attention_mask, create_ssm_mask, Cache};
+use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
+use mlx_models::nn::hybrid::{self, HybridMasks, LayerKind};
 use mlx_models::nn::mamba::{time_step_rank, MambaMixer, MambaMixerConfig, TimeStepNorm};
-use mlx_models::nn::mask::AttentionMask;
 use mlx_models::nn::moe::{check_experts, FeedForward, Routing, SparseMoe, TopK};
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::{Embedding, Linear};
@@ -247,6 +247,14 @@ pub struct Model {
 }
 
 impl Model {
+    fn kinds(&self) -> Vec<LayerKind> {
+        let kind = |l: &Layer| match l.self_attn {
+            Some(_) => LayerKind::Attention,
+            None => LayerKind::Ssm,
+        };
+        self.model.layers.iter().map(kind).collect()
+    }
+
     fn sanitize_conv(&self, weights: &mut Weights) -> Result<()> {
         conv1d_weights_to_mlx(weights)
     }
@@ -309,28 +317,15 @@ impl Architecture for Model {
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
+        let masks = HybridMasks::for_stack(inputs.dim(1), &self.kinds(), cache)?;
         let m = &self.model;
         let mut h = m.embed_tokens.forward(inputs)?;
-        let n = inputs.dim(1);
-        let first = |attention: bool| {
-            m.layers
-                .iter()
-                .position(|l| l.self_attn.is_some() == attention)
-        };
-        let attn_mask = match first(true) {
-            Some(i) => create_attention_mask(n, cache.get(i), None, false)?,
-            None => AttentionMask::None,
-        };
-        let ssm_mask = match first(false) {
-            Some(i) => create_ssm_mask(n, cache.get(i))?,
-            None => None,
-        };
         for (i, layer) in m.layers.iter().enumerate() {
             let x = layer.input_layernorm.forward(&h)?;
             let r = match (&layer.self_attn, &layer.mamba) {
-                (Some(attn), _) => attn.forward(&x, &attn_mask, cache.get_mut(i))?,
+                (Some(attn), _) => attn.forward(&x, &masks.attention, cache.get_mut(i))?,
                 (None, Some(mamba)) => {
-                    mamba.forward(&x, ssm_mask.as_ref(), layer_arrays(cache, i)?)?
+                    mamba.forward(&x, masks.ssm.as_ref(), layer_arrays(cache, i)?)?
                 }
                 (None, None) => return Err(Exception::custom(format!("layer {i} has no mixer"))),
             };
@@ -349,11 +344,7 @@ impl Architecture for Model {
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        let kind = |l: &Layer| match l.self_attn {
-            Some(_) => Cache::kv(),
-            None => Cache::arrays(2),
-        };
-        self.model.layers.iter().map(kind).collect()
+        hybrid::make_cache(self.kinds())
     }
 
     fn num_layers(&self) -> usize {

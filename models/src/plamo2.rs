@@ -21,12 +21,13 @@ use mlx_rs::ops::{log, split_at_indices, zeros_dtype};
 use mlx_rs::{fast, Array, Dtype};
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::{create_attention_mask, create_ssm_mask, ArraysCache, Cache};
+use mlx_models::cache::{ArraysCache, Cache};
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::{silu, swiglu};
 use mlx_models::nn::blocks::{rope_and_attend, split_heads};
 use mlx_models::nn::either::Either;
+use mlx_models::nn::hybrid::{self, HybridMasks, LayerKind};
 use mlx_models::nn::mask::AttentionMask;
 use mlx_models::nn::quantized::{Embedding, Linear};
 use mlx_models::nn::rope::Rope;
@@ -383,6 +384,14 @@ pub struct Model {
 }
 
 impl Model {
+    fn kinds(&self) -> Vec<LayerKind> {
+        let kind = |l: &Layer| match l.mixer {
+            Either::Left(_) => LayerKind::Ssm,
+            Either::Right(_) => LayerKind::Attention,
+        };
+        self.model.layers.layers.iter().map(kind).collect()
+    }
+
     fn sanitize_conv(&self, weights: &mut Weights) -> Result<()> {
         conv1d_weights_to_mlx(weights)
     }
@@ -418,30 +427,17 @@ impl Architecture for Model {
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
+        let masks = HybridMasks::for_stack(inputs.dim(1), &self.kinds(), cache)?;
         let m = &self.model;
         let layers = &m.layers.layers;
         let mut h = m.embed_tokens.forward(inputs)?;
-        let n = inputs.dim(1);
-        let first = |mamba: bool| {
-            layers
-                .iter()
-                .position(|l| l.mixer.left().is_some() == mamba)
-        };
-        let attn_mask = match first(false) {
-            Some(i) => create_attention_mask(n, cache.get(i), None, false)?,
-            None => AttentionMask::None,
-        };
-        let ssm_mask = match first(true) {
-            Some(i) => create_ssm_mask(n, cache.get(i))?,
-            None => None,
-        };
         for (i, layer) in layers.iter().enumerate() {
             let x = layer.pre_mixer_norm.forward(&h)?;
             let x = match &layer.mixer {
                 Either::Left(mamba) => {
-                    mamba.forward(&x, ssm_mask.as_ref(), layer_arrays(cache, i)?)?
+                    mamba.forward(&x, masks.ssm.as_ref(), layer_arrays(cache, i)?)?
                 }
-                Either::Right(attn) => attn.forward(&x, &attn_mask, cache.get_mut(i))?,
+                Either::Right(attn) => attn.forward(&x, &masks.attention, cache.get_mut(i))?,
             };
             h = h.add(layer.post_mixer_norm.forward(&x)?)?;
             let x = layer.mlp.forward(&layer.pre_mlp_norm.forward(&h)?)?;
@@ -455,11 +451,7 @@ impl Architecture for Model {
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        let kind = |l: &Layer| match l.mixer {
-            Either::Left(_) => Cache::arrays(2),
-            Either::Right(_) => Cache::kv(),
-        };
-        self.model.layers.layers.iter().map(kind).collect()
+        hybrid::make_cache(self.kinds())
     }
 
     fn num_layers(&self) -> usize {
