@@ -13,8 +13,9 @@
 //!
 //! The models are the parity fixtures of mamba2, mamba, lfm2 (a hybrid of convolutions and
 //! attention), the hybrids of Mamba2 and attention (nemotron_h, whose feed-forward blocks keep
-//! no cache; granitemoehybrid; falcon_h1, with a cache list per layer) and llama (trimmed,
-//! for a mixed pair).
+//! no cache; granitemoehybrid; falcon_h1, with a cache list per layer), jamba, plamo2 and
+//! recurrent_gemma (RG-LRU state and a rotating window; not in batch generation, which has no
+//! batched rotating cache yet) and llama (trimmed, for a mixed pair).
 
 use mlx_models::batch::{batch_generate, BatchPrompt};
 use mlx_models::cache::{Cache, Snapshot};
@@ -69,6 +70,9 @@ fn turn_two_from_a_snapshot_equals_turn_two_from_scratch() {
         ("nemotron_h", "moe_shared"),
         ("granitemoehybrid", "nope_untied_biases"),
         ("falcon_h1", "norm_untied_biases"),
+        ("jamba", "periods"),
+        ("recurrent_gemma", "cyclic_blocks"),
+        ("plamo2", "step2"),
     ] {
         let (mut loaded, prompt, tokens) = load(arch, case);
         let model = loaded.model.as_mut();
@@ -153,6 +157,9 @@ fn speculative_decoding_rewinds_recurrent_state() {
             0.05,
         ),
         ("falcon_h1", "norm_untied_biases", "falcon_h1", 0.05),
+        ("jamba", "periods", "jamba", 0.05),
+        ("recurrent_gemma", "cyclic_blocks", "recurrent_gemma", 0.05),
+        ("plamo2", "step2", "plamo2", 0.05),
         // A trimmed target with a recurrent draft.
         ("llama", "untied", "mamba2", 0.0),
     ];
@@ -234,6 +241,9 @@ fn prompt_cache_files_carry_recurrent_state() {
         ("nemotron_h", "dense_biases"),
         ("granitemoehybrid", "moe_rope"),
         ("falcon_h1", "norm_untied_biases"),
+        ("jamba", "block_types_untied_biases"),
+        ("recurrent_gemma", "cyclic_blocks"),
+        ("plamo2", "step3_untied"),
     ] {
         let (_, prompt, want) = load(arch, case);
         let dir = fixtures(arch).join(case);
@@ -302,6 +312,8 @@ fn batch_generation_masks_padding_out_of_recurrent_state() {
         ("nemotron_h", "dense_biases"),
         ("granitemoehybrid", "moe_rope"),
         ("falcon_h1", "norm_untied_biases"),
+        ("jamba", "block_types_untied_biases"),
+        ("plamo2", "step3_untied"),
     ] {
         let (mut loaded, prompt, want) = load(arch, case);
         let model = loaded.model.as_mut();
