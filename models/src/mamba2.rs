@@ -11,13 +11,12 @@ use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::{create_ssm_mask, Cache};
+use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::norm::RmsNorm;
-use mlx_models::nn::quantized::{Embedding, Linear};
+use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::ssm::{
-    conv1d_weights_to_mlx, layer_arrays, Mamba2Config, Mamba2Mixer, TimeStepLimit,
+    conv1d_weights_to_mlx, Backbone, Mamba2Config, Mamba2Mixer, TimeStepLimit,
 };
 use mlx_models::nn::transformer::{check_layers, check_width, lm_head};
 use mlx_models::weights::Weights;
@@ -114,30 +113,12 @@ impl Mamba2Args {
     }
 }
 
-#[derive(Debug, ModuleParameters)]
-struct ResidualBlock {
-    #[param]
-    mixer: Mamba2Mixer,
-    #[param]
-    norm: RmsNorm,
-}
-
-#[derive(Debug, ModuleParameters)]
-struct Backbone {
-    #[param]
-    embeddings: Embedding,
-    #[param]
-    layers: Vec<ResidualBlock>,
-    #[param]
-    norm_f: RmsNorm,
-}
-
 /// The mamba2 model: embeddings, Mamba2 blocks, final norm, head (or tied embeddings).
 #[mlx_model(model_type = "mamba2", args = Mamba2Args, tied_head = "lm_head", sanitize = Self::sanitize_conv)]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
     #[param]
-    backbone: Backbone,
+    backbone: Backbone<Mamba2Mixer>,
     /// `None` with `tie_word_embeddings`.
     #[param]
     lm_head: Option<Linear>,
@@ -151,7 +132,6 @@ impl Model {
 
 impl Architecture for Model {
     fn new(args: &Mamba2Args) -> Result<Self> {
-        let dim = args.hidden_size as i32;
         let config = Mamba2Config::new(
             args.hidden_size,
             args.num_heads,
@@ -164,49 +144,33 @@ impl Architecture for Model {
         .proj_bias(args.use_bias, args.use_bias)
         .conv_bias(args.use_conv_bias)
         .time_step_limit(args.time_step_limit);
-        let layers = (0..args.num_hidden_layers)
-            .map(|_| {
-                Ok(ResidualBlock {
-                    mixer: Mamba2Mixer::new(&config)?,
-                    // The reference's `nn.RMSNorm(hidden_size)`: the default epsilon.
-                    norm: RmsNorm::new(dim, 1e-5)?,
-                })
-            })
+        let mixers = (0..args.num_hidden_layers)
+            .map(|_| Mamba2Mixer::new(&config))
             .collect::<Result<_>>()?;
         Ok(Model {
-            backbone: Backbone {
-                embeddings: Embedding::new(args.vocab_size as i32, dim)?,
-                layers,
-                norm_f: RmsNorm::new(dim, args.layer_norm_epsilon)?,
-            },
+            // The blocks' norms are the reference's `nn.RMSNorm(hidden_size)`: the default
+            // epsilon.
+            backbone: Backbone::new(
+                args.vocab_size,
+                args.hidden_size,
+                mixers,
+                1e-5,
+                args.layer_norm_epsilon,
+            )?,
             lm_head: lm_head(args.tie_word_embeddings, args.hidden_size, args.vocab_size)?,
         })
     }
 
     fn forward(&mut self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
-        let mut h = self.backbone.embeddings.forward(inputs)?;
-        let mask = create_ssm_mask(inputs.dim(1), cache.first())?;
-        for (i, layer) in self.backbone.layers.iter().enumerate() {
-            let c = layer_arrays(cache, i)?;
-            let r = layer
-                .mixer
-                .forward(&layer.norm.forward(&h)?, mask.as_ref(), c)?;
-            h = r.add(&h)?;
-        }
-        let h = self.backbone.norm_f.forward(&h)?;
-        match &self.lm_head {
-            Some(head) => head.forward(&h),
-            None => self.backbone.embeddings.as_linear(&h),
-        }
+        let h = self.backbone.forward(inputs, cache)?;
+        self.backbone.logits(&h, self.lm_head.as_ref())
     }
 
     fn make_cache(&self) -> Vec<Cache> {
-        (0..self.backbone.layers.len())
-            .map(|_| Cache::arrays(2))
-            .collect()
+        self.backbone.make_cache()
     }
 
     fn num_layers(&self) -> usize {
-        self.backbone.layers.len()
+        self.backbone.num_layers()
     }
 }

@@ -2,7 +2,7 @@
 //! whose `temporal_block` or `mixer` is a recurrent block in some layers and attention in
 //! others). Its parameters are those of the kind it holds.
 
-use mlx_rs::module::{ModuleParamMut, ModuleParamRef, ModuleParameters};
+use mlx_rs::module::ModuleParameters;
 
 /// One of two modules; its parameters are the held one's, under the field's own name.
 #[derive(Debug, Clone)]
@@ -14,20 +14,6 @@ pub enum Either<L, R> {
 }
 
 impl<L: ModuleParameters, R: ModuleParameters> Either<L, R> {
-    fn inner(&self) -> &dyn ModuleParameters {
-        match self {
-            Either::Left(l) => l,
-            Either::Right(r) => r,
-        }
-    }
-
-    fn inner_mut(&mut self) -> &mut dyn ModuleParameters {
-        match self {
-            Either::Left(l) => l,
-            Either::Right(r) => r,
-        }
-    }
-
     /// The first kind, if held.
     pub fn left(&self) -> Option<&L> {
         match self {
@@ -45,36 +31,4 @@ impl<L: ModuleParameters, R: ModuleParameters> Either<L, R> {
     }
 }
 
-impl<L: ModuleParameters, R: ModuleParameters> ModuleParameters for Either<L, R> {
-    fn num_parameters(&self) -> usize {
-        self.inner().num_parameters()
-    }
-
-    fn parameters(&self) -> ModuleParamRef<'_> {
-        self.inner().parameters()
-    }
-
-    fn parameters_mut(&mut self) -> ModuleParamMut<'_> {
-        self.inner_mut().parameters_mut()
-    }
-
-    fn trainable_parameters(&self) -> ModuleParamRef<'_> {
-        self.inner().trainable_parameters()
-    }
-
-    fn freeze_parameters(&mut self, recursive: bool) {
-        self.inner_mut().freeze_parameters(recursive)
-    }
-
-    fn unfreeze_parameters(&mut self, recursive: bool) {
-        self.inner_mut().unfreeze_parameters(recursive)
-    }
-
-    fn all_frozen(&self) -> Option<bool> {
-        self.inner().all_frozen()
-    }
-
-    fn any_frozen(&self) -> Option<bool> {
-        self.inner().any_frozen()
-    }
-}
+variant_parameters!(impl<L: ModuleParameters, R: ModuleParameters> for Either<L, R> { Either::Left, Either::Right });

@@ -15,7 +15,7 @@
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::{ModuleParamMut, ModuleParamRef, ModuleParameters};
+use mlx_rs::module::ModuleParameters;
 use mlx_rs::Array;
 
 use crate::cache::{create_attention_mask, create_ssm_mask, ArraysCache, Cache};
@@ -286,57 +286,9 @@ impl<F: Block> HybridMixer<F> {
             HybridMixer::FeedForward(f) => f.forward(x),
         }
     }
-
-    fn inner(&self) -> &dyn ModuleParameters {
-        match self {
-            HybridMixer::Mamba(m) => m,
-            HybridMixer::Attention(a) => a,
-            HybridMixer::FeedForward(f) => f,
-        }
-    }
-
-    fn inner_mut(&mut self) -> &mut dyn ModuleParameters {
-        match self {
-            HybridMixer::Mamba(m) => m,
-            HybridMixer::Attention(a) => a,
-            HybridMixer::FeedForward(f) => f,
-        }
-    }
 }
 
-impl<F: Block> ModuleParameters for HybridMixer<F> {
-    fn num_parameters(&self) -> usize {
-        self.inner().num_parameters()
-    }
-
-    fn parameters(&self) -> ModuleParamRef<'_> {
-        self.inner().parameters()
-    }
-
-    fn parameters_mut(&mut self) -> ModuleParamMut<'_> {
-        self.inner_mut().parameters_mut()
-    }
-
-    fn trainable_parameters(&self) -> ModuleParamRef<'_> {
-        self.inner().trainable_parameters()
-    }
-
-    fn freeze_parameters(&mut self, recursive: bool) {
-        self.inner_mut().freeze_parameters(recursive)
-    }
-
-    fn unfreeze_parameters(&mut self, recursive: bool) {
-        self.inner_mut().unfreeze_parameters(recursive)
-    }
-
-    fn all_frozen(&self) -> Option<bool> {
-        self.inner().all_frozen()
-    }
-
-    fn any_frozen(&self) -> Option<bool> {
-        self.inner().any_frozen()
-    }
-}
+variant_parameters!(impl<F: Block> for HybridMixer<F> { HybridMixer::Mamba, HybridMixer::Attention, HybridMixer::FeedForward });
 
 #[cfg(test)]
 mod tests {

@@ -202,3 +202,14 @@ pub fn time_step_rank(
         Some(other) => Err(bad(other)),
     }
 }
+
+impl crate::nn::ssm::StateMixer for MambaMixer {
+    fn forward(
+        &self,
+        x: &Array,
+        mask: Option<&Array>,
+        cache: Option<&mut ArraysCache>,
+    ) -> Result<Array> {
+        MambaMixer::forward(self, x, mask, cache)
+    }
+}

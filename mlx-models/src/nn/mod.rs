@@ -36,6 +36,62 @@
 //!
 //! The caches live in [`crate::cache`].
 
+/// `ModuleParameters` for an enum of modules whose parameters are those of the variant it holds,
+/// under the field's own name (a feed-forward that is dense in some layers and sparse in
+/// others, a mixer that is recurrent in some layers and attention in others), and the private
+/// `inner` / `inner_mut` that give the held variant.
+macro_rules! variant_parameters {
+    (impl<$($g:ident : $b:path),*> for $ty:ty { $($variant:path),+ $(,)? }) => {
+        impl<$($g: $b),*> $ty {
+            fn inner(&self) -> &dyn mlx_rs::module::ModuleParameters {
+                match self {
+                    $($variant(m) => m,)+
+                }
+            }
+
+            fn inner_mut(&mut self) -> &mut dyn mlx_rs::module::ModuleParameters {
+                match self {
+                    $($variant(m) => m,)+
+                }
+            }
+        }
+
+        impl<$($g: $b),*> mlx_rs::module::ModuleParameters for $ty {
+            fn num_parameters(&self) -> usize {
+                self.inner().num_parameters()
+            }
+
+            fn parameters(&self) -> mlx_rs::module::ModuleParamRef<'_> {
+                self.inner().parameters()
+            }
+
+            fn parameters_mut(&mut self) -> mlx_rs::module::ModuleParamMut<'_> {
+                self.inner_mut().parameters_mut()
+            }
+
+            fn trainable_parameters(&self) -> mlx_rs::module::ModuleParamRef<'_> {
+                self.inner().trainable_parameters()
+            }
+
+            fn freeze_parameters(&mut self, recursive: bool) {
+                self.inner_mut().freeze_parameters(recursive)
+            }
+
+            fn unfreeze_parameters(&mut self, recursive: bool) {
+                self.inner_mut().unfreeze_parameters(recursive)
+            }
+
+            fn all_frozen(&self) -> Option<bool> {
+                self.inner().all_frozen()
+            }
+
+            fn any_frozen(&self) -> Option<bool> {
+                self.inner().any_frozen()
+            }
+        }
+    };
+}
+
 pub mod activations;
 pub mod attention;
 pub mod blocks;

@@ -10,7 +10,7 @@
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::{ModuleParamMut, ModuleParamRef, ModuleParameters, Param};
+use mlx_rs::module::Param;
 use mlx_rs::ops::indexing::{
     argmax_axis, put_along_axis, take_along_axis, topk_axis, Ellipsis, TryIndexOp,
 };
@@ -463,55 +463,7 @@ pub enum FeedForward<D: Block = Mlp, S: Block = SparseMoe> {
     Sparse(S),
 }
 
-impl<D: Block, S: Block> FeedForward<D, S> {
-    fn inner(&self) -> &dyn ModuleParameters {
-        match self {
-            FeedForward::Dense(d) => d,
-            FeedForward::Sparse(s) => s,
-        }
-    }
-
-    fn inner_mut(&mut self) -> &mut dyn ModuleParameters {
-        match self {
-            FeedForward::Dense(d) => d,
-            FeedForward::Sparse(s) => s,
-        }
-    }
-}
-
-impl<D: Block, S: Block> ModuleParameters for FeedForward<D, S> {
-    fn num_parameters(&self) -> usize {
-        self.inner().num_parameters()
-    }
-
-    fn parameters(&self) -> ModuleParamRef<'_> {
-        self.inner().parameters()
-    }
-
-    fn parameters_mut(&mut self) -> ModuleParamMut<'_> {
-        self.inner_mut().parameters_mut()
-    }
-
-    fn trainable_parameters(&self) -> ModuleParamRef<'_> {
-        self.inner().trainable_parameters()
-    }
-
-    fn freeze_parameters(&mut self, recursive: bool) {
-        self.inner_mut().freeze_parameters(recursive)
-    }
-
-    fn unfreeze_parameters(&mut self, recursive: bool) {
-        self.inner_mut().unfreeze_parameters(recursive)
-    }
-
-    fn all_frozen(&self) -> Option<bool> {
-        self.inner().all_frozen()
-    }
-
-    fn any_frozen(&self) -> Option<bool> {
-        self.inner().any_frozen()
-    }
-}
+variant_parameters!(impl<D: Block, S: Block> for FeedForward<D, S> { FeedForward::Dense, FeedForward::Sparse });
 
 impl<D: Block, S: Block> Block for FeedForward<D, S> {
     fn forward(&self, x: &Array) -> Result<Array> {

@@ -784,3 +784,118 @@ pub fn selective_scan(
     }
     Ok((stack(&ys, 1)?, state))
 }
+
+/// A mixer of an attention-free state-space stack: `[B, L, dim]` to `[B, L, dim]`, under the
+/// stack's SSM mask, reading and writing its layer's arrays cache.
+pub trait StateMixer: mlx_rs::module::ModuleParameters {
+    /// Applies the mixer.
+    fn forward(
+        &self,
+        x: &Array,
+        mask: Option<&Array>,
+        cache: Option<&mut ArraysCache>,
+    ) -> Result<Array>;
+}
+
+impl StateMixer for Mamba2Mixer {
+    fn forward(
+        &self,
+        x: &Array,
+        mask: Option<&Array>,
+        cache: Option<&mut ArraysCache>,
+    ) -> Result<Array> {
+        Mamba2Mixer::forward(self, x, mask, cache)
+    }
+}
+
+/// One layer of mamba's and mamba2's stacks: `x + mixer(norm(x))`.
+#[derive(Debug, ModuleParameters)]
+pub struct ResidualBlock<M: StateMixer> {
+    /// The mixer.
+    #[param]
+    pub mixer: M,
+    /// The norm before it.
+    #[param]
+    pub norm: crate::nn::norm::RmsNorm,
+}
+
+/// The `backbone` of mamba and mamba2 checkpoints (their names): embeddings, residual
+/// blocks of state-space mixers, a final RMS norm. Every layer's cache is an arrays cache of
+/// two slots (conv state, SSM state).
+#[derive(Debug, ModuleParameters)]
+pub struct Backbone<M: StateMixer> {
+    /// `[vocab, dim]`; also the head of a tied model.
+    #[param]
+    pub embeddings: crate::nn::quantized::Embedding,
+    /// The layers.
+    #[param]
+    pub layers: Vec<ResidualBlock<M>>,
+    /// The final norm.
+    #[param]
+    pub norm_f: crate::nn::norm::RmsNorm,
+}
+
+impl<M: StateMixer> Backbone<M> {
+    /// Embeddings of `vocab` tokens of width `dim`, a block around each mixer (its norm's
+    /// epsilon `block_eps`), and the final norm (`final_eps`).
+    pub fn new(
+        vocab: usize,
+        dim: usize,
+        mixers: Vec<M>,
+        block_eps: f32,
+        final_eps: f32,
+    ) -> Result<Self> {
+        let dim = dim as i32;
+        let layers = mixers
+            .into_iter()
+            .map(|mixer| {
+                Ok(ResidualBlock {
+                    mixer,
+                    norm: crate::nn::norm::RmsNorm::new(dim, block_eps)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Backbone {
+            embeddings: crate::nn::quantized::Embedding::new(vocab as i32, dim)?,
+            layers,
+            norm_f: crate::nn::norm::RmsNorm::new(dim, final_eps)?,
+        })
+    }
+
+    /// Token ids `[B, L]` to the final norm's output `[B, L, dim]`, reading and extending
+    /// `cache` (one arrays cache per layer, or none).
+    pub fn forward(&self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
+        let mut h = self.embeddings.forward(inputs)?;
+        let mask = crate::cache::create_ssm_mask(inputs.dim(1), cache.first())?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let c = layer_arrays(cache, i)?;
+            let r = layer
+                .mixer
+                .forward(&layer.norm.forward(&h)?, mask.as_ref(), c)?;
+            h = r.add(&h)?;
+        }
+        self.norm_f.forward(&h)
+    }
+
+    /// Logits through `lm_head`, or the embeddings when the head is tied.
+    pub fn logits(
+        &self,
+        h: &Array,
+        lm_head: Option<&crate::nn::quantized::Linear>,
+    ) -> Result<Array> {
+        match lm_head {
+            Some(head) => head.forward(h),
+            None => self.embeddings.as_linear(h),
+        }
+    }
+
+    /// An arrays cache of two slots per layer.
+    pub fn make_cache(&self) -> Vec<Cache> {
+        self.layers.iter().map(|_| Cache::arrays(2)).collect()
+    }
+
+    /// The number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+}
