@@ -29,6 +29,8 @@ REFERENCE = r"""
 import json, sys, time
 from pathlib import Path
 import mlx.core as mx
+sys.path.insert(0, sys.argv[7])
+import compat  # quantized experts on the pinned MLX
 from mlx_lm.utils import load_model
 from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import make_prompt_cache, load_prompt_cache, save_prompt_cache
@@ -60,7 +62,8 @@ print(json.dumps({"ttft": ttft, "tokens": tokens}))
 def reference(model, turn1, turn2, n, mode, file):
     env = dict(os.environ, LD_PRELOAD=compare.openblas())
     out = subprocess.run([sys.executable, "-c", REFERENCE, str(model), json.dumps(turn1), json.dumps(turn2),
-                          str(n), mode, file], check=True, capture_output=True, text=True, env=env)
+                          str(n), mode, file, str(compare.ROOT / "scripts/reference")],
+                         check=True, capture_output=True, text=True, env=env)
     lines = out.stdout.strip().splitlines()
     return json.loads(lines[-1]) if lines else None
 
@@ -82,12 +85,14 @@ def main():
     parser.add_argument("--turn2", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--float32-only", action="store_true", help="skip the 4-bit checkpoint")
     parser.add_argument("--binary", type=Path, default=compare.ROOT / "target/release/mlx-models")
     args = parser.parse_args()
     if args.binary == compare.ROOT / "target/release/mlx-models":
         subprocess.run(["cargo", "build", "--release", "-p", "mlx-models-cli", "--bin", "mlx-models"],
                        check=True, cwd=compare.ROOT)
-    for model in compare.make_checkpoints(compare.ROOT / "target/bench", args.suite):
+    models = compare.make_checkpoints(compare.ROOT / "target/bench", args.suite)
+    for model in models[:1] if args.float32_only else models:
         vocab = json.loads((model / "config.json").read_text())["vocab_size"]
         turn1 = [(i * 7919 + 13) % vocab for i in range(args.turn1)]
         turn2 = [(i * 104729 + 7) % vocab for i in range(args.turn2)]
