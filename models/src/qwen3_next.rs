@@ -74,10 +74,13 @@ pub struct Qwen3NextArgs {
     pub mlp_only_layers: Vec<usize>,
     /// Hidden width of one routed expert.
     pub moe_intermediate_size: usize,
-    /// Base frequency of the rotary position embedding.
-    #[arg(positive)]
+    /// Base frequency of the rotary position embedding (transformers v5 writes it inside
+    /// `rope_parameters`).
+    #[arg(positive, alias = "rope_parameters.rope_theta")]
     pub rope_theta: f32,
-    /// The fraction of each attention head that RoPE rotates.
+    /// The fraction of each attention head that RoPE rotates (transformers v5 writes it
+    /// inside `rope_parameters`).
+    #[arg(alias = "rope_parameters.partial_rotary_factor")]
     pub partial_rotary_factor: f64,
     /// Context length of the checkpoint.
     #[arg(positive)]
