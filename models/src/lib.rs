@@ -31,6 +31,7 @@ pub mod gptj;
 pub mod granite;
 pub mod granitemoe;
 pub mod granitemoehybrid;
+pub mod helium;
 pub mod hunyuan_v1_dense;
 pub mod jamba;
 pub mod lfm2;
