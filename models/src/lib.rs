@@ -39,6 +39,7 @@ pub mod llama;
 pub mod llama4_text;
 pub mod mamba;
 pub mod mamba2;
+pub mod mimo;
 pub mod minicpm;
 pub mod minicpm3;
 pub mod mixtral;
