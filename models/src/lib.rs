@@ -15,6 +15,7 @@ pub mod deepseek_v2;
 pub mod deepseek_v3;
 pub mod deepseek_v32;
 pub mod ernie4_5;
+pub mod exaone;
 pub mod falcon_h1;
 pub mod gemma;
 pub mod gemma2;
