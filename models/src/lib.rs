@@ -48,6 +48,7 @@ pub mod mixtral;
 pub mod nemotron;
 pub mod nemotron_h;
 pub mod olmo2;
+pub mod olmo3;
 pub mod olmoe;
 pub mod phi;
 pub mod phi3;
