@@ -445,9 +445,15 @@ fn ssd_chunk(
         let growth = exp(cumsum(dt_a, -2, None, None)?)?;
         let to_end = growth.try_index((.., -1, .., NewAxis, NewAxis))?;
         next = next.add(to_end.multiply(state)?)?;
-        let c = c.reshape(&[batch, s, g, 1, n, 1])?;
-        let y_prev = matmul(state.reshape(&[batch, 1, g, repeats, dh, n])?, &c)?;
-        let y_prev = y_prev.squeeze_axes(&[-1])?.flatten(2, 3)?;
+        // What the carried state contributes at each position, `state C`: one product per
+        // group, [S, N] x [N, heads of the group x Dh] (the reference broadcasts the state over
+        // the positions instead, a copy of S states).
+        let c_groups = c.transpose_axes(&[0, 2, 1, 3])?;
+        let states = swap_axes(state.reshape(&[batch, g, repeats * dh, n])?, 2, 3)?;
+        let y_prev = matmul(&c_groups, &states)?
+            .reshape(&[batch, g, s, repeats, dh])?
+            .transpose_axes(&[0, 2, 1, 3, 4])?
+            .reshape(&[batch, s, h, dh])?;
         y = y.add(growth.index((.., .., .., NewAxis)).multiply(&y_prev)?)?;
         if let Some(len) = lengths {
             let done = expand_dims_axes(len.lt(Array::from_int(0))?, &[1, 2, 3])?;
