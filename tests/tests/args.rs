@@ -1057,3 +1057,95 @@ fn hostile_gated_delta_settings_are_refused_with_their_keys() {
     ));
     assert!(e.contains("`num_experts_per_tok` (0)"), "{e}");
 }
+
+/// The dense architectures helium, mimo, internlm3, exaone and olmo3: heads that do not
+/// divide, an absurd stack, and each one's own rules (internlm3's RoPE scaling types, olmo3's
+/// default and checked layer types) are one-line errors naming their keys, before anything is
+/// built.
+#[test]
+fn hostile_dense_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::exaone::ExaoneArgs;
+    use mlx_models_zoo::helium::HeliumArgs;
+    use mlx_models_zoo::internlm3::InternLm3Args;
+    use mlx_models_zoo::mimo::MimoArgs;
+    use mlx_models_zoo::olmo3::Olmo3Args;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "hidden_size": 64, "num_hidden_layers": 2, "num_layers": 2, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+        "layer_norm_epsilon": 1e-6, "vocab_size": 256, "head_dim": 16,
+        "max_position_embeddings": 4096, "attention_bias": false, "mlp_bias": false,
+        "rope_theta": 10000.0, "tie_word_embeddings": false, "sliding_window": 8,
+    });
+    let of = |model_type: &str, key: &str, value: serde_json::Value| {
+        with(
+            with(base.clone(), "model_type", json!(model_type)),
+            key,
+            value,
+        )
+    };
+
+    let helium = |k: &str, v| HeliumArgs::from_config(&of("helium", k, v)).map_err(keys);
+    let mimo = |k: &str, v| MimoArgs::from_config(&of("mimo", k, v)).map_err(keys);
+    let internlm3 = |k: &str, v| InternLm3Args::from_config(&of("internlm3", k, v)).map_err(keys);
+    let exaone = |k: &str, v| ExaoneArgs::from_config(&of("exaone", k, v)).map_err(keys);
+    let olmo3 = |k: &str, v| Olmo3Args::from_config(&of("olmo3", k, v)).map_err(keys);
+
+    let heads = ["num_attention_heads", "num_key_value_heads"];
+    for (name, result) in [
+        ("helium", helium("num_key_value_heads", json!(3)).map(drop)),
+        ("mimo", mimo("num_key_value_heads", json!(3)).map(drop)),
+        (
+            "internlm3",
+            internlm3("num_key_value_heads", json!(3)).map(drop),
+        ),
+        ("exaone", exaone("num_key_value_heads", json!(3)).map(drop)),
+        ("olmo3", olmo3("num_key_value_heads", json!(3)).map(drop)),
+    ] {
+        let (msg, k) = result.expect_err(name);
+        assert!(!msg.contains('\n'), "{name}: {msg}");
+        assert_eq!(k, heads, "{name}: {msg}");
+    }
+    // Without an explicit head width the heads must split the width (helium never reads one).
+    let (msg, k) = helium("num_attention_heads", json!(6)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, _) = mimo("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) = exaone("num_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    assert_eq!(k, ["num_layers"]);
+    let (msg, _) = helium("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+
+    // internlm3 takes linear or dynamic NTK scaling, spelled with `rope_type` and `factor`.
+    let linear = json!({"rope_type": "linear", "factor": 2.0});
+    assert!(internlm3("rope_scaling", linear).is_ok());
+    let (msg, k) = internlm3("rope_scaling", json!({"type": "linear", "factor": 2.0})).unwrap_err();
+    assert_eq!(k, ["rope_scaling"], "{msg}");
+    let yarn = json!({"rope_type": "yarn", "factor": 2.0});
+    let (msg, k) = internlm3("rope_scaling", yarn).unwrap_err();
+    assert!(msg.contains("\"linear\" or \"dynamic\""), "{msg}");
+    assert_eq!(k, ["rope_scaling"]);
+    let args = internlm3("num_key_value_heads", json!(null)).expect("parses");
+    assert_eq!(args.num_key_value_heads, Some(4));
+
+    // olmo3: every fourth layer full by default; a listed one is checked.
+    let args = olmo3("num_hidden_layers", json!(5)).expect("parses");
+    let types = args.layer_types.expect("filled in");
+    assert_eq!(types[2..4], ["sliding_attention", "full_attention"]);
+    let (msg, k) = olmo3("layer_types", json!(["full_attention"])).unwrap_err();
+    assert!(msg.contains("1 entries for 2 layers"), "{msg}");
+    assert_eq!(k, ["layer_types", "num_hidden_layers"]);
+    let (msg, _) = olmo3(
+        "layer_types",
+        json!(["sliding_attention", "sliding_attention"]),
+    )
+    .unwrap_err();
+    assert!(msg.contains("no `full_attention` layer"), "{msg}");
+    let (msg, k) = olmo3("sliding_window", json!(0)).unwrap_err();
+    assert_eq!(k, ["sliding_window"], "{msg}");
+}
