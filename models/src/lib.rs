@@ -16,6 +16,7 @@ pub mod deepseek_v3;
 pub mod deepseek_v32;
 pub mod ernie4_5;
 pub mod exaone;
+pub mod exaone4;
 pub mod falcon_h1;
 pub mod gemma;
 pub mod gemma2;

@@ -1058,13 +1058,14 @@ fn hostile_gated_delta_settings_are_refused_with_their_keys() {
     assert!(e.contains("`num_experts_per_tok` (0)"), "{e}");
 }
 
-/// The dense architectures helium, mimo, internlm3, exaone and olmo3: heads that do not
-/// divide, an absurd stack, and each one's own rules (internlm3's RoPE scaling types, olmo3's
-/// default and checked layer types) are one-line errors naming their keys, before anything is
-/// built.
+/// The dense architectures helium, mimo, internlm3, exaone, olmo3 and exaone4: heads that do
+/// not divide, an absurd stack, and each one's own rules (internlm3's RoPE scaling types,
+/// olmo3's default and checked layer types, exaone4's pattern) are one-line errors naming
+/// their keys, before anything is built.
 #[test]
 fn hostile_dense_settings_are_refused_with_their_keys() {
     use mlx_models_zoo::exaone::ExaoneArgs;
+    use mlx_models_zoo::exaone4::Exaone4Args;
     use mlx_models_zoo::helium::HeliumArgs;
     use mlx_models_zoo::internlm3::InternLm3Args;
     use mlx_models_zoo::mimo::MimoArgs;
@@ -1094,6 +1095,7 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     let internlm3 = |k: &str, v| InternLm3Args::from_config(&of("internlm3", k, v)).map_err(keys);
     let exaone = |k: &str, v| ExaoneArgs::from_config(&of("exaone", k, v)).map_err(keys);
     let olmo3 = |k: &str, v| Olmo3Args::from_config(&of("olmo3", k, v)).map_err(keys);
+    let exaone4 = |k: &str, v| Exaone4Args::from_config(&of("exaone4", k, v)).map_err(keys);
 
     let heads = ["num_attention_heads", "num_key_value_heads"];
     for (name, result) in [
@@ -1105,6 +1107,10 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
         ),
         ("exaone", exaone("num_key_value_heads", json!(3)).map(drop)),
         ("olmo3", olmo3("num_key_value_heads", json!(3)).map(drop)),
+        (
+            "exaone4",
+            exaone4("num_key_value_heads", json!(3)).map(drop),
+        ),
     ] {
         let (msg, k) = result.expect_err(name);
         assert!(!msg.contains('\n'), "{name}: {msg}");
@@ -1148,4 +1154,26 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     assert!(msg.contains("no `full_attention` layer"), "{msg}");
     let (msg, k) = olmo3("sliding_window", json!(0)).unwrap_err();
     assert_eq!(k, ["sliding_window"], "{msg}");
+
+    // exaone4: a pattern of `L` and `G` only, and `L` layers need a window.
+    let (msg, k) = exaone4("sliding_window_pattern", json!("LLX")).unwrap_err();
+    assert!(msg.contains("'X'") && !msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["sliding_window_pattern"]);
+    let no_window = with(
+        of("exaone4", "sliding_window", json!(null)),
+        "sliding_window_pattern",
+        json!("LG"),
+    );
+    let (msg, k) = Exaone4Args::from_config(&no_window)
+        .map_err(keys)
+        .unwrap_err();
+    assert_eq!(k, ["sliding_window_pattern", "sliding_window"], "{msg}");
+    let (msg, k) = exaone4("head_dim", json!(1_073_741_824)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(
+        k,
+        ["num_attention_heads", "num_key_value_heads", "head_dim"]
+    );
+    let (msg, _) = exaone4("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
 }
