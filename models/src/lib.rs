@@ -35,6 +35,7 @@ pub mod granitemoe;
 pub mod granitemoehybrid;
 pub mod helium;
 pub mod hunyuan_v1_dense;
+pub mod internlm2;
 pub mod internlm3;
 pub mod jamba;
 pub mod lfm2;

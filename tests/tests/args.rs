@@ -1058,15 +1058,16 @@ fn hostile_gated_delta_settings_are_refused_with_their_keys() {
     assert!(e.contains("`num_experts_per_tok` (0)"), "{e}");
 }
 
-/// The dense architectures helium, mimo, internlm3, exaone, olmo3 and exaone4: heads that do
-/// not divide, an absurd stack, and each one's own rules (internlm3's RoPE scaling types,
-/// olmo3's default and checked layer types, exaone4's pattern) are one-line errors naming
-/// their keys, before anything is built.
+/// The dense architectures helium, mimo, internlm3, exaone, olmo3, exaone4 and internlm2: heads
+/// that do not divide, an absurd stack, and each one's own rules (internlm3's and internlm2's
+/// RoPE scaling types, olmo3's default and checked layer types, exaone4's pattern) are one-line
+/// errors naming their keys, before anything is built.
 #[test]
 fn hostile_dense_settings_are_refused_with_their_keys() {
     use mlx_models_zoo::exaone::ExaoneArgs;
     use mlx_models_zoo::exaone4::Exaone4Args;
     use mlx_models_zoo::helium::HeliumArgs;
+    use mlx_models_zoo::internlm2::InternLm2Args;
     use mlx_models_zoo::internlm3::InternLm3Args;
     use mlx_models_zoo::mimo::MimoArgs;
     use mlx_models_zoo::olmo3::Olmo3Args;
@@ -1096,6 +1097,7 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     let exaone = |k: &str, v| ExaoneArgs::from_config(&of("exaone", k, v)).map_err(keys);
     let olmo3 = |k: &str, v| Olmo3Args::from_config(&of("olmo3", k, v)).map_err(keys);
     let exaone4 = |k: &str, v| Exaone4Args::from_config(&of("exaone4", k, v)).map_err(keys);
+    let internlm2 = |k: &str, v| InternLm2Args::from_config(&of("internlm2", k, v)).map_err(keys);
 
     let heads = ["num_attention_heads", "num_key_value_heads"];
     for (name, result) in [
@@ -1110,6 +1112,10 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
         (
             "exaone4",
             exaone4("num_key_value_heads", json!(3)).map(drop),
+        ),
+        (
+            "internlm2",
+            internlm2("num_key_value_heads", json!(3)).map(drop),
         ),
     ] {
         let (msg, k) = result.expect_err(name);
@@ -1176,4 +1182,17 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     );
     let (msg, _) = exaone4("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
+
+    // internlm2 spells its RoPE scaling with `type` (not `rope_type`), linear or dynamic.
+    assert!(internlm2("rope_scaling", json!({"type": "dynamic", "factor": 2.0})).is_ok());
+    let (msg, k) = internlm2(
+        "rope_scaling",
+        json!({"rope_type": "linear", "factor": 2.0}),
+    )
+    .unwrap_err();
+    assert_eq!(k, ["rope_scaling"], "{msg}");
+    let (msg, _) = internlm2("rope_scaling", json!({"type": "yarn", "factor": 2.0})).unwrap_err();
+    assert!(msg.contains("\"linear\" or \"dynamic\""), "{msg}");
+    let (msg, k) = internlm2("num_attention_heads", json!(6)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
 }
