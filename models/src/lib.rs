@@ -56,6 +56,7 @@ pub mod phi;
 pub mod phi3;
 pub mod phimoe;
 pub mod plamo2;
+pub mod qwen;
 pub mod qwen2;
 pub mod qwen2_moe;
 pub mod qwen3;

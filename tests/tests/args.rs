@@ -1058,10 +1058,10 @@ fn hostile_gated_delta_settings_are_refused_with_their_keys() {
     assert!(e.contains("`num_experts_per_tok` (0)"), "{e}");
 }
 
-/// The dense architectures helium, mimo, internlm3, exaone, olmo3, exaone4 and internlm2: heads
-/// that do not divide, an absurd stack, and each one's own rules (internlm3's and internlm2's
-/// RoPE scaling types, olmo3's default and checked layer types, exaone4's pattern) are one-line
-/// errors naming their keys, before anything is built.
+/// The dense architectures helium, mimo, internlm3, exaone, olmo3, exaone4, internlm2 and
+/// qwen: heads that do not divide, an absurd stack, and each one's own rules (internlm3's and
+/// internlm2's RoPE scaling types, olmo3's default and checked layer types, exaone4's pattern,
+/// qwen's head width) are one-line errors naming their keys, before anything is built.
 #[test]
 fn hostile_dense_settings_are_refused_with_their_keys() {
     use mlx_models_zoo::exaone::ExaoneArgs;
@@ -1071,6 +1071,7 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     use mlx_models_zoo::internlm3::InternLm3Args;
     use mlx_models_zoo::mimo::MimoArgs;
     use mlx_models_zoo::olmo3::Olmo3Args;
+    use mlx_models_zoo::qwen::QwenArgs;
 
     fn keys(e: ArgsError) -> (String, Vec<String>) {
         let keys = e.keys().iter().map(|k| k.to_string()).collect();
@@ -1098,6 +1099,11 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     let olmo3 = |k: &str, v| Olmo3Args::from_config(&of("olmo3", k, v)).map_err(keys);
     let exaone4 = |k: &str, v| Exaone4Args::from_config(&of("exaone4", k, v)).map_err(keys);
     let internlm2 = |k: &str, v| InternLm2Args::from_config(&of("internlm2", k, v)).map_err(keys);
+    // qwen's heads are `kv_channels` wide: 16 for the base's 64 over 4 heads.
+    let qwen = |k: &str, v| {
+        let config = with(of("qwen", "kv_channels", json!(16)), k, v);
+        QwenArgs::from_config(&config).map_err(keys)
+    };
 
     let heads = ["num_attention_heads", "num_key_value_heads"];
     for (name, result) in [
@@ -1195,4 +1201,20 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     assert!(msg.contains("\"linear\" or \"dynamic\""), "{msg}");
     let (msg, k) = internlm2("num_attention_heads", json!(6)).unwrap_err();
     assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+
+    // qwen: the heads must be `kv_channels` wide, within MLX's sizes, and the MLP not empty.
+    assert!(qwen("no_bias", json!(false)).is_ok());
+    let (msg, k) = qwen("kv_channels", json!(32)).unwrap_err();
+    assert_eq!(
+        k,
+        ["kv_channels", "num_attention_heads", "hidden_size"],
+        "{msg}"
+    );
+    let (msg, k) = qwen("kv_channels", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["kv_channels", "num_attention_heads"]);
+    let (msg, k) = qwen("intermediate_size", json!(1)).unwrap_err();
+    assert_eq!(k, ["intermediate_size"], "{msg}");
+    let (msg, _) = qwen("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
 }

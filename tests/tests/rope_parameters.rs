@@ -22,6 +22,8 @@ const NO_ROPE_BASE: &[&str] = &[
     "gpt2",
     "gpt_bigcode",
     "gptj",
+    // qwen (the first Qwen) rotates with a base fixed at 10000 in the reference.
+    "qwen",
     // State-space stacks without attention, and hybrids whose attention has no RoPE or a
     // base fixed in the code (plamo2's 10000; the reference ignores recurrent_gemma's
     // `rope_theta`).
