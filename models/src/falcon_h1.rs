@@ -115,7 +115,11 @@ pub struct FalconH1Args {
     pub rope_scaling: Option<Value>,
     /// Base frequency of the rotary position embedding (transformers v5 writes it inside
     /// `rope_parameters`).
-    #[arg(positive, default = 100000000000.0, alias = "rope_parameters.rope_theta")]
+    #[arg(
+        positive,
+        default = 100000000000.0,
+        alias = "rope_parameters.rope_theta"
+    )]
     pub rope_theta: f32,
     /// muP factor on the mixers' `in_proj`.
     #[arg(default = 1.25)]
