@@ -9,20 +9,16 @@
 
 use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::mask::AttentionMask;
-use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
 use mlx_models::nn::transformer::{
-    check_heads, check_layers, lm_head, Attention, AttentionConfig, Decoder, DecoderArgs, Layer,
-    Mlp, RopeArgs,
+    check_heads, check_layers, lm_head, Attention, AttentionConfig, Decoder, DecoderArgs, Mlp,
+    PostNormLayer, RopeArgs,
 };
 
 /// config.json of an exaone4 checkpoint.
@@ -99,46 +95,25 @@ impl Exaone4Args {
     }
 }
 
-#[derive(Debug, ModuleParameters)]
-struct TransformerBlock {
-    #[param]
-    self_attn: Attention,
-    #[param]
-    mlp: Mlp,
-    #[param]
-    post_attention_layernorm: RmsNorm,
-    #[param]
-    post_feedforward_layernorm: RmsNorm,
-    window: Option<i32>,
-}
+/// A layer of this model: norms after the attention and after the MLP (the shared
+/// post-norm layer).
+type TransformerBlock = PostNormLayer;
 
-impl TransformerBlock {
-    fn new(args: &Exaone4Args, rope: Option<Rope>, window: Option<usize>) -> Result<Self> {
-        let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
-        let heads = (args.num_attention_heads, args.num_key_value_heads);
-        let attention = AttentionConfig::new(dim, heads.0, heads.1, args.head_dim).qk_norm(eps);
-        Ok(TransformerBlock {
-            self_attn: Attention::new(&attention, rope)?,
-            mlp: Mlp::new(dim, args.intermediate_size, false)?,
-            post_attention_layernorm: RmsNorm::new(dim as i32, eps)?,
-            post_feedforward_layernorm: RmsNorm::new(dim as i32, eps)?,
-            window: window.map(|w| w as i32),
-        })
-    }
-}
-
-/// Norms after the attention and after the MLP, inside the residual branches.
-impl Layer for TransformerBlock {
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
-        let r = self.self_attn.forward(x, mask, cache)?;
-        let h = x.add(self.post_attention_layernorm.forward(&r)?)?;
-        let r = self.mlp.forward(&h)?;
-        h.add(self.post_feedforward_layernorm.forward(&r)?)
-    }
-
-    fn window(&self) -> Option<i32> {
-        self.window
-    }
+fn block(
+    args: &Exaone4Args,
+    rope: Option<Rope>,
+    window: Option<usize>,
+) -> Result<TransformerBlock> {
+    let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
+    let heads = (args.num_attention_heads, args.num_key_value_heads);
+    let attention = AttentionConfig::new(dim, heads.0, heads.1, args.head_dim).qk_norm(eps);
+    TransformerBlock::new(
+        Attention::new(&attention, rope)?,
+        Mlp::new(dim, args.intermediate_size, false)?,
+        dim,
+        eps,
+        window.map(|w| w as i32),
+    )
 }
 
 /// The exaone4 model: embeddings, sliding-window and global layers, final norm, head (or tied
@@ -161,9 +136,9 @@ impl Architecture for Model {
             .layer_kinds()
             .map(|is_local| match is_local {
                 // A global layer of a pattern has no positional encoding.
-                Some(false) => TransformerBlock::new(args, None, None),
-                Some(true) => TransformerBlock::new(args, Some(rope.clone()), args.sliding_window),
-                None => TransformerBlock::new(args, Some(rope.clone()), None),
+                Some(false) => block(args, None, None),
+                Some(true) => block(args, Some(rope.clone()), args.sliding_window),
+                None => block(args, Some(rope.clone()), None),
             })
             .collect::<Result<_>>()?;
         Ok(Model {

@@ -8,20 +8,16 @@
 
 use mlx_rs::error::Result;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::Array;
 use serde_json::Value;
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
-use mlx_models::nn::mask::AttentionMask;
-use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
 use mlx_models::nn::transformer::{
     check_heads, check_layer_types, check_layers, layer_windows, lm_head, Attention,
-    AttentionConfig, Decoder, DecoderArgs, Layer, Mlp, RopeArgs,
+    AttentionConfig, Decoder, DecoderArgs, Mlp, PostNormLayer, RopeArgs,
 };
 
 /// config.json of an olmo3 checkpoint.
@@ -89,50 +85,24 @@ impl Olmo3Args {
     }
 }
 
-#[derive(Debug, ModuleParameters)]
-struct TransformerBlock {
-    #[param]
-    self_attn: Attention,
-    #[param]
-    mlp: Mlp,
-    #[param]
-    post_attention_layernorm: RmsNorm,
-    #[param]
-    post_feedforward_layernorm: RmsNorm,
-    window: Option<i32>,
-}
+/// A layer of this model: norms after the attention and after the MLP (the shared
+/// post-norm layer).
+type TransformerBlock = PostNormLayer;
 
-impl TransformerBlock {
-    fn new(args: &Olmo3Args, rope: Rope, window: Option<usize>) -> Result<Self> {
-        let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
-        let kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads);
-        let bias = args.attention_bias;
-        let attention =
-            AttentionConfig::new(dim, args.num_attention_heads, kv_heads, args.head_dim())
-                .bias(bias, bias)
-                .full_qk_norm(eps);
-        Ok(TransformerBlock {
-            self_attn: Attention::new(&attention, Some(rope))?,
-            mlp: Mlp::new(dim, args.intermediate_size, false)?,
-            post_attention_layernorm: RmsNorm::new(dim as i32, eps)?,
-            post_feedforward_layernorm: RmsNorm::new(dim as i32, eps)?,
-            window: window.map(|w| w as i32),
-        })
-    }
-}
-
-/// Norms after the attention and after the MLP, inside the residual branches.
-impl Layer for TransformerBlock {
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
-        let r = self.self_attn.forward(x, mask, cache)?;
-        let h = x.add(self.post_attention_layernorm.forward(&r)?)?;
-        let r = self.mlp.forward(&h)?;
-        h.add(self.post_feedforward_layernorm.forward(&r)?)
-    }
-
-    fn window(&self) -> Option<i32> {
-        self.window
-    }
+fn block(args: &Olmo3Args, rope: Rope, window: Option<usize>) -> Result<TransformerBlock> {
+    let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
+    let kv_heads = args.num_key_value_heads.unwrap_or(args.num_attention_heads);
+    let bias = args.attention_bias;
+    let attention = AttentionConfig::new(dim, args.num_attention_heads, kv_heads, args.head_dim())
+        .bias(bias, bias)
+        .full_qk_norm(eps);
+    TransformerBlock::new(
+        Attention::new(&attention, Some(rope))?,
+        Mlp::new(dim, args.intermediate_size, false)?,
+        dim,
+        eps,
+        window.map(|w| w as i32),
+    )
 }
 
 /// The olmo3 model: embeddings, sliding-window and full-attention layers, final norm, head
@@ -159,7 +129,7 @@ impl Architecture for Model {
                     Some(_) => sliding_rope.clone(),
                     None => full_rope.clone(),
                 };
-                TransformerBlock::new(args, rope, window)
+                block(args, rope, window)
             })
             .collect::<Result<_>>()?;
         Ok(Model {

@@ -589,6 +589,57 @@ impl<A: SelfAttention, M: Block, N: Block> Layer for DecoderLayer<A, M, N> {
     }
 }
 
+/// A layer whose norms come after the attention and after the feed-forward, inside the
+/// residual branches (olmo3's, exaone4's): `h = x + norm(attn(x))`, then
+/// `h + norm(mlp(h))`; a sliding-window layer when `window` is set.
+#[derive(Debug, ModuleParameters)]
+pub struct PostNormLayer<A: SelfAttention = Attention> {
+    /// The attention.
+    #[param]
+    pub self_attn: A,
+    /// The feed-forward.
+    #[param]
+    pub mlp: Mlp,
+    /// Norm of the attention's output.
+    #[param]
+    pub post_attention_layernorm: RmsNorm,
+    /// Norm of the feed-forward's output.
+    #[param]
+    pub post_feedforward_layernorm: RmsNorm,
+    /// The attention window of a sliding-window layer (`None`: full attention).
+    pub window: Option<i32>,
+}
+
+impl<A: SelfAttention> PostNormLayer<A> {
+    /// The layer around `self_attn` and `mlp`, with RMS norms of width `dim`.
+    pub fn new(self_attn: A, mlp: Mlp, dim: usize, eps: f32, window: Option<i32>) -> Result<Self> {
+        Ok(PostNormLayer {
+            self_attn,
+            mlp,
+            post_attention_layernorm: RmsNorm::new(dim as i32, eps)?,
+            post_feedforward_layernorm: RmsNorm::new(dim as i32, eps)?,
+            window,
+        })
+    }
+}
+
+impl<A: SelfAttention> Layer for PostNormLayer<A> {
+    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
+        let r = self.self_attn.forward(x, mask, cache)?;
+        let h = x.add(self.post_attention_layernorm.forward(&r)?)?;
+        let r = Block::forward(&self.mlp, &h)?;
+        h.add(self.post_feedforward_layernorm.forward(&r)?)
+    }
+
+    fn window(&self) -> Option<i32> {
+        self.window
+    }
+
+    fn mask_as_array(&self) -> bool {
+        self.self_attn.mask_as_array()
+    }
+}
+
 /// The decoder stack (`model.*` in checkpoints): token embeddings, the layers, the final norm.
 /// It builds the masks and the caches from what each [`Layer`] says of its window, and turns
 /// hidden states into logits through a head or the tied embeddings.
