@@ -49,6 +49,7 @@ pub use mlx_rs;
 // --- config parsing, weight rules, registry (macros issue) ---
 pub mod args;
 pub mod model;
+pub mod multimodal;
 pub mod registry;
 pub mod weights;
 

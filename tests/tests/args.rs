@@ -1058,6 +1058,81 @@ fn hostile_gated_delta_settings_are_refused_with_their_keys() {
     assert!(e.contains("`num_experts_per_tok` (0)"), "{e}");
 }
 
+/// The text models of multimodal checkpoints read `text_config` as the reference's wrappers
+/// do: that object alone (the top level is not a fallback), with what the wrapper puts in
+/// (gemma3's top-level vocabulary and default heads), or the whole config where the wrapper
+/// allows a flat one (qwen2_vl); a missing or malformed `text_config` is a one-line error.
+#[test]
+fn multimodal_text_configs_are_read_as_the_reference_reads_them() {
+    use mlx_models_zoo::gemma3::Gemma3Args;
+    use mlx_models_zoo::lfm2_vl::Lfm2VlArgs;
+    use mlx_models_zoo::pixtral::PixtralArgs;
+    use mlx_models_zoo::qwen2_vl::Qwen2VlArgs;
+
+    let text = json!({
+        "model_type": "gemma3_text", "hidden_size": 64, "num_hidden_layers": 2,
+        "intermediate_size": 128, "head_dim": 16, "vocab_size": 300,
+    });
+    let gemma3 = json!({"model_type": "gemma3", "text_config": text, "vocab_size": 256});
+    let args = Gemma3Args::from_config(&gemma3).expect("parses");
+    assert_eq!(args.vocab_size, 256, "the top level's vocabulary wins");
+    assert_eq!((args.num_attention_heads, args.num_key_value_heads), (8, 4));
+    let args = Gemma3Args::from_config(&without(gemma3.clone(), "vocab_size")).expect("parses");
+    assert_eq!(args.vocab_size, 262208);
+    // Only `text_config` is read: a top-level width does not reach the text model.
+    let args =
+        Gemma3Args::from_config(&with(gemma3.clone(), "hidden_size", json!(999))).expect("parses");
+    assert_eq!(args.hidden_size, 64);
+
+    let missing = Gemma3Args::from_config(&without(gemma3.clone(), "text_config")).unwrap_err();
+    let msg = missing.to_string();
+    assert!(
+        msg.contains("`text_config`") && !msg.contains('\n'),
+        "{msg}"
+    );
+    let wrong = Gemma3Args::from_config(&with(gemma3.clone(), "text_config", json!([1])));
+    let msg = wrong.unwrap_err().to_string();
+    assert!(
+        msg.contains("text_config") && msg.contains("an object"),
+        "{msg}"
+    );
+    // Errors inside the text config carry its path.
+    let bad_text = with(text.clone(), "hidden_size", json!("wide"));
+    let msg = Gemma3Args::from_config(&with(gemma3, "text_config", bad_text))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("text_config.hidden_size"), "{msg}");
+
+    // qwen2_vl: a flat config is the text config; with `text_config`, only that is read.
+    let qwen = json!({
+        "model_type": "qwen2_vl", "hidden_size": 64, "num_hidden_layers": 2,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6, "vocab_size": 256, "rope_theta": 1e6,
+    });
+    let flat = Qwen2VlArgs::from_config(&qwen).expect("parses");
+    assert_eq!(flat.text.hidden_size, 64);
+    let nested = json!({"model_type": "qwen2_vl", "text_config": with(qwen.clone(), "hidden_size", json!(32))});
+    assert_eq!(
+        Qwen2VlArgs::from_config(&nested)
+            .expect("parses")
+            .text
+            .hidden_size,
+        32
+    );
+    // lfm2-vl has no flat form.
+    let lfm2 = json!({"model_type": "lfm2-vl", "hidden_size": 64});
+    assert!(Lfm2VlArgs::from_config(&lfm2)
+        .unwrap_err()
+        .to_string()
+        .contains("text_config"));
+    // pixtral's head is never tied, and its text config defaults to 32 query heads.
+    let pixtral = json!({"model_type": "pixtral", "text_config": without(with(qwen, "tie_word_embeddings", json!(true)), "num_attention_heads")});
+    let args = PixtralArgs::from_config(&with(pixtral, "num_attention_heads", json!(4)));
+    let args = args.expect("parses");
+    assert!(!args.tie_word_embeddings);
+    assert_eq!(args.num_attention_heads, 32, "the top level is not read");
+}
+
 /// The dense architectures helium, mimo, internlm3, exaone, olmo3, exaone4, internlm2 and
 /// qwen: heads that do not divide, an absurd stack, and each one's own rules (internlm3's and
 /// internlm2's RoPE scaling types, olmo3's default and checked layer types, exaone4's pattern,

@@ -88,8 +88,9 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
             .filter_map(|dir| {
                 let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
                 let config: Value = serde_json::from_str(&text).ok()?;
+                let text = config.get("text_config").unwrap_or(&config);
                 let float =
-                    config.get("quantization").is_none() && config.get("rope_parameters").is_none();
+                    config.get("quantization").is_none() && text.get("rope_parameters").is_none();
                 float.then_some((dir, config))
             })
             .collect();
@@ -98,7 +99,10 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
         // the one checked.
         let plain: Vec<&(std::path::PathBuf, Value)> = configs
             .iter()
-            .filter(|(_, c)| c.get("rope_scaling").is_none_or(Value::is_null))
+            .filter(|(_, c)| {
+                let text = c.get("text_config").unwrap_or(c);
+                text.get("rope_scaling").is_none_or(Value::is_null)
+            })
             .collect();
         let (candidates, scaled) = match (plain.is_empty(), configs.first()) {
             (false, _) => (plain, false),
@@ -111,11 +115,20 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
             .map_or("rope_theta", |(_, k)| k);
         let mut moved = false;
         for (dir, config) in candidates {
+            // A multimodal checkpoint's text model reads its base inside `text_config`.
+            fn text(config: &mut Value) -> &mut Value {
+                if config.get("text_config").is_some_and(Value::is_object) {
+                    &mut config["text_config"]
+                } else {
+                    config
+                }
+            }
             let mut top = config.clone();
-            top[key] = json!(THETA);
+            text(&mut top)[key] = json!(THETA);
             let mut nested = config.clone();
-            nested.as_object_mut().expect("object").remove(key);
-            nested["rope_parameters"] = if scaled {
+            let inner = text(&mut nested);
+            inner.as_object_mut().expect("object").remove(key);
+            inner["rope_parameters"] = if scaled {
                 json!({"rope_theta": THETA})
             } else {
                 json!({"rope_type": "default", "rope_theta": THETA})

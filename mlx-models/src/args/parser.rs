@@ -187,6 +187,46 @@ impl<'v, 'c> Object<'v, 'c> {
         }
     }
 
+    /// The object's own map (for a whole config, its top level), below any `text_config`.
+    pub(crate) fn own_map(&self) -> Option<&'v Map<String, Value>> {
+        self.layers.last().map(|l| l.map)
+    }
+
+    /// Marks keys of the object's own map as read (`None`: all of them).
+    pub(crate) fn mark_read(&mut self, key: Option<&str>) {
+        let Some(layer) = self.layers.last_mut() else {
+            return;
+        };
+        let map = layer.map;
+        for k in map.keys() {
+            if key.is_none_or(|key| key == k) {
+                layer.used.insert(k.as_str());
+            }
+        }
+    }
+
+    /// The error for a required key that the object lacks.
+    pub(crate) fn missing_key(&self, key: &str) -> ArgsError {
+        self.missing(&[key])
+    }
+
+    /// Reads `T` from `value`, an object made by the caller (not part of the config), whose
+    /// keys are reported under `segments` (unknown ones and errors alike).
+    pub(crate) fn read_made<T: ModelArgs>(
+        &mut self,
+        value: &Value,
+        segments: Vec<String>,
+    ) -> Result<T, ArgsError> {
+        let path = segments.join(".");
+        let map = value
+            .as_object()
+            .ok_or_else(|| ArgsError::wrong_type(&path, "an object", value))?;
+        let mut obj = Object::new(self.cx, map, segments);
+        let v = T::parse_object(&mut obj)?;
+        obj.finish();
+        Ok(v)
+    }
+
     fn path(&self, key: &str) -> String {
         self.layers
             .last()
