@@ -12,13 +12,13 @@
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::Param;
-use mlx_rs::ops::indexing::{take_along_axis, TryIndexOp};
+use mlx_rs::ops::indexing::take_along_axis;
 use mlx_rs::ops::{expand_dims, ones, softmax_axis, split_equal};
 use mlx_rs::{fast, Array};
 use serde_json::{Map, Value};
 
 use mlx_models::args::{ArgsError, ModelArgs};
-use mlx_models::cache::{create_attention_mask, Cache};
+use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::Architecture;
 use mlx_models::nn::activations::GatedActivation;
@@ -31,7 +31,10 @@ use mlx_models::nn::moe::TopK;
 use mlx_models::nn::norm::RmsNorm;
 use mlx_models::nn::quantized::{Embedding, Linear};
 use mlx_models::nn::rope::{Rope, RopeScaling};
-use mlx_models::nn::shared_kv::{KvProjections, KvSources, SharedKv, SharedKvAttention};
+use mlx_models::nn::shared_kv::{
+    forward_layers, owner_caches, KvProjections, KvSources, SharedKv, SharedKvAttention,
+    SharedKvLayer,
+};
 use mlx_models::nn::switch::SwitchGlu;
 use mlx_models::nn::transformer::{check_layer_types, check_width, lm_head, Mlp};
 use mlx_models::weights::Weights;
@@ -354,6 +357,23 @@ pub struct DecoderLayer {
     window: Option<i32>,
 }
 
+impl SharedKvLayer for DecoderLayer {
+    fn window(&self) -> Option<i32> {
+        self.window
+    }
+
+    fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut Cache>,
+        per_layer_input: Option<&Array>,
+        shared: Option<&SharedKv>,
+    ) -> Result<(Array, SharedKv)> {
+        DecoderLayer::forward(self, x, mask, cache, per_layer_input, shared)
+    }
+}
+
 impl DecoderLayer {
     fn new(args: &Gemma4TextArgs, i: usize, sources: &KvSources) -> Result<Self> {
         let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
@@ -503,7 +523,7 @@ impl Gemma4TextModel {
     fn forward(&self, inputs: &Array, cache: &mut [Cache]) -> Result<Array> {
         let h = self.embed_tokens.forward(inputs)?;
         let scale = EmbedScale::Exact.factor(h.dim(-1) as usize)?;
-        let mut h = h.multiply(Array::from_f32(scale).as_dtype(h.dtype())?)?;
+        let h = h.multiply(Array::from_f32(scale).as_dtype(h.dtype())?)?;
         let per_layer = match (
             &self.embed_tokens_per_layer,
             &self.per_layer_model_projection,
@@ -521,41 +541,8 @@ impl Gemma4TextModel {
             )?),
             _ => None,
         };
-        // One mask per window, from the cache of the first layer with it (an owner).
         let n = inputs.dim(1);
-        let mut masks: Vec<(Option<i32>, AttentionMask)> = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
-            if masks.iter().all(|(w, _)| *w != layer.window) {
-                let mask = create_attention_mask(n, cache.get(i), layer.window, false)?;
-                masks.push((layer.window, mask));
-            }
-        }
-        let mut kvs: Vec<Option<SharedKv>> = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let mask = masks
-                .iter()
-                .find(|(w, _)| *w == layer.window)
-                .map(|(_, m)| m)
-                .ok_or_else(|| Exception::custom("no mask for a layer's window"))?;
-            let input = match &per_layer {
-                Some(p) => Some(p.try_index((.., .., i as i32, ..))?),
-                None => None,
-            };
-            let shared = match self.sources.source(i) {
-                Some(j) => kvs.get(j).and_then(Option::as_ref),
-                None => None,
-            };
-            if self.sources.is_shared(i) && shared.is_none() {
-                return Err(Exception::custom("a KV-shared layer's source did not run"));
-            }
-            let c = match self.sources.is_shared(i) {
-                true => None,
-                false => cache.get_mut(i),
-            };
-            let (out, kv) = layer.forward(&h, mask, c, input.as_ref(), shared)?;
-            h = out;
-            kvs.push((!self.sources.is_shared(i)).then_some(kv));
-        }
+        let h = forward_layers(&self.layers, &self.sources, h, n, per_layer.as_ref(), cache)?;
         self.norm.forward(&h)
     }
 }
@@ -680,14 +667,7 @@ impl Architecture for Model {
 
     /// A cache per layer that computes keys and values (the KV-shared ones have none).
     fn make_cache(&self) -> Vec<Cache> {
-        let owners = self.model.sources.owners();
-        self.model.layers[..owners]
-            .iter()
-            .map(|l| match l.window {
-                Some(w) => Cache::rotating(w, 0),
-                None => Cache::kv(),
-            })
-            .collect()
+        owner_caches(&self.model.layers, &self.model.sources)
     }
 
     fn num_layers(&self) -> usize {

@@ -21,6 +21,7 @@ pub mod falcon_h1;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3_text;
+pub mod gemma3n;
 pub mod gemma4_text;
 pub mod glm;
 pub mod glm4;

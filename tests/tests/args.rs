@@ -1303,3 +1303,77 @@ fn hostile_gemma4_text_settings_are_refused_with_their_keys() {
     assert!(msg.contains("size limit"), "{msg}");
     assert_eq!(k, ["num_hidden_layers", "hidden_size_per_layer_input"]);
 }
+
+/// gemma3n (its text model under `text_config`): heads that do not divide, layer types whose
+/// owner layers lack a type, per-layer lists of the wrong length or with bad values, an active
+/// AltUp copy past the copies, KV sharing with no owner, absurd stacks and missing keys are
+/// one-line errors naming their keys; transformers v5's per-type `rope_parameters` give both
+/// bases.
+#[test]
+fn hostile_gemma3n_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::gemma3n::Gemma3nArgs;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let text = json!({
+        "model_type": "gemma3n_text", "hidden_size": 64, "num_hidden_layers": 3,
+        "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16,
+        "rms_norm_eps": 1e-6, "vocab_size": 256, "num_key_value_heads": 2,
+        "num_kv_shared_layers": 1, "vocab_size_per_layer_input": 256, "sliding_window": 8,
+        "max_position_embeddings": 512, "rope_local_base_freq": 10000.0,
+        "rope_theta": 1000000.0, "final_logit_softcapping": 30.0,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "activation_sparsity_pattern": [0.95, 0.0, 0.0], "hidden_size_per_layer_input": 16,
+        "altup_num_inputs": 4, "altup_coef_clip": 120.0, "altup_correct_scale": true,
+        "altup_active_idx": 0, "laurel_rank": 16,
+    });
+    let of = |text: serde_json::Value| json!({"model_type": "gemma3n", "text_config": text});
+    let g3n = |k: &str, v| Gemma3nArgs::from_config(&of(with(text.clone(), k, v))).map_err(keys);
+
+    let args = g3n("intermediate_size", json!([96, 128, 64])).expect("parses");
+    assert_eq!(args.intermediate_sizes, [96, 128, 64]);
+    assert_eq!(args.kv_sources().expect("sources").source(2), Some(0));
+
+    let (msg, k) = g3n("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let owners_full = json!(["full_attention", "full_attention", "sliding_attention"]);
+    let (msg, k) = g3n("layer_types", owners_full).unwrap_err();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(k[0], "num_kv_shared_layers", "{msg}");
+    let (msg, k) = g3n("layer_types", json!(["full_attention"])).unwrap_err();
+    assert_eq!(k, ["layer_types", "num_hidden_layers"], "{msg}");
+    let (msg, k) = g3n("intermediate_size", json!([96, 128])).unwrap_err();
+    assert_eq!(k, ["intermediate_size", "num_hidden_layers"], "{msg}");
+    let (msg, k) = g3n("intermediate_size", json!(0)).unwrap_err();
+    assert_eq!(k, ["intermediate_size"], "{msg}");
+    let (msg, k) = g3n("intermediate_size", json!(2147483647)).unwrap_err();
+    assert_eq!(k, ["intermediate_size"], "{msg}");
+    let (msg, k) = g3n("activation_sparsity_pattern", json!([0.5, 1.0, 0.0])).unwrap_err();
+    assert_eq!(k, ["activation_sparsity_pattern"], "{msg}");
+    let (msg, k) = g3n("altup_active_idx", json!(4)).unwrap_err();
+    assert_eq!(k, ["altup_active_idx", "altup_num_inputs"], "{msg}");
+    let (msg, k) = g3n("num_kv_shared_layers", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_kv_shared_layers", "num_hidden_layers"], "{msg}");
+    let (msg, _) = g3n("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, _) = g3n("num_hidden_layers", json!(0)).unwrap_err();
+    assert!(msg.contains("num_hidden_layers"), "{msg}");
+    let (msg, _) = g3n("altup_num_inputs", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    let (msg, _) = Gemma3nArgs::from_config(&of(without(text.clone(), "laurel_rank")))
+        .map_err(keys)
+        .unwrap_err();
+    assert!(msg.contains("laurel_rank"), "{msg}");
+
+    let v5 = json!({"full_attention": {"rope_type": "default", "rope_theta": 500.0},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}});
+    let v5 = with(
+        without(without(text.clone(), "rope_theta"), "rope_local_base_freq"),
+        "rope_parameters",
+        v5,
+    );
+    let args = Gemma3nArgs::from_config(&of(v5)).expect("parses");
+    assert_eq!((args.rope_theta, args.rope_local_base_freq), (500.0, 50.0));
+}

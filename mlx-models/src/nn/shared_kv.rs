@@ -9,15 +9,19 @@
 //!   cache returned them, and the positions its queries and keys were rotated for);
 //! - [`SharedKvAttention`]: the attention of both families: per-head RMS norms on queries and
 //!   keys, a scale-free RMS norm on values, a score scale of one, RoPE, and keys and values of
-//!   its own or borrowed (its own keys may double as its values: gemma4's `attention_k_eq_v`).
+//!   its own or borrowed (its own keys may double as its values: gemma4's `attention_k_eq_v`);
+//! - [`SharedKvLayer`] and [`forward_layers`]: the stack's loop (one mask per window made from
+//!   the first owner layer with it, caches for the owners only, each shared layer given its
+//!   source's keys and values), and [`owner_caches`], the caches it reads.
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::fast;
 use mlx_rs::macros::ModuleParameters;
+use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::Array;
 
 use crate::args::ArgsError;
-use crate::cache::Cache;
+use crate::cache::{create_attention_mask, Cache};
 use crate::nn::attention::scaled_dot_product_attention;
 use crate::nn::blocks::{merge_heads, split_heads, RopeOffset};
 use crate::nn::mask::AttentionMask;
@@ -238,6 +242,86 @@ impl SharedKvAttention {
             offset,
         })
     }
+}
+
+/// A layer of a stack with KV-shared layers, for [`forward_layers`].
+pub trait SharedKvLayer {
+    /// The attention window of a sliding-window layer; `None`: full attention.
+    fn window(&self) -> Option<i32>;
+
+    /// The layer on `x`, with its slice of the per-layer inputs (`[B, L, width]`) when the
+    /// stack has them, attending to `shared` when given (a KV-shared layer) or to its own keys
+    /// and values (appended to `cache`); returns its output and the keys and values it used.
+    fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut Cache>,
+        per_layer_input: Option<&Array>,
+        shared: Option<&SharedKv>,
+    ) -> Result<(Array, SharedKv)>;
+}
+
+/// Runs `layers` on `x` (whatever the layers carry from one to the next) for `n` new tokens:
+/// one mask per distinct window, made from the cache of the first layer with that window (an
+/// owner, as [`KvSources`] checks); `cache` holds one entry per owner layer (or none at all),
+/// and the KV-shared layers attend with their source's keys and values from this same pass.
+/// `per_layer` (`[B, L, layers, width]`) gives each layer its slice.
+pub fn forward_layers<L: SharedKvLayer>(
+    layers: &[L],
+    sources: &KvSources,
+    mut x: Array,
+    n: i32,
+    per_layer: Option<&Array>,
+    cache: &mut [Cache],
+) -> Result<Array> {
+    let mut masks: Vec<(Option<i32>, AttentionMask)> = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let window = layer.window();
+        if masks.iter().all(|(w, _)| *w != window) {
+            let mask = create_attention_mask(n, cache.get(i), window, false)?;
+            masks.push((window, mask));
+        }
+    }
+    let mut kvs: Vec<Option<SharedKv>> = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        let window = layer.window();
+        let mask = masks
+            .iter()
+            .find(|(w, _)| *w == window)
+            .map(|(_, m)| m)
+            .ok_or_else(|| Exception::custom("no mask for a layer's attention window"))?;
+        let input = per_layer
+            .map(|p| p.try_index((.., .., i as i32, ..)))
+            .transpose()?;
+        let (shared, c) = match sources.source(i) {
+            Some(j) => {
+                let kv = kvs
+                    .get(j)
+                    .and_then(Option::as_ref)
+                    .ok_or_else(|| Exception::custom("a KV-shared layer's source has not run"))?;
+                (Some(kv), None)
+            }
+            None => (None, cache.get_mut(i)),
+        };
+        let (out, kv) = layer.forward(&x, mask, c, input.as_ref(), shared)?;
+        x = out;
+        kvs.push((!sources.is_shared(i)).then_some(kv));
+    }
+    Ok(x)
+}
+
+/// The caches of a stack with KV-shared layers: one per owner layer, rotating over its window
+/// for a sliding-window layer, growing for a full-attention one.
+pub fn owner_caches<L: SharedKvLayer>(layers: &[L], sources: &KvSources) -> Vec<Cache> {
+    layers
+        .iter()
+        .take(sources.owners())
+        .map(|l| match l.window() {
+            Some(window) => Cache::rotating(window, 0),
+            None => Cache::kv(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
