@@ -36,7 +36,7 @@ use mlx_models::nn::shared_kv::{
     SharedKvLayer,
 };
 use mlx_models::nn::switch::SwitchGlu;
-use mlx_models::nn::transformer::{check_layer_types, check_width, lm_head, Mlp};
+use mlx_models::nn::transformer::{check_layer_types, check_layers, check_width, lm_head, Mlp};
 use mlx_models::weights::Weights;
 
 const FULL: &str = "full_attention";
@@ -142,7 +142,8 @@ impl Gemma4TextArgs {
             true => FULL.to_string(),
             false => SLIDING.to_string(),
         };
-        if self.layer_types.is_none() && n <= MAX_LAYERS_CHECKED {
+        check_layers("num_hidden_layers", n)?;
+        if self.layer_types.is_none() {
             self.layer_types = Some((0..n).map(by_pattern).collect());
         }
         check_layer_types(&mut self.layer_types, n, Some(self.sliding_window))?;
@@ -263,9 +264,6 @@ impl Gemma4TextArgs {
     }
 }
 
-/// Layers past this are refused by `check_layer_types` before any list is made.
-const MAX_LAYERS_CHECKED: usize = mlx_models::nn::transformer::MAX_LAYERS;
-
 /// The router of the mixture of experts: `proj` of the input RMS-normed with `scale /
 /// sqrt(hidden)`, the top `k` scores softmaxed, times each chosen expert's
 /// `per_expert_scale`.
@@ -357,23 +355,6 @@ pub struct DecoderLayer {
     window: Option<i32>,
 }
 
-impl SharedKvLayer for DecoderLayer {
-    fn window(&self) -> Option<i32> {
-        self.window
-    }
-
-    fn forward(
-        &self,
-        x: &Array,
-        mask: &AttentionMask,
-        cache: Option<&mut Cache>,
-        per_layer_input: Option<&Array>,
-        shared: Option<&SharedKv>,
-    ) -> Result<(Array, SharedKv)> {
-        DecoderLayer::forward(self, x, mask, cache, per_layer_input, shared)
-    }
-}
-
 impl DecoderLayer {
     fn new(args: &Gemma4TextArgs, i: usize, sources: &KvSources) -> Result<Self> {
         let (dim, eps) = (args.hidden_size, args.rms_norm_eps);
@@ -451,6 +432,12 @@ impl DecoderLayer {
             layer_scalar: Param::new(ones::<f32>(&[1])?),
             window: (!full).then_some(args.sliding_window as i32),
         })
+    }
+}
+
+impl SharedKvLayer for DecoderLayer {
+    fn window(&self) -> Option<i32> {
+        self.window
     }
 
     fn forward(
