@@ -18,7 +18,7 @@ from parity import run_cases  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
-COVERS = "sliding / full layers by pattern or layer_types, per-type RoPE from rope_parameters (proportional partial rotary by default), global_head_dim, KV-shared layers with double-wide MLPs, attention_k_eq_v with global kv heads, per-layer inputs, MoE beside the MLP, Hugging Face layout (fused experts, rotary and calibration buffers, shared layers' k/v weights dropped), 4-bit"
+COVERS = "sliding / full layers by pattern or layer_types, per-type RoPE from rope_parameters (proportional partial rotary by default), global_head_dim, KV-shared layers with double-wide MLPs, attention_k_eq_v with global kv heads, per-layer inputs, MoE beside the MLP (4-bit with 8-bit routers), Hugging Face layout (fused experts, rotary and calibration buffers, shared layers' k/v weights dropped), 4-bit"
 
 BASE = {
     "model_type": "gemma4_text",
@@ -103,6 +103,8 @@ CASES = [
     {"name": "moe", "config": MOE},
     {"name": "moe_hf_layout", "config": MOE, "hf_layout": hf_layout},
     {"name": "4bit", "config": BASE, "quantize": {"bits": 4, "group_size": 32}},
+    # The reference's quant_predicate keeps each router's projection at 8 bits (group 64).
+    {"name": "moe_4bit", "config": MOE, "quantize": {"bits": 4, "group_size": 32}},
 ]
 # Every case draws its layer scalars about one (the Hugging Face layout case among its renames).
 for case in CASES:
