@@ -150,7 +150,16 @@ impl Gemma4TextArgs {
         self.kv_sources()?;
         let heads = self.num_attention_heads;
         check_kv_heads(heads, self.num_key_value_heads)?;
-        check_kv_heads(heads, self.full_kv_heads())?;
+        let global = self.full_kv_heads();
+        if !heads.is_multiple_of(global) {
+            return Err(ArgsError::invalid(
+                &["num_attention_heads", "num_global_key_value_heads"],
+                format!(
+                    "`num_attention_heads` ({heads}) is not a multiple of \
+                     `num_global_key_value_heads` ({global})"
+                ),
+            ));
+        }
         for dim in [self.head_dim, self.full_head_dim()] {
             check_width(
                 &["num_attention_heads", "head_dim", "global_head_dim"],

@@ -1254,7 +1254,11 @@ fn hostile_gemma4_text_settings_are_refused_with_their_keys() {
         Gemma4TextArgs::from_config(&with(k_eq_v, "num_global_key_value_heads", json!(3)))
             .map_err(keys)
             .unwrap_err();
-    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    assert_eq!(
+        k,
+        ["num_attention_heads", "num_global_key_value_heads"],
+        "{msg}"
+    );
     assert!(!msg.contains('\n'), "{msg}");
 
     let (msg, k) = g4("num_kv_shared_layers", json!(4)).unwrap_err();
