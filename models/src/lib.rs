@@ -22,6 +22,8 @@ pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;
 pub mod gemma3_text;
+pub mod gemma3n;
+pub mod gemma4_text;
 pub mod glm;
 pub mod glm4;
 pub mod glm4_moe;

@@ -1293,3 +1293,166 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     let (msg, _) = qwen("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
+
+/// gemma4_text: heads that do not divide (sliding or full layers), KV sharing with no layer
+/// left to own the keys or a shared type without an owner, an incomplete mixture of experts,
+/// a bad per-type RoPE, widths past MLX's limits and absurd stacks are one-line errors naming
+/// their keys, before anything is built.
+#[test]
+fn hostile_gemma4_text_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::gemma4_text::Gemma4TextArgs;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "gemma4_text", "hidden_size": 64, "num_hidden_layers": 4,
+        "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "global_head_dim": 32, "vocab_size": 256,
+        "vocab_size_per_layer_input": 256, "hidden_size_per_layer_input": 16,
+        "num_kv_shared_layers": 2, "sliding_window": 8, "sliding_window_pattern": 2,
+    });
+    let g4 = |k: &str, v| Gemma4TextArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+
+    let args = g4("num_hidden_layers", json!(4)).expect("parses");
+    assert_eq!(
+        args.layer_types()[..2],
+        ["sliding_attention", "full_attention"]
+    );
+    assert_eq!(args.kv_sources().expect("sources").source(3), Some(1));
+
+    let (msg, k) = g4("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let k_eq_v = with(base.clone(), "attention_k_eq_v", json!(true));
+    let (msg, k) =
+        Gemma4TextArgs::from_config(&with(k_eq_v, "num_global_key_value_heads", json!(3)))
+            .map_err(keys)
+            .unwrap_err();
+    assert_eq!(
+        k,
+        ["num_attention_heads", "num_global_key_value_heads"],
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+
+    let (msg, k) = g4("num_kv_shared_layers", json!(4)).unwrap_err();
+    assert_eq!(k, ["num_kv_shared_layers", "num_hidden_layers"], "{msg}");
+    let full_last = json!([
+        "sliding_attention",
+        "sliding_attention",
+        "sliding_attention",
+        "full_attention"
+    ]);
+    let (msg, k) = g4("layer_types", full_last).unwrap_err();
+    assert!(msg.contains("KV-shared layer 3"), "{msg}");
+    assert_eq!(k, ["num_kv_shared_layers", "layer_types"]);
+    let (msg, _) = g4("num_hidden_layers", json!(0)).unwrap_err();
+    assert!(msg.contains("num_hidden_layers"), "{msg}");
+    let (msg, _) = g4("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+
+    let (msg, k) = g4("enable_moe_block", json!(true)).unwrap_err();
+    assert_eq!(k[0], "enable_moe_block", "{msg}");
+    let moe = json!({"enable_moe_block": true, "num_experts": 2, "top_k_experts": 3,
+                     "moe_intermediate_size": 8});
+    let mut config = base.clone();
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(moe.as_object().unwrap().clone());
+    let (msg, k) = Gemma4TextArgs::from_config(&config)
+        .map_err(keys)
+        .unwrap_err();
+    assert_eq!(k, ["top_k_experts", "num_experts"], "{msg}");
+
+    let bad_rope = json!({"full_attention": {"rope_type": "magic"}});
+    let (msg, k) = g4("rope_parameters", bad_rope).unwrap_err();
+    assert_eq!(k, ["rope_parameters.full_attention"], "{msg}");
+    let (msg, k) = g4(
+        "rope_parameters",
+        json!({"full_attention": {"rope_theta": "x"}}),
+    )
+    .unwrap_err();
+    assert_eq!(k, ["rope_parameters.full_attention"], "{msg}");
+
+    let (msg, _) = g4("global_head_dim", json!(1_073_741_824)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    let (msg, k) = g4("hidden_size_per_layer_input", json!(1_073_741_824)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["num_hidden_layers", "hidden_size_per_layer_input"]);
+}
+
+/// gemma3n (its text model under `text_config`): heads that do not divide, layer types whose
+/// owner layers lack a type, per-layer lists of the wrong length or with bad values, an active
+/// AltUp copy past the copies, KV sharing with no owner, absurd stacks and missing keys are
+/// one-line errors naming their keys; transformers v5's per-type `rope_parameters` give both
+/// bases.
+#[test]
+fn hostile_gemma3n_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::gemma3n::Gemma3nArgs;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let text = json!({
+        "model_type": "gemma3n_text", "hidden_size": 64, "num_hidden_layers": 3,
+        "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16,
+        "rms_norm_eps": 1e-6, "vocab_size": 256, "num_key_value_heads": 2,
+        "num_kv_shared_layers": 1, "vocab_size_per_layer_input": 256, "sliding_window": 8,
+        "max_position_embeddings": 512, "rope_local_base_freq": 10000.0,
+        "rope_theta": 1000000.0, "final_logit_softcapping": 30.0,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "activation_sparsity_pattern": [0.95, 0.0, 0.0], "hidden_size_per_layer_input": 16,
+        "altup_num_inputs": 4, "altup_coef_clip": 120.0, "altup_correct_scale": true,
+        "altup_active_idx": 0, "laurel_rank": 16,
+    });
+    let of = |text: serde_json::Value| json!({"model_type": "gemma3n", "text_config": text});
+    let g3n = |k: &str, v| Gemma3nArgs::from_config(&of(with(text.clone(), k, v))).map_err(keys);
+
+    let args = g3n("intermediate_size", json!([96, 128, 64])).expect("parses");
+    assert_eq!(args.intermediate_sizes, [96, 128, 64]);
+    assert_eq!(args.kv_sources().expect("sources").source(2), Some(0));
+
+    let (msg, k) = g3n("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let owners_full = json!(["full_attention", "full_attention", "sliding_attention"]);
+    let (msg, k) = g3n("layer_types", owners_full).unwrap_err();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(k[0], "num_kv_shared_layers", "{msg}");
+    let (msg, k) = g3n("layer_types", json!(["full_attention"])).unwrap_err();
+    assert_eq!(k, ["layer_types", "num_hidden_layers"], "{msg}");
+    let (msg, k) = g3n("intermediate_size", json!([96, 128])).unwrap_err();
+    assert_eq!(k, ["intermediate_size", "num_hidden_layers"], "{msg}");
+    let (msg, k) = g3n("intermediate_size", json!(0)).unwrap_err();
+    assert_eq!(k, ["intermediate_size"], "{msg}");
+    let (msg, k) = g3n("intermediate_size", json!(2147483647)).unwrap_err();
+    assert_eq!(k, ["intermediate_size"], "{msg}");
+    let (msg, k) = g3n("activation_sparsity_pattern", json!([0.5, 1.0, 0.0])).unwrap_err();
+    assert_eq!(k, ["activation_sparsity_pattern"], "{msg}");
+    let (msg, k) = g3n("altup_active_idx", json!(4)).unwrap_err();
+    assert_eq!(k, ["altup_active_idx", "altup_num_inputs"], "{msg}");
+    let (msg, k) = g3n("num_kv_shared_layers", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_kv_shared_layers", "num_hidden_layers"], "{msg}");
+    let (msg, _) = g3n("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, _) = g3n("num_hidden_layers", json!(0)).unwrap_err();
+    assert!(msg.contains("num_hidden_layers"), "{msg}");
+    let (msg, _) = g3n("altup_num_inputs", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    let (msg, _) = Gemma3nArgs::from_config(&of(without(text.clone(), "laurel_rank")))
+        .map_err(keys)
+        .unwrap_err();
+    assert!(msg.contains("laurel_rank"), "{msg}");
+
+    let v5 = json!({"full_attention": {"rope_type": "default", "rope_theta": 500.0},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}});
+    let v5 = with(
+        without(without(text.clone(), "rope_theta"), "rope_local_base_freq"),
+        "rope_parameters",
+        v5,
+    );
+    let args = Gemma3nArgs::from_config(&of(v5)).expect("parses");
+    assert_eq!((args.rope_theta, args.rope_local_base_freq), (500.0, 50.0));
+}

@@ -3,7 +3,8 @@
 //! checkpoint whose base is given either way gives the same logits, and a base that differs
 //! from the checkpoint's own changes them (so the key is read, not ignored). An architecture
 //! that names its base otherwise (gpt_neox's `rotary_emb_base`) is checked with that key; one
-//! that reads no base must be left unchanged by both.
+//! that reads no base must be left unchanged by both. A multimodal checkpoint's keys are moved
+//! inside its `text_config`, where the text model reads them.
 
 use std::path::Path;
 
@@ -37,11 +38,30 @@ const NO_ROPE_BASE: &[&str] = &[
 
 /// Architectures whose config names the base otherwise than `rope_theta`.
 /// Architectures whose reference reads the base only inside `rope_parameters` (qwen3_5, a
-/// transformers v5 model): a top-level `rope_theta` changes nothing there, and their parity
-/// cases already give the base inside `rope_parameters`.
-const ONLY_ROPE_PARAMETERS: &[&str] = &["qwen3_5"];
+/// transformers v5 model; gemma4_text, whose `rope_parameters` has one entry per layer type):
+/// a top-level `rope_theta` changes nothing there, and their parity cases already give the
+/// base inside `rope_parameters`.
+const ONLY_ROPE_PARAMETERS: &[&str] = &["gemma4_text", "qwen3_5"];
 
 const BASE_KEY: &[(&str, &str)] = &[("gpt_neox", "rotary_emb_base")];
+
+/// The text model's config: `text_config` in a multimodal checkpoint's config.json (whose
+/// values win over the top level), else the whole config.
+fn text_model(config: &Value) -> &Value {
+    config
+        .get("text_config")
+        .filter(|t| t.is_object())
+        .unwrap_or(config)
+}
+
+/// [`text_model`], to edit.
+fn text_model_mut(config: &mut Value) -> &mut Value {
+    if config.get("text_config").is_some_and(Value::is_object) {
+        &mut config["text_config"]
+    } else {
+        config
+    }
+}
 
 fn logits(dir: &Path, config: &Value) -> Vec<f32> {
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -88,9 +108,8 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
             .filter_map(|dir| {
                 let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
                 let config: Value = serde_json::from_str(&text).ok()?;
-                let text = config.get("text_config").unwrap_or(&config);
-                let float =
-                    config.get("quantization").is_none() && text.get("rope_parameters").is_none();
+                let float = config.get("quantization").is_none()
+                    && text_model(&config).get("rope_parameters").is_none();
                 float.then_some((dir, config))
             })
             .collect();
@@ -99,10 +118,7 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
         // the one checked.
         let plain: Vec<&(std::path::PathBuf, Value)> = configs
             .iter()
-            .filter(|(_, c)| {
-                let text = c.get("text_config").unwrap_or(c);
-                text.get("rope_scaling").is_none_or(Value::is_null)
-            })
+            .filter(|(_, c)| text_model(c).get("rope_scaling").is_none_or(Value::is_null))
             .collect();
         let (candidates, scaled) = match (plain.is_empty(), configs.first()) {
             (false, _) => (plain, false),
@@ -115,18 +131,10 @@ fn every_architecture_reads_rope_theta_inside_rope_parameters() {
             .map_or("rope_theta", |(_, k)| k);
         let mut moved = false;
         for (dir, config) in candidates {
-            // A multimodal checkpoint's text model reads its base inside `text_config`.
-            fn text(config: &mut Value) -> &mut Value {
-                if config.get("text_config").is_some_and(Value::is_object) {
-                    &mut config["text_config"]
-                } else {
-                    config
-                }
-            }
             let mut top = config.clone();
-            text(&mut top)[key] = json!(THETA);
+            text_model_mut(&mut top)[key] = json!(THETA);
             let mut nested = config.clone();
-            let inner = text(&mut nested);
+            let inner = text_model_mut(&mut nested);
             inner.as_object_mut().expect("object").remove(key);
             inner["rope_parameters"] = if scaled {
                 json!({"rope_theta": THETA})

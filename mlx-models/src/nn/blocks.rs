@@ -27,6 +27,39 @@ pub fn rope_after(rope: &Rope, x: &Array, cache: Option<&Cache>) -> Result<Array
     }
 }
 
+/// The positions new tokens are rotated for, taken from a cache before it is extended: one
+/// offset, or one per sequence for a batch cache. What [`rope_after`] reads, kept so that
+/// layers without a cache of their own (gemma's KV-shared layers) rotate for the same
+/// positions as the layer whose cache it was.
+#[derive(Debug, Clone)]
+pub enum RopeOffset {
+    /// The same offset for every sequence.
+    Fixed(i32),
+    /// `[B]`: one offset per sequence.
+    PerSequence(Array),
+}
+
+impl RopeOffset {
+    /// The positions after what `cache` holds (0 without a cache).
+    pub fn of(cache: Option<&Cache>) -> Self {
+        match cache {
+            None => RopeOffset::Fixed(0),
+            Some(c) => match c.offsets() {
+                Some(offsets) => RopeOffset::PerSequence(offsets.clone()),
+                None => RopeOffset::Fixed(c.offset()),
+            },
+        }
+    }
+
+    /// Rotates `x` (`[B, heads, L, head_dim]`) for these positions.
+    pub fn rotate(&self, rope: &Rope, x: &Array) -> Result<Array> {
+        match self {
+            RopeOffset::Fixed(offset) => rope.forward(x, *offset),
+            RopeOffset::PerSequence(offsets) => rope.forward_with_offsets(x, offsets),
+        }
+    }
+}
+
 /// The positions of `n` new tokens after what `cache` holds: `[n]` from the cache's offset, or
 /// `[B, n]` from each sequence's offset in a batch cache (whose left padding starts below
 /// zero: those positions are clamped to 0, their outputs masked anyway).

@@ -1,9 +1,10 @@
 //! What the gemma family shares, after mlx-lm's `models/gemma.py`, `gemma2.py` and
 //! `gemma3_text.py`: the embedding scale, gemma2's soft-capped attention, the gemma2 / gemma3
 //! decoder layer with its four norms and gemma3's float16 residual clipping, the local/global
-//! layer pattern, and gemma3's head, tied exactly when the checkpoint has none. The attention
-//! is [`transformer::Attention`] (zero-centred q/k norms for gemma3, soft-capped scores for
-//! gemma2), the feed-forward [`transformer::Mlp`] with a GeGLU, the stack
+//! layer pattern, gemma3's head, tied exactly when the checkpoint has none, and the per-layer
+//! inputs of gemma3n and gemma4 (after `models/gemma3n.py` and `models/gemma4_text.py`). The
+//! attention is [`transformer::Attention`] (zero-centred q/k norms for gemma3, soft-capped
+//! scores for gemma2), the feed-forward [`transformer::Mlp`] with a GeGLU, the stack
 //! [`transformer::Decoder`].
 //!
 //! The norms are [`RmsNorm::zero_centered`](crate::nn::norm::RmsNorm::zero_centered)
@@ -20,8 +21,10 @@ use mlx_rs::{Array, Dtype};
 
 use crate::args::ArgsError;
 use crate::cache::Cache;
+use crate::nn::activations::gelu_approx;
 use crate::nn::mask::AttentionMask;
 use crate::nn::norm::RmsNorm;
+use crate::nn::quantized::{Embedding, Linear};
 use crate::nn::transformer::{Attention, Layer, Mlp, SelfAttention};
 use crate::weights::Weights;
 
@@ -152,6 +155,55 @@ impl Layer for SandwichLayer {
     fn mask_as_array(&self) -> bool {
         SelfAttention::mask_as_array(&self.self_attn)
     }
+}
+
+/// `x * factor`, the factor in `x`'s dtype (a Python float in an mlx expression).
+fn scaled(x: &Array, factor: f64) -> Result<Array> {
+    x.multiply(Array::from_f32(factor as f32).as_dtype(x.dtype())?)
+}
+
+/// The per-layer inputs of gemma3n and gemma4 (`[B, L, layers, width]`, one slice per layer):
+/// each token's row of `embed_tokens_per_layer` times `sqrt(width)`, plus
+/// `per_layer_projection_norm` of `per_layer_model_projection(h) / sqrt(hidden)`, the sum
+/// times `2^-0.5`. `ids` are the tokens `[B, L]`, `h` their scaled embeddings `[B, L, hidden]`;
+/// ids from `vocab` on (the rows of `embed_tokens_per_layer`) read row 0, as gemma3n's
+/// reference does (gemma4's reads past the table, which real checkpoints never reach).
+#[allow(clippy::too_many_arguments)]
+pub fn per_layer_inputs(
+    embed_tokens_per_layer: &Embedding,
+    per_layer_model_projection: &Linear,
+    per_layer_projection_norm: &RmsNorm,
+    ids: &Array,
+    h: &Array,
+    vocab: usize,
+    layers: usize,
+    width: usize,
+) -> Result<Array> {
+    let (b, l) = (ids.dim(0), ids.dim(1));
+    let shape = [b, l, layers as i32, width as i32];
+    let in_vocab = ids.lt(Array::from_int(vocab as i32))?;
+    let ids = mlx_rs::ops::select(&in_vocab, ids, Array::from_int(0).as_dtype(ids.dtype())?)?;
+    let embedded = embed_tokens_per_layer.forward(&ids)?;
+    let embedded = scaled(&embedded, (width as f64).sqrt())?.reshape(&shape)?;
+    let projected = per_layer_model_projection.forward(h)?;
+    let projected = scaled(&projected, (h.dim(-1) as f64).powf(-0.5))?.reshape(&shape)?;
+    let projected = per_layer_projection_norm.forward(&projected)?;
+    scaled(&projected.add(&embedded)?, 0.5f64.sqrt())
+}
+
+/// A gemma3n / gemma4 layer's use of its per-layer input `[B, L, width]`:
+/// `post_per_layer_input_norm(per_layer_projection(gelu_approx(per_layer_input_gate(x)) *
+/// input))`, `[B, L, hidden]`, which the layer adds to its output.
+pub fn per_layer_gate(
+    per_layer_input_gate: &Linear,
+    per_layer_projection: &Linear,
+    post_per_layer_input_norm: &RmsNorm,
+    x: &Array,
+    input: &Array,
+) -> Result<Array> {
+    let gate = gelu_approx(&per_layer_input_gate.forward(x)?)?;
+    let gate = per_layer_projection.forward(&gate.multiply(input)?)?;
+    post_per_layer_input_norm.forward(&gate)
 }
 
 /// Which layers are global (full attention) when every `pattern`-th one is: layer `i` is

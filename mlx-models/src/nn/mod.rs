@@ -14,7 +14,9 @@
 //! - [`moe`]: the routers of the mixture-of-experts families, the sparse block with its shared
 //!   expert, and a feed-forward that is dense in some layers and sparse in others;
 //! - [`gemma`]: what the gemma family shares (embedding scale, GeGLU MLP, soft-capping,
-//!   local/global layers);
+//!   local/global layers, gemma3n's and gemma4's per-layer inputs);
+//! - [`shared_kv`]: layers that attend with an earlier layer's keys and values (gemma3n's and
+//!   gemma4's KV-shared layers) and the attention they share;
 //! - [`gpt`]: the GPT-2 family's layer in its checkpoint names (fused `c_attn`, `c_fc` /
 //!   `c_proj` feed-forward, `ln_1` / `ln_2`);
 //! - [`gated_delta`]: the gated delta rule of the linear-attention layers (qwen3_next's): the
@@ -110,6 +112,7 @@ pub mod quantized;
 pub mod qwen3_next;
 pub mod rglru;
 pub mod rope;
+pub mod shared_kv;
 pub mod ssm;
 pub mod switch;
 pub mod transformer;
