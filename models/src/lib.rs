@@ -23,6 +23,7 @@ pub mod gemma2;
 pub mod gemma3;
 pub mod gemma3_text;
 pub mod gemma3n;
+pub mod gemma4;
 pub mod gemma4_text;
 pub mod glm;
 pub mod glm4;

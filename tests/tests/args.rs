@@ -1131,6 +1131,12 @@ fn multimodal_text_configs_are_read_as_the_reference_reads_them() {
     let args = args.expect("parses");
     assert!(!args.tie_word_embeddings);
     assert_eq!(args.num_attention_heads, 32, "the top level is not read");
+    // gemma4: no `text_config` is an empty one (the text model's defaults), with the top
+    // level's vocabulary (262144 by default) and 8 / 1 heads.
+    let args = mlx_models_zoo::gemma4::Gemma4Args::from_config(&json!({"model_type": "gemma4"}))
+        .expect("parses");
+    assert_eq!(args.vocab_size, 262144);
+    assert_eq!((args.num_attention_heads, args.num_key_value_heads), (8, 1));
 }
 
 /// The dense architectures helium, mimo, internlm3, exaone, olmo3, exaone4, internlm2 and
