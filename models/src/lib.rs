@@ -71,6 +71,7 @@ pub mod qwen3_5;
 pub mod qwen3_moe;
 pub mod qwen3_next;
 pub mod qwen3_vl;
+pub mod qwen3_vl_moe;
 pub mod recurrent_gemma;
 pub mod seed_oss;
 pub mod smollm3;
