@@ -43,6 +43,7 @@ pub mod llama;
 pub mod llama4_text;
 pub mod mamba;
 pub mod mamba2;
+pub mod mellum;
 pub mod mimo;
 pub mod minicpm;
 pub mod minicpm3;

@@ -39,7 +39,10 @@ const NO_ROPE_BASE: &[&str] = &[
 /// Architectures whose reference reads the base only inside `rope_parameters` (qwen3_5, a
 /// transformers v5 model): a top-level `rope_theta` changes nothing there, and their parity
 /// cases already give the base inside `rope_parameters`.
-const ONLY_ROPE_PARAMETERS: &[&str] = &["qwen3_5"];
+const ONLY_ROPE_PARAMETERS: &[&str] = &[
+    "qwen3_5", // mellum reads a RoPE per layer type, each inside `rope_parameters`.
+    "mellum",
+];
 
 const BASE_KEY: &[(&str, &str)] = &[("gpt_neox", "rotary_emb_base")];
 
