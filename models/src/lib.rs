@@ -69,6 +69,7 @@ pub mod seed_oss;
 pub mod smollm3;
 pub mod stablelm;
 pub mod starcoder2;
+pub mod youtu_llm;
 
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in
 /// the registry.

@@ -1282,3 +1282,42 @@ fn hostile_mellum_settings_are_refused_with_their_keys() {
     let (msg, k) = mellum("sliding_window", json!(0)).unwrap_err();
     assert_eq!(k, ["sliding_window"], "{msg}");
 }
+
+/// youtu_llm (latent attention on a dense stack, every key defaulted as in the reference): an
+/// odd rotated width, latent or key/value widths past MLX's sizes, a bad RoPE scaling and an
+/// absurd stack are one-line errors naming their keys, before anything is built.
+#[test]
+fn hostile_youtu_llm_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::youtu_llm::YoutuLlmArgs;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({"model_type": "youtu_llm"});
+    let youtu = |k: &str, v| YoutuLlmArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+    let args = YoutuLlmArgs::from_config(&base).expect("every key has a default");
+    assert_eq!((args.hidden_size, args.v_head_dim), (2048, 128));
+    assert!(args.rope_traditional && args.tie_word_embeddings);
+    assert_eq!(
+        youtu("q_lora_rank", json!(null)).expect("null").q_lora_rank,
+        None
+    );
+
+    let (msg, k) = youtu("qk_rope_head_dim", json!(15)).unwrap_err();
+    assert!(msg.contains("must be even"), "{msg}");
+    assert_eq!(k, ["qk_rope_head_dim"]);
+    let (msg, k) = youtu("v_head_dim", json!(1_073_741_824)).unwrap_err();
+    assert!(msg.contains("size limit") && !msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["num_attention_heads", "qk_nope_head_dim", "v_head_dim"]);
+    let (msg, k) = youtu("kv_lora_rank", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["kv_lora_rank", "qk_rope_head_dim"]);
+    let (msg, k) = youtu("num_attention_heads", json!(1u64 << 40)).unwrap_err();
+    assert!(msg.contains("num_attention_heads"), "{msg}");
+    assert_eq!(k, ["num_attention_heads"]);
+    let (msg, k) = youtu("rope_scaling", json!({"rope_type": "yarn"})).unwrap_err();
+    assert!(msg.contains("factor"), "{msg}");
+    assert_eq!(k, ["rope_scaling"]);
+    let (msg, _) = youtu("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}
