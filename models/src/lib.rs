@@ -47,6 +47,7 @@ pub mod mellum;
 pub mod mimo;
 pub mod minicpm;
 pub mod minicpm3;
+pub mod ministral3;
 pub mod mixtral;
 pub mod nemotron;
 pub mod nemotron_h;

@@ -1321,3 +1321,64 @@ fn hostile_youtu_llm_settings_are_refused_with_their_keys() {
     let (msg, _) = youtu("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
+
+/// ministral3 (RoPE and the query scaling read from `rope_parameters` alone): heads that do
+/// not divide, a missing `rope_parameters` or scaling key, a zero `original_max_position_embeddings`,
+/// sliding layers without a window and an absurd stack are one-line errors naming their keys,
+/// before anything is built; defaults as the reference's.
+#[test]
+fn hostile_ministral3_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::ministral3::Ministral3Args;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "ministral3", "hidden_size": 64, "num_hidden_layers": 2,
+        "intermediate_size": 128, "num_attention_heads": 4, "rms_norm_eps": 1e-5,
+        "vocab_size": 256,
+        "rope_parameters": {
+            "rope_theta": 1e6, "llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 16,
+        },
+    });
+    let ministral =
+        |k: &str, v| Ministral3Args::from_config(&with(base.clone(), k, v)).map_err(keys);
+    let args = Ministral3Args::from_config(&base).expect("parses");
+    assert_eq!(args.num_key_value_heads, Some(4));
+    assert_eq!(args.head_dim(), 16);
+    assert!(args.tie_word_embeddings);
+    assert_eq!(args.layer_types.as_deref().map(<[String]>::len), Some(2));
+    assert_eq!(
+        ministral("head_dim", json!(0))
+            .expect("0 is absent")
+            .head_dim(),
+        16
+    );
+
+    let (msg, k) = ministral("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = ministral("num_attention_heads", json!(6)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, k) = ministral("rope_parameters", json!(null)).unwrap_err();
+    assert!(msg.contains("needs `rope_parameters`"), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let no_beta = json!({"rope_theta": 1e6, "original_max_position_embeddings": 16});
+    let (msg, k) = ministral("rope_parameters", no_beta).unwrap_err();
+    assert!(msg.contains("`llama_4_scaling_beta`"), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let zero = json!({
+        "rope_theta": 1e6, "llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 0,
+    });
+    let (msg, k) = ministral("rope_parameters", zero).unwrap_err();
+    assert!(msg.contains("positive") && !msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let no_theta = json!({"llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 16});
+    let (msg, k) = ministral("rope_parameters", no_theta).unwrap_err();
+    assert!(msg.contains("rope_theta"), "{msg}");
+    assert_eq!(k, ["rope_theta"]);
+    let sliding = json!(["sliding_attention", "full_attention"]);
+    let (msg, k) = ministral("layer_types", sliding).unwrap_err();
+    assert_eq!(k, ["layer_types", "sliding_window"], "{msg}");
+    let (msg, _) = ministral("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}

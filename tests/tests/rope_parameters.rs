@@ -42,6 +42,8 @@ const NO_ROPE_BASE: &[&str] = &[
 const ONLY_ROPE_PARAMETERS: &[&str] = &[
     "qwen3_5", // mellum reads a RoPE per layer type, each inside `rope_parameters`.
     "mellum",
+    // ministral3 reads RoPE and its query scaling from `rope_parameters` alone.
+    "ministral3",
 ];
 
 const BASE_KEY: &[(&str, &str)] = &[("gpt_neox", "rotary_emb_base")];
