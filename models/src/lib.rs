@@ -56,6 +56,7 @@ pub mod olmo3;
 pub mod olmoe;
 pub mod phi;
 pub mod phi3;
+pub mod phi3small;
 pub mod phimoe;
 pub mod plamo2;
 pub mod qwen;

@@ -1382,3 +1382,50 @@ fn hostile_ministral3_settings_are_refused_with_their_keys() {
     let (msg, _) = ministral("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
+
+/// phi3small: heads that do not divide, a block size the reference refuses, no local block,
+/// a zero stride or period, an MLP past MLX's sizes and an absurd stack are one-line errors
+/// naming their keys, before anything is built; the μP defaults are the reference's.
+#[test]
+fn hostile_phi3small_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::phi3small::Phi3SmallArgs;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "phi3small", "hidden_size": 64, "dense_attention_every_n_layers": 2,
+        "ff_intermediate_size": 128, "gegelu_limit": 20.0, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "layer_norm_epsilon": 1e-5,
+        "vocab_size": 256,
+    });
+    let phi = |k: &str, v| Phi3SmallArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+    let args = Phi3SmallArgs::from_config(&base).expect("parses");
+    assert_eq!(args.blocksparse_block_size, 64);
+    assert_eq!(args.mup_width_multiplier, 8.0);
+    assert_eq!(args.scale(), 1.0 / 16.0);
+    assert!(args.block_sparse(0).is_some() && args.block_sparse(1).is_none());
+
+    let (msg, k) = phi("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = phi("num_attention_heads", json!(6)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, k) = phi("blocksparse_block_size", json!(16)).unwrap_err();
+    assert!(msg.contains("32 or 64") && !msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["blocksparse_block_size"]);
+    for key in [
+        "blocksparse_num_local_blocks",
+        "blocksparse_vert_stride",
+        "dense_attention_every_n_layers",
+    ] {
+        let (msg, k) = phi(key, json!(0)).unwrap_err();
+        assert_eq!(k, [key], "{msg}");
+    }
+    let (msg, k) = phi("blocksparse_vert_stride", json!(1u64 << 40)).unwrap_err();
+    assert_eq!(k, ["blocksparse_vert_stride"], "{msg}");
+    let (msg, k) = phi("ff_intermediate_size", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["ff_intermediate_size"]);
+    let (msg, _) = phi("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}

@@ -46,7 +46,10 @@ const ONLY_ROPE_PARAMETERS: &[&str] = &[
     "ministral3",
 ];
 
-const BASE_KEY: &[(&str, &str)] = &[("gpt_neox", "rotary_emb_base")];
+const BASE_KEY: &[(&str, &str)] = &[
+    ("gpt_neox", "rotary_emb_base"),
+    ("phi3small", "rope_embedding_base"),
+];
 
 fn logits(dir: &Path, config: &Value) -> Vec<f32> {
     let scratch = tempfile::tempdir().expect("temp dir");
