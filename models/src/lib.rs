@@ -51,6 +51,7 @@ pub mod ministral3;
 pub mod mixtral;
 pub mod nemotron;
 pub mod nemotron_h;
+pub mod nemotron_nas;
 pub mod olmo2;
 pub mod olmo3;
 pub mod olmoe;

@@ -1429,3 +1429,68 @@ fn hostile_phi3small_settings_are_refused_with_their_keys() {
     let (msg, _) = phi("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
+
+/// nemotron-nas (per-layer `block_configs`): a list that does not fit the layers, an
+/// attention without its group size or with one that does not divide the heads, an MLP
+/// without `ffn_mult` or with an absurd one, an unknown activation, a RoPE scaling without
+/// `rope_type` and an absurd stack are one-line errors naming their keys, before anything is
+/// built; no-op and linear blocks need neither.
+#[test]
+fn hostile_nemotron_nas_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::nemotron_nas::NemotronNasArgs;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let blocks = json!([
+        {"attention": {"n_heads_in_group": 2}, "ffn": {"ffn_mult": 1.5}},
+        {"attention": {"no_op": true}, "ffn": {"replace_with_linear": true}},
+    ]);
+    let base = json!({
+        "model_type": "nemotron-nas", "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "vocab_size": 256, "block_configs": blocks,
+    });
+    let nas = |k: &str, v| NemotronNasArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+    let args = NemotronNasArgs::from_config(&base).expect("parses");
+    assert_eq!(args.intermediate_size(0).expect("an MLP"), 256);
+    assert_eq!(args.hidden_act, "silu");
+    let one = |attention: serde_json::Value, ffn: serde_json::Value| {
+        let config = with(base.clone(), "num_hidden_layers", json!(1));
+        let blocks = json!([{"attention": attention, "ffn": ffn}]);
+        NemotronNasArgs::from_config(&with(config, "block_configs", blocks)).map_err(keys)
+    };
+
+    let (msg, k) = nas("num_hidden_layers", json!(3)).unwrap_err();
+    assert!(msg.contains("2 entries for 3 layers"), "{msg}");
+    assert_eq!(k, ["block_configs", "num_hidden_layers"]);
+    let (msg, k) = one(json!({}), json!({"ffn_mult": 1.0})).unwrap_err();
+    assert!(msg.contains("`n_heads_in_group`"), "{msg}");
+    assert_eq!(k, ["block_configs"]);
+    let (msg, k) = one(json!({"n_heads_in_group": 3}), json!({"no_op": true})).unwrap_err();
+    assert!(
+        msg.contains("not a multiple") && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert_eq!(k, ["num_attention_heads", "block_configs"]);
+    let (msg, k) = one(json!({"n_heads_in_group": 0}), json!({"no_op": true})).unwrap_err();
+    assert!(msg.contains("n_heads_in_group"), "{msg}");
+    assert!(!k.is_empty());
+    let (msg, k) = one(json!({"no_op": true}), json!({})).unwrap_err();
+    assert!(msg.contains("`ffn_mult`"), "{msg}");
+    assert_eq!(k, ["block_configs"]);
+    for mult in [json!(0.001), json!(-1.0), json!(1e30)] {
+        let (msg, k) = one(json!({"no_op": true}), json!({"ffn_mult": mult})).unwrap_err();
+        assert_eq!(k, ["block_configs"], "{msg}");
+    }
+    let (msg, k) = nas("num_attention_heads", json!(128)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, k) = nas("hidden_act", json!("swish")).unwrap_err();
+    assert!(msg.contains("\"swish\""), "{msg}");
+    assert_eq!(k, ["hidden_act"]);
+    let (msg, k) = nas("rope_scaling", json!({"type": "linear", "factor": 2.0})).unwrap_err();
+    assert!(msg.contains("`rope_type`"), "{msg}");
+    assert_eq!(k, ["rope_scaling"]);
+    assert!(nas("rope_scaling", json!({})).is_ok());
+    let (msg, _) = nas("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}

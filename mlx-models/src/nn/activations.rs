@@ -141,6 +141,8 @@ pub enum GatedActivation {
     GeGlu,
     /// `gelu(gate) * x` (exact gelu).
     GeGluExact,
+    /// `relu(gate) * x`.
+    ReGlu,
     /// GPT-OSS's clamped SwiGLU.
     ClampedSwiGlu {
         /// Sigmoid slope (1.702).
@@ -157,6 +159,7 @@ impl GatedActivation {
             GatedActivation::SwiGlu => swiglu(gate, x),
             GatedActivation::GeGlu => geglu(gate, x),
             GatedActivation::GeGluExact => gelu(gate)?.multiply(x),
+            GatedActivation::ReGlu => relu(gate)?.multiply(x),
             GatedActivation::ClampedSwiGlu { alpha, limit } => {
                 clamped_swiglu(gate, x, alpha, limit)
             }
