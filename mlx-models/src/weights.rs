@@ -541,7 +541,9 @@ pub const FP8_BLOCK: i32 = 128;
 /// `F8_E5M2` tensor the reader decoded to float16) with one float scale per block of
 /// [`FP8_BLOCK`] x [`FP8_BLOCK`] (`[ceil(m / 128), ceil(n / 128)]`), becomes the bfloat16
 /// weight `value * scale`, computed as the reference computes it (so the same bits), and the
-/// scales are dropped. Checkpoints without `weight_scale_inv` pass unchanged, so this is
+/// scales are dropped. A 0-d scale is one for the whole tensor (Ministral 3's releases):
+/// the weight times it ([`per_tensor_fp8`]). Checkpoints without `weight_scale_inv` pass
+/// unchanged, so this is
 /// idempotent. A scale without its weight, a weight that is neither FP8 bytes nor floating
 /// point, and a scale shape that does not tile the weight are errors that name the tensor.
 pub fn dequantize_fp8_blocks(weights: &mut Weights) -> Result<(), SanitizeError> {
@@ -564,6 +566,12 @@ pub fn dequantize_fp8_blocks(weights: &mut Weights) -> Result<(), SanitizeError>
             )));
         };
         let scale = &weights[&key];
+        if scale.ndim() == 0 {
+            let dense = per_tensor_fp8(weight, scale).map_err(|e| layout(e.to_string()))?;
+            weights.remove(&key);
+            weights.insert(target, dense);
+            continue;
+        }
         let (shape, scale_shape) = (weight.shape().to_vec(), scale.shape().to_vec());
         let &[m, n] = shape.as_slice() else {
             return Err(layout(format!(
@@ -610,6 +618,30 @@ pub fn dequantize_fp8_blocks(weights: &mut Weights) -> Result<(), SanitizeError>
         weights.insert(target, dense);
     }
     Ok(())
+}
+
+/// A weight with one scale for the whole tensor (a 0-d `weight_scale_inv`, Ministral 3's FP8
+/// releases): `weight * scale`, as mlx-lm's ministral3 sanitize computes it for a floating-point
+/// weight (the product in the promoted type); FP8 bytes are decoded to bfloat16 first (where
+/// the reference would multiply the raw bytes).
+fn per_tensor_fp8(weight: &Array, scale: &Array) -> Result<Array, String> {
+    if !matches!(
+        scale.dtype(),
+        Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16
+    ) {
+        return Err(format!(
+            "FP8 scales must be floating point, not {:?}",
+            scale.dtype()
+        ));
+    }
+    let values = match weight.dtype() {
+        Dtype::Uint8 => {
+            crate::nn::quantized::from_fp8(weight, Dtype::Bfloat16).map_err(|e| e.to_string())?
+        }
+        Dtype::Float16 | Dtype::Bfloat16 | Dtype::Float32 => weight.clone(),
+        other => return Err(format!("the weight holds {other:?}, not FP8 values")),
+    };
+    values.multiply(scale).map_err(|e| e.to_string())
 }
 
 /// compressed-tensors' packed int4 layout (`quant_method` `compressed-tensors`, `format`

@@ -48,17 +48,21 @@ pub mod llama;
 pub mod llama4_text;
 pub mod mamba;
 pub mod mamba2;
+pub mod mellum;
 pub mod mimo;
 pub mod minicpm;
 pub mod minicpm3;
+pub mod ministral3;
 pub mod mixtral;
 pub mod nemotron;
 pub mod nemotron_h;
+pub mod nemotron_nas;
 pub mod olmo2;
 pub mod olmo3;
 pub mod olmoe;
 pub mod phi;
 pub mod phi3;
+pub mod phi3small;
 pub mod phimoe;
 pub mod pixtral;
 pub mod plamo2;
@@ -77,6 +81,7 @@ pub mod seed_oss;
 pub mod smollm3;
 pub mod stablelm;
 pub mod starcoder2;
+pub mod youtu_llm;
 
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in
 /// the registry.

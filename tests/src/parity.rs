@@ -310,14 +310,18 @@ pub fn check_case(out: &Path, case: &str) -> CaseReport {
             "{case}: a {name} run gives {got_dtype} logits, the reference's {want_dtype}"
         );
         let out = out.index(0).as_dtype(Dtype::Float32).expect("cast");
+        let want = reference.get(&format!("{name}_prompt_logits"));
+        // Finite, but where the reference's logits are the same infinity (phi3small's head
+        // sets the tokenizer's unused ids to minus infinity).
         let finite = out
             .is_finite()
             .expect("isfinite")
+            .logical_or(&out.eq(want).expect("eq"))
+            .expect("or")
             .all(None)
             .expect("all")
             .item_exact::<bool>();
         assert!(finite, "{case}: {name} logits are not all finite");
-        let want = reference.get(&format!("{name}_prompt_logits"));
         max_half_diff[i] = assert_close(&format!("{case}: {name} prompt logits"), &out, want, tol);
 
         // Greedy decoding with the cache in that precision picks the reference's tokens.

@@ -1300,6 +1300,7 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     assert!(msg.contains("is absurd"), "{msg}");
 }
 
+<<<<<<< HEAD
 /// gemma4_text: heads that do not divide (sliding or full layers), KV sharing with no layer
 /// left to own the keys or a shared type without an owner, an incomplete mixture of experts,
 /// a bad per-type RoPE, widths past MLX's limits and absurd stacks are one-line errors naming
@@ -1308,11 +1309,21 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
 fn hostile_gemma4_text_settings_are_refused_with_their_keys() {
     use mlx_models_zoo::gemma4_text::Gemma4TextArgs;
 
+=======
+/// mellum (a mixture of experts with sliding-window layers and a RoPE per layer type): heads
+/// that do not divide, too many experts per token, layer types that do not fit, a layer type
+/// without its RoPE, an unknown RoPE type and an absurd stack are one-line errors naming their
+/// keys, before anything is built.
+#[test]
+fn hostile_mellum_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::mellum::MellumArgs;
+>>>>>>> dense-f
     fn keys(e: ArgsError) -> (String, Vec<String>) {
         let keys = e.keys().iter().map(|k| k.to_string()).collect();
         (e.to_string(), keys)
     }
     let base = json!({
+<<<<<<< HEAD
         "model_type": "gemma4_text", "hidden_size": 64, "num_hidden_layers": 4,
         "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
         "head_dim": 16, "global_head_dim": 32, "vocab_size": 256,
@@ -1398,10 +1409,71 @@ fn hostile_gemma4_text_settings_are_refused_with_their_keys() {
 fn hostile_gemma3n_settings_are_refused_with_their_keys() {
     use mlx_models_zoo::gemma3n::Gemma3nArgs;
 
+=======
+        "model_type": "mellum", "hidden_size": 64, "num_hidden_layers": 2,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+        "norm_topk_prob": true, "rms_norm_eps": 1e-6, "vocab_size": 256,
+        "max_position_embeddings": 64, "tie_word_embeddings": false, "sliding_window": 4,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            "sliding_attention": {"rope_theta": 1e4},
+        },
+    });
+    let mellum = |k: &str, v| MellumArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+    assert!(mellum("norm_topk_prob", json!(false)).is_ok());
+
+    let (msg, k) = mellum("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = mellum("num_experts_per_tok", json!(9)).unwrap_err();
+    assert!(msg.contains("`num_experts_per_tok` (9)"), "{msg}");
+    assert_eq!(k, ["num_experts", "num_experts_per_tok"]);
+    let (msg, k) = mellum("layer_types", json!(["full_attention"])).unwrap_err();
+    assert!(msg.contains("1 entries for 2 layers"), "{msg}");
+    assert_eq!(k, ["layer_types", "num_hidden_layers"]);
+    let sliding = json!(["sliding_attention", "sliding_attention"]);
+    let (msg, _) = mellum("layer_types", sliding).unwrap_err();
+    assert!(msg.contains("no `full_attention` layer"), "{msg}");
+    let (msg, k) = mellum("layer_types", json!(["local", "full_attention"])).unwrap_err();
+    assert!(msg.contains("\"local\""), "{msg}");
+    assert_eq!(k, ["layer_types"]);
+    let only_full = json!({"full_attention": {"rope_theta": 1e6}});
+    let (msg, k) = mellum("rope_parameters", only_full).unwrap_err();
+    assert!(
+        msg.contains("`sliding_attention`") && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert_eq!(k, ["rope_parameters"]);
+    let no_theta = json!({"full_attention": {}, "sliding_attention": {"rope_theta": 1e4}});
+    let (msg, k) = mellum("rope_parameters", no_theta).unwrap_err();
+    assert!(msg.contains("`rope_theta`"), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let odd_type = json!({
+        "full_attention": {"rope_type": "spiral", "rope_theta": 1e6},
+        "sliding_attention": {"rope_theta": 1e4},
+    });
+    let (msg, k) = mellum("rope_parameters", odd_type).unwrap_err();
+    assert!(msg.contains("spiral"), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let (msg, _) = mellum("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) = mellum("sliding_window", json!(0)).unwrap_err();
+    assert_eq!(k, ["sliding_window"], "{msg}");
+}
+
+/// youtu_llm (latent attention on a dense stack, every key defaulted as in the reference): an
+/// odd rotated width, latent or key/value widths past MLX's sizes, a bad RoPE scaling and an
+/// absurd stack are one-line errors naming their keys, before anything is built.
+#[test]
+fn hostile_youtu_llm_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::youtu_llm::YoutuLlmArgs;
+>>>>>>> dense-f
     fn keys(e: ArgsError) -> (String, Vec<String>) {
         let keys = e.keys().iter().map(|k| k.to_string()).collect();
         (e.to_string(), keys)
     }
+<<<<<<< HEAD
     let text = json!({
         "model_type": "gemma3n_text", "hidden_size": 64, "num_hidden_layers": 3,
         "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16,
@@ -1461,4 +1533,206 @@ fn hostile_gemma3n_settings_are_refused_with_their_keys() {
     );
     let args = Gemma3nArgs::from_config(&of(v5)).expect("parses");
     assert_eq!((args.rope_theta, args.rope_local_base_freq), (500.0, 50.0));
+=======
+    let base = json!({"model_type": "youtu_llm"});
+    let youtu = |k: &str, v| YoutuLlmArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+    let args = YoutuLlmArgs::from_config(&base).expect("every key has a default");
+    assert_eq!((args.hidden_size, args.v_head_dim), (2048, 128));
+    assert!(args.rope_traditional && args.tie_word_embeddings);
+    assert_eq!(
+        youtu("q_lora_rank", json!(null)).expect("null").q_lora_rank,
+        None
+    );
+
+    let (msg, k) = youtu("qk_rope_head_dim", json!(15)).unwrap_err();
+    assert!(msg.contains("must be even"), "{msg}");
+    assert_eq!(k, ["qk_rope_head_dim"]);
+    let (msg, k) = youtu("v_head_dim", json!(1_073_741_824)).unwrap_err();
+    assert!(msg.contains("size limit") && !msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["num_attention_heads", "qk_nope_head_dim", "v_head_dim"]);
+    let (msg, k) = youtu("kv_lora_rank", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["kv_lora_rank", "qk_rope_head_dim"]);
+    let (msg, k) = youtu("num_attention_heads", json!(1u64 << 40)).unwrap_err();
+    assert!(msg.contains("num_attention_heads"), "{msg}");
+    assert_eq!(k, ["num_attention_heads"]);
+    let (msg, k) = youtu("rope_scaling", json!({"rope_type": "yarn"})).unwrap_err();
+    assert!(msg.contains("factor"), "{msg}");
+    assert_eq!(k, ["rope_scaling"]);
+    let (msg, _) = youtu("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}
+
+/// ministral3 (RoPE and the query scaling read from `rope_parameters` alone): heads that do
+/// not divide, a missing `rope_parameters` or scaling key, a zero `original_max_position_embeddings`,
+/// sliding layers without a window and an absurd stack are one-line errors naming their keys,
+/// before anything is built; defaults as the reference's.
+#[test]
+fn hostile_ministral3_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::ministral3::Ministral3Args;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "ministral3", "hidden_size": 64, "num_hidden_layers": 2,
+        "intermediate_size": 128, "num_attention_heads": 4, "rms_norm_eps": 1e-5,
+        "vocab_size": 256,
+        "rope_parameters": {
+            "rope_theta": 1e6, "llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 16,
+        },
+    });
+    let ministral =
+        |k: &str, v| Ministral3Args::from_config(&with(base.clone(), k, v)).map_err(keys);
+    let args = Ministral3Args::from_config(&base).expect("parses");
+    assert_eq!(args.num_key_value_heads, Some(4));
+    assert_eq!(args.head_dim(), 16);
+    assert!(args.tie_word_embeddings);
+    assert_eq!(args.layer_types.as_deref().map(<[String]>::len), Some(2));
+    assert_eq!(
+        ministral("head_dim", json!(0))
+            .expect("0 is absent")
+            .head_dim(),
+        16
+    );
+
+    let (msg, k) = ministral("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = ministral("num_attention_heads", json!(6)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, k) = ministral("rope_parameters", json!(null)).unwrap_err();
+    assert!(msg.contains("needs `rope_parameters`"), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let no_beta = json!({"rope_theta": 1e6, "original_max_position_embeddings": 16});
+    let (msg, k) = ministral("rope_parameters", no_beta).unwrap_err();
+    assert!(msg.contains("`llama_4_scaling_beta`"), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let zero = json!({
+        "rope_theta": 1e6, "llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 0,
+    });
+    let (msg, k) = ministral("rope_parameters", zero).unwrap_err();
+    assert!(msg.contains("positive") && !msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let no_theta = json!({"llama_4_scaling_beta": 0.1, "original_max_position_embeddings": 16});
+    let (msg, k) = ministral("rope_parameters", no_theta).unwrap_err();
+    assert!(msg.contains("rope_theta"), "{msg}");
+    assert_eq!(k, ["rope_theta"]);
+    let sliding = json!(["sliding_attention", "full_attention"]);
+    let (msg, k) = ministral("layer_types", sliding).unwrap_err();
+    assert_eq!(k, ["layer_types", "sliding_window"], "{msg}");
+    let (msg, _) = ministral("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}
+
+/// phi3small: heads that do not divide, a block size the reference refuses, no local block,
+/// a zero stride or period, an MLP past MLX's sizes and an absurd stack are one-line errors
+/// naming their keys, before anything is built; the μP defaults are the reference's.
+#[test]
+fn hostile_phi3small_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::phi3small::Phi3SmallArgs;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "phi3small", "hidden_size": 64, "dense_attention_every_n_layers": 2,
+        "ff_intermediate_size": 128, "gegelu_limit": 20.0, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "layer_norm_epsilon": 1e-5,
+        "vocab_size": 256,
+    });
+    let phi = |k: &str, v| Phi3SmallArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+    let args = Phi3SmallArgs::from_config(&base).expect("parses");
+    assert_eq!(args.blocksparse_block_size, 64);
+    assert_eq!(args.mup_width_multiplier, 8.0);
+    assert_eq!(args.scale(), 1.0 / 16.0);
+    assert!(args.block_sparse(0).is_some() && args.block_sparse(1).is_none());
+
+    let (msg, k) = phi("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = phi("num_attention_heads", json!(6)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, k) = phi("blocksparse_block_size", json!(16)).unwrap_err();
+    assert!(msg.contains("32 or 64") && !msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["blocksparse_block_size"]);
+    for key in [
+        "blocksparse_num_local_blocks",
+        "blocksparse_vert_stride",
+        "dense_attention_every_n_layers",
+    ] {
+        let (msg, k) = phi(key, json!(0)).unwrap_err();
+        assert_eq!(k, [key], "{msg}");
+    }
+    let (msg, k) = phi("blocksparse_vert_stride", json!(1u64 << 40)).unwrap_err();
+    assert_eq!(k, ["blocksparse_vert_stride"], "{msg}");
+    let (msg, k) = phi("ff_intermediate_size", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["ff_intermediate_size"]);
+    let (msg, _) = phi("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}
+
+/// nemotron-nas (per-layer `block_configs`): a list that does not fit the layers, an
+/// attention without its group size or with one that does not divide the heads, an MLP
+/// without `ffn_mult` or with an absurd one, an unknown activation, a RoPE scaling without
+/// `rope_type` and an absurd stack are one-line errors naming their keys, before anything is
+/// built; no-op and linear blocks need neither.
+#[test]
+fn hostile_nemotron_nas_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::nemotron_nas::NemotronNasArgs;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let blocks = json!([
+        {"attention": {"n_heads_in_group": 2}, "ffn": {"ffn_mult": 1.5}},
+        {"attention": {"no_op": true}, "ffn": {"replace_with_linear": true}},
+    ]);
+    let base = json!({
+        "model_type": "nemotron-nas", "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "vocab_size": 256, "block_configs": blocks,
+    });
+    let nas = |k: &str, v| NemotronNasArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+    let args = NemotronNasArgs::from_config(&base).expect("parses");
+    assert_eq!(args.intermediate_size(0).expect("an MLP"), 256);
+    assert_eq!(args.hidden_act, "silu");
+    let one = |attention: serde_json::Value, ffn: serde_json::Value| {
+        let config = with(base.clone(), "num_hidden_layers", json!(1));
+        let blocks = json!([{"attention": attention, "ffn": ffn}]);
+        NemotronNasArgs::from_config(&with(config, "block_configs", blocks)).map_err(keys)
+    };
+
+    let (msg, k) = nas("num_hidden_layers", json!(3)).unwrap_err();
+    assert!(msg.contains("2 entries for 3 layers"), "{msg}");
+    assert_eq!(k, ["block_configs", "num_hidden_layers"]);
+    let (msg, k) = one(json!({}), json!({"ffn_mult": 1.0})).unwrap_err();
+    assert!(msg.contains("`n_heads_in_group`"), "{msg}");
+    assert_eq!(k, ["block_configs"]);
+    let (msg, k) = one(json!({"n_heads_in_group": 3}), json!({"no_op": true})).unwrap_err();
+    assert!(
+        msg.contains("not a multiple") && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert_eq!(k, ["num_attention_heads", "block_configs"]);
+    let (msg, k) = one(json!({"n_heads_in_group": 0}), json!({"no_op": true})).unwrap_err();
+    assert!(msg.contains("n_heads_in_group"), "{msg}");
+    assert!(!k.is_empty());
+    let (msg, k) = one(json!({"no_op": true}), json!({})).unwrap_err();
+    assert!(msg.contains("`ffn_mult`"), "{msg}");
+    assert_eq!(k, ["block_configs"]);
+    for mult in [json!(0.001), json!(-1.0), json!(1e30)] {
+        let (msg, k) = one(json!({"no_op": true}), json!({"ffn_mult": mult})).unwrap_err();
+        assert_eq!(k, ["block_configs"], "{msg}");
+    }
+    let (msg, k) = nas("num_attention_heads", json!(128)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, k) = nas("hidden_act", json!("swish")).unwrap_err();
+    assert!(msg.contains("\"swish\""), "{msg}");
+    assert_eq!(k, ["hidden_act"]);
+    let (msg, k) = nas("rope_scaling", json!({"type": "linear", "factor": 2.0})).unwrap_err();
+    assert!(msg.contains("`rope_type`"), "{msg}");
+    assert_eq!(k, ["rope_scaling"]);
+    assert!(nas("rope_scaling", json!({})).is_ok());
+    let (msg, _) = nas("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+>>>>>>> dense-f
 }

@@ -39,12 +39,15 @@ const NO_ROPE_BASE: &[&str] = &[
 /// Architectures whose config names the base otherwise than `rope_theta`.
 /// Architectures whose reference reads the base only inside `rope_parameters` (qwen3_5, a
 /// transformers v5 model; gemma4_text and its wrapper gemma4, whose `rope_parameters` has one
-/// entry per layer type):
-/// a top-level `rope_theta` changes nothing there, and their parity cases already give the
-/// base inside `rope_parameters`.
-const ONLY_ROPE_PARAMETERS: &[&str] = &["gemma4", "gemma4_text", "qwen3_5"];
+/// entry per layer type, as has mellum's; ministral3, which reads RoPE and its query scaling
+/// from `rope_parameters` alone): a top-level `rope_theta` changes nothing there, and their
+/// parity cases already give the base inside `rope_parameters`.
+const ONLY_ROPE_PARAMETERS: &[&str] = &["gemma4", "gemma4_text", "mellum", "ministral3", "qwen3_5"];
 
-const BASE_KEY: &[(&str, &str)] = &[("gpt_neox", "rotary_emb_base")];
+const BASE_KEY: &[(&str, &str)] = &[
+    ("gpt_neox", "rotary_emb_base"),
+    ("phi3small", "rope_embedding_base"),
+];
 
 /// The text model's config: `text_config` in a multimodal checkpoint's config.json (whose
 /// values win over the top level), else the whole config.

@@ -373,6 +373,41 @@ fn fp8_block_scales_dequantize_to_bfloat16() {
     assert_eq!(before, again);
 }
 
+/// A 0-d `weight_scale_inv` (Ministral 3's per-tensor FP8 scales) multiplies the whole weight:
+/// FP8 bytes decoded first, a floating-point weight as it is; idempotent.
+#[test]
+fn fp8_per_tensor_scales_multiply_the_whole_weight() {
+    let mut w = Weights::new();
+    w.insert("a.weight".into(), e4m3(&[0x38, 0x40, 0xB8], &[1, 3]));
+    w.insert("a.weight_scale_inv".into(), Array::from_f32(0.5));
+    w.insert(
+        "b.weight".into(),
+        Array::from_slice(&[3.0f32, -1.0], &[2, 1]),
+    );
+    w.insert("b.weight_scale_inv".into(), Array::from_f32(2.0));
+    dequantize_fp8_blocks(&mut w).unwrap();
+    assert!(!w.keys().any(|k| k.ends_with("_scale_inv")));
+    fn values(w: &Weights, k: &str) -> Vec<f32> {
+        let a = w[k].as_dtype(Dtype::Float32).unwrap();
+        a.as_slice::<f32>().to_vec()
+    }
+    assert_eq!(values(&w, "a.weight"), [0.5, 1.0, -0.5]);
+    assert_eq!(values(&w, "b.weight"), [6.0, -2.0]);
+    assert_eq!(w["b.weight"].shape(), &[2, 1]);
+    let before = (values(&w, "a.weight"), values(&w, "b.weight"));
+    dequantize_fp8_blocks(&mut w).unwrap();
+    assert_eq!(before, (values(&w, "a.weight"), values(&w, "b.weight")));
+    // Integer weights are not FP8 bytes, whatever the scale.
+    let mut w = Weights::new();
+    w.insert("x.weight".into(), Array::from_slice(&[1i32, 2], &[1, 2]));
+    w.insert("x.weight_scale_inv".into(), Array::from_f32(2.0));
+    let err = dequantize_fp8_blocks(&mut w).unwrap_err();
+    assert!(
+        matches!(&err, SanitizeError::Layout { key, .. } if key == "x.weight_scale_inv"),
+        "{err}"
+    );
+}
+
 #[test]
 fn fp8_scales_that_do_not_fit_are_errors_naming_the_tensor() {
     let cases: [(&str, Array, Option<Array>); 4] = [

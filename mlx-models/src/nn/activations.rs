@@ -66,6 +66,26 @@ pub fn clamped_swiglu(gate: &Array, x: &Array, alpha: f32, limit: f32) -> Result
     x.add(sc(1.0, &x)?)?.multiply(glu)
 }
 
+/// Phi-3-small's GeGELU over interleaved halves of `x` (`[..., 2 * n]`): the even features
+/// `g` clipped from above at `limit`, the odd ones `y` to `[-limit, limit]` (infinities of
+/// either kept as they are), then `g * sigmoid(1.702 * g) * (y + 1)`: `[..., n]`.
+pub fn gegelu(x: &Array, limit: f32) -> Result<Array> {
+    use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
+    let pairs = x.reshape(&[&x.shape()[..x.ndim() - 1], &[-1, 2]].concat())?;
+    let gate = pairs.try_index((Ellipsis, 0))?;
+    let linear = pairs.try_index((Ellipsis, 1))?;
+    let keep_inf = |v: &Array, clipped: Array| -> Result<Array> {
+        mlx_rs::ops::select(&mlx_rs::ops::is_inf(v)?, v, &clipped)
+    };
+    let gate = keep_inf(&gate, minimum(&gate, sc(limit, &gate)?)?)?;
+    let linear = keep_inf(
+        &linear,
+        clip(&linear, (sc(-limit, &linear)?, sc(limit, &linear)?))?,
+    )?;
+    let glu = gate.multiply(sigmoid(sc(1.702, &gate)?.multiply(&gate)?)?)?;
+    glu.multiply(linear.add(sc(1.0, &linear)?)?)
+}
+
 /// A one-input activation chosen by name (`hidden_act` in configs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -121,6 +141,8 @@ pub enum GatedActivation {
     GeGlu,
     /// `gelu(gate) * x` (exact gelu).
     GeGluExact,
+    /// `relu(gate) * x`.
+    ReGlu,
     /// GPT-OSS's clamped SwiGLU.
     ClampedSwiGlu {
         /// Sigmoid slope (1.702).
@@ -137,6 +159,7 @@ impl GatedActivation {
             GatedActivation::SwiGlu => swiglu(gate, x),
             GatedActivation::GeGlu => geglu(gate, x),
             GatedActivation::GeGluExact => gelu(gate)?.multiply(x),
+            GatedActivation::ReGlu => relu(gate)?.multiply(x),
             GatedActivation::ClampedSwiGlu { alpha, limit } => {
                 clamped_swiglu(gate, x, alpha, limit)
             }

@@ -8,6 +8,7 @@
 //!   (deepseek_v2's, minicpm3's);
 //! - [`dsa`]: DeepSeek sparse attention, the indexer that picks each query's top-k keys for
 //!   a latent attention (deepseek_v32's);
+//! - [`block_sparse`]: block-sparse attention (phi3small's local and vertical blocks);
 //! - [`rope`]: every RoPE variant, built from a `rope_scaling` / `rope_parameters` config;
 //! - [`quantized`]: linear and embedding layers loading mlx-community's quantized layout;
 //! - [`switch`]: mixture-of-experts layers over `gather_mm` / `gather_qmm`;
@@ -96,6 +97,7 @@ macro_rules! variant_parameters {
 
 pub mod activations;
 pub mod attention;
+pub mod block_sparse;
 pub mod blocks;
 pub mod dsa;
 pub mod either;
