@@ -1300,7 +1300,6 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     assert!(msg.contains("is absurd"), "{msg}");
 }
 
-<<<<<<< HEAD
 /// gemma4_text: heads that do not divide (sliding or full layers), KV sharing with no layer
 /// left to own the keys or a shared type without an owner, an incomplete mixture of experts,
 /// a bad per-type RoPE, widths past MLX's limits and absurd stacks are one-line errors naming
@@ -1309,21 +1308,11 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
 fn hostile_gemma4_text_settings_are_refused_with_their_keys() {
     use mlx_models_zoo::gemma4_text::Gemma4TextArgs;
 
-=======
-/// mellum (a mixture of experts with sliding-window layers and a RoPE per layer type): heads
-/// that do not divide, too many experts per token, layer types that do not fit, a layer type
-/// without its RoPE, an unknown RoPE type and an absurd stack are one-line errors naming their
-/// keys, before anything is built.
-#[test]
-fn hostile_mellum_settings_are_refused_with_their_keys() {
-    use mlx_models_zoo::mellum::MellumArgs;
->>>>>>> dense-f
     fn keys(e: ArgsError) -> (String, Vec<String>) {
         let keys = e.keys().iter().map(|k| k.to_string()).collect();
         (e.to_string(), keys)
     }
     let base = json!({
-<<<<<<< HEAD
         "model_type": "gemma4_text", "hidden_size": 64, "num_hidden_layers": 4,
         "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
         "head_dim": 16, "global_head_dim": 32, "vocab_size": 256,
@@ -1409,71 +1398,10 @@ fn hostile_mellum_settings_are_refused_with_their_keys() {
 fn hostile_gemma3n_settings_are_refused_with_their_keys() {
     use mlx_models_zoo::gemma3n::Gemma3nArgs;
 
-=======
-        "model_type": "mellum", "hidden_size": 64, "num_hidden_layers": 2,
-        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "head_dim": 16, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
-        "norm_topk_prob": true, "rms_norm_eps": 1e-6, "vocab_size": 256,
-        "max_position_embeddings": 64, "tie_word_embeddings": false, "sliding_window": 4,
-        "layer_types": ["sliding_attention", "full_attention"],
-        "rope_parameters": {
-            "full_attention": {"rope_type": "default", "rope_theta": 1e6},
-            "sliding_attention": {"rope_theta": 1e4},
-        },
-    });
-    let mellum = |k: &str, v| MellumArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
-    assert!(mellum("norm_topk_prob", json!(false)).is_ok());
-
-    let (msg, k) = mellum("num_key_value_heads", json!(3)).unwrap_err();
-    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
-    let (msg, k) = mellum("num_experts_per_tok", json!(9)).unwrap_err();
-    assert!(msg.contains("`num_experts_per_tok` (9)"), "{msg}");
-    assert_eq!(k, ["num_experts", "num_experts_per_tok"]);
-    let (msg, k) = mellum("layer_types", json!(["full_attention"])).unwrap_err();
-    assert!(msg.contains("1 entries for 2 layers"), "{msg}");
-    assert_eq!(k, ["layer_types", "num_hidden_layers"]);
-    let sliding = json!(["sliding_attention", "sliding_attention"]);
-    let (msg, _) = mellum("layer_types", sliding).unwrap_err();
-    assert!(msg.contains("no `full_attention` layer"), "{msg}");
-    let (msg, k) = mellum("layer_types", json!(["local", "full_attention"])).unwrap_err();
-    assert!(msg.contains("\"local\""), "{msg}");
-    assert_eq!(k, ["layer_types"]);
-    let only_full = json!({"full_attention": {"rope_theta": 1e6}});
-    let (msg, k) = mellum("rope_parameters", only_full).unwrap_err();
-    assert!(
-        msg.contains("`sliding_attention`") && !msg.contains('\n'),
-        "{msg}"
-    );
-    assert_eq!(k, ["rope_parameters"]);
-    let no_theta = json!({"full_attention": {}, "sliding_attention": {"rope_theta": 1e4}});
-    let (msg, k) = mellum("rope_parameters", no_theta).unwrap_err();
-    assert!(msg.contains("`rope_theta`"), "{msg}");
-    assert_eq!(k, ["rope_parameters"]);
-    let odd_type = json!({
-        "full_attention": {"rope_type": "spiral", "rope_theta": 1e6},
-        "sliding_attention": {"rope_theta": 1e4},
-    });
-    let (msg, k) = mellum("rope_parameters", odd_type).unwrap_err();
-    assert!(msg.contains("spiral"), "{msg}");
-    assert_eq!(k, ["rope_parameters"]);
-    let (msg, _) = mellum("num_hidden_layers", json!(2147483647)).unwrap_err();
-    assert!(msg.contains("is absurd"), "{msg}");
-    let (msg, k) = mellum("sliding_window", json!(0)).unwrap_err();
-    assert_eq!(k, ["sliding_window"], "{msg}");
-}
-
-/// youtu_llm (latent attention on a dense stack, every key defaulted as in the reference): an
-/// odd rotated width, latent or key/value widths past MLX's sizes, a bad RoPE scaling and an
-/// absurd stack are one-line errors naming their keys, before anything is built.
-#[test]
-fn hostile_youtu_llm_settings_are_refused_with_their_keys() {
-    use mlx_models_zoo::youtu_llm::YoutuLlmArgs;
->>>>>>> dense-f
     fn keys(e: ArgsError) -> (String, Vec<String>) {
         let keys = e.keys().iter().map(|k| k.to_string()).collect();
         (e.to_string(), keys)
     }
-<<<<<<< HEAD
     let text = json!({
         "model_type": "gemma3n_text", "hidden_size": 64, "num_hidden_layers": 3,
         "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16,
@@ -1533,7 +1461,82 @@ fn hostile_youtu_llm_settings_are_refused_with_their_keys() {
     );
     let args = Gemma3nArgs::from_config(&of(v5)).expect("parses");
     assert_eq!((args.rope_theta, args.rope_local_base_freq), (500.0, 50.0));
-=======
+}
+
+/// mellum (a mixture of experts with sliding-window layers and a RoPE per layer type): heads
+/// that do not divide, too many experts per token, layer types that do not fit, a layer type
+/// without its RoPE, an unknown RoPE type and an absurd stack are one-line errors naming their
+/// keys, before anything is built.
+#[test]
+fn hostile_mellum_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::mellum::MellumArgs;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "mellum", "hidden_size": 64, "num_hidden_layers": 2,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+        "norm_topk_prob": true, "rms_norm_eps": 1e-6, "vocab_size": 256,
+        "max_position_embeddings": 64, "tie_word_embeddings": false, "sliding_window": 4,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            "sliding_attention": {"rope_theta": 1e4},
+        },
+    });
+    let mellum = |k: &str, v| MellumArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+    assert!(mellum("norm_topk_prob", json!(false)).is_ok());
+
+    let (msg, k) = mellum("num_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = mellum("num_experts_per_tok", json!(9)).unwrap_err();
+    assert!(msg.contains("`num_experts_per_tok` (9)"), "{msg}");
+    assert_eq!(k, ["num_experts", "num_experts_per_tok"]);
+    let (msg, k) = mellum("layer_types", json!(["full_attention"])).unwrap_err();
+    assert!(msg.contains("1 entries for 2 layers"), "{msg}");
+    assert_eq!(k, ["layer_types", "num_hidden_layers"]);
+    let sliding = json!(["sliding_attention", "sliding_attention"]);
+    let (msg, _) = mellum("layer_types", sliding).unwrap_err();
+    assert!(msg.contains("no `full_attention` layer"), "{msg}");
+    let (msg, k) = mellum("layer_types", json!(["local", "full_attention"])).unwrap_err();
+    assert!(msg.contains("\"local\""), "{msg}");
+    assert_eq!(k, ["layer_types"]);
+    let only_full = json!({"full_attention": {"rope_theta": 1e6}});
+    let (msg, k) = mellum("rope_parameters", only_full).unwrap_err();
+    assert!(
+        msg.contains("`sliding_attention`") && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert_eq!(k, ["rope_parameters"]);
+    let no_theta = json!({"full_attention": {}, "sliding_attention": {"rope_theta": 1e4}});
+    let (msg, k) = mellum("rope_parameters", no_theta).unwrap_err();
+    assert!(msg.contains("`rope_theta`"), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let odd_type = json!({
+        "full_attention": {"rope_type": "spiral", "rope_theta": 1e6},
+        "sliding_attention": {"rope_theta": 1e4},
+    });
+    let (msg, k) = mellum("rope_parameters", odd_type).unwrap_err();
+    assert!(msg.contains("spiral"), "{msg}");
+    assert_eq!(k, ["rope_parameters"]);
+    let (msg, _) = mellum("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) = mellum("sliding_window", json!(0)).unwrap_err();
+    assert_eq!(k, ["sliding_window"], "{msg}");
+}
+
+/// youtu_llm (latent attention on a dense stack, every key defaulted as in the reference): an
+/// odd rotated width, latent or key/value widths past MLX's sizes, a bad RoPE scaling and an
+/// absurd stack are one-line errors naming their keys, before anything is built.
+#[test]
+fn hostile_youtu_llm_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::youtu_llm::YoutuLlmArgs;
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
     let base = json!({"model_type": "youtu_llm"});
     let youtu = |k: &str, v| YoutuLlmArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
     let args = YoutuLlmArgs::from_config(&base).expect("every key has a default");
@@ -1734,5 +1737,4 @@ fn hostile_nemotron_nas_settings_are_refused_with_their_keys() {
     assert!(nas("rope_scaling", json!({})).is_ok());
     let (msg, _) = nas("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
->>>>>>> dense-f
 }
