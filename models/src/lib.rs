@@ -53,6 +53,7 @@ pub mod mimo;
 pub mod minicpm;
 pub mod minicpm3;
 pub mod ministral3;
+pub mod mistral3;
 pub mod mixtral;
 pub mod nemotron;
 pub mod nemotron_h;

@@ -1137,6 +1137,28 @@ fn multimodal_text_configs_are_read_as_the_reference_reads_them() {
         .expect("parses");
     assert_eq!(args.vocab_size, 262144);
     assert_eq!((args.num_attention_heads, args.num_key_value_heads), (8, 1));
+
+    // mistral3 picks its text model by `text_config.model_type`, refusing mistral4 by name.
+    use mlx_models_zoo::mistral3::{Mistral3Args, Mistral3TextArgs};
+    let text = json!({
+        "model_type": "mistral", "hidden_size": 64, "num_hidden_layers": 2,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5, "vocab_size": 256,
+    });
+    let mistral3 = json!({"model_type": "mistral3", "text_config": text});
+    let args = Mistral3Args::from_config(&mistral3).expect("parses");
+    let Mistral3TextArgs::Llama(llama) = &args.text else {
+        panic!("a `mistral` text config is llama's: {args:?}");
+    };
+    assert!(
+        !llama.tie_word_embeddings,
+        "untied unless the text config says so"
+    );
+    let mistral4 = json!({"model_type": "mistral3", "text_config": with(text, "model_type", json!("mistral4"))});
+    let msg = Mistral3Args::from_config(&mistral4)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("mistral4") && !msg.contains('\n'), "{msg}");
 }
 
 /// The dense architectures helium, mimo, internlm3, exaone, olmo3, exaone4, internlm2 and
