@@ -133,6 +133,7 @@ pub mod batch;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod detokenizer;
+pub mod engine;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
