@@ -18,6 +18,8 @@ use mlx_models::tokenizer::{ChatOptions, Tokenizer};
 use mlx_rs::Dtype;
 use serde_json::json;
 
+mod serve;
+
 type CliResult<T> = Result<T, String>;
 
 #[derive(Parser)]
@@ -43,9 +45,13 @@ enum Command {
     List,
     /// Describe a checkpoint: type, parameters, dtype, quantization, layers, unknown config keys.
     Inspect(SourceArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat and text completions,
+    /// streaming, tool calls, continuous batching, prompt-prefix reuse).
+    #[command(allow_negative_numbers = true)]
+    Serve(serve::ServeArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct SourceArgs {
     /// A checkpoint folder, a `.gguf` file, or a Hugging Face repo id (`org/name`, optionally
     /// `@revision`).
@@ -334,6 +340,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Inspect(args) => inspect(args),
+        Command::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
