@@ -45,6 +45,7 @@ pub mod jamba;
 pub mod lfm2;
 pub mod lfm2_vl;
 pub mod llama;
+pub mod llama4;
 pub mod llama4_text;
 pub mod mamba;
 pub mod mamba2;

@@ -1760,3 +1760,92 @@ fn hostile_nemotron_nas_settings_are_refused_with_their_keys() {
     let (msg, _) = nas("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
+
+/// llama4 (its text model under `text_config`): fewer than the four layers the reference's
+/// masks need, more than one expert per token, heads that do not divide, a chunk or an
+/// interleave step of 0, a temperature switch that is neither a number nor a boolean, absurd
+/// sizes and a missing `text_config` are one-line errors naming their keys; a boolean or an
+/// integer switches the temperature tuning as the reference's truthiness does.
+#[test]
+fn hostile_llama4_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::llama4::Llama4Args;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let text = json!({
+        "model_type": "llama4_text", "hidden_size": 64, "num_hidden_layers": 4,
+        "intermediate_size": 64, "intermediate_size_mlp": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "rms_norm_eps": 1e-5, "vocab_size": 256,
+        "rope_theta": 500000.0, "rope_scaling": null, "max_position_embeddings": 1024,
+        "attention_bias": false, "attention_chunk_size": 4, "interleave_moe_layer_step": 2,
+        "num_local_experts": 4, "num_experts_per_tok": 1, "use_qk_norm": true,
+    });
+    let l4 = |k: &str, v| {
+        let config = json!({"model_type": "llama4", "text_config": with(text.clone(), k, v)});
+        Llama4Args::from_config(&config).map_err(keys)
+    };
+
+    let args = l4("attn_temperature_tuning", json!(false)).expect("parses");
+    assert!(args.temperature().is_none());
+    let args = l4("attn_temperature_tuning", json!(true)).expect("parses");
+    assert_eq!(args.temperature().map(|t| t.floor_scale), Some(8192.0));
+    let args = l4("head_dim", json!(null)).expect("parses");
+    assert_eq!(args.head_dim(), 16);
+    // The reference's default: 4, truthy.
+    let args = l4("attn_scale", json!(0.5)).expect("parses");
+    assert_eq!(args.temperature().map(|t| t.attn_scale), Some(0.5));
+
+    let (msg, k) = l4("num_hidden_layers", json!(3)).unwrap_err();
+    assert!(k.iter().any(|k| k.ends_with("num_hidden_layers")), "{msg}");
+    assert!(msg.contains("at least 4 layers"), "{msg}");
+    let (msg, _) = l4("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) = l4("num_experts_per_tok", json!(2)).unwrap_err();
+    assert!(
+        k.iter().any(|k| k.ends_with("num_experts_per_tok")),
+        "{msg}"
+    );
+    let (msg, _) = l4("num_experts_per_tok", json!(5)).unwrap_err();
+    assert!(msg.contains("num_local_experts"), "{msg}");
+    // No layer with experts: their settings are not checked, as in the reference.
+    let dense = json!({"model_type": "llama4", "text_config": with(
+        with(text.clone(), "interleave_moe_layer_step", json!(5)), "num_experts_per_tok", json!(2))});
+    let args = Llama4Args::from_config(&dense).expect("parses");
+    assert!(!(0..4).any(|i| args.is_sparse(i)));
+    let (msg, k) = l4("num_key_value_heads", json!(3)).unwrap_err();
+    assert!(
+        k.iter().any(|k| k.ends_with("num_key_value_heads")),
+        "{msg}"
+    );
+    for key in [
+        "attention_chunk_size",
+        "interleave_moe_layer_step",
+        "floor_scale",
+    ] {
+        let (msg, k) = l4(key, json!(0)).unwrap_err();
+        assert!(k.iter().any(|k| k.ends_with(key)), "{key}: {msg}");
+    }
+    let (msg, k) = l4("attn_temperature_tuning", json!("yes")).unwrap_err();
+    assert!(
+        k.iter().any(|k| k.ends_with("attn_temperature_tuning")),
+        "{msg}"
+    );
+    let (msg, _) = l4("num_local_experts", json!(1u64 << 40)).unwrap_err();
+    assert!(msg.contains("at most 2147483647"), "{msg}");
+    let (msg, _) = l4("head_dim", json!(1_073_741_824)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    let (msg, k) = l4("rope_scaling", json!({"rope_type": "magic"})).unwrap_err();
+    assert!(k.iter().any(|k| k.ends_with("rope_scaling")), "{msg}");
+    let (msg, _) = l4("rope_theta", json!(null)).unwrap_err();
+    assert!(msg.contains("rope_theta"), "{msg}");
+    for (msg, _) in [
+        l4("num_hidden_layers", json!(0)).unwrap_err(),
+        l4("num_experts_per_tok", json!(0)).unwrap_err(),
+    ] {
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+    let missing = Llama4Args::from_config(&json!({"model_type": "llama4"})).unwrap_err();
+    assert!(missing.to_string().contains("`text_config`"), "{missing}");
+}

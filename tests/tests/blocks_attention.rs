@@ -1,7 +1,7 @@
 //! Masks and attention against mlx-lm's `base.py`: `create_causal_mask` (offsets, windows,
 //! left and right padding, including a window of 8 over 36 tokens), `create_attention_mask`
 //! with and without a cache, `scaled_dot_product_attention` with grouped-query heads, every
-//! mask kind and sinks, and the quantized-cache path.
+//! mask kind and sinks, the quantized-cache path, and llama4's chunked masks.
 
 use mlx_models::cache::create_attention_mask;
 use mlx_models::cache::{Cache, KvCache};
@@ -222,4 +222,66 @@ fn quantized_cache_attention_matches_reference() {
         Some(&sinks)
     )
     .is_err());
+}
+
+/// A boolean mask as rows of `0` / `1`, one string per row of the last two axes.
+fn rows(mask: &Array) -> Vec<String> {
+    let k = mask.dim(-1) as usize;
+    let bits = mask
+        .as_dtype(mlx_rs::Dtype::Int32)
+        .unwrap()
+        .to_vec_exact::<i32>()
+        .unwrap();
+    bits.chunks(k)
+        .map(|r| r.iter().map(|b| if *b != 0 { '1' } else { '0' }).collect())
+        .collect()
+}
+
+/// llama4's chunked mask: a query sees the earlier keys of its own chunk only, counted from
+/// the cache's first held position, and a left-padded batch row is the unpadded sequence's
+/// mask shifted right, its padding hidden.
+#[test]
+fn chunked_masks_keep_each_query_in_its_chunk() {
+    use mlx_models::cache::create_chunked_attention_mask;
+    use mlx_models::nn::mask::create_chunked_mask;
+
+    // Six tokens, chunks of 4: positions 0-3, then 4-5.
+    let m = create_chunked_mask(6, 0, 0, 4, None).unwrap();
+    assert_eq!(
+        rows(&m),
+        ["100000", "110000", "111000", "111100", "000010", "000011"]
+    );
+    // Three queries at positions 5, 6, 7 over the keys held from position 2.
+    let m = create_chunked_mask(3, 2, 5, 4, None).unwrap();
+    assert_eq!(rows(&m), ["001100", "001110", "001111"]);
+
+    // Row 1 is padded by 2: its positions start at column 2.
+    let lp = Array::from_slice(&[0i32, 2], &[2]);
+    let m = create_chunked_mask(6, 0, 0, 3, Some(&lp)).unwrap();
+    assert_eq!(m.shape(), [2, 1, 6, 6]);
+    let got = rows(&m);
+    let alone = rows(&create_chunked_mask(4, 0, 0, 3, None).unwrap());
+    assert_eq!(
+        got[..6],
+        rows(&create_chunked_mask(6, 0, 0, 3, None).unwrap())
+    );
+    for (row, want) in got[8..].iter().zip(&alone) {
+        assert_eq!(*row, format!("00{want}"));
+    }
+    // The padded queries see nothing.
+    assert_eq!(got[6..8], ["000000", "000000"]);
+
+    // From the caches: a chunked cache after a trim reads from its first held position.
+    let mut cache = Cache::chunked(4);
+    let kv = mlx_rs::ops::zeros::<f32>(&[1, 1, 6, 2]).unwrap();
+    cache.update_and_fetch(&kv, &kv).unwrap();
+    if let Cache::Chunked(c) = &mut cache {
+        c.maybe_trim_front().unwrap();
+        assert_eq!((c.start_position, c.offset), (2, 6));
+    }
+    let m = array(create_chunked_attention_mask(1, Some(&cache), 4).unwrap());
+    assert_eq!(rows(&m), ["00111"]);
+    let m = array(create_chunked_attention_mask(2, None, 4).unwrap());
+    assert_eq!(rows(&m), ["10", "11"]);
+    assert!(create_chunked_attention_mask(1, Some(&Cache::rotating(4, 0)), 4).is_err());
 }

@@ -25,7 +25,7 @@ use mlx_rs::ops::indexing::{Ellipsis, NewAxis, TryIndexMutOp, TryIndexOp};
 use mlx_rs::ops::{arange, concatenate, quantize, zeros_dtype};
 use mlx_rs::{Array, Dtype};
 
-use crate::nn::mask::{create_causal_mask, default_mask, AttentionMask};
+use crate::nn::mask::{create_causal_mask, create_chunked_mask, default_mask, AttentionMask};
 
 mod arrays;
 mod batch;
@@ -662,6 +662,38 @@ pub fn create_attention_mask(
         }
     }
     default_mask(n, window_size, return_array)
+}
+
+/// The mask of a chunked-attention layer (llama4's local layers, chunks of `chunk_size`)
+/// for `n` new tokens after what `cache` holds: always an array, as the reference builds it
+/// ([`create_chunked_mask`]). A [`ChunkedKvCache`] holds the positions from its
+/// `start_position`; a full-attention cache all of them; a [`BatchKvCache`] all of them for
+/// each sequence, its padding hidden. Other caches are an error.
+pub fn create_chunked_attention_mask(
+    n: i32,
+    cache: Option<&Cache>,
+    chunk_size: i32,
+) -> Result<AttentionMask> {
+    let mask = match cache {
+        None => create_chunked_mask(n, 0, 0, chunk_size, None)?,
+        Some(Cache::Chunked(c)) => {
+            create_chunked_mask(n, c.start_position, c.offset, chunk_size, None)?
+        }
+        Some(Cache::Kv(KvCache { offset, .. }))
+        | Some(Cache::Quantized(QuantizedKvCache { offset, .. })) => {
+            create_chunked_mask(n, 0, *offset, chunk_size, None)?
+        }
+        Some(Cache::Batch(c)) => {
+            create_chunked_mask(n, 0, c.idx, chunk_size, Some(&c.left_padding))?
+        }
+        Some(other) => {
+            return Err(Exception::custom(format!(
+                "chunked attention cannot read a {}",
+                other.class_name()
+            )))
+        }
+    };
+    Ok(AttentionMask::Array(mask))
 }
 
 /// The mask of a state-space layer (`create_ssm_mask`): only an [`ArraysCache`] with left

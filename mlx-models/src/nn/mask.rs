@@ -1,11 +1,12 @@
-//! Attention masks: causal (with an offset into the cache), sliding-window, and left/right
-//! padding for batches. Follows `create_causal_mask` / `create_attention_mask` in mlx-lm's
-//! `models/base.py` and the caches' `make_mask` in `models/cache.py`.
+//! Attention masks: causal (with an offset into the cache), sliding-window, chunked (llama4's
+//! local attention), and left/right padding for batches. Follows `create_causal_mask` /
+//! `create_attention_mask` in mlx-lm's `models/base.py`, the caches' `make_mask` in
+//! `models/cache.py`, and the chunk mask of `models/llama4.py`.
 
 use mlx_rs::error::Result;
 use mlx_rs::fast::ScaledDotProductAttentionMask;
 use mlx_rs::ops::indexing::{NewAxis, TryIndexOp};
-use mlx_rs::ops::{arange, expand_dims_axes, logical_and, subtract};
+use mlx_rs::ops::{arange, expand_dims_axes, floor_divide, logical_and, maximum, subtract};
 use mlx_rs::Array;
 
 /// What the attention of one layer masks.
@@ -80,6 +81,48 @@ pub fn create_causal_mask(
     if let Some(lp) = left_padding {
         let lp = expand_dims_axes(lp, &[1, 2, 3])?;
         mask = logical_and(&mask, lp.le(&rinds)?)?;
+    }
+    Ok(mask)
+}
+
+/// A boolean chunked-attention mask (llama4's local layers): query `i` of `n` sits at
+/// position `offset + i` and sees the keys at positions `start..offset + n` that are at or
+/// before it and in the same chunk of `chunk_size` positions (position `p` is in chunk
+/// `p / chunk_size`). Shape `[n, offset + n - start]`.
+///
+/// With `left_padding` (`[B]`, a batch cache's padded positions; `start` is then 0), a
+/// sequence's positions count from its first real token, its padding is hidden, and the mask
+/// has shape `[B, 1, n, offset + n]`.
+pub fn create_chunked_mask(
+    n: i32,
+    start: i32,
+    offset: i32,
+    chunk_size: i32,
+    left_padding: Option<&Array>,
+) -> Result<Array> {
+    let end = offset + n;
+    let linds = arange::<_, i32>(start, end, None)?;
+    let rinds = arange::<_, i32>(offset, end, None)?.try_index((.., NewAxis))?;
+    let causal = linds.le(&rinds)?;
+    let chunk = Array::from_int(chunk_size);
+    let (lpos, rpos) = match left_padding {
+        // Positions within each sequence; the padding's (negative) ones are clamped to 0 and
+        // hidden below.
+        Some(lp) => {
+            let lp = expand_dims_axes(lp, &[1, 2, 3])?;
+            let zero = Array::from_int(0);
+            (
+                maximum(linds.subtract(&lp)?, &zero)?,
+                maximum(rinds.subtract(&lp)?, &zero)?,
+            )
+        }
+        None => (linds.clone(), rinds.clone()),
+    };
+    let same_chunk = floor_divide(&lpos, &chunk)?.eq(floor_divide(&rpos, &chunk)?)?;
+    let mut mask = logical_and(&same_chunk, &causal)?;
+    if let Some(lp) = left_padding {
+        let lp = expand_dims_axes(lp, &[1, 2, 3])?;
+        mask = logical_and(&mask, lp.le(&linds)?)?;
     }
     Ok(mask)
 }

@@ -18,6 +18,8 @@
 //!   local/global layers, gemma3n's and gemma4's per-layer inputs);
 //! - [`shared_kv`]: layers that attend with an earlier layer's keys and values (gemma3n's and
 //!   gemma4's KV-shared layers) and the attention they share;
+//! - [`llama4`]: what the Llama 4 text models share: the attention with RoPE in some layers,
+//!   weightless q/k norms and temperature tuning, and the layer with its `feed_forward`;
 //! - [`gpt`]: the GPT-2 family's layer in its checkpoint names (fused `c_attn`, `c_fc` /
 //!   `c_proj` feed-forward, `ln_1` / `ln_2`);
 //! - [`gated_delta`]: the gated delta rule of the linear-attention layers (qwen3_next's): the
@@ -105,6 +107,7 @@ pub mod gated_delta;
 pub mod gemma;
 pub mod gpt;
 pub mod hybrid;
+pub mod llama4;
 pub mod mamba;
 pub mod mask;
 pub mod mla;
