@@ -64,7 +64,8 @@ pub struct MellumArgs {
 impl MellumArgs {
     fn check(&mut self) -> std::result::Result<(), ArgsError> {
         let mut types = Some(std::mem::take(&mut self.layer_types));
-        let checked = check_layer_types(&mut types, self.num_hidden_layers, Some(1));
+        let window = Some(self.sliding_window);
+        let checked = check_layer_types(&mut types, self.num_hidden_layers, window);
         self.layer_types = types.unwrap_or_default();
         checked?;
         let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
