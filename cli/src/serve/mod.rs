@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -225,6 +226,13 @@ pub fn serve(args: ServeArgs) -> CliResult<()> {
         .route("/v1/completions", post(completions))
         .fallback(|| async {
             error_response(ApiError::status(404, "not_found_error", "no such endpoint"))
+        })
+        .method_not_allowed_fallback(|| async {
+            error_response(ApiError::status(
+                405,
+                "invalid_request_error",
+                "this endpoint does not take that method",
+            ))
         })
         .layer(DefaultBodyLimit::max(args.max_body_bytes))
         .with_state(state);
@@ -577,11 +585,20 @@ fn completion_logprobs(tokens: &[TokenInfo], offset: usize) -> Value {
     })
 }
 
-fn tool_calls_json(job_id: &str, calls: &[ToolCall]) -> Vec<Value> {
+/// The tool calls as OpenAI lists them: with their `index` in a stream's delta only.
+fn tool_calls_json(job_id: &str, calls: &[ToolCall], streamed: bool) -> Vec<Value> {
     calls
         .iter()
         .enumerate()
-        .map(|(i, c)| c.to_json(i, &format!("call_{}_{i}", job_id.replace('-', "_"))))
+        .map(|(i, c)| {
+            let mut v = c.to_json(i, &format!("call_{}_{i}", job_id.replace('-', "_")));
+            if !streamed {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("index");
+                }
+            }
+            v
+        })
         .collect()
 }
 
@@ -678,7 +695,28 @@ fn stream(
         .into_response()
 }
 
-async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// The body, or the extractor's refusal (too large, unreadable) as an OpenAI error.
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status().as_u16();
+        let message = if status == 413 {
+            "the request body is too large".to_owned()
+        } else {
+            format!("cannot read the request body: {}", e.body_text())
+        };
+        ApiError::status(status, "invalid_request_error", message)
+    })
+}
+
+async fn chat(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_of(body) {
+        Ok(b) => b,
+        Err(e) => return error_response(e),
+    };
     match chat_inner(state, headers, body).await {
         Ok(r) => r,
         Err(e) => error_response(e),
@@ -746,7 +784,7 @@ async fn chat_inner(
         message["reasoning_content"] = json!(p.delta.reasoning);
     }
     if !p.tool_calls.is_empty() {
-        message["tool_calls"] = json!(tool_calls_json(&job.id, &p.tool_calls));
+        message["tool_calls"] = json!(tool_calls_json(&job.id, &p.tool_calls, false));
         if p.delta.content.trim().is_empty() {
             message["content"] = Value::Null;
         }
@@ -778,7 +816,7 @@ fn chat_chunk(job: &Job, p: &Progress) -> Option<Value> {
     if !p.tool_calls.is_empty() {
         delta.insert(
             "tool_calls".into(),
-            json!(tool_calls_json(&job.id, &p.tool_calls)),
+            json!(tool_calls_json(&job.id, &p.tool_calls, true)),
         );
     }
     if delta.is_empty() && p.finish.is_none() && p.tokens.is_empty() {
