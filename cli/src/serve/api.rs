@@ -309,7 +309,11 @@ pub fn template_messages(messages: &[Value]) -> Result<Value, ApiError> {
             message.insert("role".into(), json!("system"));
         }
         match obj.get("content") {
-            None | Some(Value::Null) | Some(Value::String(_)) => {}
+            // As the reference's server does: templates concatenate the content.
+            None | Some(Value::Null) => {
+                message.insert("content".into(), Value::String(String::new()));
+            }
+            Some(Value::String(_)) => {}
             Some(Value::Array(parts)) => {
                 let mut text = String::new();
                 for part in parts {

@@ -363,8 +363,11 @@ impl Engine {
         let logits = self.model.forward(&input, &mut row.caches)?;
         row.forwarded += n;
         if row.forwarded < row.prompt_len {
+            // The chunk's logits are never computed, only the caches; MLX's buffer cache is
+            // emptied after each chunk, as a single generation does.
             drop(logits);
             Cache::eval_all(&row.caches)?;
+            mlx_rs::memory::clear_cache()?;
             return Ok(());
         }
         let last = logits.try_index((.., -1, ..))?;
@@ -613,6 +616,9 @@ impl Engine {
         for row in done_rows {
             self.retire(row);
         }
+        // The freed rows' buffers go back to the system rather than to MLX's buffer cache,
+        // so a server's memory follows what it holds.
+        let _ = mlx_rs::memory::clear_cache();
     }
 
     /// A finished row's caches go to the prompt cache, keyed by the tokens they hold.
