@@ -68,6 +68,7 @@ pub mod seed_oss;
 pub mod smollm3;
 pub mod stablelm;
 pub mod starcoder2;
+pub mod telechat3;
 
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in
 /// the registry.
