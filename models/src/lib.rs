@@ -55,6 +55,7 @@ pub mod olmoe;
 pub mod phi;
 pub mod phi3;
 pub mod phimoe;
+pub mod plamo;
 pub mod plamo2;
 pub mod qwen;
 pub mod qwen2;

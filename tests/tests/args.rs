@@ -1218,3 +1218,74 @@ fn hostile_dense_settings_are_refused_with_their_keys() {
     let (msg, _) = qwen("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
+
+/// telechat3 and plamo: heads that do not divide, an absurd stack, a broken RoPE scaling and
+/// plamo's shared key/value heads (`n_shared_head` must divide the query heads, as the
+/// reference's tiled attention needs) are one-line errors naming their keys.
+#[test]
+fn hostile_telechat3_and_plamo_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::plamo::PlamoArgs;
+    use mlx_models_zoo::telechat3::Telechat3Args;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+        "vocab_size": 256, "max_position_embeddings": 4096, "rope_theta": 10000.0,
+        "n_shared_head": 2,
+    });
+    let of = |model_type: &str, key: &str, value: serde_json::Value| {
+        with(
+            with(base.clone(), "model_type", json!(model_type)),
+            key,
+            value,
+        )
+    };
+    let telechat3 = |k: &str, v| Telechat3Args::from_config(&of("telechat3", k, v)).map_err(keys);
+    let plamo = |k: &str, v| PlamoArgs::from_config(&of("plamo", k, v)).map_err(keys);
+
+    // telechat3: grouped heads, the width split without a head_dim, its scaling, its stack.
+    assert!(telechat3("head_dim", json!(24)).is_ok());
+    let (msg, k) = telechat3("num_key_value_heads", json!(3)).unwrap_err();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = telechat3("num_attention_heads", json!(6)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, k) = telechat3("rope_scaling", json!({"rope_type": "telechat3-yarn"})).unwrap_err();
+    assert_eq!(k, ["rope_scaling"], "{msg}");
+    assert!(msg.contains("factor"), "{msg}");
+    let (msg, _) = telechat3("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) =
+        Telechat3Args::from_config(&without(of("telechat3", "x", json!(0)), "rope_theta"))
+            .map_err(keys)
+            .unwrap_err();
+    assert_eq!(k, ["rope_theta"], "{msg}");
+
+    // plamo: the shared key/value heads, the width, the stack.
+    assert_eq!(
+        plamo("num_attention_heads", json!(8)).map(|a| a.num_key_value_heads()),
+        Ok(4)
+    );
+    for (heads, shared) in [(4, 8), (6, 4)] {
+        let config = with(
+            of("plamo", "num_attention_heads", json!(heads)),
+            "hidden_size",
+            json!(48),
+        );
+        let (msg, k) = PlamoArgs::from_config(&with(config, "n_shared_head", json!(shared)))
+            .map_err(keys)
+            .unwrap_err();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert_eq!(k, ["num_attention_heads", "n_shared_head"], "{msg}");
+    }
+    let (msg, k) = plamo("n_shared_head", json!(0)).unwrap_err();
+    assert_eq!(k, ["n_shared_head"], "{msg}");
+    let (msg, k) = plamo("num_attention_heads", json!(5)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, _) = plamo("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}
