@@ -52,6 +52,7 @@ pub mod nemotron_h;
 pub mod olmo2;
 pub mod olmo3;
 pub mod olmoe;
+pub mod openelm;
 pub mod phi;
 pub mod phi3;
 pub mod phimoe;

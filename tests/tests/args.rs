@@ -1289,3 +1289,57 @@ fn hostile_telechat3_and_plamo_settings_are_refused_with_their_keys() {
     let (msg, _) = plamo("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
+
+/// openelm's per-layer lists: one entry per layer, query heads a multiple of positive key/value
+/// heads, widths within MLX's limit and positive MLP multipliers, each a one-line error naming
+/// its keys; the MLP widths are the reference's `make_divisible`.
+#[test]
+fn hostile_openelm_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::openelm::OpenElmArgs;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "openelm", "head_dim": 16, "num_transformer_layers": 2, "model_dim": 64,
+        "vocab_size": 256, "ffn_dim_divisor": 32, "num_query_heads": [4, 4],
+        "num_kv_heads": [2, 1], "ffn_multipliers": [0.748, 3.1],
+    });
+    let openelm = |k: &str, v| OpenElmArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+
+    // 0.748 * 64 rounds to 32, more than 10% short, so one more multiple: 64; 3.1 * 64 = 198.4
+    // rounds down to 192.
+    let args = openelm("vocab_size", json!(256)).expect("base config");
+    assert_eq!(
+        (args.intermediate_size(0), args.intermediate_size(1)),
+        (64, 192)
+    );
+    for (key, value) in [
+        ("num_query_heads", json!([4])),
+        ("num_kv_heads", json!([2, 1, 1])),
+        ("ffn_multipliers", json!([1.0])),
+    ] {
+        let (msg, k) = openelm(key, value).unwrap_err();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert_eq!(k, [key, "num_transformer_layers"], "{msg}");
+    }
+    for kv in [json!([3, 1]), json!([0, 1])] {
+        let (msg, k) = openelm("num_kv_heads", kv).unwrap_err();
+        assert_eq!(k, ["num_query_heads", "num_kv_heads"], "{msg}");
+    }
+    let (msg, k) = openelm("head_dim", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["num_query_heads", "num_kv_heads", "head_dim"]);
+    for m in [json!([0.0, 1.0]), json!([-1.0, 1.0])] {
+        let (msg, k) = openelm("ffn_multipliers", m).unwrap_err();
+        assert_eq!(k, ["ffn_multipliers"], "{msg}");
+    }
+    let (msg, k) = openelm("ffn_multipliers", json!([1e300, 1.0])).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["ffn_multipliers", "model_dim"]);
+    let (msg, _) = openelm("num_transformer_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) = openelm("ffn_dim_divisor", json!(0)).unwrap_err();
+    assert_eq!(k, ["ffn_dim_divisor"], "{msg}");
+}

@@ -41,7 +41,10 @@ const NO_ROPE_BASE: &[&str] = &[
 /// cases already give the base inside `rope_parameters`.
 const ONLY_ROPE_PARAMETERS: &[&str] = &["qwen3_5"];
 
-const BASE_KEY: &[(&str, &str)] = &[("gpt_neox", "rotary_emb_base")];
+const BASE_KEY: &[(&str, &str)] = &[
+    ("gpt_neox", "rotary_emb_base"),
+    ("openelm", "rope_freq_constant"),
+];
 
 fn logits(dir: &Path, config: &Value) -> Vec<f32> {
     let scratch = tempfile::tempdir().expect("temp dir");
