@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod apertus;
+pub mod baichuan_m1;
 pub mod cohere;
 pub mod cohere2;
 pub mod deepseek_v2;

@@ -1343,3 +1343,51 @@ fn hostile_openelm_settings_are_refused_with_their_keys() {
     let (msg, k) = openelm("ffn_dim_divisor", json!(0)).unwrap_err();
     assert_eq!(k, ["ffn_dim_divisor"], "{msg}");
 }
+
+/// baichuan_m1: heads that do not divide (the sliding layers' own under their own keys), a
+/// sliding layer past the stack, a convolution of other than two taps and an absurd stack are
+/// one-line errors naming their keys.
+#[test]
+fn hostile_baichuan_m1_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::baichuan_m1::BaichuanM1Args;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "baichuan_m1", "hidden_size": 64, "num_hidden_layers": 4,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6, "vocab_size": 256, "rope_theta": 10000.0, "sliding_window": 6,
+        "sliding_window_layers": [1, 3], "conv_window": 2,
+    });
+    let baichuan =
+        |k: &str, v| BaichuanM1Args::from_config(&with(base.clone(), k, v)).map_err(keys);
+
+    let args = baichuan("num_swa_attention_heads", json!(8)).expect("sliding heads");
+    assert_eq!((args.heads(true), args.heads(false)), ((8, 2), (4, 2)));
+    let (msg, k) = baichuan("num_key_value_heads", json!(3)).unwrap_err();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = baichuan("num_swa_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(
+        k,
+        ["num_swa_attention_heads", "num_swa_key_value_heads"],
+        "{msg}"
+    );
+    let config = with(base.clone(), "num_swa_key_value_heads", json!(1));
+    let (msg, k) = BaichuanM1Args::from_config(&with(config, "num_swa_attention_heads", json!(6)))
+        .map_err(keys)
+        .unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_swa_attention_heads"], "{msg}");
+    let (msg, k) = baichuan("sliding_window_layers", json!([1, 4])).unwrap_err();
+    assert_eq!(k, ["sliding_window_layers", "num_hidden_layers"], "{msg}");
+    for taps in [1, 3] {
+        let (msg, k) = baichuan("conv_window", json!(taps)).unwrap_err();
+        assert_eq!(k, ["conv_window"], "{msg}");
+    }
+    let (msg, k) = baichuan("sliding_window", json!(0)).unwrap_err();
+    assert_eq!(k, ["sliding_window"], "{msg}");
+    let (msg, _) = baichuan("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}
