@@ -48,6 +48,7 @@ pub mod mimo;
 pub mod minicpm;
 pub mod minicpm3;
 pub mod mixtral;
+pub mod nanochat;
 pub mod nemotron;
 pub mod nemotron_h;
 pub mod olmo2;

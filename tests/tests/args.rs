@@ -1391,3 +1391,42 @@ fn hostile_baichuan_m1_settings_are_refused_with_their_keys() {
     let (msg, _) = baichuan("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
+
+/// nanochat: every key has the reference's default; heads that do not divide, odd head widths
+/// (RoPE rotates pairs) and an absurd stack are one-line errors naming their keys.
+#[test]
+fn hostile_nanochat_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::nanochat::NanochatArgs;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let nanochat = |k: &str, v| {
+        let config = with(json!({"model_type": "nanochat"}), k, v);
+        NanochatArgs::from_config(&config).map_err(keys)
+    };
+
+    let args = nanochat("vocab_size", json!(65536)).expect("defaults");
+    assert_eq!(
+        (args.hidden_size, args.num_hidden_layers, args.head_dim()),
+        (1280, 20, 128)
+    );
+    let (msg, k) = nanochat("num_key_value_heads", json!(3)).unwrap_err();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = nanochat("num_attention_heads", json!(7)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    // 1280 over 256 heads is 5 wide.
+    let config =
+        json!({"model_type": "nanochat", "num_attention_heads": 256, "num_key_value_heads": 8});
+    let (msg, k) = NanochatArgs::from_config(&config)
+        .map_err(keys)
+        .unwrap_err();
+    assert!(msg.contains("even"), "{msg}");
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, _) = nanochat("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) = nanochat("rope_theta", json!(0.0)).unwrap_err();
+    assert_eq!(k, ["rope_theta"], "{msg}");
+}
