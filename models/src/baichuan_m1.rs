@@ -35,7 +35,8 @@ use mlx_models::nn::mask::AttentionMask;
 use mlx_models::nn::quantized::Linear;
 use mlx_models::nn::rope::Rope;
 use mlx_models::nn::transformer::{
-    check_heads, check_layers, lm_head, Decoder, DecoderArgs, DecoderLayer, Mlp, SelfAttention,
+    check_heads, check_layers, check_width, lm_head, Decoder, DecoderArgs, DecoderLayer, Mlp,
+    SelfAttention,
 };
 use mlx_models::weights::Weights;
 
@@ -111,7 +112,14 @@ impl BaichuanM1Args {
                 ),
             ));
         }
-        Ok(())
+        let head_dim = self.hidden_size / swa_heads;
+        let width = swa_kv_heads
+            .checked_mul(2)
+            .and_then(|kv| kv.checked_add(swa_heads))
+            .and_then(|n| n.checked_mul(head_dim));
+        check_width(&keys, "the sliding layers' W_pack", width)?;
+        let window = Some(self.sliding_window);
+        check_width(&["sliding_window"], "`sliding_window`", window)
     }
 
     /// The query and key/value heads of a sliding (`true`) or full-attention layer.

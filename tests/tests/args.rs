@@ -1386,8 +1386,10 @@ fn hostile_baichuan_m1_settings_are_refused_with_their_keys() {
         let (msg, k) = baichuan("conv_window", json!(taps)).unwrap_err();
         assert_eq!(k, ["conv_window"], "{msg}");
     }
-    let (msg, k) = baichuan("sliding_window", json!(0)).unwrap_err();
-    assert_eq!(k, ["sliding_window"], "{msg}");
+    for window in [0, 4294967296i64] {
+        let (msg, k) = baichuan("sliding_window", json!(window)).unwrap_err();
+        assert_eq!(k, ["sliding_window"], "{msg}");
+    }
     let (msg, _) = baichuan("num_hidden_layers", json!(2147483647)).unwrap_err();
     assert!(msg.contains("is absurd"), "{msg}");
 }
