@@ -155,6 +155,19 @@ struct Mlp {
     c_proj: Linear,
 }
 
+impl Mlp {
+    fn new(dim: i32, hidden: i32) -> Result<Self> {
+        Ok(Mlp {
+            c_fc: Linear::new(dim, hidden, false)?,
+            c_proj: Linear::new(hidden, dim, false)?,
+        })
+    }
+
+    fn forward(&self, x: &Array) -> Result<Array> {
+        self.c_proj.forward(&relu2(&self.c_fc.forward(x)?)?)
+    }
+}
+
 /// `h = x + attn(norm(x))`, `h + mlp(norm(h))`.
 #[derive(Debug, ModuleParameters)]
 struct TransformerBlock {
@@ -169,17 +182,13 @@ impl TransformerBlock {
         let (dim, hidden) = (args.hidden_size as i32, args.intermediate_size as i32);
         Ok(TransformerBlock {
             attn: Attention::new(args)?,
-            mlp: Mlp {
-                c_fc: Linear::new(dim, hidden, false)?,
-                c_proj: Linear::new(hidden, dim, false)?,
-            },
+            mlp: Mlp::new(dim, hidden)?,
         })
     }
 
     fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Cache>) -> Result<Array> {
         let h = x.add(self.attn.forward(&rms_norm(x)?, mask, cache)?)?;
-        let r = self.mlp.c_fc.forward(&rms_norm(&h)?)?;
-        h.add(self.mlp.c_proj.forward(&relu2(&r)?)?)
+        h.add(self.mlp.forward(&rms_norm(&h)?)?)
     }
 }
 

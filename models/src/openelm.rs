@@ -128,8 +128,9 @@ impl OpenElmArgs {
         Ok(())
     }
 
-    /// The MLP width of layer `i`: `ffn_multipliers[i] * model_dim` to the nearest multiple of
-    /// `ffn_dim_divisor` (at least one), one more multiple when that loses over 10%.
+    /// The MLP width of layer `i` (below `num_transformer_layers`): `ffn_multipliers[i] *
+    /// model_dim` to the nearest multiple of `ffn_dim_divisor` (at least one), one more multiple
+    /// when that loses over 10%.
     pub fn intermediate_size(&self, i: usize) -> usize {
         let (v, d) = (
             self.ffn_multipliers[i] * self.model_dim as f64,
