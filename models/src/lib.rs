@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod apertus;
+pub mod baichuan_m1;
 pub mod cohere;
 pub mod cohere2;
 pub mod deepseek_v2;
@@ -56,17 +57,20 @@ pub mod minicpm3;
 pub mod ministral3;
 pub mod mistral3;
 pub mod mixtral;
+pub mod nanochat;
 pub mod nemotron;
 pub mod nemotron_h;
 pub mod nemotron_nas;
 pub mod olmo2;
 pub mod olmo3;
 pub mod olmoe;
+pub mod openelm;
 pub mod phi;
 pub mod phi3;
 pub mod phi3small;
 pub mod phimoe;
 pub mod pixtral;
+pub mod plamo;
 pub mod plamo2;
 pub mod qwen;
 pub mod qwen2;
@@ -83,6 +87,7 @@ pub mod seed_oss;
 pub mod smollm3;
 pub mod stablelm;
 pub mod starcoder2;
+pub mod telechat3;
 pub mod youtu_llm;
 
 /// Does nothing; calling it guarantees this crate is linked, so every architecture in it is in

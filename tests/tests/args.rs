@@ -1849,3 +1849,217 @@ fn hostile_llama4_settings_are_refused_with_their_keys() {
     let missing = Llama4Args::from_config(&json!({"model_type": "llama4"})).unwrap_err();
     assert!(missing.to_string().contains("`text_config`"), "{missing}");
 }
+
+/// telechat3 and plamo: heads that do not divide, an absurd stack, a broken RoPE scaling and
+/// plamo's shared key/value heads (`n_shared_head` must divide the query heads, as the
+/// reference's tiled attention needs) are one-line errors naming their keys.
+#[test]
+fn hostile_telechat3_and_plamo_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::plamo::PlamoArgs;
+    use mlx_models_zoo::telechat3::Telechat3Args;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+        "vocab_size": 256, "max_position_embeddings": 4096, "rope_theta": 10000.0,
+        "n_shared_head": 2,
+    });
+    let of = |model_type: &str, key: &str, value: serde_json::Value| {
+        with(
+            with(base.clone(), "model_type", json!(model_type)),
+            key,
+            value,
+        )
+    };
+    let telechat3 = |k: &str, v| Telechat3Args::from_config(&of("telechat3", k, v)).map_err(keys);
+    let plamo = |k: &str, v| PlamoArgs::from_config(&of("plamo", k, v)).map_err(keys);
+
+    // telechat3: grouped heads, the width split without a head_dim, its scaling, its stack.
+    assert!(telechat3("head_dim", json!(24)).is_ok());
+    let (msg, k) = telechat3("num_key_value_heads", json!(3)).unwrap_err();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = telechat3("num_attention_heads", json!(6)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, k) = telechat3("rope_scaling", json!({"rope_type": "telechat3-yarn"})).unwrap_err();
+    assert_eq!(k, ["rope_scaling"], "{msg}");
+    assert!(msg.contains("factor"), "{msg}");
+    let (msg, _) = telechat3("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) =
+        Telechat3Args::from_config(&without(of("telechat3", "x", json!(0)), "rope_theta"))
+            .map_err(keys)
+            .unwrap_err();
+    assert_eq!(k, ["rope_theta"], "{msg}");
+
+    // plamo: the shared key/value heads, the width, the stack.
+    assert_eq!(
+        plamo("num_attention_heads", json!(8)).map(|a| a.num_key_value_heads()),
+        Ok(4)
+    );
+    for (heads, shared) in [(4, 8), (6, 4)] {
+        let config = with(
+            of("plamo", "num_attention_heads", json!(heads)),
+            "hidden_size",
+            json!(48),
+        );
+        let (msg, k) = PlamoArgs::from_config(&with(config, "n_shared_head", json!(shared)))
+            .map_err(keys)
+            .unwrap_err();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert_eq!(k, ["num_attention_heads", "n_shared_head"], "{msg}");
+    }
+    let (msg, k) = plamo("n_shared_head", json!(0)).unwrap_err();
+    assert_eq!(k, ["n_shared_head"], "{msg}");
+    let (msg, k) = plamo("num_attention_heads", json!(5)).unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, _) = plamo("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}
+
+/// openelm's per-layer lists: one entry per layer, query heads a multiple of positive key/value
+/// heads, widths within MLX's limit and positive MLP multipliers, each a one-line error naming
+/// its keys; the MLP widths are the reference's `make_divisible`.
+#[test]
+fn hostile_openelm_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::openelm::OpenElmArgs;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "openelm", "head_dim": 16, "num_transformer_layers": 2, "model_dim": 64,
+        "vocab_size": 256, "ffn_dim_divisor": 32, "num_query_heads": [4, 4],
+        "num_kv_heads": [2, 1], "ffn_multipliers": [0.748, 3.1],
+    });
+    let openelm = |k: &str, v| OpenElmArgs::from_config(&with(base.clone(), k, v)).map_err(keys);
+
+    // 0.748 * 64 rounds to 32, more than 10% short, so one more multiple: 64; 3.1 * 64 = 198.4
+    // rounds down to 192.
+    let args = openelm("vocab_size", json!(256)).expect("base config");
+    assert_eq!(
+        (args.intermediate_size(0), args.intermediate_size(1)),
+        (64, 192)
+    );
+    for (key, value) in [
+        ("num_query_heads", json!([4])),
+        ("num_kv_heads", json!([2, 1, 1])),
+        ("ffn_multipliers", json!([1.0])),
+    ] {
+        let (msg, k) = openelm(key, value).unwrap_err();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert_eq!(k, [key, "num_transformer_layers"], "{msg}");
+    }
+    for kv in [json!([3, 1]), json!([0, 1])] {
+        let (msg, k) = openelm("num_kv_heads", kv).unwrap_err();
+        assert_eq!(k, ["num_query_heads", "num_kv_heads"], "{msg}");
+    }
+    let (msg, k) = openelm("head_dim", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["num_query_heads", "num_kv_heads", "head_dim"]);
+    for m in [json!([0.0, 1.0]), json!([-1.0, 1.0])] {
+        let (msg, k) = openelm("ffn_multipliers", m).unwrap_err();
+        assert_eq!(k, ["ffn_multipliers"], "{msg}");
+    }
+    let (msg, k) = openelm("ffn_multipliers", json!([1e300, 1.0])).unwrap_err();
+    assert!(msg.contains("size limit"), "{msg}");
+    assert_eq!(k, ["ffn_multipliers", "model_dim"]);
+    let (msg, _) = openelm("num_transformer_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) = openelm("ffn_dim_divisor", json!(0)).unwrap_err();
+    assert_eq!(k, ["ffn_dim_divisor"], "{msg}");
+}
+
+/// baichuan_m1: heads that do not divide (the sliding layers' own under their own keys), a
+/// sliding layer past the stack, a convolution of other than two taps and an absurd stack are
+/// one-line errors naming their keys.
+#[test]
+fn hostile_baichuan_m1_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::baichuan_m1::BaichuanM1Args;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let base = json!({
+        "model_type": "baichuan_m1", "hidden_size": 64, "num_hidden_layers": 4,
+        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6, "vocab_size": 256, "rope_theta": 10000.0, "sliding_window": 6,
+        "sliding_window_layers": [1, 3], "conv_window": 2,
+    });
+    let baichuan =
+        |k: &str, v| BaichuanM1Args::from_config(&with(base.clone(), k, v)).map_err(keys);
+
+    let args = baichuan("num_swa_attention_heads", json!(8)).expect("sliding heads");
+    assert_eq!((args.heads(true), args.heads(false)), ((8, 2), (4, 2)));
+    let (msg, k) = baichuan("num_key_value_heads", json!(3)).unwrap_err();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = baichuan("num_swa_key_value_heads", json!(3)).unwrap_err();
+    assert_eq!(
+        k,
+        ["num_swa_attention_heads", "num_swa_key_value_heads"],
+        "{msg}"
+    );
+    let config = with(base.clone(), "num_swa_key_value_heads", json!(1));
+    let (msg, k) = BaichuanM1Args::from_config(&with(config, "num_swa_attention_heads", json!(6)))
+        .map_err(keys)
+        .unwrap_err();
+    assert_eq!(k, ["hidden_size", "num_swa_attention_heads"], "{msg}");
+    let (msg, k) = baichuan("sliding_window_layers", json!([1, 4])).unwrap_err();
+    assert_eq!(k, ["sliding_window_layers", "num_hidden_layers"], "{msg}");
+    for taps in [1, 3] {
+        let (msg, k) = baichuan("conv_window", json!(taps)).unwrap_err();
+        assert_eq!(k, ["conv_window"], "{msg}");
+    }
+    for window in [0, 4294967296i64] {
+        let (msg, k) = baichuan("sliding_window", json!(window)).unwrap_err();
+        assert_eq!(k, ["sliding_window"], "{msg}");
+    }
+    let (msg, _) = baichuan("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+}
+
+/// nanochat: every key has the reference's default; heads that do not divide, odd head widths
+/// (RoPE rotates pairs) and an absurd stack are one-line errors naming their keys.
+#[test]
+fn hostile_nanochat_settings_are_refused_with_their_keys() {
+    use mlx_models_zoo::nanochat::NanochatArgs;
+
+    fn keys(e: ArgsError) -> (String, Vec<String>) {
+        let keys = e.keys().iter().map(|k| k.to_string()).collect();
+        (e.to_string(), keys)
+    }
+    let nanochat = |k: &str, v| {
+        let config = with(json!({"model_type": "nanochat"}), k, v);
+        NanochatArgs::from_config(&config).map_err(keys)
+    };
+
+    let args = nanochat("vocab_size", json!(65536)).expect("defaults");
+    assert_eq!(
+        (args.hidden_size, args.num_hidden_layers, args.head_dim()),
+        (1280, 20, 128)
+    );
+    let (msg, k) = nanochat("num_key_value_heads", json!(3)).unwrap_err();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    let (msg, k) = nanochat("num_attention_heads", json!(7)).unwrap_err();
+    assert_eq!(k, ["num_attention_heads", "num_key_value_heads"], "{msg}");
+    // 1280 over 256 heads is 5 wide.
+    let config =
+        json!({"model_type": "nanochat", "num_attention_heads": 256, "num_key_value_heads": 8});
+    let (msg, k) = NanochatArgs::from_config(&config)
+        .map_err(keys)
+        .unwrap_err();
+    assert!(msg.contains("even"), "{msg}");
+    assert_eq!(k, ["hidden_size", "num_attention_heads"], "{msg}");
+    let (msg, _) = nanochat("num_hidden_layers", json!(2147483647)).unwrap_err();
+    assert!(msg.contains("is absurd"), "{msg}");
+    let (msg, k) = nanochat("rope_theta", json!(0.0)).unwrap_err();
+    assert_eq!(k, ["rope_theta"], "{msg}");
+}

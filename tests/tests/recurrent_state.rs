@@ -15,7 +15,9 @@
 //! attention), the hybrids of Mamba2 and attention (nemotron_h, whose feed-forward blocks keep
 //! no cache; granitemoehybrid; falcon_h1, with a cache list per layer), jamba, plamo2 and
 //! recurrent_gemma (RG-LRU state and a rotating window; not in batch generation, which has no
-//! batched rotating cache yet) and llama (trimmed, for a mixed pair).
+//! batched rotating cache yet), baichuan_m1 (a convolution's state beside each layer's key/value
+//! cache, rotating in its sliding layers; in batch generation without them) and llama (trimmed,
+//! for a mixed pair).
 
 use mlx_models::batch::{batch_generate, BatchPrompt};
 use mlx_models::cache::{Cache, Snapshot};
@@ -73,6 +75,7 @@ fn turn_two_from_a_snapshot_equals_turn_two_from_scratch() {
         ("jamba", "periods"),
         ("recurrent_gemma", "cyclic_blocks"),
         ("plamo2", "step2"),
+        ("baichuan_m1", "sliding_layers"),
     ] {
         let (mut loaded, prompt, tokens) = load(arch, case);
         let model = loaded.model.as_mut();
@@ -160,6 +163,7 @@ fn speculative_decoding_rewinds_recurrent_state() {
         ("jamba", "periods", "jamba", 0.05),
         ("recurrent_gemma", "cyclic_blocks", "recurrent_gemma", 0.05),
         ("plamo2", "step2", "plamo2", 0.05),
+        ("baichuan_m1", "sliding_layers", "baichuan_m1", 0.05),
         // A trimmed target with a recurrent draft.
         ("llama", "untied", "mamba2", 0.0),
     ];
@@ -244,6 +248,7 @@ fn prompt_cache_files_carry_recurrent_state() {
         ("jamba", "block_types_untied_biases"),
         ("recurrent_gemma", "cyclic_blocks"),
         ("plamo2", "step3_untied"),
+        ("baichuan_m1", "sliding_layers"),
     ] {
         let (_, prompt, want) = load(arch, case);
         let dir = fixtures(arch).join(case);
@@ -314,6 +319,7 @@ fn batch_generation_masks_padding_out_of_recurrent_state() {
         ("falcon_h1", "norm_untied_biases"),
         ("jamba", "block_types_untied_biases"),
         ("plamo2", "step3_untied"),
+        ("baichuan_m1", "no_sliding_one_kv_head"),
     ] {
         let (mut loaded, prompt, want) = load(arch, case);
         let model = loaded.model.as_mut();
@@ -353,4 +359,28 @@ fn batch_generation_masks_padding_out_of_recurrent_state() {
             );
         }
     }
+}
+
+/// baichuan_m1 keeps each layer's cache as a list of its key/value cache and the convolution's
+/// state; the reference orders that list the other way, as a prompt-cache file it saved brings
+/// it. Continued from caches in either order, the next logits are the same.
+#[test]
+fn a_cache_list_in_the_reference_order_continues_the_same() {
+    let (mut loaded, prompt, tokens) = load("baichuan_m1", "sliding_layers");
+    let model = loaded.model.as_mut();
+    let mut ours = model.make_cache();
+    drop(model.forward(&ids(&prompt), &mut ours).expect("prompt"));
+    let mut theirs = ours.clone();
+    for cache in &mut theirs {
+        match cache {
+            Cache::List(parts) if matches!(parts[..], [_, Cache::Arrays(_)]) => parts.reverse(),
+            other => panic!("a list of a key/value cache and the state, not {other:?}"),
+        }
+    }
+    let step = ids(&tokens[..3]);
+    let want = model.forward(&step, &mut ours).expect("our order");
+    let got = model
+        .forward(&step, &mut theirs)
+        .expect("the reference's order");
+    assert_close("the reference's order", &got, &want, 0.0);
 }

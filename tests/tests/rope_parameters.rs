@@ -46,6 +46,7 @@ const ONLY_ROPE_PARAMETERS: &[&str] = &["gemma4", "gemma4_text", "mellum", "mini
 
 const BASE_KEY: &[(&str, &str)] = &[
     ("gpt_neox", "rotary_emb_base"),
+    ("openelm", "rope_freq_constant"),
     ("phi3small", "rope_embedding_base"),
 ];
 

@@ -10,8 +10,8 @@
 //! - [`layer_caches`]: each layer's cache where only the stateful layers have one;
 //! - [`HybridMixer`]: a layer's one mixer, of the kind chosen for that layer (nemotron_h's
 //!   `mixer`: Mamba2, attention or a feed-forward);
-//! - [`list_parts`] and [`list_parts_mut`]: the attention and SSM caches of a layer where both
-//!   run side by side (falcon_h1's cache list).
+//! - [`list_parts`] and [`list_parts_mut`]: the attention and state caches of a layer that keeps
+//!   both (falcon_h1's cache list, baichuan_m1's keys beside its convolution's state).
 
 use mlx_rs::error::{Exception, Result};
 use mlx_rs::macros::ModuleParameters;
@@ -163,8 +163,8 @@ pub fn list_parts_mut(cache: &mut Cache) -> Result<(&mut Cache, &mut ArraysCache
 
 fn not_a_pair(class: &str) -> Exception {
     Exception::custom(format!(
-        "a layer with attention and a Mamba2 mixer side by side needs a list of a KV cache and \
-         an ArraysCache (the model's make_cache), not a {class}"
+        "a layer that keeps attention keys and recurrent state side by side needs a list of a \
+         KV cache and an ArraysCache (the model's make_cache), not a {class}"
     ))
 }
 
