@@ -168,8 +168,9 @@ fn a_shared_prefix_is_reused_from_the_prompt_cache() {
         let (r, log2) = request(&turn2, 7);
         engine.submit(r);
         run_until_idle(&mut engine);
-        // The cache holds turn 1's prompt and all but its last reply token.
-        let reused = turn1.len() + reply.len() - 1;
+        // The cache holds turn 1's prompt and its whole reply: the step that read back the
+        // last reply token had already fed it (decoding runs one step ahead).
+        let reused = turn1.len() + reply.len();
         let cached = cached_tokens(&log2);
         if arch == "llama" {
             assert_eq!(cached, Some(reused), "{arch}");
@@ -272,4 +273,46 @@ fn logprobs_come_with_each_token() {
         }
     }
     assert_eq!(seen, 5);
+}
+
+/// A request that ends at an end-of-sequence token: the token is not sent, the request
+/// finishes with `Stop`, and its cache (which had already been fed that token, decoding running
+/// one step ahead) goes to the prompt cache without it, so a follow-up reuses exactly the
+/// prompt and the sent tokens.
+#[test]
+fn an_end_of_sequence_token_ends_the_request_and_stays_out_of_the_prompt_cache() {
+    let prompt: Vec<u32> = vec![1, 5, 9, 33, 7, 100, 42, 3];
+    let greedy = alone("llama", "untied", &prompt, 6);
+    let eos = greedy[3];
+    assert!(
+        !greedy[..3].contains(&eos),
+        "pick a case whose 4th token is new: {greedy:?}"
+    );
+    let loaded =
+        load_dir(&fixtures("llama").join("untied"), &LoadOptions::default()).expect("load");
+    let config = EngineConfig {
+        max_concurrency: 2,
+        prefill_step_size: 5,
+        prompt_cache_bytes: 64 << 20,
+        eos_token_ids: vec![eos],
+    };
+    let mut engine = Engine::new(loaded.model, config).expect("engine");
+    let (r, log) = request(&prompt, 6);
+    engine.submit(r);
+    run_until_idle(&mut engine);
+    assert_eq!(tokens(&log), greedy[..3].to_vec());
+    assert_eq!(finished(&log), Some(FinishReason::Stop));
+
+    let mut next = prompt.clone();
+    next.extend(&greedy[..3]);
+    next.push(250);
+    let (r, log) = request(&next, 3);
+    engine.submit(r);
+    run_until_idle(&mut engine);
+    assert_eq!(cached_tokens(&log), Some(prompt.len() + 3));
+    let expected: Vec<u32> = alone("llama", "untied", &next, 3)
+        .into_iter()
+        .take_while(|t| *t != eos)
+        .collect();
+    assert_eq!(tokens(&log), expected);
 }

@@ -141,9 +141,17 @@ struct Row {
     caches: Vec<Cache>,
     /// Whether the row is in the batch's caches.
     in_batch: bool,
-    /// The last sampled token, not yet forwarded.
-    last: Option<u32>,
+    /// The token to feed next: sampled (as a lazy `[1]` array, with its log-probabilities
+    /// when asked for), and whether it was already taken (sent to the sink).
+    next: Option<Next>,
     done: bool,
+}
+
+/// A row's sampled token, still on the device.
+struct Next {
+    token: Array,
+    logprobs: Option<Array>,
+    accepted: bool,
 }
 
 impl Row {
@@ -285,7 +293,7 @@ impl Engine {
             }
             if row.done {
                 self.retire(row);
-            } else if row.last.is_some() {
+            } else if row.next.is_some() {
                 self.decoding.push(row);
             } else {
                 self.prefilling = Some(row);
@@ -338,7 +346,7 @@ impl Engine {
                 generated: 0,
                 caches,
                 in_batch: false,
-                last: None,
+                next: None,
                 done: false,
                 sampler,
                 request,
@@ -377,7 +385,13 @@ impl Engine {
             pending.push(l);
         }
         mlx_rs::transforms::eval(pending)?;
-        self.accept(row, &token, logprobs.as_ref(), 0)
+        self.accept(row, &token, logprobs.as_ref(), 0)?;
+        row.next = Some(Next {
+            token,
+            logprobs: None,
+            accepted: true,
+        });
+        Ok(())
     }
 
     /// Samples one token for `row` from its logits `[1, vocab]`: the token `[1]` and, when the
@@ -429,7 +443,6 @@ impl Engine {
         };
         row.tokens.push(id);
         row.generated += 1;
-        row.last = Some(id);
         row.send(Event::Token {
             token: id,
             logprob,
@@ -490,16 +503,25 @@ impl Engine {
         Ok(())
     }
 
-    /// One token for every decoding row, as one batch.
+    /// One token for every decoding row, as one batch: the rows' next tokens go in, and
+    /// the step after is queued (`async_eval`) before this one's tokens are read back and
+    /// sent, so that building the next graph overlaps computing this one (as the reference's
+    /// generation loop does). A row that ends at the token read back has had one more
+    /// position computed, which its cache drops when it retires.
     fn decode_batch(&mut self) -> Result<(), GenerateError> {
         self.join_batch()?;
-        let lasts: Vec<u32> = self
+        let inputs: Vec<Array> = self
             .decoding
             .iter()
-            .map(|r| r.last.unwrap_or_default())
-            .collect();
-        let rows = i32_of(lasts.len())?;
-        let input = Array::from_slice(&lasts, &[rows, 1]);
+            .map(|r| match &r.next {
+                Some(n) => n.token.reshape(&[1]),
+                None => Err(mlx_rs::error::Exception::custom(
+                    "a decoding row has no token",
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        let rows = i32_of(inputs.len())?;
+        let input = mlx_rs::ops::concatenate(&inputs, 0)?.reshape(&[rows, 1])?;
         let logits = self.model.forward(&input, &mut self.batch)?;
         let logits = logits.try_index((.., -1, ..))?;
         let mut decoding = std::mem::take(&mut self.decoding);
@@ -510,52 +532,72 @@ impl Engine {
                 let row_logits = logits.try_index((r..r + 1, ..))?;
                 sampled.push(self.sample(row, &row_logits)?);
             }
-            let mut pending: Vec<&Array> = Vec::new();
-            for (t, l) in &sampled {
-                pending.push(t);
-                if let Some(l) = l {
-                    pending.push(l);
-                }
-            }
-            mlx_rs::transforms::eval(pending)?;
-            for (row, (t, l)) in decoding.iter_mut().zip(&sampled) {
-                row.forwarded += 1;
-                self.accept(row, t, l.as_ref(), 0)?;
-            }
-            Ok(())
+            self.advance(&mut decoding, sampled)
         })();
         self.decoding = decoding;
         result
     }
 
     /// One token for every decoding row, row by row (models whose caches have no batched
-    /// form that rows join and leave).
+    /// form that rows join and leave), queued and read back as [`Engine::decode_batch`] does.
     fn decode_rows(&mut self) -> Result<(), GenerateError> {
         let mut decoding = std::mem::take(&mut self.decoding);
         let result = (|| {
             let mut sampled = Vec::with_capacity(decoding.len());
             for row in decoding.iter_mut() {
-                let input = Array::from_slice(&[row.last.unwrap_or_default()], &[1, 1]);
+                let input = match &row.next {
+                    Some(n) => n.token.reshape(&[1, 1])?,
+                    None => return Err(invalid("a decoding row has no token")),
+                };
                 let logits = self.model.forward(&input, &mut row.caches)?;
                 let logits = logits.try_index((.., -1, ..))?;
                 sampled.push(self.sample(row, &logits)?);
             }
-            let mut pending: Vec<&Array> = Vec::new();
-            for (t, l) in &sampled {
-                pending.push(t);
-                if let Some(l) = l {
-                    pending.push(l);
-                }
-            }
-            mlx_rs::transforms::eval(pending)?;
-            for (row, (t, l)) in decoding.iter_mut().zip(&sampled) {
-                row.forwarded += 1;
-                self.accept(row, t, l.as_ref(), 0)?;
-            }
-            Ok(())
+            self.advance(&mut decoding, sampled)
         })();
         self.decoding = decoding;
         result
+    }
+
+    /// Queues the rows' newly sampled tokens, reads back and sends the ones sampled at the
+    /// step before, and makes the new ones the rows' next tokens.
+    fn advance(
+        &self,
+        decoding: &mut [Row],
+        sampled: Vec<(Array, Option<Array>)>,
+    ) -> Result<(), GenerateError> {
+        let mut queued: Vec<&Array> = Vec::new();
+        for (t, l) in &sampled {
+            queued.push(t);
+            if let Some(l) = l {
+                queued.push(l);
+            }
+        }
+        mlx_rs::transforms::async_eval(queued)?;
+        let mut previous: Vec<&Array> = Vec::new();
+        for row in decoding.iter() {
+            if let Some(n) = row.next.as_ref().filter(|n| !n.accepted) {
+                previous.push(&n.token);
+                if let Some(l) = &n.logprobs {
+                    previous.push(l);
+                }
+            }
+        }
+        if !previous.is_empty() {
+            mlx_rs::transforms::eval(previous)?;
+        }
+        for (row, (token, logprobs)) in decoding.iter_mut().zip(sampled) {
+            row.forwarded += 1;
+            if let Some(n) = row.next.take().filter(|n| !n.accepted) {
+                self.accept(row, &n.token, n.logprobs.as_ref(), 0)?;
+            }
+            row.next = Some(Next {
+                token,
+                logprobs,
+                accepted: false,
+            });
+        }
+        Ok(())
     }
 
     /// Removes the rows that are done from the batch, their caches going to the prompt cache.
@@ -621,12 +663,28 @@ impl Engine {
         let _ = mlx_rs::memory::clear_cache();
     }
 
-    /// A finished row's caches go to the prompt cache, keyed by the tokens they hold.
-    fn retire(&mut self, row: Row) {
+    /// A finished row's caches go to the prompt cache, keyed by the tokens they hold: the
+    /// positions computed past its last sent token (an end-of-sequence token, a step queued
+    /// before the row ended) are trimmed off first.
+    fn retire(&mut self, mut row: Row) {
         if row.caches.is_empty() || row.forwarded == 0 || row.in_batch {
             return;
         }
-        let tokens = row.tokens[..row.forwarded.min(row.tokens.len())].to_vec();
+        let keep = row.forwarded.min(row.tokens.len());
+        let extra = row.forwarded - keep;
+        if extra > 0 {
+            let Ok(extra) = i32::try_from(extra) else {
+                return;
+            };
+            for c in &mut row.caches {
+                if !c.is_trimmable() || c.trim(extra) != extra {
+                    // A cache that cannot go back (recurrent state) holds other tokens than
+                    // the key would say: not kept.
+                    return;
+                }
+            }
+        }
+        let tokens = row.tokens[..keep].to_vec();
         self.prompt_cache.insert(tokens, row.caches);
     }
 }
