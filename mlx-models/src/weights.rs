@@ -542,7 +542,7 @@ pub const FP8_BLOCK: i32 = 128;
 /// [`FP8_BLOCK`] x [`FP8_BLOCK`] (`[ceil(m / 128), ceil(n / 128)]`), becomes the bfloat16
 /// weight `value * scale`, computed as the reference computes it (so the same bits), and the
 /// scales are dropped. A 0-d scale is one for the whole tensor (Ministral 3's releases):
-/// the weight times it ([`per_tensor_fp8`]). Checkpoints without `weight_scale_inv` pass
+/// the weight times it (`per_tensor_fp8`). Checkpoints without `weight_scale_inv` pass
 /// unchanged, so this is
 /// idempotent. A scale without its weight, a weight that is neither FP8 bytes nor floating
 /// point, and a scale shape that does not tile the weight are errors that name the tensor.

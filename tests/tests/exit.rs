@@ -114,13 +114,25 @@ fn the_drain_finds_the_cpu_stream_in_use() {
 fn ctrl_c_and_sigterm_end_a_generation_at_once() {
     let dir = model().dir.to_str().expect("utf-8 path").to_string();
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        let mut child = std::process::Command::new(mlx_models_tests::cli::binary())
+        let mut command = std::process::Command::new(mlx_models_tests::cli::binary());
+        command
             .args(["generate", "--model", &dir, "--prompt-tokens", "1,2,3"])
             .args(["--max-tokens", "100000", "--format", "json"])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start mlx-models");
+            .stderr(std::process::Stdio::null());
+        // The child gets the default dispositions whatever this test inherited: a test run
+        // started in the background by a non-interactive shell ignores SIGINT, and ignored
+        // signals stay ignored across exec, which would hide what the command itself does.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("start mlx-models");
         std::thread::sleep(Duration::from_secs(2));
         // SAFETY: a signal to our own child, whose pid we hold.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
