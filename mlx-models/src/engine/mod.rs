@@ -300,10 +300,11 @@ impl Engine {
             }
         }
         if !self.decoding.is_empty() {
-            let result = if self.batchable {
+            // A lone request decodes on its own caches: no padding masks to build per layer.
+            let result = if self.batchable && self.decoding.len() > 1 {
                 self.decode_batch()
             } else {
-                self.decode_rows()
+                self.leave_batch().and_then(|()| self.decode_rows())
             };
             if let Err(e) = result {
                 // The batch's state is unknown now: every running request fails.
@@ -500,6 +501,32 @@ impl Engine {
             row.caches.clear();
         }
         Cache::eval_all(&self.batch)?;
+        Ok(())
+    }
+
+    /// Gives the rows in the batch's caches their own caches back (a lone request decodes
+    /// faster without the batch's padding masks).
+    fn leave_batch(&mut self) -> Result<(), GenerateError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut at = 0i32;
+        for row in &mut self.decoding {
+            if !row.in_batch {
+                continue;
+            }
+            row.caches = self
+                .batch
+                .iter()
+                .map(|c| match c {
+                    Cache::Batch(b) => Ok(Cache::Kv(b.extract(at)?)),
+                    _ => Err(invalid("the batch lost a layer's cache")),
+                })
+                .collect::<Result<_, GenerateError>>()?;
+            row.in_batch = false;
+            at += 1;
+        }
+        self.batch.clear();
         Ok(())
     }
 
