@@ -460,39 +460,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Puts the rows that are not in the batch's caches into them.
+    /// Puts the rows that are not in the batch's caches into them: every row's caches are
+    /// taken out of the batch, then all are merged again.
     fn join_batch(&mut self) -> Result<(), GenerateError> {
         if self.decoding.iter().all(|r| r.in_batch) {
             return Ok(());
         }
-        let layers = self.model.make_cache().len();
+        self.leave_batch()?;
+        let layers = self.decoding.first().map_or(0, |r| r.caches.len());
         let mut merged = Vec::with_capacity(layers);
-        let mut batch_row = 0;
-        let positions: Vec<Option<i32>> = self
-            .decoding
-            .iter()
-            .map(|r| {
-                r.in_batch.then(|| {
-                    batch_row += 1;
-                    batch_row - 1
-                })
-            })
-            .collect();
         for layer in 0..layers {
-            let mut singles = Vec::with_capacity(self.decoding.len());
-            for (row, at) in self.decoding.iter().zip(&positions) {
-                let single = match at {
-                    Some(i) => match self.batch.get(layer) {
-                        Some(Cache::Batch(b)) => b.extract(*i)?,
-                        _ => return Err(invalid("the batch lost a layer's cache")),
-                    },
-                    None => match row.caches.get(layer) {
-                        Some(Cache::Kv(c)) => c.clone(),
-                        _ => return Err(invalid("a row lost a layer's cache")),
-                    },
-                };
-                singles.push(single);
-            }
+            let singles = self
+                .decoding
+                .iter()
+                .map(|row| match row.caches.get(layer) {
+                    Some(Cache::Kv(c)) => Ok(c.clone()),
+                    _ => Err(invalid("a row lost a layer's cache")),
+                })
+                .collect::<Result<Vec<_>, GenerateError>>()?;
             merged.push(Cache::Batch(BatchKvCache::merge(&singles)?));
         }
         self.batch = merged;
@@ -504,6 +489,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Row `i` of the batch's caches, as its own caches.
+    fn batch_row_caches(&self, i: i32) -> Result<Vec<Cache>, GenerateError> {
+        self.batch
+            .iter()
+            .map(|c| match c {
+                Cache::Batch(b) => Ok(Cache::Kv(b.extract(i)?)),
+                _ => Err(invalid("the batch lost a layer's cache")),
+            })
+            .collect()
+    }
+
     /// Gives the rows in the batch's caches their own caches back (a lone request decodes
     /// faster without the batch's padding masks).
     fn leave_batch(&mut self) -> Result<(), GenerateError> {
@@ -511,18 +507,13 @@ impl Engine {
             return Ok(());
         }
         let mut at = 0i32;
-        for row in &mut self.decoding {
-            if !row.in_batch {
+        for i in 0..self.decoding.len() {
+            if !self.decoding[i].in_batch {
                 continue;
             }
-            row.caches = self
-                .batch
-                .iter()
-                .map(|c| match c {
-                    Cache::Batch(b) => Ok(Cache::Kv(b.extract(at)?)),
-                    _ => Err(invalid("the batch lost a layer's cache")),
-                })
-                .collect::<Result<_, GenerateError>>()?;
+            let caches = self.batch_row_caches(at)?;
+            let row = &mut self.decoding[i];
+            row.caches = caches;
             row.in_batch = false;
             at += 1;
         }
@@ -643,15 +634,8 @@ impl Engine {
             });
             if row.done {
                 if let Some(i) = at {
-                    row.caches = self
-                        .batch
-                        .iter()
-                        .map(|c| match c {
-                            Cache::Batch(b) => b.extract(i).map(Cache::Kv).ok(),
-                            _ => None,
-                        })
-                        .collect::<Option<Vec<_>>>()
-                        .unwrap_or_default();
+                    // A cache that cannot be taken out is not kept (the row is done anyway).
+                    row.caches = self.batch_row_caches(i).unwrap_or_default();
                     row.in_batch = false;
                 }
                 done_rows.push(row);
