@@ -6,14 +6,14 @@
 //! [`TextConfig<TextArgs, Rules>`](TextConfig), where `Rules` ([`TextConfigRules`]) says what
 //! the wrapper puts into the text config before it is read, its model holds the text model in a
 //! `language_model` field, its `#[mlx_model]` rules drop the towers and move the keys under
-//! `language_model.`, its sanitize hook is [`sanitize_text_model`] (the text model's own
-//! sanitize, on the keys under `language_model.`), and [`text_model_methods!`] writes the rest.
+//! `language_model.`, its sanitize hook is [`sanitize_language_model`] (the text model's own
+//! sanitize, on the keys under `language_model.`), and [`text_model!`] writes the rest.
 //!
 //! The text config is read as the reference reads it: `text_config` alone, with the text
 //! model's defaults for what it lacks (the top level is not consulted, unlike
 //! `#[arg(text_config)]`), or the whole config where the wrapper allows a config without one.
 //!
-//! [`text_model_methods!`]: crate::text_model_methods
+//! [`text_model!`]: crate::text_model
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -152,6 +152,47 @@ pub fn sanitize_text_model(
         weights.insert(format!("{prefix}{key}"), value);
     }
     Ok(())
+}
+
+/// A model that holds a multimodal checkpoint's text model (under `language_model`).
+pub trait TextModelWrapper {
+    /// The text model.
+    fn text_model(&self) -> &dyn LanguageModel;
+}
+
+/// The sanitize hook of a wrapper (`sanitize = mlx_models::multimodal::sanitize_language_model`):
+/// the text model's own sanitize on the keys under `language_model.`.
+pub fn sanitize_language_model<M: TextModelWrapper>(
+    model: &M,
+    weights: &mut Weights,
+) -> Result<(), Exception> {
+    sanitize_text_model(model.text_model(), "language_model.", weights)
+}
+
+/// The `Architecture` of a wrapper whose args are a [`TextConfig`] of the text model's
+/// (`new` builds the text model from them, the rest is delegated to it), and its
+/// [`TextModelWrapper`]: `mlx_models::text_model!(Model, language_model: qwen2::Model);`.
+#[macro_export]
+macro_rules! text_model {
+    ($model:ident, $field:ident: $text:ty) => {
+        impl $crate::model::Architecture for $model {
+            fn new(
+                args: &Self::Args,
+            ) -> ::core::result::Result<Self, $crate::mlx_rs::error::Exception> {
+                ::core::result::Result::Ok($model {
+                    $field: <$text as $crate::model::Architecture>::new(&args.text)?,
+                })
+            }
+
+            $crate::text_model_methods!($field);
+        }
+
+        impl $crate::multimodal::TextModelWrapper for $model {
+            fn text_model(&self) -> &dyn $crate::model::LanguageModel {
+                &self.$field
+            }
+        }
+    };
 }
 
 /// `forward`, `make_cache` and `num_layers` of a wrapper, delegated to its text model's field

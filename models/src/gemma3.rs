@@ -6,14 +6,11 @@
 //! `language_model.` and go through `gemma3_text`'s own sanitize (its head tied exactly when
 //! the checkpoint has none).
 
-use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
 use serde_json::{Map, Value};
 
 use mlx_models::mlx_model;
-use mlx_models::model::Architecture;
-use mlx_models::multimodal::{sanitize_text_model, TextConfig, TextConfigRules};
-use mlx_models::weights::Weights;
+use mlx_models::multimodal::{TextConfig, TextConfigRules};
 
 use crate::gemma3_text::{self, Gemma3TextArgs};
 
@@ -41,7 +38,7 @@ pub type Gemma3Args = TextConfig<Gemma3TextArgs, Gemma3Rules>;
     model_type = "gemma3",
     args = Gemma3Args,
     drop = ["vision_tower.*", "multi_modal_projector.*"],
-    sanitize = Self::sanitize_text,
+    sanitize = mlx_models::multimodal::sanitize_language_model,
 )]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -49,17 +46,4 @@ pub struct Model {
     language_model: gemma3_text::Model,
 }
 
-impl Model {
-    fn sanitize_text(&self, weights: &mut Weights) -> Result<(), Exception> {
-        sanitize_text_model(&self.language_model, "language_model.", weights)
-    }
-}
-
-impl Architecture for Model {
-    fn new(args: &Gemma3Args) -> Result<Self, Exception> {
-        let language_model = gemma3_text::Model::new(&args.text)?;
-        Ok(Model { language_model })
-    }
-
-    mlx_models::text_model_methods!(language_model);
-}
+mlx_models::text_model!(Model, language_model: gemma3_text::Model);

@@ -10,14 +10,11 @@
 //! leading `model.`, and the text model's own sanitize runs on the keys under
 //! `language_model.`.
 
-use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
 use serde_json::{Map, Value};
 
 use mlx_models::mlx_model;
-use mlx_models::model::Architecture;
-use mlx_models::multimodal::{sanitize_text_model, TextConfig, TextConfigRules, WithoutTextConfig};
-use mlx_models::weights::Weights;
+use mlx_models::multimodal::{TextConfig, TextConfigRules, WithoutTextConfig};
 
 use crate::gemma4_text::{self, Gemma4TextArgs};
 
@@ -60,7 +57,7 @@ pub type Gemma4Args = TextConfig<Gemma4TextArgs, Gemma4Rules>;
     ],
     rename("model.language_model" => "language_model.model"),
     strip_prefix = "model.",
-    sanitize = Self::sanitize_text,
+    sanitize = mlx_models::multimodal::sanitize_language_model,
 )]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -68,17 +65,4 @@ pub struct Model {
     language_model: gemma4_text::Model,
 }
 
-impl Model {
-    fn sanitize_text(&self, weights: &mut Weights) -> Result<(), Exception> {
-        sanitize_text_model(&self.language_model, "language_model.", weights)
-    }
-}
-
-impl Architecture for Model {
-    fn new(args: &Gemma4Args) -> Result<Self, Exception> {
-        let language_model = gemma4_text::Model::new(&args.text)?;
-        Ok(Model { language_model })
-    }
-
-    mlx_models::text_model_methods!(language_model);
-}
+mlx_models::text_model!(Model, language_model: gemma4_text::Model);

@@ -4,13 +4,10 @@
 //! projector are dropped; the text model's weights are under `language_model.` and go through lfm2's
 //! own sanitize.
 
-use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
 
 use mlx_models::mlx_model;
-use mlx_models::model::Architecture;
-use mlx_models::multimodal::{sanitize_text_model, TextConfig, TextConfigRules};
-use mlx_models::weights::Weights;
+use mlx_models::multimodal::{TextConfig, TextConfigRules};
 
 use crate::lfm2::{self, Lfm2Args};
 
@@ -28,7 +25,7 @@ pub type Lfm2VlArgs = TextConfig<Lfm2Args, Lfm2VlRules>;
     model_type = "lfm2-vl",
     args = Lfm2VlArgs,
     drop = ["vision_tower.*", "multi_modal_projector.*"],
-    sanitize = Self::sanitize_text,
+    sanitize = mlx_models::multimodal::sanitize_language_model,
 )]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -36,17 +33,4 @@ pub struct Model {
     language_model: lfm2::Model,
 }
 
-impl Model {
-    fn sanitize_text(&self, weights: &mut Weights) -> Result<(), Exception> {
-        sanitize_text_model(&self.language_model, "language_model.", weights)
-    }
-}
-
-impl Architecture for Model {
-    fn new(args: &Lfm2VlArgs) -> Result<Self, Exception> {
-        let language_model = lfm2::Model::new(&args.text)?;
-        Ok(Model { language_model })
-    }
-
-    mlx_models::text_model_methods!(language_model);
-}
+mlx_models::text_model!(Model, language_model: lfm2::Model);

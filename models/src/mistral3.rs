@@ -17,9 +17,8 @@ use mlx_models::args::{ArgsError, ModelArgs, Object};
 use mlx_models::cache::Cache;
 use mlx_models::mlx_model;
 use mlx_models::model::{Architecture, LanguageModel};
-use mlx_models::multimodal::{sanitize_text_model, TextConfig, TextConfigRules};
+use mlx_models::multimodal::{TextConfig, TextConfigRules, TextModelWrapper};
 use mlx_models::nn::either::Either;
-use mlx_models::weights::Weights;
 
 use crate::llama::{self, LlamaArgs};
 use crate::ministral3::{self, Ministral3Args};
@@ -76,7 +75,7 @@ pub type Mistral3Args = TextConfig<Mistral3TextArgs, Mistral3Rules>;
     drop = ["*vision_tower*", "*multi_modal_projector*"],
     rename("model.language_model" => "language_model.model"),
     add_prefix = "language_model.",
-    sanitize = Self::sanitize_text,
+    sanitize = mlx_models::multimodal::sanitize_language_model,
 )]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -84,16 +83,12 @@ pub struct Model {
     language_model: Either<llama::Model, ministral3::Model>,
 }
 
-impl Model {
+impl TextModelWrapper for Model {
     fn text_model(&self) -> &dyn LanguageModel {
         match &self.language_model {
             Either::Left(m) => m,
             Either::Right(m) => m,
         }
-    }
-
-    fn sanitize_text(&self, weights: &mut Weights) -> Result<(), Exception> {
-        sanitize_text_model(self.text_model(), "language_model.", weights)
     }
 }
 

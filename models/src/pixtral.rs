@@ -4,14 +4,11 @@
 //! the projector are dropped; the text model's weights are under `language_model.` and go
 //! through llama's own sanitize.
 
-use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
 use serde_json::{Map, Value};
 
 use mlx_models::mlx_model;
-use mlx_models::model::Architecture;
-use mlx_models::multimodal::{sanitize_text_model, TextConfig, TextConfigRules};
-use mlx_models::weights::Weights;
+use mlx_models::multimodal::{TextConfig, TextConfigRules};
 
 use crate::llama::{self, LlamaArgs};
 
@@ -34,7 +31,7 @@ pub type PixtralArgs = TextConfig<LlamaArgs, PixtralRules>;
     model_type = "pixtral",
     args = PixtralArgs,
     drop = ["vision_tower.*", "multi_modal_projector.*"],
-    sanitize = Self::sanitize_text,
+    sanitize = mlx_models::multimodal::sanitize_language_model,
 )]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -42,17 +39,4 @@ pub struct Model {
     language_model: llama::Model,
 }
 
-impl Model {
-    fn sanitize_text(&self, weights: &mut Weights) -> Result<(), Exception> {
-        sanitize_text_model(&self.language_model, "language_model.", weights)
-    }
-}
-
-impl Architecture for Model {
-    fn new(args: &PixtralArgs) -> Result<Self, Exception> {
-        let language_model = llama::Model::new(&args.text)?;
-        Ok(Model { language_model })
-    }
-
-    mlx_models::text_model_methods!(language_model);
-}
+mlx_models::text_model!(Model, language_model: llama::Model);

@@ -5,13 +5,10 @@
 //! nest both halves under `model`) is dropped; `model.language_model.*` becomes
 //! `language_model.model.*` and every other key goes under `language_model.`.
 
-use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
 
 use mlx_models::mlx_model;
-use mlx_models::model::Architecture;
-use mlx_models::multimodal::{sanitize_text_model, TextConfig, TextConfigRules, WithoutTextConfig};
-use mlx_models::weights::Weights;
+use mlx_models::multimodal::{TextConfig, TextConfigRules, WithoutTextConfig};
 
 use crate::qwen3::{self, Qwen3Args};
 
@@ -33,7 +30,7 @@ pub type Qwen3VlArgs = TextConfig<Qwen3Args, Qwen3VlRules>;
     drop = ["visual.*", "vision_tower.*", "model.visual.*"],
     rename("model.language_model" => "language_model.model"),
     add_prefix = "language_model.",
-    sanitize = Self::sanitize_text,
+    sanitize = mlx_models::multimodal::sanitize_language_model,
 )]
 #[derive(Debug, ModuleParameters)]
 pub struct Model {
@@ -41,17 +38,4 @@ pub struct Model {
     language_model: qwen3::Model,
 }
 
-impl Model {
-    fn sanitize_text(&self, weights: &mut Weights) -> Result<(), Exception> {
-        sanitize_text_model(&self.language_model, "language_model.", weights)
-    }
-}
-
-impl Architecture for Model {
-    fn new(args: &Qwen3VlArgs) -> Result<Self, Exception> {
-        let language_model = qwen3::Model::new(&args.text)?;
-        Ok(Model { language_model })
-    }
-
-    mlx_models::text_model_methods!(language_model);
-}
+mlx_models::text_model!(Model, language_model: qwen3::Model);

@@ -11,8 +11,7 @@ use mlx_rs::macros::ModuleParameters;
 use mlx_rs::ops::indexing::IndexOp;
 
 use mlx_models::mlx_model;
-use mlx_models::model::Architecture;
-use mlx_models::multimodal::{sanitize_text_model, TextConfig, TextConfigRules};
+use mlx_models::multimodal::{sanitize_language_model, TextConfig, TextConfigRules};
 use mlx_models::weights::Weights;
 
 use crate::qwen3_moe::{self, Qwen3MoeArgs};
@@ -72,15 +71,8 @@ impl Model {
             weights.insert(name("up_proj"), up);
             weights.insert(name("down_proj"), down.swap_axes(-2, -1)?);
         }
-        sanitize_text_model(&self.language_model, "language_model.", weights)
+        sanitize_language_model(self, weights)
     }
 }
 
-impl Architecture for Model {
-    fn new(args: &Qwen3VlMoeArgs) -> Result<Self, Exception> {
-        let language_model = qwen3_moe::Model::new(&args.text)?;
-        Ok(Model { language_model })
-    }
-
-    mlx_models::text_model_methods!(language_model);
-}
+mlx_models::text_model!(Model, language_model: qwen3_moe::Model);

@@ -159,8 +159,8 @@ fn finite(
 }
 
 impl Sampling {
-    /// The checked settings; `default_max_tokens` where the request gives none, and at most
-    /// `context` tokens.
+    /// The checked settings, `default_max_tokens` where the request gives none; `eos` are the
+    /// tokens XTC never removes.
     pub fn settings(&self, default_max_tokens: usize, eos: &[u32]) -> Result<Settings, ApiError> {
         if let Some(n) = self.n {
             if n != 1 {
