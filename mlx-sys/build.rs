@@ -131,7 +131,11 @@ fn run() -> Result<()> {
     let mlx = locate_mlx(&target)?;
     let mlx_c = fetch_mlx_c_sources(&out_dir)?;
 
-    compile_mlx_c(&mlx_c, &mlx, &compat_header)?;
+    // Our CPU kernels for quantized products (see the file) are compiled with mlx-c, against
+    // the same headers, and reached through its array and stream handles.
+    let kernels = vec![manifest_dir.join("kernels").join("cpu_quantized.cpp")];
+    println!("cargo:rerun-if-changed=kernels/cpu_quantized.cpp");
+    compile_mlx_c(&mlx_c, &mlx, &compat_header, &kernels)?;
     generate_bindings(
         &mlx_c,
         &mlx,
@@ -614,8 +618,14 @@ fn mlx_c_sources(mlx_c: &Path) -> Result<Vec<PathBuf>> {
     Ok(sources)
 }
 
-fn compile_mlx_c(mlx_c: &Path, mlx: &MlxInstall, compat_header: &Path) -> Result<()> {
-    let sources = mlx_c_sources(mlx_c)?;
+fn compile_mlx_c(
+    mlx_c: &Path,
+    mlx: &MlxInstall,
+    compat_header: &Path,
+    extra: &[PathBuf],
+) -> Result<()> {
+    let mut sources = mlx_c_sources(mlx_c)?;
+    sources.extend(extra.iter().cloned());
     let mut build = cc::Build::new();
     build
         .cpp(true)

@@ -58,3 +58,41 @@ pub fn drain_cpu_streams() -> Option<usize> {
     let waited = 0;
     usize::try_from(waited).ok()
 }
+
+extern "C" {
+    /// `mlx_quantized_matmul` with the same arguments, checks and result; on a CPU stream, for
+    /// affine quantization (2, 3, 4, 5, 6 or 8 bits, groups of 32, 64 or 128) of a transposed
+    /// 2-D `w`, computed by this crate's multi-threaded CPU kernels (`kernels/`) instead of
+    /// MLX's: as a primitive of MLX's lazy graph, float32 arithmetic on the dequantized values.
+    pub fn mlx_models_quantized_matmul(
+        res: *mut mlx_array,
+        x: mlx_array,
+        w: mlx_array,
+        scales: mlx_array,
+        biases: mlx_array,
+        transpose: bool,
+        group_size: mlx_optional_int,
+        bits: mlx_optional_int,
+        mode: *const std::os::raw::c_char,
+        s: mlx_stream,
+    ) -> std::os::raw::c_int;
+}
+
+/// Turns this crate's CPU kernels for quantized products off (MLX's own everywhere) or on again;
+/// `MLX_MODELS_CPU_KERNELS=0` in the environment turns them off for the whole process.
+pub fn set_cpu_kernels(on: bool) {
+    extern "C" {
+        fn mlx_models_set_cpu_kernels(on: bool);
+    }
+    // SAFETY: our C++ function: it stores a flag.
+    unsafe { mlx_models_set_cpu_kernels(on) }
+}
+
+/// Whether this crate's CPU kernels for quantized products are in use.
+pub fn cpu_kernels() -> bool {
+    extern "C" {
+        fn mlx_models_cpu_kernels() -> bool;
+    }
+    // SAFETY: our C++ function: it reads two flags.
+    unsafe { mlx_models_cpu_kernels() }
+}

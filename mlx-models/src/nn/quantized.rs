@@ -403,6 +403,10 @@ pub fn quantized_linear(
     biases: Option<&Array>,
     q: &Quantization,
 ) -> Result<Array> {
+    if cpu_kernels_apply(q) {
+        // The CPU kernels use every core themselves.
+        return quantized_matmul(x, w, scales, biases, true, q);
+    }
     let rows = if w.ndim() == 2 { w.dim(0) } else { 0 };
     split_rows(rows, |range, stream| {
         let rows_of = |a: &Array| a.index(range.clone());
@@ -410,6 +414,15 @@ pub fn quantized_linear(
         let (w, scales) = (rows_of(w), rows_of(scales));
         quantized_matmul_on(x, &w, &scales, bias_part.as_ref(), true, q, stream)
     })
+}
+
+/// Whether a transposed product of a 2-D weight quantized as `q` runs on mlx-sys's
+/// multi-threaded CPU kernels (when the stream is a CPU one).
+fn cpu_kernels_apply(q: &Quantization) -> bool {
+    q.mode == QuantMode::Affine
+        && matches!(q.bits, 2 | 3 | 4 | 5 | 6 | 8)
+        && matches!(q.group_size, 32 | 64 | 128)
+        && mlx_sys::cpu_kernels()
 }
 
 /// Runs a product whose output has `rows` rows (its last axis): as one product (`f` over all
@@ -452,7 +465,7 @@ fn quantized_matmul_on(
         &format!("quantized_matmul ({})", q.describe()),
         stream,
         |res, s| unsafe {
-            mlx_sys::mlx_quantized_matmul(
+            mlx_sys::mlx_models_quantized_matmul(
                 res,
                 x.as_ptr(),
                 w.as_ptr(),
