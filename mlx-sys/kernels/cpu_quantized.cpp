@@ -194,11 +194,16 @@ class Pool {
 // ---------------------------------------------------------------------------------------------
 // CPU features, BLAS.
 
-bool has_avx_fma() {
+// Which code computes the products: AVX2 + FMA where the CPU has them, else portable C++
+// (which the compiler vectorizes for the baseline: SSE2 on x86-64, NEON on arm64).
+// `mlx_models_set_cpu_kernels_portable` forces the portable code (for its tests).
+std::atomic<bool> force_portable{false};
+
+bool use_avx2() {
 #ifdef MLXM_X86
-  static const bool yes = __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("sse4.1");
-  return yes;
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c");
+  return yes && !force_portable.load(std::memory_order_relaxed);
 #else
   return false;
 #endif
@@ -304,8 +309,37 @@ void gather_x(const mx::array& x, std::vector<float>& out) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scales and biases are read where they are, in their own type.
+
+enum class ScaleType { F32, F16, BF16 };
+
+inline float bf16_to_float(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline float f16_to_float(uint16_t v) {
+  mx::float16_t h;
+  std::memcpy(&h, &v, sizeof(v));
+  return static_cast<float>(h);
+}
+
+inline float scale_at(const void* base, ScaleType t, size_t i) {
+  switch (t) {
+    case ScaleType::F32:
+      return static_cast<const float*>(base)[i];
+    case ScaleType::F16:
+      return f16_to_float(static_cast<const uint16_t*>(base)[i]);
+    default:
+      return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Unpacking one group (`count` values, a multiple of 32, starting on a byte boundary) into
-// float32.
+// float32, portable code.
 
 struct Luts {
   float two[256][4];
@@ -361,79 +395,40 @@ void unpack_generic(const uint8_t* p, int bits, int count, float* out) {
   }
 }
 
-#ifdef MLXM_X86
-__attribute__((target("avx,fma,sse4.1"))) inline void store_bytes_as_floats(__m128i v,
-                                                                            float* out) {
-  __m128i a = _mm_cvtepu8_epi32(v);
-  __m128i b = _mm_cvtepu8_epi32(_mm_srli_si128(v, 4));
-  __m128i c = _mm_cvtepu8_epi32(_mm_srli_si128(v, 8));
-  __m128i d = _mm_cvtepu8_epi32(_mm_srli_si128(v, 12));
-  _mm256_storeu_ps(
-      out, _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(a), b, 1)));
-  _mm256_storeu_ps(
-      out + 8, _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(c), d, 1)));
-}
-
-__attribute__((target("avx,fma,sse4.1"))) void unpack_avx(const uint8_t* p, int bits, int count,
-                                                          float* out) {
-  if (bits == 4) {
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    for (int i = 0; i < count; i += 32) {
-      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i / 2));
-      __m128i lo = _mm_and_si128(b, mask);
-      __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
-      store_bytes_as_floats(_mm_unpacklo_epi8(lo, hi), out + i);
-      store_bytes_as_floats(_mm_unpackhi_epi8(lo, hi), out + i + 16);
-    }
-  } else if (bits == 8) {
-    for (int i = 0; i < count; i += 16) {
-      store_bytes_as_floats(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)), out + i);
-    }
-  } else {
-    unpack_generic(p, bits, count, out);
-  }
-}
-
-__attribute__((target("avx,fma"))) inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-#endif
-
 // ---------------------------------------------------------------------------------------------
 // The products.
 
 struct Problem {
   const float* x;        // [M, K] float32
   const uint8_t* w;      // [N, K·bits/8]
-  const float* scales;   // [N, G] float32
-  const float* biases;   // [N, G] float32
+  const void* scales;    // [N, G]
+  const void* biases;    // [N, G]
+  ScaleType stype;
   const float* xsum;     // [M, G]: Σ of each group of each row of x
   float* out;            // [M, N] float32
   int M, N, K, G, gs, bits;
   size_t row_bytes;
 };
 
-// Rows [n0, n1) of the output, every row of x, portable code.
-void rows_generic(const Problem& p, int n0, int n1) {
-  std::vector<float> q(p.gs);
+// Output columns [n0, n1), every row of x, portable code.
+void rows_portable(const Problem& p, int n0, int n1) {
+  float q[128];
   std::vector<float> acc(p.M);
   for (int n = n0; n < n1; n++) {
     std::fill(acc.begin(), acc.end(), 0.0f);
     const uint8_t* wrow = p.w + n * p.row_bytes;
-    const float* s = p.scales + static_cast<size_t>(n) * p.G;
-    const float* b = p.biases + static_cast<size_t>(n) * p.G;
     for (int g = 0; g < p.G; g++) {
-      unpack_generic(wrow + static_cast<size_t>(g) * p.gs * p.bits / 8, p.bits, p.gs, q.data());
+      const size_t sg = static_cast<size_t>(n) * p.G + g;
+      const float s = scale_at(p.scales, p.stype, sg);
+      const float b = scale_at(p.biases, p.stype, sg);
+      unpack_generic(wrow + static_cast<size_t>(g) * p.gs * p.bits / 8, p.bits, p.gs, q);
       for (int m = 0; m < p.M; m++) {
         const float* xg = p.x + static_cast<size_t>(m) * p.K + static_cast<size_t>(g) * p.gs;
         float d = 0.0f;
         for (int k = 0; k < p.gs; k++) {
           d += xg[k] * q[k];
         }
-        acc[m] += s[g] * d + b[g] * p.xsum[static_cast<size_t>(m) * p.G + g];
+        acc[m] += s * d + b * p.xsum[static_cast<size_t>(m) * p.G + g];
       }
     }
     for (int m = 0; m < p.M; m++) {
@@ -443,67 +438,174 @@ void rows_generic(const Problem& p, int n0, int n1) {
 }
 
 #ifdef MLXM_X86
-constexpr int MAX_DIRECT_ROWS = 16;
+#define MLXM_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-__attribute__((target("avx,fma,sse4.1"))) void rows_avx(const Problem& p, int n0, int n1) {
-  alignas(32) float q[128];
-  __m256 acc[MAX_DIRECT_ROWS];
-  const int M = p.M;
+MLXM_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Values 8c .. 8c+7 of a group as float32 (bits 2, 4, 8 straight from the packed bytes;
+// other widths from `buf`, the group unpacked beforehand).
+template <int BITS>
+MLXM_AVX2 inline __m256 group_values(const uint8_t* g, int c, const float* buf) {
+  if constexpr (BITS == 4) {
+    uint32_t word;
+    std::memcpy(&word, g + 4 * c, 4);
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15)));
+  } else if constexpr (BITS == 8) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 8 * c));
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+  } else if constexpr (BITS == 2) {
+    uint16_t half;
+    std::memcpy(&half, g + 2 * c, 2);
+    const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32(half), shifts);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(3)));
+  } else {
+    return _mm256_loadu_ps(buf + 8 * c);
+  }
+}
+
+// Output columns [n0, n1) for rows [m0, m0 + MR) of x: each group's values are made once and
+// dotted with the MR rows; the dot of a group is scaled once, its bias applied through Σx.
+template <int BITS, int MR>
+MLXM_AVX2 void rows_avx2(const Problem& p, int n0, int n1, int m0) {
+  alignas(32) float buf[128];
+  const int chunks = p.gs / 8;
+  const float* x[MR];
+  const float* xs[MR];
+  for (int r = 0; r < MR; r++) {
+    x[r] = p.x + static_cast<size_t>(m0 + r) * p.K;
+    xs[r] = p.xsum + static_cast<size_t>(m0 + r) * p.G;
+  }
   for (int n = n0; n < n1; n++) {
-    for (int m = 0; m < M; m++) {
-      acc[m] = _mm256_setzero_ps();
+    __m256 acc[MR];
+    float bias_part[MR];
+    for (int r = 0; r < MR; r++) {
+      acc[r] = _mm256_setzero_ps();
+      bias_part[r] = 0.0f;
     }
     const uint8_t* wrow = p.w + n * p.row_bytes;
-    const float* s = p.scales + static_cast<size_t>(n) * p.G;
-    const float* b = p.biases + static_cast<size_t>(n) * p.G;
+    const size_t row0 = static_cast<size_t>(n) * p.G;
     for (int g = 0; g < p.G; g++) {
-      unpack_avx(wrow + static_cast<size_t>(g) * p.gs * p.bits / 8, p.bits, p.gs, q);
-      const __m256 sg = _mm256_set1_ps(s[g]);
-      for (int m = 0; m < M; m++) {
-        const float* xg = p.x + static_cast<size_t>(m) * p.K + static_cast<size_t>(g) * p.gs;
-        __m256 d0 = _mm256_mul_ps(_mm256_loadu_ps(xg), _mm256_load_ps(q));
-        __m256 d1 = _mm256_mul_ps(_mm256_loadu_ps(xg + 8), _mm256_load_ps(q + 8));
-        for (int k = 16; k < p.gs; k += 16) {
-          d0 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k), _mm256_load_ps(q + k), d0);
-          d1 = _mm256_fmadd_ps(_mm256_loadu_ps(xg + k + 8), _mm256_load_ps(q + k + 8), d1);
+      const uint8_t* wg = wrow + static_cast<size_t>(g) * p.gs * BITS / 8;
+      if constexpr (BITS != 2 && BITS != 4 && BITS != 8) {
+        unpack_generic(wg, BITS, p.gs, buf);
+      }
+      __m256 d0[MR], d1[MR];
+      for (int r = 0; r < MR; r++) {
+        d0[r] = _mm256_setzero_ps();
+        d1[r] = _mm256_setzero_ps();
+      }
+      const size_t k0 = static_cast<size_t>(g) * p.gs;
+      for (int c = 0; c < chunks; c += 2) {
+        const __m256 q0 = group_values<BITS>(wg, c, buf);
+        const __m256 q1 = group_values<BITS>(wg, c + 1, buf);
+        for (int r = 0; r < MR; r++) {
+          d0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x[r] + k0 + 8 * c), q0, d0[r]);
+          d1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x[r] + k0 + 8 * c + 8), q1, d1[r]);
         }
-        acc[m] = _mm256_fmadd_ps(sg, _mm256_add_ps(d0, d1), acc[m]);
+      }
+      const float s = scale_at(p.scales, p.stype, row0 + g);
+      const float b = scale_at(p.biases, p.stype, row0 + g);
+      const __m256 sv = _mm256_set1_ps(s);
+      for (int r = 0; r < MR; r++) {
+        acc[r] = _mm256_fmadd_ps(sv, _mm256_add_ps(d0[r], d1[r]), acc[r]);
+        bias_part[r] += b * xs[r][g];
       }
     }
-    for (int m = 0; m < M; m++) {
-      const float* xs = p.xsum + static_cast<size_t>(m) * p.G;
-      float bias_part = 0.0f;
-      for (int g = 0; g < p.G; g++) {
-        bias_part += b[g] * xs[g];
-      }
-      p.out[static_cast<size_t>(m) * p.N + n] = hsum(acc[m]) + bias_part;
+    for (int r = 0; r < MR; r++) {
+      p.out[static_cast<size_t>(m0 + r) * p.N + n] = hsum(acc[r]) + bias_part[r];
     }
+  }
+}
+
+template <int BITS>
+MLXM_AVX2 void rows_avx2_all(const Problem& p, int n0, int n1) {
+  int m = 0;
+  for (; m + 4 <= p.M; m += 4) {
+    rows_avx2<BITS, 4>(p, n0, n1, m);
+  }
+  if (p.M - m >= 2) {
+    rows_avx2<BITS, 2>(p, n0, n1, m);
+    m += 2;
+  }
+  if (m < p.M) {
+    rows_avx2<BITS, 1>(p, n0, n1, m);
+  }
+}
+
+MLXM_AVX2 void rows_avx2_dispatch(const Problem& p, int n0, int n1) {
+  switch (p.bits) {
+    case 2:
+      return rows_avx2_all<2>(p, n0, n1);
+    case 3:
+      return rows_avx2_all<3>(p, n0, n1);
+    case 4:
+      return rows_avx2_all<4>(p, n0, n1);
+    case 5:
+      return rows_avx2_all<5>(p, n0, n1);
+    case 6:
+      return rows_avx2_all<6>(p, n0, n1);
+    default:
+      return rows_avx2_all<8>(p, n0, n1);
+  }
+}
+
+// One group dequantized: `dst[k] = s·q[k] + b`.
+template <int BITS>
+MLXM_AVX2 void dequantize_group_avx2(const uint8_t* wg, int gs, float s, float b, float* dst) {
+  alignas(32) float buf[128];
+  if constexpr (BITS != 2 && BITS != 4 && BITS != 8) {
+    unpack_generic(wg, BITS, gs, buf);
+  }
+  const __m256 sv = _mm256_set1_ps(s), bv = _mm256_set1_ps(b);
+  for (int c = 0; c < gs / 8; c++) {
+    _mm256_storeu_ps(dst + 8 * c, _mm256_fmadd_ps(sv, group_values<BITS>(wg, c, buf), bv));
   }
 }
 #endif
 
 // Float32 copy of rows [n0, n1) of the dequantized weight into `dst` ([n1 - n0, K]).
 void dequantize_rows(const Problem& p, int n0, int n1, float* dst) {
+#ifdef MLXM_X86
+  const bool avx2 = use_avx2();
+#endif
+  float q[128];
   for (int n = n0; n < n1; n++) {
     const uint8_t* wrow = p.w + n * p.row_bytes;
-    const float* s = p.scales + static_cast<size_t>(n) * p.G;
-    const float* b = p.biases + static_cast<size_t>(n) * p.G;
     float* d = dst + static_cast<size_t>(n - n0) * p.K;
     for (int g = 0; g < p.G; g++) {
+      const size_t sg = static_cast<size_t>(n) * p.G + g;
+      const float s = scale_at(p.scales, p.stype, sg);
+      const float b = scale_at(p.biases, p.stype, sg);
       float* dg = d + static_cast<size_t>(g) * p.gs;
       const uint8_t* src = wrow + static_cast<size_t>(g) * p.gs * p.bits / 8;
 #ifdef MLXM_X86
-      if (has_avx_fma()) {
-        unpack_avx(src, p.bits, p.gs, dg);
-      } else {
-        unpack_generic(src, p.bits, p.gs, dg);
+      if (avx2) {
+        switch (p.bits) {
+          case 2:
+            dequantize_group_avx2<2>(src, p.gs, s, b, dg);
+            continue;
+          case 4:
+            dequantize_group_avx2<4>(src, p.gs, s, b, dg);
+            continue;
+          case 8:
+            dequantize_group_avx2<8>(src, p.gs, s, b, dg);
+            continue;
+          default:
+            break;
+        }
       }
-#else
-      unpack_generic(src, p.bits, p.gs, dg);
 #endif
-      const float sg = s[g], bg = b[g];
+      unpack_generic(src, p.bits, p.gs, q);
       for (int k = 0; k < p.gs; k++) {
-        dg[k] = sg * dg[k] + bg;
+        dg[k] = s * q[k] + b;
       }
     }
   }
@@ -525,7 +627,7 @@ int blas_rows() {
 
 void compute(Problem& p) {
   Pool& pool = Pool::get();
-  // Work per output row, in packed bytes: split finely enough to balance, coarsely enough
+  // Work per output column, in packed bytes: split finely enough to balance, coarsely enough
   // that a task is worth a hand-off.
   const size_t total = static_cast<size_t>(p.N) * p.row_bytes * std::max(1, p.M);
   const int threads = total < (64u << 10) ? 1 : pool.size();
@@ -556,29 +658,38 @@ void compute(Problem& p) {
     return;
   }
 
-  const int tasks = threads == 1 ? 1 : std::min(p.N / 4 + 1, threads * 4);
+  const int tasks = threads == 1 ? 1 : std::min(p.N / 8 + 1, threads * 4);
   const int per = (p.N + tasks - 1) / tasks;
-  auto body = [&](int t) {
+#ifdef MLXM_X86
+  const bool avx2 = use_avx2() && p.gs <= 128;
+#endif
+  pool.run(tasks, [&](int t) {
     const int a = t * per;
     const int e = std::min(p.N, a + per);
     if (a >= e) {
       return;
     }
 #ifdef MLXM_X86
-    if (has_avx_fma() && p.M <= MAX_DIRECT_ROWS && p.gs <= 128) {
-      rows_avx(p, a, e);
+    if (avx2) {
+      rows_avx2_dispatch(p, a, e);
       return;
     }
 #endif
-    rows_generic(p, a, e);
-  };
-  pool.run(tasks, body);
+    rows_portable(p, a, e);
+  });
 }
 
-// Row-major float32 copy of a whole (contiguous) array.
-void load_float(const mx::array& a, std::vector<float>& out) {
-  out.resize(a.size());
-  to_float(a, a.data<char>(), a.size(), out.data());
+ScaleType scale_type(const mx::array& a) {
+  switch (a.dtype()) {
+    case mx::float32:
+      return ScaleType::F32;
+    case mx::float16:
+      return ScaleType::F16;
+    case mx::bfloat16:
+      return ScaleType::BF16;
+    default:
+      throw std::invalid_argument("[quantized_matmul] unsupported scale type");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,14 +741,15 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
         !biases.flags().row_contiguous) {
       throw std::runtime_error("[CpuAffineQuantizedMatmul] weights must be row contiguous");
     }
-    static thread_local std::vector<float> xf, sf, bf, xs, of;
+    if (scales.dtype() != biases.dtype()) {
+      throw std::runtime_error("[CpuAffineQuantizedMatmul] scales and biases differ in type");
+    }
+    static thread_local std::vector<float> xf, xs, of;
     const int K = x.shape(-1);
     const int N = w.shape(0);
     const int G = K / gs;
     const int M = static_cast<int>(x.size() / std::max(1, K));
     gather_x(x, xf);
-    load_float(scales, sf);
-    load_float(biases, bf);
     xs.resize(static_cast<size_t>(M) * G);
     for (int m = 0; m < M; m++) {
       for (int g = 0; g < G; g++) {
@@ -658,8 +770,9 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
     }
     Problem p{xf.data(),
               w.data<uint8_t>(),
-              sf.data(),
-              bf.data(),
+              scales.data<void>(),
+              biases.data<void>(),
+              scale_type(scales),
               xs.data(),
               outf,
               M,
@@ -753,4 +866,9 @@ extern "C" void mlx_models_set_cpu_kernels(bool on) {
 // Whether the kernels above are in use (not turned off by the environment or the call above).
 extern "C" bool mlx_models_cpu_kernels() {
   return kernels_enabled() && enabled_override.load(std::memory_order_relaxed);
+}
+
+// Forces the portable code even where AVX2 is available (for its tests), or lifts that.
+extern "C" void mlx_models_set_cpu_kernels_portable(bool on) {
+  force_portable.store(on, std::memory_order_relaxed);
 }

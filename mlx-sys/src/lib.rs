@@ -96,3 +96,13 @@ pub fn cpu_kernels() -> bool {
     // SAFETY: our C++ function: it reads two flags.
     unsafe { mlx_models_cpu_kernels() }
 }
+
+/// Makes this crate's CPU kernels use their portable code even where the CPU has AVX2 (`true`),
+/// or lifts that; for the tests of the portable code.
+pub fn set_cpu_kernels_portable(on: bool) {
+    extern "C" {
+        fn mlx_models_set_cpu_kernels_portable(on: bool);
+    }
+    // SAFETY: our C++ function: it stores a flag.
+    unsafe { mlx_models_set_cpu_kernels_portable(on) }
+}
