@@ -831,21 +831,31 @@ extern "C" int mlx_models_quantized_matmul(mlx_array* res, const mlx_array x, co
         (group_size.has_value ? std::make_optional<int>(group_size.value) : std::nullopt),
         (bits.has_value ? std::make_optional<int>(bits.value) : std::nullopt), std::string(mode),
         stream);
-    const auto& inputs = reference.inputs();
+    // MLX's op has checked the arguments; ours takes them as given (the kernel reads x, the
+    // scales and the biases in their own floating types, so MLX's conversions of them to the
+    // result type, made again at every call, are not needed) and gives MLX's result type.
+    const auto& xa = mlx_array_get_(x);
+    const auto& wa = mlx_array_get_(w);
+    const auto& sa = mlx_array_get_(scales);
     const int gs = group_size.has_value ? group_size.value : 64;
     const int b = bits.has_value ? bits.value : 4;
+    auto floating = [](const mx::array& a) {
+      return a.dtype() == mx::float32 || a.dtype() == mx::float16 || a.dtype() == mx::bfloat16;
+    };
     const bool ours = kernels_enabled() && enabled_override.load(std::memory_order_relaxed) &&
         stream.device == mx::Device::cpu && std::string(mode) == "affine" && transpose &&
-        inputs.size() == 4 && inputs[1].ndim() == 2 && (gs == 32 || gs == 64 || gs == 128) &&
-        (b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8) &&
-        inputs[0].ndim() >= 1 && inputs[0].shape(-1) > 0 && inputs[0].shape(-1) % gs == 0;
+        biases.ctx != nullptr && wa.ndim() == 2 && (gs == 32 || gs == 64 || gs == 128) &&
+        (b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8) && xa.ndim() >= 1 &&
+        xa.shape(-1) > 0 && xa.shape(-1) % gs == 0 && floating(xa) && floating(sa) &&
+        mlx_array_get_(biases).dtype() == sa.dtype() &&
+        (reference.dtype() == mx::float32 || reference.dtype() == mx::float16 ||
+         reference.dtype() == mx::bfloat16);
     if (!ours) {
       mlx_array_set_(*res, std::move(reference));
       return 0;
     }
-    std::vector<mx::array> ins = {inputs[0], contiguous_input(inputs[1], stream),
-                                  contiguous_input(inputs[2], stream),
-                                  contiguous_input(inputs[3], stream)};
+    std::vector<mx::array> ins = {xa, contiguous_input(wa, stream), contiguous_input(sa, stream),
+                                  contiguous_input(mlx_array_get_(biases), stream)};
     mlx_array_set_(*res,
                    mx::array(reference.shape(), reference.dtype(),
                              std::make_shared<CpuAffineQuantizedMatmul>(stream, gs, b),

@@ -174,6 +174,33 @@ fn half_precision_inputs_match_mlx_in_float32_rounded() {
 }
 
 #[test]
+fn mixed_types_give_mlx_result_type_and_values() {
+    // float32 activations with float16 / bfloat16 scales (GGUF checkpoints), and the reverse.
+    for (x_type, s_type) in [
+        (Dtype::Float32, Dtype::Float16),
+        (Dtype::Float32, Dtype::Bfloat16),
+        (Dtype::Float16, Dtype::Float32),
+    ] {
+        for rows in [1, 5, 20] {
+            let c = case(&[rows], 90, 256, 32, 4, 600 + rows as u64);
+            let mixed = Case {
+                x: c.x.as_dtype(x_type).unwrap(),
+                w: c.w.clone(),
+                scales: c.scales.as_dtype(s_type).unwrap(),
+                biases: c.biases.as_dtype(s_type).unwrap(),
+                q: c.q,
+            };
+            let out = ours(&mixed, &mixed.x);
+            let reference = reference(&mixed, &mixed.x);
+            assert_eq!(out.dtype(), reference.dtype(), "{x_type:?} x, {s_type:?} scales");
+            let err = relative_error(&out, &reference);
+            let tol = if reference.dtype() == Dtype::Float32 { 2e-6 } else { 2e-3 };
+            assert!(err < tol, "{x_type:?} x, {s_type:?} scales, rows {rows}: error {err}");
+        }
+    }
+}
+
+#[test]
 fn linear_layers_use_the_kernels_and_match_mlx() {
     // quantized_linear (what every quantized layer calls) gives the same values.
     let c = case(&[2, 3], 600, 512, 64, 4, 400);
