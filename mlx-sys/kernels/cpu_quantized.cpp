@@ -194,19 +194,29 @@ class Pool {
 // ---------------------------------------------------------------------------------------------
 // CPU features, BLAS.
 
-// Which code computes the products: AVX2 + FMA where the CPU has them, else portable C++
-// (which the compiler vectorizes for the baseline: SSE2 on x86-64, NEON on arm64).
-// `mlx_models_set_cpu_kernels_portable` forces the portable code (for its tests).
-std::atomic<bool> force_portable{false};
+// Which code computes the products: AVX-512 where the CPU has it, else AVX2 + FMA, else
+// portable C++ (which the compiler vectorizes for the baseline: SSE2 on x86-64, NEON on arm64).
+// `mlx_models_set_cpu_kernels_isa` caps the level (for the tests of each code path).
+enum Isa : int { PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
+std::atomic<int> isa_cap{AVX512};
+
+int isa() {
+#ifdef MLXM_X86
+  static const int best = [] {
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+          __builtin_cpu_supports("f16c"))) {
+      return static_cast<int>(PORTABLE);
+    }
+    return static_cast<int>(__builtin_cpu_supports("avx512f") ? AVX512 : AVX2);
+  }();
+  return std::min(best, isa_cap.load(std::memory_order_relaxed));
+#else
+  return PORTABLE;
+#endif
+}
 
 bool use_avx2() {
-#ifdef MLXM_X86
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c");
-  return yes && !force_portable.load(std::memory_order_relaxed);
-#else
-  return false;
-#endif
+  return isa() >= AVX2;
 }
 
 using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*,
@@ -405,6 +415,8 @@ struct Problem {
   const void* biases;    // [N, G]
   ScaleType stype;
   const float* xsum;     // [M, G]: Σ of each group of each row of x
+  const float* xperm;    // [M, K]: x in the order of the 4-bit kernels (see `permute_x`), or null
+  bool wide;             // xperm laid out for `rows_q4_avx512` (blocks of 128, then one of 64)
   float* out;            // [M, N] float32
   int M, N, K, G, gs, bits;
   size_t row_bytes;
@@ -447,6 +459,60 @@ MLXM_AVX2 inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Scales and biases of output rows [n0, n1) as float32: in place when they are float32, else
+// converted in bulk (F16C for float16) into buffers of the calling thread.
+MLXM_AVX2 void task_scales_avx2(const Problem& p, int n0, int n1, const float** s,
+                                const float** b) {
+  const size_t first = static_cast<size_t>(n0) * p.G;
+  const size_t count = static_cast<size_t>(n1 - n0) * p.G;
+  if (p.stype == ScaleType::F32) {
+    *s = static_cast<const float*>(p.scales) + first;
+    *b = static_cast<const float*>(p.biases) + first;
+    return;
+  }
+  static thread_local std::vector<float> sbuf, bbuf;
+  sbuf.resize(count);
+  bbuf.resize(count);
+  for (int which = 0; which < 2; which++) {
+    const uint16_t* h = static_cast<const uint16_t*>(which == 0 ? p.scales : p.biases) + first;
+    float* dst = which == 0 ? sbuf.data() : bbuf.data();
+    size_t i = 0;
+    if (p.stype == ScaleType::F16) {
+      for (; i + 8 <= count; i += 8) {
+        _mm256_storeu_ps(
+            dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+      }
+      for (; i < count; i++) {
+        dst[i] = _cvtsh_ss(h[i]);
+      }
+    } else {
+      for (; i + 8 <= count; i += 8) {
+        __m256i v = _mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))), 16);
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(v));
+      }
+      for (; i < count; i++) {
+        dst[i] = bf16_to_float(h[i]);
+      }
+    }
+  }
+  *s = sbuf.data();
+  *b = bbuf.data();
+}
+
+MLXM_AVX2 inline float dot_avx2(const float* a, const float* b, int n) {
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  }
+  float r = hsum(acc);
+  for (; i < n; i++) {
+    r += a[i] * b[i];
+  }
+  return r;
+}
+
 // Values 8c .. 8c+7 of a group as float32 (bits 2, 4, 8 straight from the packed bytes;
 // other widths from `buf`, the group unpacked beforehand).
 template <int BITS>
@@ -483,15 +549,17 @@ MLXM_AVX2 void rows_avx2(const Problem& p, int n0, int n1, int m0) {
     x[r] = p.x + static_cast<size_t>(m0 + r) * p.K;
     xs[r] = p.xsum + static_cast<size_t>(m0 + r) * p.G;
   }
+  const float* scales;
+  const float* biases;
+  task_scales_avx2(p, n0, n1, &scales, &biases);
   for (int n = n0; n < n1; n++) {
     __m256 acc[MR];
-    float bias_part[MR];
     for (int r = 0; r < MR; r++) {
       acc[r] = _mm256_setzero_ps();
-      bias_part[r] = 0.0f;
     }
     const uint8_t* wrow = p.w + n * p.row_bytes;
-    const size_t row0 = static_cast<size_t>(n) * p.G;
+    const float* srow = scales + static_cast<size_t>(n - n0) * p.G;
+    const float* brow = biases + static_cast<size_t>(n - n0) * p.G;
     for (int g = 0; g < p.G; g++) {
       const uint8_t* wg = wrow + static_cast<size_t>(g) * p.gs * BITS / 8;
       if constexpr (BITS != 2 && BITS != 4 && BITS != 8) {
@@ -511,22 +579,103 @@ MLXM_AVX2 void rows_avx2(const Problem& p, int n0, int n1, int m0) {
           d1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x[r] + k0 + 8 * c + 8), q1, d1[r]);
         }
       }
-      const float s = scale_at(p.scales, p.stype, row0 + g);
-      const float b = scale_at(p.biases, p.stype, row0 + g);
-      const __m256 sv = _mm256_set1_ps(s);
+      const __m256 sv = _mm256_set1_ps(srow[g]);
       for (int r = 0; r < MR; r++) {
         acc[r] = _mm256_fmadd_ps(sv, _mm256_add_ps(d0[r], d1[r]), acc[r]);
-        bias_part[r] += b * xs[r][g];
       }
     }
     for (int r = 0; r < MR; r++) {
-      p.out[static_cast<size_t>(m0 + r) * p.N + n] = hsum(acc[r]) + bias_part[r];
+      p.out[static_cast<size_t>(m0 + r) * p.N + n] = hsum(acc[r]) + dot_avx2(brow, xs[r], p.G);
+    }
+  }
+}
+
+// 4 bits, rows of `K % 64 == 0`: 64 values (8 packed words) at a time. Shifting all 8 words
+// by 4j and masking gives value j of each word, i.e. values 8i + j (i = 0..7): dotted with x
+// permuted the same way (`xperm`), each value costs a shift, a mask, a conversion and an FMA,
+// with no broadcast or variable shift. Lanes 0-3 of a 64-value block are its first 32 values,
+// lanes 4-7 the next 32, so with groups of 32 each half gets its own scale.
+template <int MR>
+MLXM_AVX2 void rows_q4_avx2(const Problem& p, int n0, int n1, int m0) {
+  const int blocks = p.K / 64;
+  const float* xp[MR];
+  const float* xs[MR];
+  for (int r = 0; r < MR; r++) {
+    xp[r] = p.xperm + static_cast<size_t>(m0 + r) * p.K;
+    xs[r] = p.xsum + static_cast<size_t>(m0 + r) * p.G;
+  }
+  const __m256i mask = _mm256_set1_epi32(15);
+  const int groups_per_block = 64 / p.gs;  // 2 (gs 32) or 1
+  const int blocks_per_group = p.gs / 64;  // 0 (gs 32), 1 or 2
+  const float* scales;
+  const float* biases;
+  task_scales_avx2(p, n0, n1, &scales, &biases);
+  for (int n = n0; n < n1; n++) {
+    __m256 acc[MR];
+    for (int r = 0; r < MR; r++) {
+      acc[r] = _mm256_setzero_ps();
+    }
+    const uint8_t* wrow = p.w + n * p.row_bytes;
+    const float* srow = scales + static_cast<size_t>(n - n0) * p.G;
+    const float* brow = biases + static_cast<size_t>(n - n0) * p.G;
+    for (int blk = 0; blk < blocks; blk++) {
+      const __m256i words = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow + 32 * blk));
+      __m256 d0[MR], d1[MR];
+      for (int r = 0; r < MR; r++) {
+        d0[r] = _mm256_setzero_ps();
+        d1[r] = _mm256_setzero_ps();
+      }
+      const size_t k0 = static_cast<size_t>(blk) * 64;
+#define MLXM_Q4_STEP(J, D)                                                                   \
+  {                                                                                          \
+    const __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(words, 4 * J), mask)); \
+    for (int r = 0; r < MR; r++) {                                                           \
+      D[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r] + k0 + 8 * J), q, D[r]);                 \
+    }                                                                                        \
+  }
+      MLXM_Q4_STEP(0, d0)
+      MLXM_Q4_STEP(1, d1)
+      MLXM_Q4_STEP(2, d0)
+      MLXM_Q4_STEP(3, d1)
+      MLXM_Q4_STEP(4, d0)
+      MLXM_Q4_STEP(5, d1)
+      MLXM_Q4_STEP(6, d0)
+      MLXM_Q4_STEP(7, d1)
+#undef MLXM_Q4_STEP
+      __m256 sv;
+      if (groups_per_block == 2) {
+        sv = _mm256_set_m128(_mm_set1_ps(srow[2 * blk + 1]), _mm_set1_ps(srow[2 * blk]));
+      } else {
+        sv = _mm256_set1_ps(srow[blk / blocks_per_group]);
+      }
+      for (int r = 0; r < MR; r++) {
+        acc[r] = _mm256_fmadd_ps(sv, _mm256_add_ps(d0[r], d1[r]), acc[r]);
+      }
+    }
+    for (int r = 0; r < MR; r++) {
+      p.out[static_cast<size_t>(m0 + r) * p.N + n] = hsum(acc[r]) + dot_avx2(brow, xs[r], p.G);
     }
   }
 }
 
 template <int BITS>
 MLXM_AVX2 void rows_avx2_all(const Problem& p, int n0, int n1) {
+  if constexpr (BITS == 4) {
+    if (p.xperm != nullptr && !p.wide) {
+      int m = 0;
+      for (; m + 4 <= p.M; m += 4) {
+        rows_q4_avx2<4>(p, n0, n1, m);
+      }
+      if (p.M - m >= 2) {
+        rows_q4_avx2<2>(p, n0, n1, m);
+        m += 2;
+      }
+      if (m < p.M) {
+        rows_q4_avx2<1>(p, n0, n1, m);
+      }
+      return;
+    }
+  }
   int m = 0;
   for (; m + 4 <= p.M; m += 4) {
     rows_avx2<BITS, 4>(p, n0, n1, m);
@@ -556,6 +705,175 @@ MLXM_AVX2 void rows_avx2_dispatch(const Problem& p, int n0, int n1) {
       return rows_avx2_all<8>(p, n0, n1);
   }
 }
+
+#define MLXM_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+
+// 4 bits with AVX-512: as `rows_q4_avx2` with 128 values (16 packed words) per block: value j of
+// each word i is value 8i + j, dotted with x permuted the same way; lane i belongs to group
+// 8i / gs. A last block of 64 values (K % 128 == 64) takes the AVX2 step.
+template <int MR>
+MLXM_AVX512 void rows_q4_avx512(const Problem& p, int n0, int n1, int m0) {
+  const int blocks = p.K / 128;
+  const bool tail = p.K % 128 != 0;
+  const float* xp[MR];
+  const float* xs[MR];
+  for (int r = 0; r < MR; r++) {
+    xp[r] = p.xperm + static_cast<size_t>(m0 + r) * p.K;
+    xs[r] = p.xsum + static_cast<size_t>(m0 + r) * p.G;
+  }
+  const __m512i mask = _mm512_set1_epi32(15);
+  const __m256i mask8 = _mm256_set1_epi32(15);
+  // Lane i of a block belongs to group (8i) / gs of the block.
+  alignas(64) int lane_group[16];
+  for (int i = 0; i < 16; i++) {
+    lane_group[i] = 8 * i / p.gs;
+  }
+  const __m512i lanes = _mm512_load_si512(lane_group);
+  const int groups_per_block = std::max(1, 128 / p.gs);
+  const float* scales;
+  const float* biases;
+  task_scales_avx2(p, n0, n1, &scales, &biases);
+  for (int n = n0; n < n1; n++) {
+    __m512 acc[MR];
+    for (int r = 0; r < MR; r++) {
+      acc[r] = _mm512_setzero_ps();
+    }
+    const uint8_t* wrow = p.w + n * p.row_bytes;
+    const float* srow = scales + static_cast<size_t>(n - n0) * p.G;
+    const float* brow = biases + static_cast<size_t>(n - n0) * p.G;
+    for (int blk = 0; blk < blocks; blk++) {
+      const __m512i words = _mm512_loadu_si512(wrow + 64 * blk);
+      __m512 d0[MR], d1[MR];
+      for (int r = 0; r < MR; r++) {
+        d0[r] = _mm512_setzero_ps();
+        d1[r] = _mm512_setzero_ps();
+      }
+      const size_t k0 = static_cast<size_t>(blk) * 128;
+#define MLXM_Q4_STEP512(J, D)                                                                 \
+  {                                                                                           \
+    const __m512 q = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(words, 4 * J), mask)); \
+    for (int r = 0; r < MR; r++) {                                                            \
+      D[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp[r] + k0 + 16 * J), q, D[r]);                 \
+    }                                                                                         \
+  }
+      MLXM_Q4_STEP512(0, d0)
+      MLXM_Q4_STEP512(1, d1)
+      MLXM_Q4_STEP512(2, d0)
+      MLXM_Q4_STEP512(3, d1)
+      MLXM_Q4_STEP512(4, d0)
+      MLXM_Q4_STEP512(5, d1)
+      MLXM_Q4_STEP512(6, d0)
+      MLXM_Q4_STEP512(7, d1)
+#undef MLXM_Q4_STEP512
+      // Scales of the block's groups, spread over their lanes.
+      const float* sblk = srow + static_cast<size_t>(blk) * 128 / p.gs;
+      __m512 sv;
+      if (groups_per_block == 1) {
+        sv = _mm512_set1_ps(*sblk);
+      } else {
+        __m128 four = groups_per_block == 4 ? _mm_loadu_ps(sblk)
+                                            : _mm_setr_ps(sblk[0], sblk[1], 0.0f, 0.0f);
+        sv = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(four));
+      }
+      for (int r = 0; r < MR; r++) {
+        acc[r] = _mm512_fmadd_ps(sv, _mm512_add_ps(d0[r], d1[r]), acc[r]);
+      }
+    }
+    float tail_part[MR] = {};
+    if (tail) {
+      // The last 64 values: 8 words, x permuted as for the AVX2 kernel.
+      const size_t k0 = static_cast<size_t>(blocks) * 128;
+      const __m256i words =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow + 64 * blocks));
+      __m256 d[MR];
+      for (int r = 0; r < MR; r++) {
+        d[r] = _mm256_setzero_ps();
+      }
+      for (int j = 0; j < 8; j++) {
+        const __m256 q = _mm256_cvtepi32_ps(
+            _mm256_and_si256(_mm256_srlv_epi32(words, _mm256_set1_epi32(4 * j)), mask8));
+        for (int r = 0; r < MR; r++) {
+          d[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r] + k0 + 8 * j), q, d[r]);
+        }
+      }
+      const size_t g0 = k0 / p.gs;
+      __m256 sv = p.gs == 32 ? _mm256_set_m128(_mm_set1_ps(srow[g0 + 1]), _mm_set1_ps(srow[g0]))
+                             : _mm256_set1_ps(srow[g0]);
+      for (int r = 0; r < MR; r++) {
+        tail_part[r] = hsum(_mm256_mul_ps(sv, d[r]));
+      }
+    }
+    for (int r = 0; r < MR; r++) {
+      p.out[static_cast<size_t>(m0 + r) * p.N + n] =
+          _mm512_reduce_add_ps(acc[r]) + tail_part[r] + dot_avx2(brow, xs[r], p.G);
+    }
+  }
+}
+
+// 8 bits with AVX-512: 16 values per step, straight from the packed bytes.
+template <int MR>
+MLXM_AVX512 void rows_q8_avx512(const Problem& p, int n0, int n1, int m0) {
+  const float* x[MR];
+  const float* xs[MR];
+  for (int r = 0; r < MR; r++) {
+    x[r] = p.x + static_cast<size_t>(m0 + r) * p.K;
+    xs[r] = p.xsum + static_cast<size_t>(m0 + r) * p.G;
+  }
+  const float* scales;
+  const float* biases;
+  task_scales_avx2(p, n0, n1, &scales, &biases);
+  const int steps = p.gs / 16;
+  for (int n = n0; n < n1; n++) {
+    __m512 acc[MR];
+    for (int r = 0; r < MR; r++) {
+      acc[r] = _mm512_setzero_ps();
+    }
+    const uint8_t* wrow = p.w + n * p.row_bytes;
+    const float* srow = scales + static_cast<size_t>(n - n0) * p.G;
+    const float* brow = biases + static_cast<size_t>(n - n0) * p.G;
+    for (int g = 0; g < p.G; g++) {
+      const uint8_t* wg = wrow + static_cast<size_t>(g) * p.gs;
+      const size_t k0 = static_cast<size_t>(g) * p.gs;
+      __m512 d[MR];
+      for (int r = 0; r < MR; r++) {
+        d[r] = _mm512_setzero_ps();
+      }
+      for (int c = 0; c < steps; c++) {
+        const __m512 q = _mm512_cvtepi32_ps(
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + 16 * c))));
+        for (int r = 0; r < MR; r++) {
+          d[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x[r] + k0 + 16 * c), q, d[r]);
+        }
+      }
+      const __m512 sv = _mm512_set1_ps(srow[g]);
+      for (int r = 0; r < MR; r++) {
+        acc[r] = _mm512_fmadd_ps(sv, d[r], acc[r]);
+      }
+    }
+    for (int r = 0; r < MR; r++) {
+      p.out[static_cast<size_t>(m0 + r) * p.N + n] =
+          _mm512_reduce_add_ps(acc[r]) + dot_avx2(brow, xs[r], p.G);
+    }
+  }
+}
+
+#define MLXM_ROW_BLOCKS(NAME, ATTR)                                  \
+  ATTR void NAME##_all(const Problem& p, int n0, int n1) {           \
+    int m = 0;                                                       \
+    for (; m + 4 <= p.M; m += 4) {                                   \
+      NAME<4>(p, n0, n1, m);                                         \
+    }                                                                \
+    if (p.M - m >= 2) {                                              \
+      NAME<2>(p, n0, n1, m);                                         \
+      m += 2;                                                        \
+    }                                                                \
+    if (m < p.M) {                                                   \
+      NAME<1>(p, n0, n1, m);                                         \
+    }                                                                \
+  }
+MLXM_ROW_BLOCKS(rows_q4_avx512, MLXM_AVX512)
+MLXM_ROW_BLOCKS(rows_q8_avx512, MLXM_AVX512)
+#undef MLXM_ROW_BLOCKS
 
 // One group dequantized: `dst[k] = s·q[k] + b`.
 template <int BITS>
@@ -662,6 +980,7 @@ void compute(Problem& p) {
   const int per = (p.N + tasks - 1) / tasks;
 #ifdef MLXM_X86
   const bool avx2 = use_avx2() && p.gs <= 128;
+  const bool avx512 = isa() >= AVX512 && p.gs <= 128;
 #endif
   pool.run(tasks, [&](int t) {
     const int a = t * per;
@@ -670,6 +989,14 @@ void compute(Problem& p) {
       return;
     }
 #ifdef MLXM_X86
+    if (avx512 && p.bits == 4 && p.wide && p.xperm != nullptr) {
+      rows_q4_avx512_all(p, a, e);
+      return;
+    }
+    if (avx512 && p.bits == 8) {
+      rows_q8_avx512_all(p, a, e);
+      return;
+    }
     if (avx2) {
       rows_avx2_dispatch(p, a, e);
       return;
@@ -744,7 +1071,7 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
     if (scales.dtype() != biases.dtype()) {
       throw std::runtime_error("[CpuAffineQuantizedMatmul] scales and biases differ in type");
     }
-    static thread_local std::vector<float> xf, xs, of;
+    static thread_local std::vector<float> xf, xs, xp, of;
     const int K = x.shape(-1);
     const int N = w.shape(0);
     const int G = K / gs;
@@ -761,6 +1088,28 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
         xs[static_cast<size_t>(m) * G + g] = s;
       }
     }
+    // x in the order of the 4-bit kernels: in each block of 8·L values (L lanes: 16 for the
+    // AVX-512 kernel, whose last block may have 64 values, else 8), value 8i + j at L·j + i.
+    const float* xperm = nullptr;
+    const int level = isa();
+    const bool wide = level >= AVX512;
+    if (bits == 4 && K % 64 == 0 && M < blas_rows() && level >= AVX2) {
+      xp.resize(static_cast<size_t>(M) * K);
+      for (int m = 0; m < M; m++) {
+        const float* src = xf.data() + static_cast<size_t>(m) * K;
+        float* dst = xp.data() + static_cast<size_t>(m) * K;
+        for (int b = 0; b < K;) {
+          const int lanes = (wide && K - b >= 128) ? 16 : 8;
+          for (int i = 0; i < lanes; i++) {
+            for (int j = 0; j < 8; j++) {
+              dst[b + lanes * j + i] = src[b + 8 * i + j];
+            }
+          }
+          b += 8 * lanes;
+        }
+      }
+      xperm = xp.data();
+    }
     float* outf;
     if (out.dtype() == mx::float32) {
       outf = out.data<float>();
@@ -774,6 +1123,8 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
               biases.data<void>(),
               scale_type(scales),
               xs.data(),
+              xperm,
+              wide,
               outf,
               M,
               N,
@@ -878,7 +1229,8 @@ extern "C" bool mlx_models_cpu_kernels() {
   return kernels_enabled() && enabled_override.load(std::memory_order_relaxed);
 }
 
-// Forces the portable code even where AVX2 is available (for its tests), or lifts that.
-extern "C" void mlx_models_set_cpu_kernels_portable(bool on) {
-  force_portable.store(on, std::memory_order_relaxed);
+// Caps the instruction set the kernels use (0 portable, 1 AVX2, 2 AVX-512: the best the CPU
+// has), for the tests of each code path.
+extern "C" void mlx_models_set_cpu_kernels_isa(int cap) {
+  isa_cap.store(std::clamp(cap, 0, 2), std::memory_order_relaxed);
 }

@@ -97,12 +97,24 @@ pub fn cpu_kernels() -> bool {
     unsafe { mlx_models_cpu_kernels() }
 }
 
-/// Makes this crate's CPU kernels use their portable code even where the CPU has AVX2 (`true`),
-/// or lifts that; for the tests of the portable code.
-pub fn set_cpu_kernels_portable(on: bool) {
+/// The instruction sets the CPU kernels of quantized products can be limited to (they use the
+/// best the CPU has: AVX-512, else AVX2 + FMA, else portable code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuKernelIsa {
+    /// Portable C++ only.
+    Portable = 0,
+    /// At most AVX2 + FMA.
+    Avx2 = 1,
+    /// The best the CPU has.
+    Best = 2,
+}
+
+/// Limits the instruction set of this crate's CPU kernels (for the tests of each code path);
+/// `CpuKernelIsa::Best` lifts the limit.
+pub fn set_cpu_kernels_isa(isa: CpuKernelIsa) {
     extern "C" {
-        fn mlx_models_set_cpu_kernels_portable(on: bool);
+        fn mlx_models_set_cpu_kernels_isa(cap: std::os::raw::c_int);
     }
-    // SAFETY: our C++ function: it stores a flag.
-    unsafe { mlx_models_set_cpu_kernels_portable(on) }
+    // SAFETY: our C++ function: it stores a number.
+    unsafe { mlx_models_set_cpu_kernels_isa(isa as std::os::raw::c_int) }
 }
