@@ -708,10 +708,65 @@ MLXM_AVX2 void rows_avx2_dispatch(const Problem& p, int n0, int n1) {
 
 #define MLXM_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 
+// Scales and biases read in their own type, converted as they are used (F16C for float16).
+template <ScaleType ST>
+MLXM_AVX512 inline float scale1(const void* base, size_t i) {
+  if constexpr (ST == ScaleType::F32) {
+    return static_cast<const float*>(base)[i];
+  } else if constexpr (ST == ScaleType::F16) {
+    return _cvtsh_ss(static_cast<const uint16_t*>(base)[i]);
+  } else {
+    return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+  }
+}
+
+// Values i .. i+3.
+template <ScaleType ST>
+MLXM_AVX512 inline __m128 scale4(const void* base, size_t i) {
+  if constexpr (ST == ScaleType::F32) {
+    return _mm_loadu_ps(static_cast<const float*>(base) + i);
+  } else {
+    const __m128i h = _mm_loadl_epi64(
+        reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i));
+    if constexpr (ST == ScaleType::F16) {
+      return _mm_cvtph_ps(h);
+    } else {
+      return _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16));
+    }
+  }
+}
+
+// Σ_g base[row0 + g]·xs[g] over the G groups of a row.
+template <ScaleType ST>
+MLXM_AVX512 inline float bias_dot(const void* base, size_t row0, const float* xs, int G) {
+  __m256 acc = _mm256_setzero_ps();
+  int g = 0;
+  for (; g + 8 <= G; g += 8) {
+    __m256 b;
+    if constexpr (ST == ScaleType::F32) {
+      b = _mm256_loadu_ps(static_cast<const float*>(base) + row0 + g);
+    } else {
+      const __m128i h = _mm_loadu_si128(
+          reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + row0 + g));
+      if constexpr (ST == ScaleType::F16) {
+        b = _mm256_cvtph_ps(h);
+      } else {
+        b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      }
+    }
+    acc = _mm256_fmadd_ps(b, _mm256_loadu_ps(xs + g), acc);
+  }
+  float r = hsum(acc);
+  for (; g < G; g++) {
+    r += scale1<ST>(base, row0 + g) * xs[g];
+  }
+  return r;
+}
+
 // 4 bits with AVX-512: as `rows_q4_avx2` with 128 values (16 packed words) per block: value j of
 // each word i is value 8i + j, dotted with x permuted the same way; lane i belongs to group
 // 8i / gs. A last block of 64 values (K % 128 == 64) takes the AVX2 step.
-template <int MR>
+template <int MR, ScaleType ST>
 MLXM_AVX512 void rows_q4_avx512(const Problem& p, int n0, int n1, int m0) {
   const int blocks = p.K / 128;
   const bool tail = p.K % 128 != 0;
@@ -730,17 +785,13 @@ MLXM_AVX512 void rows_q4_avx512(const Problem& p, int n0, int n1, int m0) {
   }
   const __m512i lanes = _mm512_load_si512(lane_group);
   const int groups_per_block = std::max(1, 128 / p.gs);
-  const float* scales;
-  const float* biases;
-  task_scales_avx2(p, n0, n1, &scales, &biases);
   for (int n = n0; n < n1; n++) {
     __m512 acc[MR];
     for (int r = 0; r < MR; r++) {
       acc[r] = _mm512_setzero_ps();
     }
     const uint8_t* wrow = p.w + n * p.row_bytes;
-    const float* srow = scales + static_cast<size_t>(n - n0) * p.G;
-    const float* brow = biases + static_cast<size_t>(n - n0) * p.G;
+    const size_t row0 = static_cast<size_t>(n) * p.G;
     for (int blk = 0; blk < blocks; blk++) {
       const __m512i words = _mm512_loadu_si512(wrow + 64 * blk);
       __m512 d0[MR], d1[MR];
@@ -766,13 +817,14 @@ MLXM_AVX512 void rows_q4_avx512(const Problem& p, int n0, int n1, int m0) {
       MLXM_Q4_STEP512(7, d1)
 #undef MLXM_Q4_STEP512
       // Scales of the block's groups, spread over their lanes.
-      const float* sblk = srow + static_cast<size_t>(blk) * 128 / p.gs;
+      const size_t sblk = row0 + static_cast<size_t>(blk) * 128 / p.gs;
       __m512 sv;
       if (groups_per_block == 1) {
-        sv = _mm512_set1_ps(*sblk);
+        sv = _mm512_set1_ps(scale1<ST>(p.scales, sblk));
       } else {
-        __m128 four = groups_per_block == 4 ? _mm_loadu_ps(sblk)
-                                            : _mm_setr_ps(sblk[0], sblk[1], 0.0f, 0.0f);
+        __m128 four = groups_per_block == 4
+            ? scale4<ST>(p.scales, sblk)
+            : _mm_setr_ps(scale1<ST>(p.scales, sblk), scale1<ST>(p.scales, sblk + 1), 0.0f, 0.0f);
         sv = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(four));
       }
       for (int r = 0; r < MR; r++) {
@@ -796,22 +848,23 @@ MLXM_AVX512 void rows_q4_avx512(const Problem& p, int n0, int n1, int m0) {
           d[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r] + k0 + 8 * j), q, d[r]);
         }
       }
-      const size_t g0 = k0 / p.gs;
-      __m256 sv = p.gs == 32 ? _mm256_set_m128(_mm_set1_ps(srow[g0 + 1]), _mm_set1_ps(srow[g0]))
-                             : _mm256_set1_ps(srow[g0]);
+      const size_t g0 = row0 + k0 / p.gs;
+      __m256 sv = p.gs == 32 ? _mm256_set_m128(_mm_set1_ps(scale1<ST>(p.scales, g0 + 1)),
+                                               _mm_set1_ps(scale1<ST>(p.scales, g0)))
+                             : _mm256_set1_ps(scale1<ST>(p.scales, g0));
       for (int r = 0; r < MR; r++) {
         tail_part[r] = hsum(_mm256_mul_ps(sv, d[r]));
       }
     }
     for (int r = 0; r < MR; r++) {
-      p.out[static_cast<size_t>(m0 + r) * p.N + n] =
-          _mm512_reduce_add_ps(acc[r]) + tail_part[r] + dot_avx2(brow, xs[r], p.G);
+      p.out[static_cast<size_t>(m0 + r) * p.N + n] = _mm512_reduce_add_ps(acc[r]) + tail_part[r] +
+          bias_dot<ST>(p.biases, row0, xs[r], p.G);
     }
   }
 }
 
 // 8 bits with AVX-512: 16 values per step, straight from the packed bytes.
-template <int MR>
+template <int MR, ScaleType ST>
 MLXM_AVX512 void rows_q8_avx512(const Problem& p, int n0, int n1, int m0) {
   const float* x[MR];
   const float* xs[MR];
@@ -819,9 +872,6 @@ MLXM_AVX512 void rows_q8_avx512(const Problem& p, int n0, int n1, int m0) {
     x[r] = p.x + static_cast<size_t>(m0 + r) * p.K;
     xs[r] = p.xsum + static_cast<size_t>(m0 + r) * p.G;
   }
-  const float* scales;
-  const float* biases;
-  task_scales_avx2(p, n0, n1, &scales, &biases);
   const int steps = p.gs / 16;
   for (int n = n0; n < n1; n++) {
     __m512 acc[MR];
@@ -829,8 +879,7 @@ MLXM_AVX512 void rows_q8_avx512(const Problem& p, int n0, int n1, int m0) {
       acc[r] = _mm512_setzero_ps();
     }
     const uint8_t* wrow = p.w + n * p.row_bytes;
-    const float* srow = scales + static_cast<size_t>(n - n0) * p.G;
-    const float* brow = biases + static_cast<size_t>(n - n0) * p.G;
+    const size_t row0 = static_cast<size_t>(n) * p.G;
     for (int g = 0; g < p.G; g++) {
       const uint8_t* wg = wrow + static_cast<size_t>(g) * p.gs;
       const size_t k0 = static_cast<size_t>(g) * p.gs;
@@ -845,30 +894,41 @@ MLXM_AVX512 void rows_q8_avx512(const Problem& p, int n0, int n1, int m0) {
           d[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x[r] + k0 + 16 * c), q, d[r]);
         }
       }
-      const __m512 sv = _mm512_set1_ps(srow[g]);
+      const __m512 sv = _mm512_set1_ps(scale1<ST>(p.scales, row0 + g));
       for (int r = 0; r < MR; r++) {
         acc[r] = _mm512_fmadd_ps(sv, d[r], acc[r]);
       }
     }
     for (int r = 0; r < MR; r++) {
       p.out[static_cast<size_t>(m0 + r) * p.N + n] =
-          _mm512_reduce_add_ps(acc[r]) + dot_avx2(brow, xs[r], p.G);
+          _mm512_reduce_add_ps(acc[r]) + bias_dot<ST>(p.biases, row0, xs[r], p.G);
     }
   }
 }
 
 #define MLXM_ROW_BLOCKS(NAME, ATTR)                                  \
-  ATTR void NAME##_all(const Problem& p, int n0, int n1) {           \
+  template <ScaleType ST>                                            \
+  ATTR void NAME##_rows(const Problem& p, int n0, int n1) {          \
     int m = 0;                                                       \
     for (; m + 4 <= p.M; m += 4) {                                   \
-      NAME<4>(p, n0, n1, m);                                         \
+      NAME<4, ST>(p, n0, n1, m);                                     \
     }                                                                \
     if (p.M - m >= 2) {                                              \
-      NAME<2>(p, n0, n1, m);                                         \
+      NAME<2, ST>(p, n0, n1, m);                                     \
       m += 2;                                                        \
     }                                                                \
     if (m < p.M) {                                                   \
-      NAME<1>(p, n0, n1, m);                                         \
+      NAME<1, ST>(p, n0, n1, m);                                     \
+    }                                                                \
+  }                                                                  \
+  ATTR void NAME##_all(const Problem& p, int n0, int n1) {           \
+    switch (p.stype) {                                               \
+      case ScaleType::F32:                                           \
+        return NAME##_rows<ScaleType::F32>(p, n0, n1);               \
+      case ScaleType::F16:                                           \
+        return NAME##_rows<ScaleType::F16>(p, n0, n1);               \
+      default:                                                       \
+        return NAME##_rows<ScaleType::BF16>(p, n0, n1);              \
     }                                                                \
   }
 MLXM_ROW_BLOCKS(rows_q4_avx512, MLXM_AVX512)
@@ -945,10 +1005,16 @@ int blas_rows() {
 
 void compute(Problem& p) {
   Pool& pool = Pool::get();
-  // Work per output column, in packed bytes: split finely enough to balance, coarsely enough
-  // that a task is worth a hand-off.
+  // Work in packed bytes (times rows): products under 1 MiB run on the calling thread alone
+  // (measured on 2 cores: handing a few hundred KiB to a second thread gained nothing and
+  // often lost, larger ones ran 1.7-1.9x faster). `MLX_MODELS_QMM_PARALLEL_BYTES` moves the
+  // threshold.
   const size_t total = static_cast<size_t>(p.N) * p.row_bytes * std::max(1, p.M);
-  const int threads = total < (64u << 10) ? 1 : pool.size();
+  static const size_t min_parallel = [] {
+    const char* env = std::getenv("MLX_MODELS_QMM_PARALLEL_BYTES");
+    return env != nullptr ? static_cast<size_t>(std::atoll(env)) : static_cast<size_t>(1) << 20;
+  }();
+  const int threads = total < min_parallel ? 1 : pool.size();
 
   SgemmFn gemm = sgemm();
   if (p.M >= blas_rows() && gemm != nullptr) {
