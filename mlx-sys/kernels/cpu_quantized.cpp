@@ -935,6 +935,80 @@ MLXM_ROW_BLOCKS(rows_q4_avx512, MLXM_AVX512)
 MLXM_ROW_BLOCKS(rows_q8_avx512, MLXM_AVX512)
 #undef MLXM_ROW_BLOCKS
 
+// The scales (or biases) of the groups of a 128-value block from group g on, over its lanes.
+template <ScaleType ST>
+MLXM_AVX512 inline __m512 spread_scales(const void* base, size_t g, int groups_per_block,
+                                        __m512i lanes) {
+  if (groups_per_block == 1) {
+    return _mm512_set1_ps(scale1<ST>(base, g));
+  }
+  __m128 four = groups_per_block == 4
+      ? scale4<ST>(base, g)
+      : _mm_setr_ps(scale1<ST>(base, g), scale1<ST>(base, g + 1), 0.0f, 0.0f);
+  return _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(four));
+}
+
+// 4 bits with AVX-512, for the BLAS path: rows [n0, n1) dequantized in the order of `xperm`
+// (the wide layout: blocks of 128 values, then one of 64), so that `x[:, π] · w[:, π]ᵀ`, the
+// same product, runs on weights unpacked 16 values per shift.
+template <ScaleType ST>
+MLXM_AVX512 void dequantize_q4_permuted_avx512(const Problem& p, int n0, int n1, float* dst) {
+  const int blocks = p.K / 128;
+  const bool tail = p.K % 128 != 0;
+  const __m512i mask = _mm512_set1_epi32(15);
+  alignas(64) int lane_group[16];
+  for (int i = 0; i < 16; i++) {
+    lane_group[i] = 8 * i / p.gs;
+  }
+  const __m512i lanes = _mm512_load_si512(lane_group);
+  const int groups_per_block = std::max(1, 128 / p.gs);
+  for (int n = n0; n < n1; n++) {
+    const uint8_t* wrow = p.w + n * p.row_bytes;
+    const size_t row0 = static_cast<size_t>(n) * p.G;
+    float* d = dst + static_cast<size_t>(n - n0) * p.K;
+    for (int blk = 0; blk < blocks; blk++) {
+      const __m512i words = _mm512_loadu_si512(wrow + 64 * blk);
+      const size_t g = row0 + static_cast<size_t>(blk) * 128 / p.gs;
+      const __m512 sv = spread_scales<ST>(p.scales, g, groups_per_block, lanes);
+      const __m512 bv = spread_scales<ST>(p.biases, g, groups_per_block, lanes);
+      float* out = d + static_cast<size_t>(blk) * 128;
+      for (int j = 0; j < 8; j++) {
+        const __m512 q = _mm512_cvtepi32_ps(
+            _mm512_and_si512(_mm512_srlv_epi32(words, _mm512_set1_epi32(4 * j)), mask));
+        _mm512_storeu_ps(out + 16 * j, _mm512_fmadd_ps(sv, q, bv));
+      }
+    }
+    if (tail) {
+      const size_t k0 = static_cast<size_t>(blocks) * 128;
+      const __m256i words =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow + 64 * blocks));
+      const size_t g0 = row0 + k0 / p.gs;
+      const __m256 sv = p.gs == 32 ? _mm256_set_m128(_mm_set1_ps(scale1<ST>(p.scales, g0 + 1)),
+                                                     _mm_set1_ps(scale1<ST>(p.scales, g0)))
+                                   : _mm256_set1_ps(scale1<ST>(p.scales, g0));
+      const __m256 bv = p.gs == 32 ? _mm256_set_m128(_mm_set1_ps(scale1<ST>(p.biases, g0 + 1)),
+                                                     _mm_set1_ps(scale1<ST>(p.biases, g0)))
+                                   : _mm256_set1_ps(scale1<ST>(p.biases, g0));
+      for (int j = 0; j < 8; j++) {
+        const __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(
+            _mm256_srlv_epi32(words, _mm256_set1_epi32(4 * j)), _mm256_set1_epi32(15)));
+        _mm256_storeu_ps(d + k0 + 8 * j, _mm256_fmadd_ps(sv, q, bv));
+      }
+    }
+  }
+}
+
+MLXM_AVX512 void dequantize_q4_permuted(const Problem& p, int n0, int n1, float* dst) {
+  switch (p.stype) {
+    case ScaleType::F32:
+      return dequantize_q4_permuted_avx512<ScaleType::F32>(p, n0, n1, dst);
+    case ScaleType::F16:
+      return dequantize_q4_permuted_avx512<ScaleType::F16>(p, n0, n1, dst);
+    default:
+      return dequantize_q4_permuted_avx512<ScaleType::BF16>(p, n0, n1, dst);
+  }
+}
+
 // One group dequantized: `dst[k] = s·q[k] + b`.
 template <int BITS>
 MLXM_AVX2 void dequantize_group_avx2(const uint8_t* wg, int gs, float s, float b, float* dst) {
@@ -1025,6 +1099,13 @@ void compute(Problem& p) {
     static thread_local std::vector<float> wf;
     wf.resize(static_cast<size_t>(tile) * p.K);
     float* const wbuf = wf.data();
+    // 4 bits with AVX-512: weights dequantized in x's permuted order (the same product).
+#ifdef MLXM_X86
+    const bool permuted = p.bits == 4 && p.wide && p.xperm != nullptr && isa() >= AVX512;
+#else
+    const bool permuted = false;
+#endif
+    const float* xa = permuted ? p.xperm : p.x;
     for (int n0 = 0; n0 < p.N; n0 += tile) {
       const int rows = std::min(tile, p.N - n0);
       const int parts = std::min(threads, std::max(1, rows / 8));
@@ -1033,11 +1114,18 @@ void compute(Problem& p) {
         const int a = n0 + t * per;
         const int e = std::min(n0 + rows, a + per);
         if (a < e) {
-          dequantize_rows(p, a, e, wbuf + static_cast<size_t>(a - n0) * p.K);
+          float* dst = wbuf + static_cast<size_t>(a - n0) * p.K;
+#ifdef MLXM_X86
+          if (permuted) {
+            dequantize_q4_permuted(p, a, e, dst);
+            return;
+          }
+#endif
+          dequantize_rows(p, a, e, dst);
         }
       });
-      gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, p.M, rows, p.K, 1.0f, p.x, p.K,
-           wbuf, p.K, 0.0f, p.out + n0, p.N);
+      gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, p.M, rows, p.K, 1.0f, xa, p.K, wbuf,
+           p.K, 0.0f, p.out + n0, p.N);
     }
     return;
   }
@@ -1159,7 +1247,7 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
     const float* xperm = nullptr;
     const int level = isa();
     const bool wide = level >= AVX512;
-    if (bits == 4 && K % 64 == 0 && M < blas_rows() && level >= AVX2) {
+    if (bits == 4 && K % 64 == 0 && (M < blas_rows() || wide) && level >= AVX2) {
       xp.resize(static_cast<size_t>(M) * K);
       for (int m = 0; m < M; m++) {
         const float* src = xf.data() + static_cast<size_t>(m) * K;

@@ -132,7 +132,7 @@ fn check_every_width(label: &str) {
                 // K of 3 groups: with groups of 32 not a multiple of 64 (no 4-bit fast path),
                 // of 64 a block of 128 and one of 64; and of 9 groups of 64 (576, SmolLM2's).
                 let k = match (rows, group_size) {
-                    (7, 64) | (3, 32) => 576,
+                    (7, 64) | (3, 32) | (16, 32) => 576,
                     _ => group_size * 3,
                 };
                 let c = case(&[rows], n, k, group_size, bits, seed);
