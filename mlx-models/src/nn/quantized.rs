@@ -403,7 +403,7 @@ pub fn quantized_linear(
     biases: Option<&Array>,
     q: &Quantization,
 ) -> Result<Array> {
-    if cpu_kernels_apply(q) {
+    if cpu_kernels_apply(q, x, scales) {
         // The CPU kernels use every core themselves.
         return quantized_matmul(x, w, scales, biases, true, q);
     }
@@ -417,9 +417,11 @@ pub fn quantized_linear(
 }
 
 /// Whether a transposed product of a 2-D weight quantized as `q` runs on mlx-sys's
-/// multi-threaded CPU kernels (when the stream is a CPU one).
-fn cpu_kernels_apply(q: &Quantization) -> bool {
-    q.mode == QuantMode::Affine
+/// multi-threaded CPU kernels (when the stream is a CPU one): affine, and a float32 result
+/// (half-precision results stay MLX's, whose values the reference has).
+fn cpu_kernels_apply(q: &Quantization, x: &Array, scales: &Array) -> bool {
+    (x.dtype() == mlx_rs::Dtype::Float32 || scales.dtype() == mlx_rs::Dtype::Float32)
+        && q.mode == QuantMode::Affine
         && matches!(q.bits, 2 | 3 | 4 | 5 | 6 | 8)
         && matches!(q.group_size, 32 | 64 | 128)
         && mlx_sys::cpu_kernels()
