@@ -63,7 +63,9 @@ struct SourceArgs {
     /// Only use the local Hugging Face cache (also `HF_HUB_OFFLINE=1`).
     #[arg(long)]
     offline: bool,
-    /// Cast floating-point weights: float32, float16 or bfloat16 (default: as stored).
+    /// Cast floating-point weights: float32, float16 or bfloat16 (default: as stored, except
+    /// that a quantized checkpoint on the CPU computes in float32, where the fast CPU kernels
+    /// of quantized products run).
     #[arg(long, value_parser = parse_dtype)]
     dtype: Option<Dtype>,
     /// No progress bars (downloads, loading a checkpoint over 1 GB, a long prompt); they are
@@ -286,6 +288,7 @@ fn load(source: &SourceArgs) -> CliResult<LoadedModel> {
         dtype: source.dtype,
         hub: hub_options(source),
         progress: !source.quiet,
+        float32_quantized_on_cpu: true,
     };
     let loaded = load_with(&source.model, &options).map_err(|e| e.to_string())?;
     warn_typos(&loaded.typos);
@@ -912,6 +915,7 @@ fn load_draft(
         dtype: source.dtype,
         hub: hub_options(source),
         progress: !source.quiet,
+        float32_quantized_on_cpu: true,
     };
     let draft = load_with(draft_src, &options).map_err(|e| format!("--draft-model: {e}"))?;
     let vocab = |c: &serde_json::Value| c.get("vocab_size").and_then(|v| v.as_u64());

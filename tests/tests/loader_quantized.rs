@@ -198,3 +198,38 @@ fn integer_tensors_for_floating_parameters_are_named() {
     );
     assert!(err.contains("(1 problems)"), "{err}");
 }
+
+#[test]
+fn on_the_cpu_a_quantized_checkpoint_can_compute_in_float32() {
+    // The reference's 4-bit llama with every floating tensor in bfloat16, as mlx-community's
+    // checkpoints are: kept in bfloat16 by default, in float32 when the command line's option
+    // asks for it (the CPU kernels of quantized products serve float32 results).
+    let dir = broken(|_, weights| {
+        for w in weights.values_mut() {
+            if w.dtype() == mlx_rs::Dtype::Float32 {
+                *w = w.as_dtype(mlx_rs::Dtype::Bfloat16).expect("cast");
+            }
+        }
+    });
+    let ids = Array::from_slice(&[1i32, 5, 9, 2], &[1, 4]);
+    let logits_dtype = |options: &LoadOptions| {
+        let mut loaded = load_dir(dir.path(), options).expect("loads");
+        loaded.model.forward(&ids, &mut []).expect("forward").dtype()
+    };
+    assert_eq!(
+        logits_dtype(&LoadOptions::default()),
+        mlx_rs::Dtype::Bfloat16
+    );
+    let float32 = LoadOptions {
+        float32_quantized_on_cpu: true,
+        ..Default::default()
+    };
+    assert_eq!(logits_dtype(&float32), mlx_rs::Dtype::Float32);
+    // An explicit dtype wins.
+    let half = LoadOptions {
+        dtype: Some(mlx_rs::Dtype::Float16),
+        float32_quantized_on_cpu: true,
+        ..Default::default()
+    };
+    assert_eq!(logits_dtype(&half), mlx_rs::Dtype::Float16);
+}
