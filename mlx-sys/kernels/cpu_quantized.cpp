@@ -267,30 +267,6 @@ void to_float(const mx::array& a, const void* src, size_t n, float* dst) {
   }
 }
 
-void from_float(const float* src, size_t n, mx::Dtype dtype, void* dst) {
-  switch (dtype) {
-    case mx::float32:
-      std::memcpy(dst, src, n * sizeof(float));
-      break;
-    case mx::float16: {
-      auto* d = static_cast<mx::float16_t*>(dst);
-      for (size_t i = 0; i < n; i++) {
-        d[i] = static_cast<mx::float16_t>(src[i]);
-      }
-      break;
-    }
-    case mx::bfloat16: {
-      auto* d = static_cast<mx::bfloat16_t*>(dst);
-      for (size_t i = 0; i < n; i++) {
-        d[i] = static_cast<mx::bfloat16_t>(src[i]);
-      }
-      break;
-    }
-    default:
-      throw std::invalid_argument("[quantized_matmul] unsupported floating type");
-  }
-}
-
 // `x` (any layout) as a row-major float32 matrix of `x.size() / K` rows.
 void gather_x(const mx::array& x, std::vector<float>& out) {
   out.resize(x.size());
@@ -1232,7 +1208,11 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
     if (scales.dtype() != biases.dtype()) {
       throw std::runtime_error("[CpuAffineQuantizedMatmul] scales and biases differ in type");
     }
-    static thread_local std::vector<float> xf, xs, xp, of;
+    if (out.dtype() != mx::float32) {
+      // Built only for float32 results (see `mlx_models_quantized_matmul`).
+      throw std::runtime_error("[CpuAffineQuantizedMatmul] float32 results only");
+    }
+    static thread_local std::vector<float> xf, xs, xp;
     const int K = x.shape(-1);
     const int N = w.shape(0);
     const int G = K / gs;
@@ -1271,13 +1251,6 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
       }
       xperm = xp.data();
     }
-    float* outf;
-    if (out.dtype() == mx::float32) {
-      outf = out.data<float>();
-    } else {
-      of.resize(static_cast<size_t>(M) * N);
-      outf = of.data();
-    }
     Problem p{xf.data(),
               w.data<uint8_t>(),
               scales.data<void>(),
@@ -1286,7 +1259,7 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
               xs.data(),
               xperm,
               wide,
-              outf,
+              out.data<float>(),
               M,
               N,
               K,
@@ -1296,9 +1269,6 @@ class CpuAffineQuantizedMatmul : public mx::UnaryPrimitive {
               static_cast<size_t>(K) * bits / 8};
     if (M > 0 && N > 0) {
       compute(p);
-    }
-    if (out.dtype() != mx::float32) {
-      from_float(outf, static_cast<size_t>(M) * N, out.dtype(), out.data<void>());
     }
   }
 
@@ -1315,6 +1285,11 @@ bool kernels_enabled() {
 }
 
 std::atomic<bool> enabled_override{true};
+
+// Not turned off by the environment nor by `mlx_models_set_cpu_kernels`.
+bool kernels_on() {
+  return kernels_enabled() && enabled_override.load(std::memory_order_relaxed);
+}
 
 // An operand as an input of our primitive: as is when already evaluated and row contiguous,
 // else through `contiguous` (which shares the buffer when the result turns out contiguous).
@@ -1356,7 +1331,7 @@ extern "C" int mlx_models_quantized_matmul(mlx_array* res, const mlx_array x, co
     auto floating = [](const mx::array& a) {
       return a.dtype() == mx::float32 || a.dtype() == mx::float16 || a.dtype() == mx::bfloat16;
     };
-    const bool ours = kernels_enabled() && enabled_override.load(std::memory_order_relaxed) &&
+    const bool ours = kernels_on() &&
         stream.device == mx::Device::cpu && std::string(mode) == "affine" && transpose &&
         biases.ctx != nullptr && wa.ndim() == 2 && (gs == 32 || gs == 64 || gs == 128) &&
         (b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8) && xa.ndim() >= 1 &&
@@ -1387,7 +1362,7 @@ extern "C" void mlx_models_set_cpu_kernels(bool on) {
 
 // Whether the kernels above are in use (not turned off by the environment or the call above).
 extern "C" bool mlx_models_cpu_kernels() {
-  return kernels_enabled() && enabled_override.load(std::memory_order_relaxed);
+  return kernels_on();
 }
 
 // Caps the instruction set the kernels use (0 portable, 1 AVX2, 2 AVX-512: the best the CPU

@@ -48,6 +48,19 @@ fn case(x_shape: &[i32], n: i32, k: i32, group_size: i32, bits: i32, seed: u64) 
     }
 }
 
+impl Case {
+    /// The same values with x in `x_type` and the scales and biases in `scale_type`.
+    fn cast(&self, x_type: Dtype, scale_type: Dtype) -> Case {
+        Case {
+            x: self.x.as_dtype(x_type).unwrap(),
+            w: self.w.clone(),
+            scales: self.scales.as_dtype(scale_type).unwrap(),
+            biases: self.biases.as_dtype(scale_type).unwrap(),
+            q: self.q,
+        }
+    }
+}
+
 fn ours(c: &Case, x: &Array) -> Array {
     let out = quantized_matmul(x, &c.w, &c.scales, Some(&c.biases), true, &c.q).unwrap();
     out.eval().unwrap();
@@ -171,17 +184,16 @@ fn half_precision_results_are_mlx_own() {
     for dtype in [Dtype::Float16, Dtype::Bfloat16] {
         for rows in [1, 4, 48] {
             let c = case(&[rows], 70, 192, 64, 4, 300 + rows as u64);
-            let half = Case {
-                x: c.x.as_dtype(dtype).unwrap(),
-                w: c.w.clone(),
-                scales: c.scales.as_dtype(dtype).unwrap(),
-                biases: c.biases.as_dtype(dtype).unwrap(),
-                q: c.q,
-            };
+            let half = c.cast(dtype, dtype);
             let out = ours(&half, &half.x);
             let mlx = reference(&half, &half.x);
             assert_eq!(out.dtype(), dtype);
-            let bits = |a: &Array| a.as_dtype(Dtype::Float32).unwrap().as_slice::<f32>().to_vec();
+            let bits = |a: &Array| {
+                a.as_dtype(Dtype::Float32)
+                    .unwrap()
+                    .as_slice::<f32>()
+                    .to_vec()
+            };
             assert_eq!(bits(&out), bits(&mlx), "{dtype:?}, rows {rows}");
         }
     }
@@ -198,13 +210,7 @@ fn mixed_types_give_mlx_result_type_and_values() {
     ] {
         for rows in [1, 5, 20] {
             let c = case(&[rows], 90, 256, 32, 4, 600 + rows as u64);
-            let mixed = Case {
-                x: c.x.as_dtype(x_type).unwrap(),
-                w: c.w.clone(),
-                scales: c.scales.as_dtype(s_type).unwrap(),
-                biases: c.biases.as_dtype(s_type).unwrap(),
-                q: c.q,
-            };
+            let mixed = c.cast(x_type, s_type);
             let out = ours(&mixed, &mixed.x);
             let reference = reference(&mixed, &mixed.x);
             assert_eq!(

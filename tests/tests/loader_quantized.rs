@@ -214,7 +214,11 @@ fn on_the_cpu_a_quantized_checkpoint_can_compute_in_float32() {
     let ids = Array::from_slice(&[1i32, 5, 9, 2], &[1, 4]);
     let logits_dtype = |options: &LoadOptions| {
         let mut loaded = load_dir(dir.path(), options).expect("loads");
-        loaded.model.forward(&ids, &mut []).expect("forward").dtype()
+        loaded
+            .model
+            .forward(&ids, &mut [])
+            .expect("forward")
+            .dtype()
     };
     assert_eq!(
         logits_dtype(&LoadOptions::default()),
